@@ -1,0 +1,27 @@
+"""tnpeft: parameter-efficient fine-tuning where every adapter is a tensor network.
+
+An adapter is a :class:`Graph` of nodes (dense, diagonal, unitary, nonlinear) wired by named
+indices; the forward pass, merging, parameter counting and saving are interpreters over it.
+"""
+
+from tnpeft import adapters
+from tnpeft.contract import ContractionPlan, plan_stats
+from tnpeft.errors import (AdapterFileError, AdapterStateError, ConfigError, DanglingIndexError, GraphError,
+                           IndexSizeError, NodeKindError, NotMergeableError, TargetModuleError, TNPeftError,
+                           UnreachableLegError)
+from tnpeft.graph import Dense, Diagonal, Graph, GraphModule, Nonlinear, Unitary
+from tnpeft.nn import (AdapterConfig, TNLinear, adapter_names, disable_adapters, export_peft, import_peft, inject,
+                       load_adapter, merge, merge_and_unload, print_trainable_parameters, save_adapter, set_adapter,
+                       trainable_parameters, unload, unmerge)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "adapters",
+    "AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
+    "disable_adapters", "adapter_names", "trainable_parameters", "print_trainable_parameters",
+    "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",
+    "TNPeftError", "GraphError", "IndexSizeError", "DanglingIndexError", "UnreachableLegError", "NodeKindError",
+    "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",
+    "__version__",
+]

@@ -1,0 +1,181 @@
+"""Plan once, run many times.
+
+A :class:`ContractionPlan` is built from the operands' index tuples, the output's index tuple and
+the sizes of the indices. cotengra chooses the pairwise order (for LoRA-shaped networks it
+contracts ``x·A`` first and never forms ``A·B``); the plan then stores one small ``torch.einsum``
+equation per pairwise step, so running it does no parsing and no path search.
+
+Plans are cached process-wide by (network structure, sizes, dtype, device); :func:`plan_stats`
+reports how often the cache was hit and how long planning took.
+"""
+
+from __future__ import annotations
+
+import string
+import time
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+import torch
+
+_SYMBOLS = string.ascii_letters  # torch.einsum accepts only [a-zA-Z]
+
+
+@dataclass
+class PlanStats:
+    """Counters of the process-wide plan cache."""
+
+    plans_built: int = 0
+    cache_hits: int = 0
+    planning_seconds: float = 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.plans_built + self.cache_hits
+        return self.cache_hits / total if total else 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"plans_built": self.plans_built, "cache_hits": self.cache_hits,
+                "planning_seconds": self.planning_seconds, "hit_rate": self.hit_rate}
+
+
+_STATS = PlanStats()
+_CACHE: dict[Hashable, "ContractionPlan"] = {}
+
+
+def plan_stats() -> PlanStats:
+    """The live counters of the plan cache (plans built, cache hits, seconds spent planning)."""
+    return _STATS
+
+
+def reset_plan_cache() -> None:
+    """Forget every cached plan and zero the counters."""
+    _CACHE.clear()
+    _STATS.plans_built = 0
+    _STATS.cache_hits = 0
+    _STATS.planning_seconds = 0.0
+
+
+class ContractionPlan:
+    """A planned contraction of named operands.
+
+    Args:
+        inputs: one index tuple per operand.
+        output: the output's index tuple (each index must occur in some input).
+        size_dict: index name → size.
+        names: optional operand names, used when printing.
+        optimize: a cotengra ``optimize`` preset or optimizer object.
+
+    Attributes:
+        path: the pairwise order, as positions in the shrinking operand list (opt_einsum style).
+        flops: cotengra's floating-point operation count for the planned sizes.
+        largest_intermediate: number of elements of the largest intermediate tensor.
+    """
+
+    def __init__(self, inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],
+                 names: Sequence[str] | None = None, optimize: object = "auto"):
+        self.inputs = tuple(tuple(i) for i in inputs)
+        self.output = tuple(output)
+        self.size_dict = dict(size_dict)
+        self.names = tuple(names) if names is not None else tuple(f"T{i}" for i in range(len(self.inputs)))
+        all_inds = list(dict.fromkeys(i for t in self.inputs for i in t))
+        if len(all_inds) > len(_SYMBOLS):
+            raise ValueError(f"a network with {len(all_inds)} distinct indices exceeds the {len(_SYMBOLS)} "
+                             "einsum symbols torch supports")
+        self._sym = {ind: _SYMBOLS[k] for k, ind in enumerate(all_inds)}
+
+        if len(self.inputs) > 1:
+            import cotengra as ctg
+
+            tree = ctg.array_contract_tree(list(self.inputs), self.output, self.size_dict, optimize=optimize)
+            self.path = tuple(tuple(p) for p in tree.get_path())
+            self.flops = int(tree.total_flops())
+            self.largest_intermediate = int(tree.max_size())
+        else:
+            self.path = ()
+            self.flops = 0
+            self.largest_intermediate = 0
+
+        ops = list(self.inputs)
+        labels = list(self.names)
+        steps: list[tuple[int, int, str]] = []
+        self._order: list[str] = []
+        for i, j in self.path:
+            a, b = ops[i], ops[j]
+            rest = [o for k, o in enumerate(ops) if k not in (i, j)]
+            keep = set(self.output).union(*rest) if rest else set(self.output)
+            if rest:
+                out = tuple(dict.fromkeys(ind for ind in a + b if ind in keep))
+            else:  # the last step writes the output's index order directly: no transpose after
+                out = self.output
+            steps.append((i, j, f"{self._s(a)},{self._s(b)}->{self._s(out)}"))
+            label = f"({labels[i]}·{labels[j]})"
+            for k in sorted((i, j), reverse=True):
+                del ops[k]
+                del labels[k]
+            ops.append(out)
+            labels.append(label)
+            self._order.append(label)
+        self._final: str | None = None
+        if ops[0] != self.output:
+            self._final = f"{self._s(ops[0])}->{self._s(self.output)}"
+        self.steps = tuple(steps)
+        self.order = labels[0]
+
+    def _s(self, inds: Sequence[str]) -> str:
+        return "".join(self._sym[i] for i in inds)
+
+    @property
+    def equation(self) -> str:
+        """The whole network as one einsum equation."""
+        return ",".join(self._s(t) for t in self.inputs) + "->" + self._s(self.output)
+
+    def __call__(self, *arrays: torch.Tensor) -> torch.Tensor:
+        ops = list(arrays)
+        for i, j, eq in self.steps:
+            a, b = ops[i], ops[j]
+            if i > j:
+                del ops[i], ops[j]
+            else:
+                del ops[j], ops[i]
+            ops.append(torch.einsum(eq, a, b))
+        out = ops[0]
+        if self._final is not None:
+            out = torch.einsum(self._final, out)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"ContractionPlan({self.equation}, order={self.order}, flops={self.flops:,}, "
+                f"largest_intermediate={self.largest_intermediate:,})")
+
+    def describe(self) -> str:
+        """A multi-line human-readable account of the plan."""
+        lines = [f"einsum      {self.equation}",
+                 "operands    " + ", ".join(f"{n}[{','.join(t)}]" for n, t in zip(self.names, self.inputs)),
+                 f"order       {self.order}",
+                 f"flops       {self.flops:,}",
+                 f"largest intermediate  {self.largest_intermediate:,} elements"]
+        for k, (_, _, eq) in enumerate(self.steps):
+            lines.append(f"  step {k}: {eq}")
+        return "\n".join(lines)
+
+
+def plan_for(inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],
+             names: Sequence[str] | None = None, key_extra: Hashable = ()) -> ContractionPlan:
+    """Return the cached plan for this network, building it (and counting the time) on a miss.
+
+    ``key_extra`` lets callers add what else must match for a plan to be reused (dtype, device).
+    """
+    inputs = tuple(tuple(i) for i in inputs)
+    output = tuple(output)
+    key = (inputs, output, tuple(sorted(size_dict.items())), key_extra)
+    plan = _CACHE.get(key)
+    if plan is not None:
+        _STATS.cache_hits += 1
+        return plan
+    t0 = time.perf_counter()
+    plan = ContractionPlan(inputs, output, size_dict, names=names)
+    _STATS.planning_seconds += time.perf_counter() - t0
+    _STATS.plans_built += 1
+    _CACHE[key] = plan
+    return plan

@@ -1,0 +1,171 @@
+"""The values of an adapter graph, and its torch forward pass.
+
+:class:`GraphModule` owns one parametrization module per node and runs the graph's schedule:
+each linear stage is one planned contraction (:mod:`tnpeft.contract`), each nonlinear node an
+element-wise function. Plans are fetched from the process-wide cache once per batch-size bucket
+and then kept on the module, so a steady-state forward does no planning and no cache look-up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tnpeft.contract import ContractionPlan, plan_for
+from tnpeft.errors import GraphError, NotMergeableError
+from tnpeft.graph.graph import ContractStep
+from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
+from tnpeft.params import UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tnpeft.graph.graph import Graph
+
+_BATCH = "__batch__"
+
+
+def _bucket(n: int) -> int:
+    # plans depend on the batch size only through cost; round it up to a power of two so that
+    # varying sequence lengths reuse a handful of plans instead of planning every step
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def build_param(node, dtype=None, device=None, generator=None) -> nn.Module:
+    """The parametrization module of one node."""
+    if isinstance(node, Dense):
+        return DenseParam(node.sizes, node.init, node.trainable, dtype, device, generator)
+    if isinstance(node, Diagonal):
+        return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, generator)
+    if isinstance(node, Unitary):
+        n, k = node.sizes
+        m = UNITARY_PARAMS[node.param].build(n, k, dtype=dtype, device=device, generator=generator,
+                                             **node.options)
+        if not node.trainable:
+            m.requires_grad_(False)
+        return m
+    raise GraphError(f"node {node.name!r} of kind {node.kind!r} has no parametrization", node=node.name)
+
+
+class GraphModule(nn.Module):
+    """Trainable values of a :class:`~tnpeft.Graph` and its forward pass.
+
+    ``module(x)`` returns ``scale · contract(graph, dropout(x))`` with shape ``(..., out_features)``.
+    Parameters are registered as ``<node name>.<parameter>`` (e.g. ``A.weight``).
+
+    Args:
+        graph: the structure.
+        dtype, device: of the parameters.
+        generator: a ``torch.Generator`` for reproducible initialisation.
+    """
+
+    def __init__(self, graph: "Graph", dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.graph = graph
+        for name, node in graph.nodes.items():
+            if not isinstance(node, Nonlinear):
+                self.add_module(name, build_param(node, dtype, device, generator))
+        # direct references for nodes whose tensor is a parameter: no module call on the hot path
+        self._direct = {name for name, node in graph.nodes.items() if isinstance(node, (Dense, Diagonal))}
+        self._fns = {name: get_function(node.fn, name) for name, node in graph.nodes.items()
+                     if isinstance(node, Nonlinear)}
+        self._plans: dict[tuple, list[ContractionPlan]] = {}
+        self._last_key: tuple | None = None
+        self._last_plans: list[ContractionPlan] | None = None
+        self.__dict__["_first_param"] = next(iter(self.parameters()), None)  # a reference, not a registration
+        if graph._module is None:
+            graph._module = self
+
+    @property
+    def _param_dtype(self) -> torch.dtype:
+        # the parameter object survives .to()/.half() (its data is swapped in place)
+        p = self._first_param
+        return p.dtype if p is not None else torch.get_default_dtype()
+
+    def extra_repr(self) -> str:
+        g = self.graph
+        return f"{g.name or 'graph'}: {g.in_features} → {g.out_features}, scale={g.scale:g}"
+
+    # ------------------------------------------------------------ node tensors
+    def tensor(self, name: str) -> torch.Tensor:
+        """The materialized tensor of node ``name``."""
+        if name not in self.graph.nodes:
+            raise GraphError(f"no node named {name!r}; the graph has {list(self.graph.nodes)}", node=name)
+        if isinstance(self.graph.nodes[name], Nonlinear):
+            raise GraphError(f"node {name!r} is nonlinear and has no tensor", node=name)
+        m = self._modules[name]
+        return m.weight if name in self._direct else m()
+
+    def _tensors(self, names: tuple[str, ...]) -> list[torch.Tensor]:
+        mods = self._modules
+        return [mods[n].weight if n in self._direct else mods[n]() for n in names]
+
+    # ------------------------------------------------------------ plans
+    def _stage_plans(self, rows: int, dtype: torch.dtype, device: torch.device) -> list[ContractionPlan]:
+        key = (_bucket(rows), dtype, device)
+        if key == self._last_key:
+            return self._last_plans  # type: ignore[return-value]
+        plans = self._plans.get(key)
+        if plans is None:
+            g = self.graph
+            sizes = dict(g.size_dict)
+            sizes[_BATCH] = key[0]
+            plans = []
+            for step in g.schedule:
+                if isinstance(step, ContractStep):
+                    inputs = [(_BATCH,) + g.activations[a] for a in step.inputs]
+                    inputs += [g.nodes[n].inds for n in step.nodes]
+                    names = [("x" if a == 0 else f"h{a}") for a in step.inputs] + list(step.nodes)
+                    plans.append(plan_for(inputs, (_BATCH,) + step.exits, sizes, names=names,
+                                          key_extra=(str(dtype), str(device))))
+            self._plans[key] = plans
+        self._last_key, self._last_plans = key, plans
+        return plans
+
+    def plan(self, rows: int = 512) -> list[ContractionPlan]:
+        """The contraction plans (one per linear stage) used for ``rows`` input rows."""
+        p = next(iter(self.parameters()), None)
+        dtype = p.dtype if p is not None else torch.get_default_dtype()
+        device = p.device if p is not None else torch.device("cpu")
+        return self._stage_plans(rows, dtype, device)
+
+    # ------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.graph
+        if x.shape[-1] != g.in_features:
+            raise GraphError(f"input has {x.shape[-1]} features on its last axis; graph {g.name or ''!s} expects "
+                             f"open leg {g.in_index!r} of size {g.in_features}", index=g.in_index)
+        lead = x.shape[:-1]
+        h = x.reshape(-1, g.in_features)
+        if g.dropout and self.training:
+            h = F.dropout(h, g.dropout, True)
+        plans = self._stage_plans(h.shape[0], h.dtype, h.device)
+        acts: dict[int, torch.Tensor] = {0: h}
+        k = 0
+        for step in g.schedule:
+            if isinstance(step, ContractStep):
+                ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
+                acts[step.output] = plans[k](*ops)
+                k += 1
+            else:
+                acts[step.output] = self._fns[step.node](acts[step.input])
+        out = acts[g.schedule[-1].output]
+        if g.scale != 1.0:
+            out = out * g.scale
+        return out.reshape(*lead, g.out_features)
+
+    def dense(self, scaled: bool = False) -> torch.Tensor:
+        """ΔW, shape ``(out_features, in_features)``: the whole linear network contracted."""
+        g = self.graph
+        if not g.is_linear:
+            bad = next(n for n in g.nodes.values() if isinstance(n, Nonlinear))
+            raise NotMergeableError(
+                f"graph {g.name or ''!s} has nonlinear node {bad.name!r}: its update depends on the input and is "
+                "not a fixed matrix, so it cannot be materialized or merged")
+        names = g.schedule[0].nodes
+        inputs = [g.nodes[n].inds for n in names]
+        plan = plan_for(inputs, (g.out_index, g.in_index), g.size_dict, names=names, key_extra=("dense",))
+        w = plan(*self._tensors(names))
+        return w * g.scale if scaled and g.scale != 1.0 else w

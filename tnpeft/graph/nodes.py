@@ -1,0 +1,295 @@
+"""The node kinds of an adapter graph.
+
+A node has a name, an ordered tuple of index names with their sizes, and a parametrization that
+turns its own free tensors into the node's tensor. Nodes are immutable values; the trainable
+tensors live in :class:`tnpeft.nn.GraphModule`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from tnpeft.errors import GraphError, IndexSizeError, NodeKindError
+from tnpeft.params import DENSE_INITS, DIAGONAL_INITS, FUNCTIONS, UNITARY_PARAMS
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_name(what: str, name: Any, node: str | None = None) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        where = f"node {node!r}: " if node and what != "node" else ""
+        raise GraphError(
+            f"{where}{what} name {name!r} is not valid; expected a non-empty identifier "
+            "(letters, digits, underscores, not starting with a digit)",
+            node=node if what != "node" else (name if isinstance(name, str) else None),
+        )
+
+
+def _check_size(node: str, index: str, size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise IndexSizeError(
+            f"node {node!r}: index {index!r} has size {size!r}; expected a positive integer",
+            node=node, index=index,
+        )
+    return size
+
+
+@dataclass(frozen=True)
+class Node:
+    """Base class: a named tensor with named indices. Use a concrete kind below."""
+
+    name: str
+    inds: tuple[str, ...]
+    sizes: tuple[int, ...]
+    trainable: bool = True
+
+    kind: ClassVar[str] = "node"
+
+    def __post_init__(self) -> None:
+        _check_name("node", self.name)
+        object.__setattr__(self, "inds", tuple(self.inds))
+        object.__setattr__(self, "sizes", tuple(self.sizes))
+        if len(self.inds) == 0:
+            raise GraphError(f"node {self.name!r} has no index; expected at least one", node=self.name)
+        if len(self.inds) != len(self.sizes):
+            raise GraphError(
+                f"node {self.name!r} names {len(self.inds)} indices {self.inds} but gives "
+                f"{len(self.sizes)} sizes {self.sizes}; expected one size per index",
+                node=self.name,
+            )
+        for ind, size in zip(self.inds, self.sizes):
+            _check_name("index", ind, self.name)
+            _check_size(self.name, ind, size)
+        if len(set(self.inds)) != len(self.inds):
+            dup = next(i for i in self.inds if self.inds.count(i) > 1)
+            raise GraphError(
+                f"node {self.name!r} lists index {dup!r} twice; a diagonal is written as a "
+                "Diagonal node with one index shared by its neighbours",
+                node=self.name, index=dup,
+            )
+        if not isinstance(self.trainable, bool):
+            raise GraphError(f"node {self.name!r}: trainable must be true or false, got {self.trainable!r}",
+                             node=self.name)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The node tensor's shape (sizes in index order)."""
+        return self.sizes
+
+    def size_of(self, index: str) -> int:
+        """Size of one of the node's indices."""
+        return self.sizes[self.inds.index(index)]
+
+    def num_parameters(self) -> int:
+        """Trainable scalars this node owns (closed form; allocates nothing)."""
+        raise NotImplementedError
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description of the node (no values)."""
+        d: dict[str, Any] = {"kind": self.kind, "name": self.name, "inds": list(self.inds),
+                             "sizes": list(self.sizes)}
+        if not self.trainable:
+            d["trainable"] = False
+        d.update(self._extra())
+        return d
+
+
+@dataclass(frozen=True)
+class Dense(Node):
+    """A free tensor, e.g. LoRA's ``A`` (indices ``("r", "in")``) and ``B`` (``("out", "r")``),
+    or a tensor-train core. Parameters: the product of its sizes.
+
+    ``init`` is one of ``"zeros"``, ``"ones"``, ``"kaiming_uniform"`` (``U(±1/√fan_in)``, the
+    init of ``nn.Linear`` and peft's ``lora_A``; fan_in = product of all sizes but the first) or
+    ``"normal"`` (``N(0, 1/fan_in)``).
+    """
+
+    init: str = "normal"
+    kind: ClassVar[str] = "dense"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init not in DENSE_INITS:
+            raise GraphError(f"dense node {self.name!r}: unknown init {self.init!r}; expected one of "
+                             f"{sorted(DENSE_INITS)}", node=self.name)
+
+    def num_parameters(self) -> int:
+        return math.prod(self.sizes) if self.trainable else 0
+
+    def _extra(self) -> dict[str, Any]:
+        return {"init": self.init}
+
+
+@dataclass(frozen=True)
+class Diagonal(Node):
+    """A vector ``λ`` standing for ``diag(λ)``: one index, shared by the nodes it sits between
+    (a hyperedge), so it contracts as an element-wise scale and never as a K×K matrix.
+    Parameters: its size. ``init`` is ``"zeros"``, ``"ones"`` or ``"normal"``.
+    """
+
+    init: str = "zeros"
+    kind: ClassVar[str] = "diagonal"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.inds) != 1:
+            raise GraphError(f"diagonal node {self.name!r} has indices {self.inds}; expected exactly one",
+                             node=self.name)
+        if self.init not in DIAGONAL_INITS:
+            raise GraphError(f"diagonal node {self.name!r}: unknown init {self.init!r}; expected one of "
+                             f"{list(DIAGONAL_INITS)}", node=self.name)
+
+    def num_parameters(self) -> int:
+        return self.sizes[0] if self.trainable else 0
+
+    def _extra(self) -> dict[str, Any]:
+        return {"init": self.init}
+
+
+@dataclass(frozen=True)
+class Unitary(Node):
+    """An ``N×K`` matrix with orthonormal columns (``UᵀU = I``) by construction.
+
+    ``inds`` is ``(row index, column index)`` with sizes ``(N, K)``, ``K ≤ N``. ``param`` names a
+    registered parametrization (:data:`tnpeft.params.UNITARY_PARAMS`); ``options`` are its options.
+    """
+
+    param: str = "householder"
+    options: dict[str, Any] = field(default_factory=dict)
+    kind: ClassVar[str] = "unitary"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.inds) != 2:
+            raise GraphError(f"unitary node {self.name!r} has indices {self.inds}; expected two "
+                             "(row index of size N, column index of size K)", node=self.name)
+        n, k = self.sizes
+        if k > n:
+            raise IndexSizeError(
+                f"unitary node {self.name!r}: column index {self.inds[1]!r} has size {k} > row size {n}; "
+                "orthonormal columns need K ≤ N", node=self.name, index=self.inds[1])
+        p = UNITARY_PARAMS.get(self.param)
+        if p is None:
+            raise NodeKindError(f"unitary node {self.name!r}: unknown param {self.param!r}; expected one of "
+                                f"{sorted(UNITARY_PARAMS)}", node=self.name)
+        unknown = set(self.options) - set(p.options)
+        if unknown:
+            raise GraphError(f"unitary node {self.name!r}: param {self.param!r} takes options "
+                             f"{list(p.options)}, not {sorted(unknown)}", node=self.name)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.inds, self.sizes, self.param, tuple(sorted(self.options.items()))))
+
+    def num_parameters(self) -> int:
+        if not self.trainable:
+            return 0
+        n, k = self.sizes
+        return UNITARY_PARAMS[self.param].num_parameters(n, k, **self.options)
+
+    def _extra(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"param": self.param}
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
+
+
+@dataclass(frozen=True)
+class Nonlinear(Node):
+    """An element-wise map from the indices ``inputs`` to new indices ``outputs`` of equal sizes.
+
+    It splits the network into stages contracted in sequence: the stage before it must produce
+    exactly its ``inputs``; ``outputs`` feed the next stage. ``fn`` names a function from
+    :data:`tnpeft.params.FUNCTIONS`. It owns no parameters. ``inds`` is ``inputs + outputs``.
+    """
+
+    fn: str = "identity"
+    n_inputs: int = 1
+    trainable: bool = False
+    kind: ClassVar[str] = "nonlinear"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fn not in FUNCTIONS:
+            raise NodeKindError(f"nonlinear node {self.name!r}: unknown function {self.fn!r}; expected one of "
+                                f"{sorted(FUNCTIONS)}", node=self.name)
+        if not (isinstance(self.n_inputs, int) and 0 < self.n_inputs < len(self.inds)):
+            raise GraphError(f"nonlinear node {self.name!r}: needs at least one input and one output index",
+                             node=self.name)
+        ins, outs = self.inputs, self.outputs
+        if tuple(self.sizes[: self.n_inputs]) != tuple(self.sizes[self.n_inputs:]):
+            raise IndexSizeError(
+                f"nonlinear node {self.name!r}: input indices {ins} have sizes {self.sizes[:self.n_inputs]} "
+                f"but output indices {outs} have sizes {self.sizes[self.n_inputs:]}; an element-wise map "
+                "keeps sizes", node=self.name)
+
+    @classmethod
+    def elementwise(cls, name: str, inputs: dict[str, int] | tuple[str, ...], outputs: tuple[str, ...],
+                    fn: str = "tanh", sizes: tuple[int, ...] | None = None) -> "Nonlinear":
+        """Build from input index names (with sizes) and output index names.
+
+        ``Nonlinear.elementwise("act", {"r": 8}, ("s",), fn="tanh")`` maps index ``r`` to ``s``.
+        """
+        if isinstance(inputs, dict):
+            sizes = tuple(inputs.values())
+            inputs = tuple(inputs)
+        if sizes is None:
+            raise GraphError(f"nonlinear node {name!r}: give input sizes", node=name)
+        return cls(name, tuple(inputs) + tuple(outputs), tuple(sizes) * 2, fn=fn, n_inputs=len(inputs))
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.inds[: self.n_inputs]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.inds[self.n_inputs:]
+
+    def num_parameters(self) -> int:
+        return 0
+
+    def _extra(self) -> dict[str, Any]:
+        return {"fn": self.fn, "n_inputs": self.n_inputs}
+
+
+NODE_KINDS: dict[str, type[Node]] = {c.kind: c for c in (Dense, Diagonal, Unitary, Nonlinear)}
+
+_FIELDS = {
+    "dense": {"init"},
+    "diagonal": {"init"},
+    "unitary": {"param", "options"},
+    "nonlinear": {"fn", "n_inputs"},
+}
+
+
+def node_from_dict(d: Any) -> Node:
+    """Rebuild a node from :meth:`Node.to_dict` output, checking every field."""
+    if not isinstance(d, dict):
+        raise GraphError(f"a node must be a JSON object, got {type(d).__name__}")
+    name = d.get("name")
+    kind = d.get("kind")
+    if kind not in NODE_KINDS:
+        raise NodeKindError(f"node {name!r}: unknown kind {kind!r}; expected one of {sorted(NODE_KINDS)}",
+                            node=name if isinstance(name, str) else None)
+    allowed = {"kind", "name", "inds", "sizes", "trainable"} | _FIELDS[kind]
+    extra = set(d) - allowed
+    if extra:
+        raise GraphError(f"{kind} node {name!r}: unknown field(s) {sorted(extra)}; expected some of {sorted(allowed)}",
+                         node=name if isinstance(name, str) else None)
+    for key in ("name", "inds", "sizes"):
+        if key not in d:
+            raise GraphError(f"{kind} node {name!r}: missing field {key!r}", node=name if isinstance(name, str) else None)
+    if not isinstance(d["inds"], list) or not isinstance(d["sizes"], list):
+        raise GraphError(f"{kind} node {name!r}: 'inds' and 'sizes' must be lists", node=name if isinstance(name, str) else None)
+    kwargs = {k: v for k, v in d.items() if k not in ("kind",)}
+    kwargs["inds"] = tuple(kwargs["inds"])
+    kwargs["sizes"] = tuple(kwargs["sizes"])
+    try:
+        return NODE_KINDS[kind](**kwargs)
+    except TypeError as e:  # a field of the wrong type that the dataclass rejected
+        raise GraphError(f"{kind} node {name!r}: {e}", node=name if isinstance(name, str) else None) from None

@@ -1,0 +1,161 @@
+"""Saving and loading adapters: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+The config holds every adapted module's graph as JSON (so any topology, built-in or a user's,
+loads without its builder code) and the checksum of the weights file. Loading reads data only —
+JSON and safetensors, never pickle — and checks everything before the model is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
+from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, sha256, tensors_to_bytes
+from tnpeft.graph import Graph, GraphModule
+from tnpeft.graph.io import check_state
+from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
+from tnpeft.nn.model import _CONFIGS_ATTR, attach_graphs, set_adapter, tn_layers
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT = "tnpeft.adapter"
+VERSION = 1
+
+
+def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
+    """The graphs and values of one adapter: ``{module path: graph}``, ``{"<path>.<node>.<param>": tensor}``."""
+    graphs: dict[str, Graph] = {}
+    state: dict[str, torch.Tensor] = {}
+    for path, layer in tn_layers(model):
+        if adapter_name in layer.tn_adapters:
+            module = layer.tn_adapters[adapter_name]
+            graphs[path] = module.graph
+            for k, v in module.state_dict().items():
+                state[f"{path}.{k}"] = v
+    if not graphs:
+        raise AdapterStateError(f"the model has no adapter named {adapter_name!r}")
+    return graphs, state
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
+    """Write adapter ``adapter_name`` to ``directory`` (created if needed) and return its path.
+
+    Each file is written to a temporary name and renamed into place; the weights go first and the
+    config, which records their checksum, last — so an interrupted save never leaves a config that
+    points at weights it does not describe.
+    """
+    graphs, state = adapter_state(model, adapter_name)
+    d = Path(directory)
+    blob = tensors_to_bytes(state, metadata={"format": "pt", "tnpeft_adapter": adapter_name})
+    cfg = {
+        "format": FORMAT,
+        "version": VERSION,
+        "adapter_name": adapter_name,
+        "config": getattr(model, _CONFIGS_ATTR, {}).get(adapter_name),
+        "base_model": getattr(getattr(model, "config", None), "_name_or_path", None),
+        "num_parameters": sum(g.num_parameters() for g in graphs.values()),
+        "weights_sha256": sha256(blob),
+        "modules": {path: g.to_dict() for path, g in graphs.items()},
+    }
+    atomic_write_bytes(d / WEIGHTS_NAME, blob)
+    atomic_write_json(d / CONFIG_NAME, cfg)
+    return d
+
+
+def read_adapter(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Graph], dict[str, torch.Tensor]]:
+    """Parse and check a saved adapter without touching any model: (config, graphs, tensors)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise AdapterFileError(f"adapter folder {str(d)!r} does not exist")
+    cfg = read_json(d / CONFIG_NAME, "adapter config")
+    where = str(d / CONFIG_NAME)
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        hint = " (it looks like a peft checkpoint: use tnpeft.import_peft)" if isinstance(cfg, dict) and "peft_type" in cfg else ""
+        raise AdapterFileError(f"{where!r} is not a tnpeft adapter config: field 'format' must be {FORMAT!r}{hint}")
+    if cfg.get("version") != VERSION:
+        raise AdapterFileError(f"{where!r}: format version {cfg.get('version')!r} is not supported (expected {VERSION})")
+    modules = cfg.get("modules")
+    if not isinstance(modules, dict) or not modules:
+        raise AdapterFileError(f"{where!r}: field 'modules' must map module names to graphs")
+    graphs: dict[str, Graph] = {}
+    for path, gd in modules.items():
+        try:
+            graphs[path] = Graph.from_dict(gd)
+        except TNPeftError as e:
+            raise AdapterFileError(f"{where!r}: the graph of module {path!r} is invalid: {e}") from None
+    checksum = cfg.get("weights_sha256")
+    if not isinstance(checksum, str):
+        raise AdapterFileError(f"{where!r}: field 'weights_sha256' is missing")
+    tensors = read_safetensors(d / WEIGHTS_NAME, checksum)
+    return cfg, graphs, tensors
+
+
+def _split_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
+    per: dict[str, dict[str, torch.Tensor]] = {p: {} for p in graphs}
+    # longest module path first, so "a.b" never claims a key of "a.b.c"
+    paths = sorted(graphs, key=len, reverse=True)
+    for key, v in tensors.items():
+        owner = next((p for p in paths if key.startswith(p + ".")), None)
+        if owner is None:
+            raise AdapterFileError(f"{source}: tensor {key!r} belongs to no adapted module of the config")
+        per[owner][key[len(owner) + 1:]] = v
+    for path, g in graphs.items():
+        # shapes and keys checked on a meta-device module: nothing is allocated
+        check_state(GraphModule(g, device="meta"), per[path], f"{source}, module {path!r}")
+    return per
+
+
+def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str | None = None,
+                 is_trainable: bool = False) -> nn.Module:
+    """Load a saved adapter into ``model`` and make it active.
+
+    If the model has no adapter of that name, the saved graphs are injected into the same module
+    paths; if it has one (e.g. to resume training), the structures must be equal and the values
+    are replaced. Every check — files, checksum, module paths, layer sizes, keys, shapes — runs
+    before anything changes; on error the model is untouched. ``is_trainable=False`` (peft's
+    default) loads the adapter frozen, for inference.
+    """
+    cfg, graphs, tensors = read_adapter(directory)
+    name = adapter_name or cfg.get("adapter_name") or "default"
+    source = f"adapter {str(directory)!r}"
+    for path, g in graphs.items():
+        try:
+            layer = model.get_submodule(path)
+        except AttributeError:
+            raise AdapterFileError(f"{source}: the model has no module {path!r}; was it saved from another model?") from None
+        if isinstance(layer, TNLinear):
+            sizes = (layer.in_features, layer.out_features)
+        elif isinstance(layer, LINEAR_TYPES):
+            sizes = layer_sizes(layer)
+        else:
+            raise AdapterFileError(f"{source}: module {path!r} is a {type(layer).__name__}, not a linear layer")
+        if sizes != (g.in_features, g.out_features):
+            raise AdapterFileError(f"{source}: module {path!r} maps {sizes[0]} → {sizes[1]} features but the saved "
+                                   f"adapter maps {g.in_features} → {g.out_features}")
+    per = _split_state(graphs, tensors, source)
+    existing = {p: l for p, l in tn_layers(model) if name in l.tn_adapters}
+    if existing:
+        if set(existing) != set(graphs):
+            raise AdapterFileError(f"{source}: the model's adapter {name!r} sits on {len(existing)} modules, the saved one "
+                                   f"on {len(graphs)} others; load it under another adapter_name")
+        for p, layer in existing.items():
+            if layer.tn_adapters[name].graph != graphs[p]:
+                raise AdapterFileError(f"{source}: module {p!r}: the saved graph differs from the model's adapter {name!r}")
+        for p, layer in existing.items():
+            layer.tn_adapters[name].load_state_dict(per[p])
+    else:
+        attach_graphs(model, graphs, name, cfg.get("config") or {"adapter": "loaded"})
+        for p, layer in tn_layers(model):
+            if p in per:
+                layer.tn_adapters[name].load_state_dict(per[p])
+    set_adapter(model, name)
+    if not is_trainable:
+        for _, layer in tn_layers(model):
+            if name in layer.tn_adapters:
+                layer.tn_adapters[name].requires_grad_(False)
+    return model

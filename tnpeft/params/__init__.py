@@ -1,0 +1,24 @@
+"""Parametrizations: free trainable tensors in, constrained node tensors out.
+
+Each node kind of the graph IR has a parametrization here. A parametrization is a small
+``nn.Module`` whose ``forward()`` returns the node's tensor; its closed-form parameter count is
+available without allocating anything, so that :meth:`tnpeft.Graph.num_parameters` is instant.
+"""
+
+from tnpeft.params.dense import DenseParam, init_dense, DENSE_INITS
+from tnpeft.params.diagonal import DiagonalParam, DIAGONAL_INITS
+from tnpeft.params.functions import FUNCTIONS, get_function
+from tnpeft.params.unitary import UNITARY_PARAMS, UnitaryParametrization, register_unitary
+
+__all__ = [
+    "DenseParam",
+    "DiagonalParam",
+    "DENSE_INITS",
+    "DIAGONAL_INITS",
+    "FUNCTIONS",
+    "get_function",
+    "init_dense",
+    "UNITARY_PARAMS",
+    "UnitaryParametrization",
+    "register_unitary",
+]
