@@ -6,13 +6,38 @@ indices; the forward pass, merging, parameter counting and saving are interprete
 
 from tnpeft import adapters
 from tnpeft.contract import ContractionPlan, plan_stats
-from tnpeft.errors import (AdapterFileError, AdapterStateError, ConfigError, DanglingIndexError, GraphError,
-                           IndexSizeError, NodeKindError, NotMergeableError, TargetModuleError, TNPeftError,
-                           UnreachableLegError)
+from tnpeft.errors import (
+                           AdapterFileError,
+                           AdapterStateError,
+                           ConfigError,
+                           DanglingIndexError,
+                           GraphError,
+                           IndexSizeError,
+                           NodeKindError,
+                           NotMergeableError,
+                           TargetModuleError,
+                           TNPeftError,
+                           UnreachableLegError,
+)
 from tnpeft.graph import Dense, Diagonal, Graph, GraphModule, Nonlinear, Unitary
-from tnpeft.nn import (AdapterConfig, TNLinear, adapter_names, disable_adapters, export_peft, import_peft, inject,
-                       load_adapter, merge, merge_and_unload, print_trainable_parameters, save_adapter, set_adapter,
-                       trainable_parameters, unload, unmerge)
+from tnpeft.nn import (
+                           AdapterConfig,
+                           TNLinear,
+                           adapter_names,
+                           disable_adapters,
+                           export_peft,
+                           import_peft,
+                           inject,
+                           load_adapter,
+                           merge,
+                           merge_and_unload,
+                           print_trainable_parameters,
+                           save_adapter,
+                           set_adapter,
+                           trainable_parameters,
+                           unload,
+                           unmerge,
+)
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,7 @@ A new topology is written the same way (see ``examples/``) and gets the forward 
 counting and saving for free; :func:`register` makes it available by name.
 """
 
-from tnpeft.adapters.registry import ADAPTERS, check_hparams, get_builder, hparam_names, register
 from tnpeft.adapters.lora import lora
+from tnpeft.adapters.registry import ADAPTERS, check_hparams, get_builder, hparam_names, register
 
 __all__ = ["ADAPTERS", "register", "get_builder", "hparam_names", "check_hparams", "lora"]

@@ -40,7 +40,7 @@ class PlanStats:
 
 
 _STATS = PlanStats()
-_CACHE: dict[Hashable, "ContractionPlan"] = {}
+_CACHE: dict[Hashable, ContractionPlan] = {}
 
 
 def plan_stats() -> PlanStats:

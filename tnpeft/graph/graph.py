@@ -9,12 +9,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from tnpeft.errors import (DanglingIndexError, GraphError, IndexSizeError, NotMergeableError,
-                           UnreachableLegError)
+from tnpeft.errors import DanglingIndexError, GraphError, IndexSizeError, NotMergeableError, UnreachableLegError
 from tnpeft.graph.nodes import Node, Nonlinear, node_from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
     from tnpeft.graph.module import GraphModule
 
 FORMAT_VERSION = 1
@@ -292,6 +292,13 @@ class Graph:
         return (tuple(json.dumps(n.to_dict(), sort_keys=True) for n in self._nodes_list),
                 self.in_index, self.out_index, self.scale, self.dropout)
 
+    def same_values_layout(self, other: Graph) -> bool:
+        """True if ``other`` computes the same function family with the same tensors (equal up to
+        the nodes' initialisation): values saved from one load into the other."""
+        strip = lambda g: [{k: v for k, v in n.to_dict().items() if k != "init"} for n in g._nodes_list]  # noqa: E731
+        return (strip(self) == strip(other) and (self.in_index, self.out_index, self.scale) ==
+                (other.in_index, other.out_index, other.scale))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Graph) and self.signature() == other.signature()
 
@@ -318,7 +325,7 @@ class Graph:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Graph":
+    def from_dict(cls, d: Any) -> Graph:
         """Rebuild a graph from :meth:`to_dict` output. Only data is read; no code runs."""
         if not isinstance(d, dict):
             raise GraphError(f"a graph must be a JSON object, got {type(d).__name__}")
@@ -340,7 +347,7 @@ class Graph:
                    name=d.get("name", ""), meta=meta)
 
     @classmethod
-    def from_json(cls, text: str) -> "Graph":
+    def from_json(cls, text: str) -> Graph:
         """Parse JSON text written by :meth:`to_json`."""
         try:
             d = json.loads(text)
@@ -350,7 +357,7 @@ class Graph:
 
     # ---------------------------------------------------------------- values
     @property
-    def module(self) -> "GraphModule":
+    def module(self) -> GraphModule:
         """The graph's own trainable values (created on first use with the default init)."""
         if self._module is None:
             from tnpeft.graph.module import GraphModule
@@ -358,16 +365,16 @@ class Graph:
             self._module = GraphModule(self)
         return self._module
 
-    def tensor(self, name: str) -> "torch.Tensor":
+    def tensor(self, name: str) -> torch.Tensor:
         """One node's materialized tensor (a unitary node gives its N×K orthonormal frame)."""
         return self.module.tensor(name)
 
-    def dense(self, scaled: bool = False) -> "torch.Tensor":
+    def dense(self, scaled: bool = False) -> torch.Tensor:
         """The materialized update ΔW of shape ``(out_features, in_features)`` (times ``scale``
         if ``scaled``). Raises :class:`NotMergeableError` if the graph has a nonlinear stage."""
         return self.module.dense(scaled=scaled)
 
-    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``scale · contract(graph, x)`` for ``x`` of shape ``(..., in_features)``."""
         return self.module(x)
 
@@ -378,7 +385,7 @@ class Graph:
         save_graph(self, directory)
 
     @classmethod
-    def load(cls, directory: str) -> "Graph":
+    def load(cls, directory: str) -> Graph:
         """Read a graph saved by :meth:`save`, with its values."""
         from tnpeft.graph.io import load_graph
 

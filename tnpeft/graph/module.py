@@ -60,7 +60,7 @@ class GraphModule(nn.Module):
         generator: a ``torch.Generator`` for reproducible initialisation.
     """
 
-    def __init__(self, graph: "Graph", dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+    def __init__(self, graph: Graph, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  generator: torch.Generator | None = None):
         super().__init__()
         self.graph = graph

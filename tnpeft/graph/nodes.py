@@ -115,7 +115,7 @@ class Dense(Node):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.init not in DENSE_INITS:
+        if not isinstance(self.init, str) or self.init not in DENSE_INITS:
             raise GraphError(f"dense node {self.name!r}: unknown init {self.init!r}; expected one of "
                              f"{sorted(DENSE_INITS)}", node=self.name)
 
@@ -141,7 +141,7 @@ class Diagonal(Node):
         if len(self.inds) != 1:
             raise GraphError(f"diagonal node {self.name!r} has indices {self.inds}; expected exactly one",
                              node=self.name)
-        if self.init not in DIAGONAL_INITS:
+        if not isinstance(self.init, str) or self.init not in DIAGONAL_INITS:
             raise GraphError(f"diagonal node {self.name!r}: unknown init {self.init!r}; expected one of "
                              f"{list(DIAGONAL_INITS)}", node=self.name)
 
@@ -174,10 +174,12 @@ class Unitary(Node):
             raise IndexSizeError(
                 f"unitary node {self.name!r}: column index {self.inds[1]!r} has size {k} > row size {n}; "
                 "orthonormal columns need K ≤ N", node=self.name, index=self.inds[1])
-        p = UNITARY_PARAMS.get(self.param)
+        p = UNITARY_PARAMS.get(self.param) if isinstance(self.param, str) else None
         if p is None:
             raise NodeKindError(f"unitary node {self.name!r}: unknown param {self.param!r}; expected one of "
                                 f"{sorted(UNITARY_PARAMS)}", node=self.name)
+        if not isinstance(self.options, dict):
+            raise GraphError(f"unitary node {self.name!r}: options must be an object, got {self.options!r}", node=self.name)
         unknown = set(self.options) - set(p.options)
         if unknown:
             raise GraphError(f"unitary node {self.name!r}: param {self.param!r} takes options "
@@ -215,10 +217,10 @@ class Nonlinear(Node):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.fn not in FUNCTIONS:
+        if not isinstance(self.fn, str) or self.fn not in FUNCTIONS:
             raise NodeKindError(f"nonlinear node {self.name!r}: unknown function {self.fn!r}; expected one of "
                                 f"{sorted(FUNCTIONS)}", node=self.name)
-        if not (isinstance(self.n_inputs, int) and 0 < self.n_inputs < len(self.inds)):
+        if isinstance(self.n_inputs, bool) or not (isinstance(self.n_inputs, int) and 0 < self.n_inputs < len(self.inds)):
             raise GraphError(f"nonlinear node {self.name!r}: needs at least one input and one output index",
                              node=self.name)
         ins, outs = self.inputs, self.outputs
@@ -230,7 +232,7 @@ class Nonlinear(Node):
 
     @classmethod
     def elementwise(cls, name: str, inputs: dict[str, int] | tuple[str, ...], outputs: tuple[str, ...],
-                    fn: str = "tanh", sizes: tuple[int, ...] | None = None) -> "Nonlinear":
+                    fn: str = "tanh", sizes: tuple[int, ...] | None = None) -> Nonlinear:
         """Build from input index names (with sizes) and output index names.
 
         ``Nonlinear.elementwise("act", {"r": 8}, ("s",), fn="tanh")`` maps index ``r`` to ``s``.
@@ -273,7 +275,7 @@ def node_from_dict(d: Any) -> Node:
         raise GraphError(f"a node must be a JSON object, got {type(d).__name__}")
     name = d.get("name")
     kind = d.get("kind")
-    if kind not in NODE_KINDS:
+    if not isinstance(kind, str) or kind not in NODE_KINDS:
         raise NodeKindError(f"node {name!r}: unknown kind {kind!r}; expected one of {sorted(NODE_KINDS)}",
                             node=name if isinstance(name, str) else None)
     allowed = {"kind", "name", "inds", "sizes", "trainable"} | _FIELDS[kind]

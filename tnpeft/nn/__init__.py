@@ -3,9 +3,21 @@
 from tnpeft.nn.config import AdapterConfig
 from tnpeft.nn.io import load_adapter, read_adapter, save_adapter
 from tnpeft.nn.layer import TNLinear
-from tnpeft.nn.model import (ParameterCount, adapter_names, disable_adapters, find_targets, inject, merge,
-                             merge_and_unload, print_trainable_parameters, set_adapter, tn_layers,
-                             trainable_parameters, unload, unmerge)
+from tnpeft.nn.model import (
+                             ParameterCount,
+                             adapter_names,
+                             disable_adapters,
+                             find_targets,
+                             inject,
+                             merge,
+                             merge_and_unload,
+                             print_trainable_parameters,
+                             set_adapter,
+                             tn_layers,
+                             trainable_parameters,
+                             unload,
+                             unmerge,
+)
 from tnpeft.nn.peft_compat import export_peft, import_peft
 
 __all__ = ["AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",

@@ -20,17 +20,25 @@ class AdapterConfig:
             ``nn.Linear``/``Conv1D`` but the output head; a list matches exact names or dotted
             suffixes (``"query"`` matches ``encoder.layer.0.attention.self.query``).
         exclude_modules: same rules; matching modules are never adapted.
+        modules_to_save: names (exact or dotted suffix) of whole modules to train and save with the
+            adapter, e.g. a new classification head ``["classifier"]``.
         **hparams: the builder's hyper-parameters (checked against its signature now, so a typo
             fails here rather than deep inside injection).
     """
 
     def __init__(self, adapter: str | Callable[..., Any], target_modules: str | list[str] | tuple[str, ...],
-                 *, exclude_modules: str | list[str] | None = None, **hparams: Any):
+                 *, exclude_modules: str | list[str] | None = None, modules_to_save: list[str] | None = None,
+                 **hparams: Any):
         builder = get_builder(adapter)
         self.adapter = adapter
         self.builder = builder
         self.target_modules = _check_targets(target_modules, "target_modules")
         self.exclude_modules = _check_targets(exclude_modules, "exclude_modules") if exclude_modules else None
+        if modules_to_save is not None and (isinstance(modules_to_save, str) or not all(
+                isinstance(m, str) and m for m in modules_to_save)):
+            raise ConfigError(f"modules_to_save must be a list of module names, got {modules_to_save!r}",
+                              field="modules_to_save")
+        self.modules_to_save = tuple(modules_to_save or ())
         check_hparams(adapter, hparams)
         try:
             json.dumps(hparams)
@@ -49,7 +57,8 @@ class AdapterConfig:
         t = self.target_modules
         e = self.exclude_modules
         return {"adapter": self.adapter_name, "target_modules": t if isinstance(t, str) else list(t),
-                "exclude_modules": e if e is None or isinstance(e, str) else list(e), "hparams": self.hparams}
+                "exclude_modules": e if e is None or isinstance(e, str) else list(e),
+                "modules_to_save": list(self.modules_to_save), "hparams": self.hparams}
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())

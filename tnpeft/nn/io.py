@@ -19,10 +19,11 @@ from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read
 from tnpeft.graph import Graph, GraphModule
 from tnpeft.graph.io import check_state
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
-from tnpeft.nn.model import _CONFIGS_ATTR, attach_graphs, set_adapter, tn_layers
+from tnpeft.nn.model import _CONFIGS_ATTR, attach_graphs, saved_modules, set_adapter, tn_layers
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+SAVED_PREFIX = "modules_to_save."
 FORMAT = "tnpeft.adapter"
 VERSION = 1
 
@@ -39,6 +40,9 @@ def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict
                 state[f"{path}.{k}"] = v
     if not graphs:
         raise AdapterStateError(f"the model has no adapter named {adapter_name!r}")
+    for path in saved_modules(model, adapter_name):
+        for k, v in model.get_submodule(path).state_dict().items():
+            state[f"{SAVED_PREFIX}{path}.{k}"] = v
     return graphs, state
 
 
@@ -100,6 +104,8 @@ def _split_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], sou
     # longest module path first, so "a.b" never claims a key of "a.b.c"
     paths = sorted(graphs, key=len, reverse=True)
     for key, v in tensors.items():
+        if key.startswith(SAVED_PREFIX):
+            continue
         owner = next((p for p in paths if key.startswith(p + ".")), None)
         if owner is None:
             raise AdapterFileError(f"{source}: tensor {key!r} belongs to no adapted module of the config")
@@ -108,6 +114,26 @@ def _split_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], sou
         # shapes and keys checked on a meta-device module: nothing is allocated
         check_state(GraphModule(g, device="meta"), per[path], f"{source}, module {path!r}")
     return per
+
+
+def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], source: str) -> dict[str, dict]:
+    paths = list((cfg.get("config") or {}).get("modules_to_save") or [])
+    out: dict[str, dict[str, torch.Tensor]] = {p: {} for p in paths}
+    for key, v in tensors.items():
+        if not key.startswith(SAVED_PREFIX):
+            continue
+        rest = key[len(SAVED_PREFIX):]
+        owner = next((p for p in sorted(paths, key=len, reverse=True) if rest.startswith(p + ".")), None)
+        if owner is None:
+            raise AdapterFileError(f"{source}: tensor {key!r} belongs to no module listed in modules_to_save")
+        out[owner][rest[len(owner) + 1:]] = v
+    for path, state in out.items():
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            raise AdapterFileError(f"{source}: the model has no module {path!r} (listed in modules_to_save)") from None
+        check_state(module, state, f"{source}, saved module {path!r}")
+    return out
 
 
 def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str | None = None,
@@ -138,13 +164,14 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
             raise AdapterFileError(f"{source}: module {path!r} maps {sizes[0]} → {sizes[1]} features but the saved "
                                    f"adapter maps {g.in_features} → {g.out_features}")
     per = _split_state(graphs, tensors, source)
+    saved = _saved_state(model, cfg, tensors, source)
     existing = {p: l for p, l in tn_layers(model) if name in l.tn_adapters}
     if existing:
         if set(existing) != set(graphs):
             raise AdapterFileError(f"{source}: the model's adapter {name!r} sits on {len(existing)} modules, the saved one "
                                    f"on {len(graphs)} others; load it under another adapter_name")
         for p, layer in existing.items():
-            if layer.tn_adapters[name].graph != graphs[p]:
+            if not layer.tn_adapters[name].graph.same_values_layout(graphs[p]):
                 raise AdapterFileError(f"{source}: module {p!r}: the saved graph differs from the model's adapter {name!r}")
         for p, layer in existing.items():
             layer.tn_adapters[name].load_state_dict(per[p])
@@ -153,6 +180,8 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
         for p, layer in tn_layers(model):
             if p in per:
                 layer.tn_adapters[name].load_state_dict(per[p])
+    for path, state in saved.items():
+        model.get_submodule(path).load_state_dict(state)
     set_adapter(model, name)
     if not is_trainable:
         for _, layer in tn_layers(model):

@@ -150,9 +150,34 @@ def inject(model: nn.Module, config: AdapterConfig, adapter_name: str = "default
         raise ConfigError(f"adapter_name {adapter_name!r} must be a non-empty name of letters, digits, '_' or '-'",
                           field="adapter_name")
     targets = find_targets(model, config)
+    saved = find_modules_to_save(model, config.modules_to_save, set(targets))
     graphs = build_graphs(model, config, targets)
-    attach_graphs(model, graphs, adapter_name, config.to_dict(), generator)
+    record = config.to_dict()
+    record["modules_to_save"] = saved
+    attach_graphs(model, graphs, adapter_name, record, generator)
     return model
+
+
+def find_modules_to_save(model: nn.Module, names: tuple[str, ...] | list[str], targets: set[str]) -> list[str]:
+    """Full dotted names of the modules listed in ``modules_to_save`` (exact names or dotted suffixes)."""
+    found: list[str] = []
+    for want in names:
+        hits = [n for n, _ in model.named_modules() if n and (n == want or n.endswith("." + want))]
+        hits = [h for h in hits if not any(h.startswith(f) for f in found)]
+        if not hits:
+            raise TargetModuleError(f"modules_to_save entry {want!r} matches no module of the model",
+                                    field="modules_to_save")
+        for h in hits:
+            if h in targets:
+                raise TargetModuleError(f"module {h!r} is both adapted and in modules_to_save; choose one",
+                                        field="modules_to_save")
+        found.extend(hits)
+    return found
+
+
+def saved_modules(model: nn.Module, adapter_name: str) -> list[str]:
+    """Full names of the modules trained and saved along with adapter ``adapter_name``."""
+    return list((getattr(model, _CONFIGS_ATTR, {}).get(adapter_name) or {}).get("modules_to_save") or [])
 
 
 def adapter_names(model: nn.Module) -> list[str]:
@@ -175,6 +200,9 @@ def set_adapter(model: nn.Module, names: str | list[str]) -> None:
             raise AdapterStateError(f"no adapter named {n!r} on this model; it has {known}")
     for p in model.parameters():
         p.requires_grad_(False)
+    for n in names:
+        for path in saved_modules(model, n):
+            model.get_submodule(path).requires_grad_(True)
     for _, layer in tn_layers(model):
         layer.active_adapters = [n for n in names if n in layer.tn_adapters]
         for n in layer.active_adapters:

@@ -5,8 +5,8 @@ Each node kind of the graph IR has a parametrization here. A parametrization is 
 available without allocating anything, so that :meth:`tnpeft.Graph.num_parameters` is instant.
 """
 
-from tnpeft.params.dense import DenseParam, init_dense, DENSE_INITS
-from tnpeft.params.diagonal import DiagonalParam, DIAGONAL_INITS
+from tnpeft.params.dense import DENSE_INITS, DenseParam, init_dense
+from tnpeft.params.diagonal import DIAGONAL_INITS, DiagonalParam
 from tnpeft.params.functions import FUNCTIONS, get_function
 from tnpeft.params.unitary import UNITARY_PARAMS, UnitaryParametrization, register_unitary
 

@@ -1,0 +1,1 @@
+"""Helpers for property-testing adapters, including your own topologies."""

