@@ -67,15 +67,15 @@ def test_merge_unmerge_round_trip(make):
         tnpeft.inject(m, tnpeft.AdapterConfig("lora", ["0", "2"], r=3, init_b="normal"))
         x = torch.randn(5, 16)
         run = lambda: m(x)  # noqa: E731
-    weights = {n: l.base_layer.weight.detach().clone() for n, l in tn_layers(m)}
+    weights = {n: lay.base_layer.weight.detach().clone() for n, lay in tn_layers(m)}
     y = run()
     tnpeft.merge(m)
-    assert all(l.merged_adapters == ["default"] for _, l in tn_layers(m))
+    assert all(lay.merged_adapters == ["default"] for _, lay in tn_layers(m))
     torch.testing.assert_close(run(), y, atol=1e-5, rtol=1e-5)
-    assert any(not torch.equal(l.base_layer.weight, weights[n]) for n, l in tn_layers(m))
+    assert any(not torch.equal(lay.base_layer.weight, weights[n]) for n, lay in tn_layers(m))
     tnpeft.unmerge(m)
-    for n, l in tn_layers(m):
-        torch.testing.assert_close(l.base_layer.weight, weights[n], atol=1e-6, rtol=0)
+    for n, lay in tn_layers(m):
+        torch.testing.assert_close(lay.base_layer.weight, weights[n], atol=1e-6, rtol=0)
     torch.testing.assert_close(run(), y, atol=1e-6, rtol=1e-6)
 
 
@@ -121,7 +121,7 @@ def _save(pm):
 
 def test_safe_merge_refuses_non_finite_update():
     m = adapted()
-    layer = next(l for _, l in tn_layers(m))
+    layer = next(lay for _, lay in tn_layers(m))
     with torch.no_grad():
         layer.tn_adapters["default"].A.weight[0, 0] = float("inf")
     w = layer.base_layer.weight.clone()

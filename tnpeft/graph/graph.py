@@ -174,8 +174,8 @@ class Graph:
         def comp_inds(c: list[Node]) -> list[str]:
             return list(dict.fromkeys(i for n in c for i in n.inds))
 
-        pending = {k: c for k, c in comps.items()}
-        for k, c in pending.items():
+        pending = dict(comps)
+        for c in pending.values():
             inds = comp_inds(c)
             if not any(i in sources for i in inds):
                 raise UnreachableLegError(

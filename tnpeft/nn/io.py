@@ -165,7 +165,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
                                    f"adapter maps {g.in_features} → {g.out_features}")
     per = _split_state(graphs, tensors, source)
     saved = _saved_state(model, cfg, tensors, source)
-    existing = {p: l for p, l in tn_layers(model) if name in l.tn_adapters}
+    existing = {p: lay for p, lay in tn_layers(model) if name in lay.tn_adapters}
     if existing:
         if set(existing) != set(graphs):
             raise AdapterFileError(f"{source}: the model's adapter {name!r} sits on {len(existing)} modules, the saved one "

@@ -120,7 +120,7 @@ def build_graphs(model: nn.Module, config: AdapterConfig, targets: list[str]) ->
 def attach_graphs(model: nn.Module, graphs: dict[str, Graph], adapter_name: str,
                   config: dict[str, Any], generator: torch.Generator | None = None) -> None:
     """Wrap each named module in a :class:`TNLinear` (if not yet) and add the graph as ``adapter_name``."""
-    for name, g in graphs.items():
+    for name in graphs:
         layer = model.get_submodule(name)
         if isinstance(layer, TNLinear) and adapter_name in layer.tn_adapters:
             raise AdapterStateError(f"module {name!r} already has an adapter named {adapter_name!r}; pick another "
