@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 _SYMBOLS = string.ascii_letters  # torch.einsum accepts only [a-zA-Z]
 
@@ -108,7 +109,8 @@ class ContractionPlan:
                 out = tuple(dict.fromkeys(ind for ind in a + b if ind in keep))
             else:  # the last step writes the output's index order directly: no transpose after
                 out = self.output
-            steps.append((i, j, f"{self._s(a)},{self._s(b)}->{self._s(out)}"))
+            eq = f"{self._s(a)},{self._s(b)}->{self._s(out)}"
+            steps.append((i, j, eq, _pair_kernel(a, b, out, eq)))
             label = f"({labels[i]}·{labels[j]})"
             for k in sorted((i, j), reverse=True):
                 del ops[k]
@@ -132,13 +134,13 @@ class ContractionPlan:
 
     def __call__(self, *arrays: torch.Tensor) -> torch.Tensor:
         ops = list(arrays)
-        for i, j, eq in self.steps:
+        for i, j, _, kernel in self.steps:
             a, b = ops[i], ops[j]
             if i > j:
                 del ops[i], ops[j]
             else:
                 del ops[j], ops[i]
-            ops.append(torch.einsum(eq, a, b))
+            ops.append(kernel(a, b))
         out = ops[0]
         if self._final is not None:
             out = torch.einsum(self._final, out)
@@ -155,9 +157,33 @@ class ContractionPlan:
                  f"order       {self.order}",
                  f"flops       {self.flops:,}",
                  f"largest intermediate  {self.largest_intermediate:,} elements"]
-        for k, (_, _, eq) in enumerate(self.steps):
+        for k, (_, _, eq, _) in enumerate(self.steps):
             lines.append(f"  step {k}: {eq}")
         return "\n".join(lines)
+
+
+def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...], eq: str):
+    """The cheapest torch call for one pairwise step.
+
+    A plain contraction (no shared index kept) whose output order is ``free(a) + free(b)`` or the
+    reverse is a single matrix product: ``F.linear`` for the common ``(f, c)·(g, c)`` case — the
+    very kernel ``nn.Linear`` and peft use — and ``tensordot`` otherwise. Hyperedges (a shared index
+    that stays, e.g. a diagonal's scale) and anything else go to ``torch.einsum``.
+    """
+    shared = set(a) & set(b)
+    contracted = [i for i in a if i in shared and i not in out]
+    if not contracted or (shared & set(out)):
+        return lambda x, y: torch.einsum(eq, x, y)
+    fa = tuple(i for i in a if i not in shared)
+    fb = tuple(i for i in b if i not in shared)
+    pa = [a.index(c) for c in contracted]
+    pb = [b.index(c) for c in contracted]
+    linear = len(a) == 2 and len(b) == 2 and pa == [1] and pb == [1]
+    if fa + fb == out:
+        return (lambda x, y: F.linear(x, y)) if linear else (lambda x, y: torch.tensordot(x, y, dims=(pa, pb)))
+    if fb + fa == out:
+        return (lambda x, y: F.linear(y, x)) if linear else (lambda x, y: torch.tensordot(y, x, dims=(pb, pa)))
+    return lambda x, y: torch.einsum(eq, x, y)
 
 
 def plan_for(inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],

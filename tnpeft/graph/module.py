@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnpeft.contract import ContractionPlan, plan_for
+from tnpeft.contract.plan import _STATS
 from tnpeft.errors import GraphError, NotMergeableError
 from tnpeft.graph.graph import ContractStep
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
@@ -106,6 +107,7 @@ class GraphModule(nn.Module):
     def _stage_plans(self, rows: int, dtype: torch.dtype, device: torch.device) -> list[ContractionPlan]:
         key = (_bucket(rows), dtype, device)
         if key == self._last_key:
+            _STATS.cache_hits += 1
             return self._last_plans  # type: ignore[return-value]
         plans = self._plans.get(key)
         if plans is None:
