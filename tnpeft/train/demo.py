@@ -119,18 +119,20 @@ def run_demo(out_dir: str = "runs/demo", train_size: int = 4000, test_size: int 
         "before": before, "after": after, "reloaded_max_logit_diff": reload_err, "merged_max_logit_diff": merge_err,
         "adapter_dir": str(adapter_dir),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "metrics.json", result)
-    atomic_write_json(out / "losses.json", losses)
     print()
+    majority = max(test.labels.count(c) for c in range(len(SENTIMENT_LABELS))) / len(test)
+    result["majority_class_accuracy"] = majority
     print(f"{'':24}{'accuracy':>10}{'macro-F1':>10}")
     for label, m in (("before fine-tuning", before), ("after fine-tuning", after)):
         print(f"{label:24}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}")
+    print(f"{'(majority class)':24}{majority:>10.4f}")
     print(f"\nreloaded from disk: max |Δlogit| = {reload_err:.2e}; merged into the weights: max |Δlogit| = "
           f"{merge_err:.2e} (256 test tweets)")
     print(f"\ntrainable parameters: {counts.trainable:,} of {counts.total:,} "
-          f"({100 * counts.trainable / counts.total:.3f} %), LoRA r={r} on every linear layer + the classifier head")
+          f"({100 * counts.trainable / counts.total:.3f} %), LoRA r={r} on every linear layer of the encoder + the new head")
     print(f"training: {steps} steps in {train_seconds:.0f} s; loss {losses[0]:.3f} → {result['last_loss_avg20']:.3f}")
+    atomic_write_json(out / "metrics.json", result)
+    atomic_write_json(out / "losses.json", losses)
     print(f"adapter saved to {adapter_dir}/ ; metrics in {out / 'metrics.json'}")
     return result
 
