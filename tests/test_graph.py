@@ -224,6 +224,18 @@ def test_hypothesis_random_node_dicts_never_leak_raw_errors(d):
         pass
 
 
+@given(st.dictionaries(st.sampled_from(["in_index", "out_index", "scale", "dropout", "name", "meta", "nodes"]),
+                       st.one_of(st.integers(), st.floats(), st.text(max_size=3), st.lists(st.integers(), max_size=2),
+                                 st.none(), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1)),
+                       max_size=4))
+def test_hypothesis_random_graph_fields_raise_graph_error(fields):
+    d = {**lora(4, 3, r=2).to_dict(), **fields}
+    try:
+        Graph.from_dict(d)
+    except GraphError:
+        pass
+
+
 def test_from_json_rejects_garbage_with_graph_error():
     for text in ("", "[]", "{", '{"format": "x"}', json.dumps({**lora(4, 4, r=1).to_dict(), "version": 99}),
                  json.dumps({**lora(4, 4, r=1).to_dict(), "nodes": "A"})):

@@ -5,6 +5,7 @@ output. A graph is a value: it validates on construction and never changes after
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -74,11 +75,18 @@ class Graph:
         if dup:
             d = sorted(dup)[0]
             raise GraphError(f"node name {d!r} is used by {names.count(d)} nodes; names must be unique", node=d)
+        for what, value in (("in_index", in_index), ("out_index", out_index)):
+            if not isinstance(value, str) or not value.isidentifier():
+                raise GraphError(f"{what} must be an index name (an identifier), got {value!r}")
+        if not isinstance(name, str):
+            raise GraphError(f"graph name must be a string, got {name!r}")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise GraphError(f"graph meta must be a mapping, got {type(meta).__name__}")
         if in_index == out_index:
             raise GraphError(f"in_index and out_index are both {in_index!r}; the open legs need two names",
                              index=in_index)
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale != scale:
-            raise GraphError(f"scale must be a real number, got {scale!r}")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+            raise GraphError(f"scale must be a finite real number, got {scale!r}")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise GraphError(f"dropout must be in [0, 1), got {dropout!r}")
         self._nodes_list = nodes
