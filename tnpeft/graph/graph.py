@@ -46,13 +46,18 @@ class Graph:
 
     Args:
         nodes: the nodes (:class:`Dense`, :class:`Diagonal`, :class:`Unitary`, :class:`Nonlinear`).
-        in_index: the name of the open leg that meets the layer input ``x`` (default ``"in"``).
-        out_index: the name of the open leg that becomes the layer output (default ``"out"``).
+        in_index: the name of the open leg that meets the layer input ``x`` (default ``"in"``), or
+            a tuple of names: the input is then reshaped (row-major) into those legs, as a
+            tensor-train / MPO reads a vector of size ``n₁·n₂·…``.
+        out_index: the same for the output leg(s) (default ``"out"``).
         in_features, out_features: the layer's sizes; checked against the nodes if given.
         scale: the factor ``s`` on the adapter's output (LoRA: ``alpha / r``).
         dropout: dropout probability applied to ``x`` on the adapter path in training.
         name: a short name shown in reports and diagrams.
         meta: JSON-ready metadata (the builder and its hyper-parameters, the paper reference).
+        mode: ``"add"`` (default): ``y = base(x) + scale · contract(graph, x)``. ``"input"``: the
+            graph transforms the layer's input, ``y = base(contract(graph, x))`` — a multiplicative
+            adapter such as OFT (``W' = W R``); in and out legs then both have the layer's input size.
 
     Validation on construction raises a :class:`tnpeft.errors.GraphError` subclass naming the node
     and index at fault: an index with two sizes, a dangling index, an open leg that cannot be
@@ -60,9 +65,10 @@ class Graph:
     produced by one stage.
     """
 
-    def __init__(self, nodes: Iterable[Node], *, in_index: str = "in", out_index: str = "out",
-                 in_features: int | None = None, out_features: int | None = None, scale: float = 1.0,
-                 dropout: float = 0.0, name: str = "", meta: Mapping[str, Any] | None = None):
+    def __init__(self, nodes: Iterable[Node], *, in_index: str | tuple[str, ...] = "in",
+                 out_index: str | tuple[str, ...] = "out", in_features: int | None = None,
+                 out_features: int | None = None, scale: float = 1.0, dropout: float = 0.0, name: str = "",
+                 meta: Mapping[str, Any] | None = None, mode: str = "add"):
         nodes = list(nodes)
         if not nodes:
             raise GraphError("a graph needs at least one node")
@@ -75,40 +81,51 @@ class Graph:
         if dup:
             d = sorted(dup)[0]
             raise GraphError(f"node name {d!r} is used by {names.count(d)} nodes; names must be unique", node=d)
-        for what, value in (("in_index", in_index), ("out_index", out_index)):
-            if not isinstance(value, str) or not value.isidentifier():
-                raise GraphError(f"{what} must be an index name (an identifier), got {value!r}")
+        in_inds = self._legs("in_index", in_index)
+        out_inds = self._legs("out_index", out_index)
+        if mode not in ("add", "input"):
+            raise GraphError(f"mode must be 'add' or 'input', got {mode!r}")
         if not isinstance(name, str):
             raise GraphError(f"graph name must be a string, got {name!r}")
         if meta is not None and not isinstance(meta, Mapping):
             raise GraphError(f"graph meta must be a mapping, got {type(meta).__name__}")
-        if in_index == out_index:
-            raise GraphError(f"in_index and out_index are both {in_index!r}; the open legs need two names",
-                             index=in_index)
+        both = set(in_inds) & set(out_inds)
+        if both:
+            b = sorted(both)[0]
+            raise GraphError(f"index {b!r} is both an input and an output leg; the open legs need distinct names",
+                             index=b)
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
             raise GraphError(f"scale must be a finite real number, got {scale!r}")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise GraphError(f"dropout must be in [0, 1), got {dropout!r}")
         self._nodes_list = nodes
-        self.in_index = in_index
-        self.out_index = out_index
+        self.in_index = in_inds[0] if len(in_inds) == 1 else in_inds
+        self.out_index = out_inds[0] if len(out_inds) == 1 else out_inds
+        self.in_inds = in_inds
+        self.out_inds = out_inds
+        self.mode = mode
         self.scale = float(scale)
         self.dropout = float(dropout)
         self.name = name
         self.meta = dict(meta or {})
         self.size_dict = self._check_sizes(nodes)
-        for leg, want, what in ((in_index, in_features, "in_features"), (out_index, out_features, "out_features")):
-            if leg not in self.size_dict:
-                raise UnreachableLegError(
-                    f"open leg {leg!r} is attached to no node; expected some node to carry index {leg!r}",
-                    index=leg)
-            if want is not None and self.size_dict[leg] != want:
-                holder = next(n.name for n in nodes if leg in n.inds)
-                raise IndexSizeError(
-                    f"{what}={want} but node {holder!r} gives open leg {leg!r} size {self.size_dict[leg]}",
-                    node=holder, index=leg)
-        self.in_features = self.size_dict[in_index]
-        self.out_features = self.size_dict[out_index]
+        for legs, want, what in ((in_inds, in_features, "in_features"), (out_inds, out_features, "out_features")):
+            for leg in legs:
+                if leg not in self.size_dict:
+                    raise UnreachableLegError(
+                        f"open leg {leg!r} is attached to no node; expected some node to carry index {leg!r}",
+                        index=leg)
+            got = math.prod(self.size_dict[leg] for leg in legs)
+            if want is not None and got != want:
+                holder = next(n.name for n in nodes if legs[0] in n.inds)
+                sizes = " × ".join(f"{leg}={self.size_dict[leg]}" for leg in legs)
+                raise IndexSizeError(f"{what}={want} but the open leg(s) have size {got} ({sizes}, on node {holder!r})",
+                                     node=holder, index=legs[0])
+        self.in_features = math.prod(self.size_dict[i] for i in in_inds)
+        self.out_features = math.prod(self.size_dict[i] for i in out_inds)
+        if mode == "input" and self.in_features != self.out_features:
+            raise GraphError(f"an input-mode graph maps the layer input to itself, but its legs have sizes "
+                             f"{self.in_features} → {self.out_features}")
         self._check_dangling(nodes)
         self.schedule, self.activations, order = self._build_schedule(nodes)
         by_name = {n.name: n for n in nodes}
@@ -116,6 +133,15 @@ class Graph:
         self._module: GraphModule | None = None
 
     # ---------------------------------------------------------------- validation
+    @staticmethod
+    def _legs(what: str, value: Any) -> tuple[str, ...]:
+        legs = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, (list, tuple)) else None
+        if not legs or not all(isinstance(v, str) and v.isidentifier() for v in legs):
+            raise GraphError(f"{what} must be an index name or a non-empty tuple of index names, got {value!r}")
+        if len(set(legs)) != len(legs):
+            raise GraphError(f"{what} {value!r} names an index twice")
+        return legs
+
     @staticmethod
     def _check_sizes(nodes: list[Node]) -> dict[str, int]:
         sizes: dict[str, int] = {}
@@ -136,7 +162,7 @@ class Graph:
             for ind in n.inds:
                 count[ind].append(n.name)
         for ind, holders in count.items():
-            if ind not in (self.in_index, self.out_index) and len(holders) < 2:
+            if ind not in self.in_inds + self.out_inds and len(holders) < 2:
                 raise DanglingIndexError(
                     f"index {ind!r} of node {holders[0]!r} is connected to nothing else; every index but the "
                     f"open legs {self.in_index!r} and {self.out_index!r} must join two or more nodes",
@@ -149,13 +175,13 @@ class Graph:
         nl_out: dict[str, str] = {}
         for n in nonlin:
             for i in n.outputs:
-                if i in nl_out or i == self.in_index:
+                if i in nl_out or i in self.in_inds:
                     raise GraphError(f"index {i!r} is produced twice (by nonlinear node {n.name!r} and by "
                                      f"{nl_out.get(i, 'the layer input')!r})", node=n.name, index=i)
                 nl_out[i] = n.name
         for n in nonlin:
             for i in n.inputs:
-                if i == self.out_index:
+                if i in self.out_inds:
                     raise GraphError(f"nonlinear node {n.name!r} consumes the output leg {i!r}", node=n.name, index=i)
         # connected components of the linear nodes (joined by shared indices)
         parent = {n.name: n.name for n in linear}
@@ -176,8 +202,8 @@ class Graph:
         comps: dict[str, list[Node]] = defaultdict(list)
         for n in linear:
             comps[find(n.name)].append(n)
-        sources = {self.in_index} | set(nl_out)
-        sinks = {self.out_index} | set(nl_in)
+        sources = set(self.in_inds) | set(nl_out)
+        sinks = set(self.out_inds) | set(nl_in)
 
         def comp_inds(c: list[Node]) -> list[str]:
             return list(dict.fromkeys(i for n in c for i in n.inds))
@@ -194,8 +220,8 @@ class Graph:
                     f"node(s) {[n.name for n in c]} feed nothing: no path joins them to open leg "
                     f"{self.out_index!r} or to a nonlinear node's input", node=c[0].name)
         pending_nl = {n.name: n for n in nonlin}
-        acts: list[tuple[str, ...]] = [(self.in_index,)]
-        avail: dict[str, int] = {self.in_index: 0}
+        acts: list[tuple[str, ...]] = [self.in_inds]
+        avail: dict[str, int] = {i: 0 for i in self.in_inds}
         consumed: set[int] = set()
         schedule: list[ContractStep | ApplyStep] = []
         order: list[str] = []
@@ -215,6 +241,8 @@ class Graph:
                             f"node(s) {[n.name for n in c]} take part of a stage output that also carries "
                             f"{extra}; a stage's output must be consumed whole", node=c[0].name, index=extra[0])
                 exits = tuple(i for i in inds if i in sinks and i not in sources)
+                if set(exits) == set(self.out_inds):
+                    exits = self.out_inds
                 acts.append(exits)
                 out_id = len(acts) - 1
                 for i in exits:
@@ -255,12 +283,13 @@ class Graph:
                 raise UnreachableLegError(
                     f"node(s) {stuck} cannot be reached from the input {self.in_index!r}: indices {missing} are "
                     "never produced (a cycle through nonlinear nodes, or a missing stage)", node=stuck[0])
-        if self.out_index not in avail or acts[avail[self.out_index]] != (self.out_index,):
-            got = acts[avail[self.out_index]] if self.out_index in avail else None
+        first_out = self.out_inds[0]
+        if first_out not in avail or acts[avail[first_out]] != self.out_inds:
+            got = acts[avail[first_out]] if first_out in avail else None
             raise UnreachableLegError(
-                f"the last stage must produce exactly the open leg {self.out_index!r}, got indices {got}",
-                index=self.out_index)
-        final = avail[self.out_index]
+                f"the last stage must produce exactly the open leg(s) {self.out_inds}, got indices {got}",
+                index=first_out)
+        final = avail[first_out]
         unused = [k for k in range(len(acts)) if k not in consumed and k != final]
         if unused:
             raise UnreachableLegError(f"a stage output with indices {acts[unused[0]]} is used by nothing")
@@ -298,14 +327,14 @@ class Graph:
     def signature(self) -> tuple:
         """A hashable key of the structure (not the values): equal graphs contract the same way."""
         return (tuple(json.dumps(n.to_dict(), sort_keys=True) for n in self._nodes_list),
-                self.in_index, self.out_index, self.scale, self.dropout)
+                self.in_inds, self.out_inds, self.scale, self.dropout, self.mode)
 
     def same_values_layout(self, other: Graph) -> bool:
         """True if ``other`` computes the same function family with the same tensors (equal up to
         the nodes' initialisation): values saved from one load into the other."""
         strip = lambda g: [{k: v for k, v in n.to_dict().items() if k != "init"} for n in g._nodes_list]  # noqa: E731
-        return (strip(self) == strip(other) and (self.in_index, self.out_index, self.scale) ==
-                (other.in_index, other.out_index, other.scale))
+        return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode) ==
+                (other.in_inds, other.out_inds, other.scale, other.mode))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Graph) and self.signature() == other.signature()
@@ -324,8 +353,9 @@ class Graph:
     def to_dict(self) -> dict[str, Any]:
         """The structure and hyper-parameters as a JSON-ready dict (no tensor values)."""
         return {"format": "tnpeft.graph", "version": FORMAT_VERSION, "name": self.name,
-                "in_index": self.in_index, "out_index": self.out_index, "scale": self.scale,
-                "dropout": self.dropout, "meta": self.meta,
+                "in_index": self.in_index if isinstance(self.in_index, str) else list(self.in_index),
+                "out_index": self.out_index if isinstance(self.out_index, str) else list(self.out_index),
+                "scale": self.scale, "dropout": self.dropout, "mode": self.mode, "meta": self.meta,
                 "nodes": [n.to_dict() for n in self._nodes_list]}
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -341,7 +371,7 @@ class Graph:
             raise GraphError(f"not a tnpeft graph: field 'format' is {d.get('format')!r}, expected 'tnpeft.graph'")
         if d.get("version") != FORMAT_VERSION:
             raise GraphError(f"graph format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})")
-        allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "meta", "nodes"}
+        allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes"}
         extra = set(d) - allowed
         if extra:
             raise GraphError(f"unknown graph field(s) {sorted(extra)}; expected some of {sorted(allowed)}")
@@ -350,9 +380,10 @@ class Graph:
         meta = d.get("meta", {})
         if not isinstance(meta, dict):
             raise GraphError("graph field 'meta' must be an object")
-        return cls([node_from_dict(n) for n in d["nodes"]], in_index=d.get("in_index", "in"),
-                   out_index=d.get("out_index", "out"), scale=d.get("scale", 1.0), dropout=d.get("dropout", 0.0),
-                   name=d.get("name", ""), meta=meta)
+        legs = {k: (tuple(d[k]) if isinstance(d.get(k), list) else d.get(k, k[:-6])) for k in ("in_index", "out_index")}
+        return cls([node_from_dict(n) for n in d["nodes"]], in_index=legs["in_index"], out_index=legs["out_index"],
+                   scale=d.get("scale", 1.0), dropout=d.get("dropout", 0.0), name=d.get("name", ""), meta=meta,
+                   mode=d.get("mode", "add"))
 
     @classmethod
     def from_json(cls, text: str) -> Graph:

@@ -40,9 +40,9 @@ def build_param(node, dtype=None, device=None, generator=None) -> nn.Module:
     if isinstance(node, Diagonal):
         return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, generator)
     if isinstance(node, Unitary):
-        n, k = node.sizes
-        m = UNITARY_PARAMS[node.param].build(n, k, dtype=dtype, device=device, generator=generator,
-                                             **node.options)
+        n, k = node.sizes[-2:]
+        m = UNITARY_PARAMS[node.param].build(n, k, node.batch_shape, dtype=dtype, device=device,
+                                             generator=generator, **node.options)
         if not node.trainable:
             m.requires_grad_(False)
         return m
@@ -72,6 +72,7 @@ class GraphModule(nn.Module):
         self._direct = {name for name, node in graph.nodes.items() if isinstance(node, (Dense, Diagonal))}
         self._fns = {name: get_function(node.fn, name) for name, node in graph.nodes.items()
                      if isinstance(node, Nonlinear)}
+        self._in_shape = (-1,) + tuple(graph.size_dict[i] for i in graph.in_inds)
         self._plans: dict[tuple, list[ContractionPlan]] = {}
         self._last_key: tuple | None = None
         self._last_plans: list[ContractionPlan] | None = None
@@ -138,9 +139,9 @@ class GraphModule(nn.Module):
         g = self.graph
         if x.shape[-1] != g.in_features:
             raise GraphError(f"input has {x.shape[-1]} features on its last axis; graph {g.name or ''!s} expects "
-                             f"open leg {g.in_index!r} of size {g.in_features}", index=g.in_index)
+                             f"open leg {g.in_index!r} of size {g.in_features}", index=g.in_inds[0])
         lead = x.shape[:-1]
-        h = x.reshape(-1, g.in_features)
+        h = x.reshape(self._in_shape)
         if g.dropout and self.training:
             h = F.dropout(h, g.dropout, True)
         plans = self._stage_plans(h.shape[0], h.dtype, h.device)
@@ -168,6 +169,6 @@ class GraphModule(nn.Module):
                 "not a fixed matrix, so it cannot be materialized or merged")
         names = g.schedule[0].nodes
         inputs = [g.nodes[n].inds for n in names]
-        plan = plan_for(inputs, (g.out_index, g.in_index), g.size_dict, names=names, key_extra=("dense",))
-        w = plan(*self._tensors(names))
+        plan = plan_for(inputs, g.out_inds + g.in_inds, g.size_dict, names=names, key_extra=("dense",))
+        w = plan(*self._tensors(names)).reshape(g.out_features, g.in_features)
         return w * g.scale if scaled and g.scale != 1.0 else w

@@ -156,24 +156,28 @@ class Diagonal(Node):
 class Unitary(Node):
     """An ``N×K`` matrix with orthonormal columns (``UᵀU = I``) by construction.
 
-    ``inds`` is ``(row index, column index)`` with sizes ``(N, K)``, ``K ≤ N``. ``param`` names a
-    registered parametrization (:data:`tnpeft.params.UNITARY_PARAMS`); ``options`` are its options.
+    ``inds`` is ``(*batch, row, column)`` with sizes ``(*B, N, K)``, ``K ≤ N``: leading indices make
+    a batch of independent frames (a block-diagonal rotation), shared as hyperedges with the tensors
+    they meet. ``param`` names a registered parametrization (:data:`tnpeft.params.UNITARY_PARAMS`:
+    ``pauli``, ``cayley``, ``exp``, ``taylor``, ``householder``, ``givens``); ``options`` are its
+    options (``layers``, ``intrinsic_rank``, ``bits``, ``order``, ``init="identity"``, …).
+    Parameters: the parametrization's closed form times the batch size.
     """
 
-    param: str = "householder"
+    param: str = "pauli"
     options: dict[str, Any] = field(default_factory=dict)
     kind: ClassVar[str] = "unitary"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if len(self.inds) != 2:
-            raise GraphError(f"unitary node {self.name!r} has indices {self.inds}; expected two "
-                             "(row index of size N, column index of size K)", node=self.name)
-        n, k = self.sizes
+        if len(self.inds) < 2:
+            raise GraphError(f"unitary node {self.name!r} has indices {self.inds}; expected (*batch, row, column)",
+                             node=self.name)
+        n, k = self.sizes[-2:]
         if k > n:
             raise IndexSizeError(
-                f"unitary node {self.name!r}: column index {self.inds[1]!r} has size {k} > row size {n}; "
-                "orthonormal columns need K ≤ N", node=self.name, index=self.inds[1])
+                f"unitary node {self.name!r}: column index {self.inds[-1]!r} has size {k} > row size {n}; "
+                "orthonormal columns need K ≤ N", node=self.name, index=self.inds[-1])
         p = UNITARY_PARAMS.get(self.param) if isinstance(self.param, str) else None
         if p is None:
             raise NodeKindError(f"unitary node {self.name!r}: unknown param {self.param!r}; expected one of "
@@ -184,15 +188,29 @@ class Unitary(Node):
         if unknown:
             raise GraphError(f"unitary node {self.name!r}: param {self.param!r} takes options "
                              f"{list(p.options)}, not {sorted(unknown)}", node=self.name)
+        for opt in ("layers", "intrinsic_rank", "bits", "order"):
+            v = self.options.get(opt)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if opt == "order" else 1)):
+                raise GraphError(f"unitary node {self.name!r}: option {opt!r} must be a positive integer, got {v!r}",
+                                 node=self.name)
+        init = self.options.get("init", "random")
+        if init not in ("random", "identity") or (init == "identity" and not p.identity_init):
+            raise GraphError(f"unitary node {self.name!r}: init {init!r} is not available for param {self.param!r}"
+                             + ("; its zero-angle circuit is a ±1 diagonal, not the identity" if init == "identity" else ""),
+                             node=self.name)
 
     def __hash__(self) -> int:
         return hash((self.name, self.inds, self.sizes, self.param, tuple(sorted(self.options.items()))))
 
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.sizes[:-2]
+
     def num_parameters(self) -> int:
         if not self.trainable:
             return 0
-        n, k = self.sizes
-        return UNITARY_PARAMS[self.param].num_parameters(n, k, **self.options)
+        n, k = self.sizes[-2:]
+        return math.prod(self.batch_shape) * UNITARY_PARAMS[self.param].num_parameters(n, k, **self.options)
 
     def _extra(self) -> dict[str, Any]:
         d: dict[str, Any] = {"param": self.param}

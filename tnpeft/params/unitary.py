@@ -1,13 +1,40 @@
-"""Unitary nodes: an ``N×K`` matrix with orthonormal columns (a point of the Stiefel manifold
-``V_K(N)``), produced from free parameters so that ``UᵀU = I`` holds by construction.
+r"""Unitary nodes: ``N×K`` matrices with orthonormal columns (points of the Stiefel manifold
+``V_K(N)``), produced from free parameters so that ``UᵀU = I`` holds by construction at every
+step — never by a penalty, never by a truncated series.
 
-Parametrizations are registered by name; a graph names one and passes its options, e.g.
-``Unitary("U", ("out", "k"), (768, 8), param="householder")``.
+Every parametrization takes a leading *batch* shape (a block-diagonal OFT is a batch of small
+rotations) and returns ``(*batch, N, K)``. None of them forms an ``N×N`` matrix: each applies its
+maps to the ``K`` columns of ``I_{N×K}`` directly.
+
+==============  ====================================================  ===========================
+name            construction                                          parameters (per batch item)
+==============  ====================================================  ===========================
+``pauli``       real two-design circuit (RY + CZ layers) on           ``n + 2L(⌊n/2⌋ + ⌊(n−1)/2⌋)``
+                ``n = log₂ N`` qubits; any other ``N`` by a           for ``N = 2ⁿ``; see
+                cosine–sine split (below)                             :func:`pauli_count`
+``cayley``      ``(I − A)(I + A)⁻¹``, ``A`` skew of rank ≤ 2K′        ``N·K′``
+``exp``         ``exp(A)``, same generator                            ``N·K′``
+``taylor``      ``Σ_{j≤order} Aʲ/j!`` then a QR retraction            ``N·K′``
+``householder`` ``H₁⋯H_{K′}``, ``Hⱼ = I − 2uⱼuⱼᵀ``                     ``N·K′``
+``givens``      butterfly layers of disjoint 2×2 rotations            ``Σ_layers ⌊pairs⌋``
+==============  ====================================================  ===========================
+
+``K′`` is the *intrinsic rank* (option ``intrinsic_rank``, default ``K``): the generator of
+``cayley``/``exp``/``taylor`` has ``K′`` columns, ``householder`` uses ``K′`` reflections.
+``pauli`` and ``givens`` accept ``bits`` to quantize their angles to ``2^bits`` levels with a
+straight-through estimator.
+
+The skew generator is ``A = G E′ᵀ − E′ Gᵀ`` with ``G ∈ R^{N×K′}`` and ``E′ = I_{N×K′}``; writing
+``A = P Rᵀ`` with ``P = [G, E′]``, ``R = [E′, −G]`` (``N×2K′``), the Woodbury identity gives
+``(I + A)⁻¹ E = E − P (I + RᵀP)⁻¹ RᵀE`` and ``exp(A) E = E + P φ(RᵀP) RᵀE`` with
+``φ(M) = Σ Mʲ/(j+1)!`` (the top-right block of ``exp([[M, I], [0, 0]])``): all ``O(N·K·K′)``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -20,16 +47,18 @@ class UnitaryParametrization:
 
     Attributes:
         name: the name graphs use.
-        num_parameters: closed-form count ``(n, k, **options) -> int``; allocates nothing.
-        build: ``(n, k, dtype, device, generator, **options) -> nn.Module`` whose ``forward()``
-            returns the ``n×k`` frame.
+        num_parameters: closed-form count ``(n, k, **options) -> int`` per batch item.
+        build: ``(n, k, batch, dtype, device, generator, **options) -> nn.Module`` whose
+            ``forward()`` returns ``(*batch, n, k)``.
         options: the option names it accepts.
+        identity_init: whether ``init="identity"`` is supported (the frame starts as ``I_{N×K}``).
     """
 
     name: str
     num_parameters: Callable[..., int]
     build: Callable[..., nn.Module]
     options: tuple[str, ...] = ()
+    identity_init: bool = True
 
 
 UNITARY_PARAMS: dict[str, UnitaryParametrization] = {}
@@ -41,37 +70,321 @@ def register_unitary(p: UnitaryParametrization) -> UnitaryParametrization:
     return p
 
 
-class Householder(nn.Module):
-    r"""``U = H_1 H_2 \cdots H_K \, I_{N×K}`` with reflections ``H_j = I - 2 u_j u_jᵀ``,
-    ``u_j = v_j / ‖v_j‖``.
+def _eye(n: int, k: int, g: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.eye(n, k, dtype=like.dtype, device=like.device).expand(g, n, k)
 
-    Each reflection is orthogonal, so ``UᵀU = I`` exactly (to float rounding) for any ``v``;
-    ``K`` reflections reach every point of ``V_K(N)``. Parameters ``N·K``; materializing costs
-    ``O(N·K²)`` and never forms an ``N×N`` matrix.
+
+def quantize_ste(theta: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """Round angles to ``2^bits`` levels on the circle; the gradient passes straight through."""
+    if not bits:
+        return theta
+    step = 2 * math.pi / (1 << bits)
+    return theta + (torch.round(theta / step) * step - theta).detach()
+
+
+# ------------------------------------------------------------------------------------------ pauli
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def circuit_angle_count(n_qubits: int, layers: int) -> int:
+    """Angles of the simplified two-design circuit on ``n_qubits``: one RY per qubit, then per
+    layer two RYs per CZ pair on pairs (0,1),(2,3),… and (1,2),(3,4),…"""
+    return n_qubits + 2 * layers * (n_qubits // 2 + (n_qubits - 1) // 2)
+
+
+def pauli_count(n: int, layers: int = 1) -> int:
+    """Parameters of the ``pauli`` frame of size ``n``: ``circuit_angle_count(log₂ n)`` for a power
+    of two; otherwise, with ``n = n₁ + n₂`` (``n₁`` the largest power of two below ``n``),
+    ``2·circuit(n₁) + 2·pauli_count(n₂) + 1`` (two circuits on each side of one cosine–sine
+    rotation). ``pauli_count(1) = 0``. Grows like ``O(L·log² N)``."""
+    if n == 1:
+        return 0
+    if _is_pow2(n):
+        return circuit_angle_count(n.bit_length() - 1, layers)
+    n1 = 1 << (n.bit_length() - 1)
+    return 2 * circuit_angle_count(n1.bit_length() - 1, layers) + 2 * pauli_count(n - n1, layers) + 1
+
+
+@lru_cache(maxsize=None)
+def _cz_signs(n_qubits: int, parity: int) -> tuple[float, ...]:
+    # the diagonal of the product of CZ gates on pairs (q, q+1), q ≡ parity (mod 2); bit q of the row
+    # index is qubit q (little-endian, as Qiskit)
+    out = []
+    for i in range(1 << n_qubits):
+        sign = 1.0
+        for q in range(parity, n_qubits - 1, 2):
+            if (i >> q) & 1 and (i >> (q + 1)) & 1:
+                sign = -sign
+        out.append(sign)
+    return tuple(out)
+
+
+def _ry(state: torch.Tensor, q: int, theta: torch.Tensor) -> torch.Tensor:
+    """Apply RY(θ) on qubit ``q`` to every column of ``state`` (G, 2ⁿ, K); θ has shape (G,)."""
+    g, n, k = state.shape
+    s = state.reshape(g, n >> (q + 1), 2, 1 << q, k)
+    c = torch.cos(theta / 2).view(g, 1, 1, 1)
+    si = torch.sin(theta / 2).view(g, 1, 1, 1)
+    s0, s1 = s[:, :, 0], s[:, :, 1]
+    return torch.stack((c * s0 - si * s1, si * s0 + c * s1), dim=2).reshape(g, n, k)
+
+
+def apply_circuit(state: torch.Tensor, theta: torch.Tensor, n_qubits: int, layers: int) -> torch.Tensor:
+    """Apply the two-design circuit (angles ``theta`` of shape (G, count)) to ``state`` (G, 2ⁿ, K).
+
+    Order (as in Quantum-PEFT): RY on every qubit; then per layer CZ on pairs (0,1),(2,3),… each
+    followed by RY on both its qubits, then CZ on pairs (1,2),(3,4),… likewise. CZs on disjoint
+    pairs commute, so each half-layer's CZs are applied as one ±1 diagonal.
+    """
+    a = 0
+    for q in range(n_qubits):
+        state = _ry(state, q, theta[:, a])
+        a += 1
+    for _ in range(layers):
+        for parity in (0, 1):
+            qubits = [q for p in range(parity, n_qubits - 1, 2) for q in (p, p + 1)]
+            if not qubits:
+                continue
+            signs = torch.tensor(_cz_signs(n_qubits, parity), dtype=state.dtype, device=state.device)
+            state = state * signs.view(1, -1, 1)
+            for q in qubits:
+                state = _ry(state, q, theta[:, a])
+                a += 1
+    return state
+
+
+class PauliFrame(nn.Module):
+    """``U = Q(θ)[:, :K]`` with ``Q(θ)`` the real two-design circuit (Quantum-PEFT, §3).
+
+    For ``N = 2ⁿ`` this is exactly the circuit. For other ``N`` — the paper assembles such
+    unitaries with generalized gates and the quantum Shannon decomposition — tnpeft uses the
+    cosine–sine split ``Q_N = (A₁ ⊕ A₂) · CS(φ) · (B₁ ⊕ B₂)`` with ``N = N₁ + N₂``, ``N₁`` the
+    largest power of two below ``N``: ``A₁, B₁`` are circuits on ``log₂ N₁`` qubits, ``A₂, B₂`` are
+    ``Q_{N₂}`` recursively, and ``CS(φ)`` rotates row ``i`` with row ``N₁ + i`` (``i < N₂``) by one
+    shared angle. Every factor is orthogonal, so ``Q_N`` is, exactly; the parameter count stays
+    ``O(L log² N)`` (:func:`pauli_count`) and materializing costs ``O(N·K·L·log N)``.
     """
 
-    def __init__(self, n: int, k: int, dtype=None, device=None, generator=None):
+    def __init__(self, n: int, k: int, batch: tuple[int, ...] = (), layers: int = 1, bits: int | None = None,
+                 init: str = "random", dtype=None, device=None, generator=None):
         super().__init__()
-        v = torch.empty(k, n, dtype=dtype, device=device)
+        self.n, self.k, self.batch, self.layers, self.bits = n, k, tuple(batch), layers, bits
+        theta = torch.empty(*self.batch, pauli_count(n, layers), dtype=dtype, device=device)
         with torch.no_grad():
-            v.normal_(0.0, 1.0, generator=generator)
-        self.vectors = nn.Parameter(v)
-        self.n, self.k = n, k
+            if init == "random":
+                theta.uniform_(-math.pi, math.pi, generator=generator)
+            else:
+                theta.zero_()
+        self.theta = nn.Parameter(theta)
+
+    def _q(self, state: torch.Tensor, theta: torch.Tensor, n: int) -> torch.Tensor:
+        if n == 1:
+            return state
+        if _is_pow2(n):
+            return apply_circuit(state, theta, n.bit_length() - 1, self.layers)
+        n1 = 1 << (n.bit_length() - 1)
+        n2 = n - n1
+        c1 = circuit_angle_count(n1.bit_length() - 1, self.layers)
+        c2 = pauli_count(n2, self.layers)
+        b1, b2 = theta[:, :c1], theta[:, c1:c1 + c2]
+        phi = theta[:, c1 + c2]
+        a1, a2 = theta[:, c1 + c2 + 1:2 * c1 + c2 + 1], theta[:, 2 * c1 + c2 + 1:]
+        top = apply_circuit(state[:, :n1], b1, n1.bit_length() - 1, self.layers)
+        bot = self._q(state[:, n1:], b2, n2)
+        c = torch.cos(phi).view(-1, 1, 1)
+        s = torch.sin(phi).view(-1, 1, 1)
+        t = top[:, :n2]
+        top = torch.cat((c * t - s * bot, top[:, n2:]), dim=1)
+        bot = s * t + c * bot
+        top = apply_circuit(top, a1, n1.bit_length() - 1, self.layers)
+        bot = self._q(bot, a2, n2)
+        return torch.cat((top, bot), dim=1)
 
     def forward(self) -> torch.Tensor:
-        v = self.vectors
-        u = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny ** 0.5)
-        m = torch.eye(self.n, self.k, dtype=v.dtype, device=v.device)
-        for j in range(self.k - 1, -1, -1):
-            uj = u[j]
-            m = m - 2.0 * torch.outer(uj, uj @ m)
-        return m
+        theta = quantize_ste(self.theta, self.bits).reshape(-1, self.theta.shape[-1])
+        state = _eye(self.n, self.k, theta.shape[0], theta)
+        return self._q(state, theta, self.n).reshape(*self.batch, self.n, self.k)
 
 
-register_unitary(UnitaryParametrization(
-    name="householder",
-    num_parameters=lambda n, k: n * k,
-    build=lambda n, k, dtype=None, device=None, generator=None: Householder(n, k, dtype, device, generator),
-))
+# ------------------------------------------------------------------ generator-based (skew A)
+class _SkewFrame(nn.Module):
+    """Shared machinery: a generator ``G ∈ R^{N×K′}`` defining ``A = G E′ᵀ − E′ Gᵀ``."""
 
-__all__ = ["UNITARY_PARAMS", "UnitaryParametrization", "register_unitary", "Householder"]
+    def __init__(self, n: int, k: int, batch=(), intrinsic_rank: int | None = None, init: str = "random",
+                 dtype=None, device=None, generator=None):
+        super().__init__()
+        self.n, self.k, self.batch = n, k, tuple(batch)
+        self.kk = min(intrinsic_rank or k, n)
+        g = torch.empty(*self.batch, n, self.kk, dtype=dtype, device=device)
+        with torch.no_grad():
+            if init == "random":
+                g.normal_(0.0, 1.0 / math.sqrt(n), generator=generator)
+            else:
+                g.zero_()
+        self.generator = nn.Parameter(g)
+
+    def _factors(self):
+        g = self.generator.reshape(-1, self.n, self.kk)
+        e = _eye(self.n, self.kk, g.shape[0], g)
+        p = torch.cat((g, e), dim=2)                 # (G, N, 2K′)
+        r = torch.cat((e, -g), dim=2)                # (G, N, 2K′)
+        return p, r
+
+    def _apply_a(self, p, r, v):
+        return p @ (r.transpose(1, 2) @ v)
+
+
+class CayleyFrame(_SkewFrame):
+    """``U = (I − A)(I + A)⁻¹ I_{N×K}``: orthogonal for every skew ``A`` (``I + A`` is always
+    invertible), computed with the Woodbury identity in ``O(N·K·K′)``."""
+
+    def forward(self) -> torch.Tensor:
+        p, r = self._factors()
+        e = _eye(self.n, self.k, p.shape[0], p)
+        m = torch.eye(p.shape[2], dtype=p.dtype, device=p.device) + r.transpose(1, 2) @ p
+        y = e - p @ torch.linalg.solve(m, r[:, :self.k].transpose(1, 2))
+        u = y - self._apply_a(p, r, y)
+        return u.reshape(*self.batch, self.n, self.k)
+
+
+class ExpFrame(_SkewFrame):
+    """``U = exp(A) I_{N×K}`` = ``E + P φ(RᵀP) RᵀE`` (exact: ``φ`` from one small matrix exponential)."""
+
+    def forward(self) -> torch.Tensor:
+        p, r = self._factors()
+        g, _, two_k = p.shape
+        m = r.transpose(1, 2) @ p
+        block = torch.zeros(g, 2 * two_k, 2 * two_k, dtype=p.dtype, device=p.device)
+        block[:, :two_k, :two_k] = m
+        block[:, :two_k, two_k:] = torch.eye(two_k, dtype=p.dtype, device=p.device)
+        phi = torch.linalg.matrix_exp(block)[:, :two_k, two_k:]
+        e = _eye(self.n, self.k, g, p)
+        u = e + p @ (phi @ r[:, :self.k].transpose(1, 2))
+        return u.reshape(*self.batch, self.n, self.k)
+
+
+class TaylorFrame(_SkewFrame):
+    """The truncated series ``T = Σ_{j≤order} Aʲ E / j!`` — which alone is *not* orthogonal — pulled
+    back onto the manifold by a QR retraction (``U = Q`` with ``diag(R) > 0``). ``order`` defaults to 2."""
+
+    def __init__(self, n, k, batch=(), intrinsic_rank=None, order: int = 2, init="random", dtype=None, device=None,
+                 generator=None):
+        super().__init__(n, k, batch, intrinsic_rank, init, dtype, device, generator)
+        self.order = order
+
+    def forward(self) -> torch.Tensor:
+        p, r = self._factors()
+        v = _eye(self.n, self.k, p.shape[0], p)
+        t = v
+        for j in range(1, self.order + 1):
+            v = self._apply_a(p, r, v) / j
+            t = t + v
+        q, rr = torch.linalg.qr(t)
+        sign = torch.sign(torch.diagonal(rr, dim1=1, dim2=2))
+        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+        return (q * sign.unsqueeze(1)).reshape(*self.batch, self.n, self.k)
+
+
+class HouseholderFrame(nn.Module):
+    r"""``U = H_1 ⋯ H_{K′} I_{N×K}``, ``H_j = I − 2 u_j u_jᵀ``, ``u_j = v_j / ‖v_j‖`` (a zero
+    ``v_j`` gives ``H_j = I``). Parameters ``N·K′``; cost ``O(N·K·K′)``."""
+
+    def __init__(self, n: int, k: int, batch=(), intrinsic_rank: int | None = None, init: str = "random",
+                 dtype=None, device=None, generator=None):
+        super().__init__()
+        self.n, self.k, self.batch = n, k, tuple(batch)
+        m = min(intrinsic_rank or k, n)
+        v = torch.empty(*self.batch, m, n, dtype=dtype, device=device)
+        with torch.no_grad():
+            if init == "random":
+                v.normal_(0.0, 1.0, generator=generator)
+            else:
+                v.zero_()
+        self.vectors = nn.Parameter(v)
+
+    def forward(self) -> torch.Tensor:
+        v = self.vectors.reshape(-1, self.vectors.shape[-2], self.n)
+        norm = v.norm(dim=2, keepdim=True)
+        u = torch.where(norm > 0, v / norm.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(v))
+        m = _eye(self.n, self.k, v.shape[0], v)
+        for j in range(v.shape[1] - 1, -1, -1):
+            uj = u[:, j].unsqueeze(2)                       # (G, N, 1)
+            m = m - 2.0 * uj @ (uj.transpose(1, 2) @ m)
+        return m.reshape(*self.batch, self.n, self.k)
+
+
+@lru_cache(maxsize=None)
+def _butterfly_pairs(n: int, layers: int) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    depth = max(1, (n - 1).bit_length())
+    out = []
+    for layer in range(layers):
+        stride = 1 << (layer % depth)
+        a = tuple(i for i in range(n) if (i // stride) % 2 == 0 and i + stride < n)
+        out.append((a, tuple(i + stride for i in a)))
+    return tuple(out)
+
+
+def givens_count(n: int, layers: int | None = None) -> int:
+    layers = layers or max(1, (n - 1).bit_length())
+    return sum(len(a) for a, _ in _butterfly_pairs(n, layers))
+
+
+class GivensFrame(nn.Module):
+    """Butterfly layers of disjoint Givens rotations: layer ``l`` rotates rows ``i`` and
+    ``i + 2^(l mod ⌈log₂N⌉)``. ``⌈log₂ N⌉`` layers (the default) connect every row with every other,
+    as in an FFT. Exactly orthogonal; ``O(N·K)`` per layer; never a dense permutation."""
+
+    def __init__(self, n: int, k: int, batch=(), layers: int | None = None, bits: int | None = None,
+                 init: str = "random", dtype=None, device=None, generator=None):
+        super().__init__()
+        self.n, self.k, self.batch, self.bits = n, k, tuple(batch), bits
+        self.n_layers = layers or max(1, (n - 1).bit_length())
+        pairs = _butterfly_pairs(n, self.n_layers)
+        for i, (a, b) in enumerate(pairs):
+            self.register_buffer(f"_a{i}", torch.tensor(a, dtype=torch.long, device=device), persistent=False)
+            self.register_buffer(f"_b{i}", torch.tensor(b, dtype=torch.long, device=device), persistent=False)
+        theta = torch.empty(*self.batch, sum(len(a) for a, _ in pairs), dtype=dtype, device=device)
+        with torch.no_grad():
+            if init == "random":
+                theta.uniform_(-math.pi, math.pi, generator=generator)
+            else:
+                theta.zero_()
+        self.theta = nn.Parameter(theta)
+
+    def forward(self) -> torch.Tensor:
+        theta = quantize_ste(self.theta, self.bits).reshape(-1, self.theta.shape[-1])
+        m = _eye(self.n, self.k, theta.shape[0], theta)
+        off = 0
+        for i in range(self.n_layers):
+            ia, ib = getattr(self, f"_a{i}"), getattr(self, f"_b{i}")
+            if ia.numel() == 0:
+                continue
+            t = theta[:, off:off + ia.numel()].unsqueeze(2)
+            off += ia.numel()
+            c, s = torch.cos(t), torch.sin(t)
+            xa, xb = m[:, ia], m[:, ib]
+            m = m.index_copy(1, ia, c * xa - s * xb).index_copy(1, ib, s * xa + c * xb)
+        return m.reshape(*self.batch, self.n, self.k)
+
+
+def _build(cls):
+    return lambda n, k, batch=(), dtype=None, device=None, generator=None, **o: cls(
+        n, k, batch, dtype=dtype, device=device, generator=generator, **o)
+
+
+register_unitary(UnitaryParametrization("pauli", lambda n, k, layers=1, bits=None, init="random": pauli_count(n, layers),
+                                        _build(PauliFrame), ("layers", "bits", "init"), identity_init=False))
+for _name, _cls, _opts in (("cayley", CayleyFrame, ("intrinsic_rank", "init")),
+                           ("exp", ExpFrame, ("intrinsic_rank", "init")),
+                           ("taylor", TaylorFrame, ("intrinsic_rank", "order", "init")),
+                           ("householder", HouseholderFrame, ("intrinsic_rank", "init"))):
+    register_unitary(UnitaryParametrization(
+        _name, lambda n, k, intrinsic_rank=None, order=2, init="random": n * min(intrinsic_rank or k, n),
+        _build(_cls), _opts))
+register_unitary(UnitaryParametrization("givens", lambda n, k, layers=None, bits=None, init="random": givens_count(n, layers),
+                                        _build(GivensFrame), ("layers", "bits", "init")))
+
+__all__ = ["UNITARY_PARAMS", "UnitaryParametrization", "register_unitary", "PauliFrame", "CayleyFrame", "ExpFrame",
+           "TaylorFrame", "HouseholderFrame", "GivensFrame", "pauli_count", "givens_count", "circuit_angle_count",
+           "apply_circuit", "quantize_ste"]
