@@ -106,8 +106,8 @@ def test_diagonal_is_a_hyperedge_scale():
 
 
 def test_unitary_node_has_orthonormal_columns_and_counts():
-    g = Graph([Unitary("V", ("in", "k"), (10, 4)), Diagonal("S", ("k",), (4,), init="normal"),
-               Unitary("U", ("out", "k"), (7, 4))])
+    g = Graph([Unitary("V", ("in", "k"), (10, 4), param="householder"), Diagonal("S", ("k",), (4,), init="normal"),
+               Unitary("U", ("out", "k"), (7, 4), param="householder")])
     for name in ("U", "V"):
         t = g.tensor(name)
         torch.testing.assert_close(t.T @ t, torch.eye(4), atol=1e-5, rtol=0)

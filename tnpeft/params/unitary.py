@@ -90,20 +90,21 @@ def _is_pow2(n: int) -> bool:
 def circuit_angle_count(n_qubits: int, layers: int) -> int:
     """Angles of the simplified two-design circuit on ``n_qubits``: one RY per qubit, then per
     layer two RYs per CZ pair on pairs (0,1),(2,3),… and (1,2),(3,4),…"""
-    return n_qubits + 2 * layers * (n_qubits // 2 + (n_qubits - 1) // 2)
+    return n_qubits + 2 * layers * (n_qubits // 2 + max(n_qubits - 1, 0) // 2)
 
 
 def pauli_count(n: int, layers: int = 1) -> int:
     """Parameters of the ``pauli`` frame of size ``n``: ``circuit_angle_count(log₂ n)`` for a power
     of two; otherwise, with ``n = n₁ + n₂`` (``n₁`` the largest power of two below ``n``),
-    ``2·circuit(n₁) + 2·pauli_count(n₂) + 1`` (two circuits on each side of one cosine–sine
-    rotation). ``pauli_count(1) = 0``. Grows like ``O(L·log² N)``."""
+    ``2·circuit(n₁) + pauli_count(n₂) + 1`` (circuits before and after one cosine–sine rotation on
+    the power-of-two block, the remainder recursively after it). ``pauli_count(1) = 0``. At most
+    ``log₂ N`` levels of ``O(L log N)`` angles: ``O(L·log² N)``."""
     if n == 1:
         return 0
     if _is_pow2(n):
         return circuit_angle_count(n.bit_length() - 1, layers)
     n1 = 1 << (n.bit_length() - 1)
-    return 2 * circuit_angle_count(n1.bit_length() - 1, layers) + 2 * pauli_count(n - n1, layers) + 1
+    return 2 * circuit_angle_count(n1.bit_length() - 1, layers) + pauli_count(n - n1, layers) + 1
 
 
 @lru_cache(maxsize=None)
@@ -159,10 +160,12 @@ class PauliFrame(nn.Module):
 
     For ``N = 2ⁿ`` this is exactly the circuit. For other ``N`` — the paper assembles such
     unitaries with generalized gates and the quantum Shannon decomposition — tnpeft uses the
-    cosine–sine split ``Q_N = (A₁ ⊕ A₂) · CS(φ) · (B₁ ⊕ B₂)`` with ``N = N₁ + N₂``, ``N₁`` the
-    largest power of two below ``N``: ``A₁, B₁`` are circuits on ``log₂ N₁`` qubits, ``A₂, B₂`` are
+    cosine–sine split ``Q_N = (A₁ ⊕ A₂) · CS(φ) · (B₁ ⊕ I)`` with ``N = N₁ + N₂``, ``N₁`` the
+    largest power of two below ``N``: ``A₁, B₁`` are circuits on ``log₂ N₁`` qubits, ``A₂`` is
     ``Q_{N₂}`` recursively, and ``CS(φ)`` rotates row ``i`` with row ``N₁ + i`` (``i < N₂``) by one
-    shared angle. Every factor is orthogonal, so ``Q_N`` is, exactly; the parameter count stays
+    shared angle. (A second recursive factor ``B₂`` would act only on rows the first ``K ≤ N₁``
+    columns of ``I`` leave at zero, and would make the count grow linearly, so it is left out.)
+    Every factor is orthogonal, so ``Q_N`` is, exactly; the parameter count stays
     ``O(L log² N)`` (:func:`pauli_count`) and materializing costs ``O(N·K·L·log N)``.
     """
 
@@ -186,12 +189,9 @@ class PauliFrame(nn.Module):
         n1 = 1 << (n.bit_length() - 1)
         n2 = n - n1
         c1 = circuit_angle_count(n1.bit_length() - 1, self.layers)
-        c2 = pauli_count(n2, self.layers)
-        b1, b2 = theta[:, :c1], theta[:, c1:c1 + c2]
-        phi = theta[:, c1 + c2]
-        a1, a2 = theta[:, c1 + c2 + 1:2 * c1 + c2 + 1], theta[:, 2 * c1 + c2 + 1:]
+        b1, phi, a1, a2 = theta[:, :c1], theta[:, c1], theta[:, c1 + 1:2 * c1 + 1], theta[:, 2 * c1 + 1:]
         top = apply_circuit(state[:, :n1], b1, n1.bit_length() - 1, self.layers)
-        bot = self._q(state[:, n1:], b2, n2)
+        bot = state[:, n1:]
         c = torch.cos(phi).view(-1, 1, 1)
         s = torch.sin(phi).view(-1, 1, 1)
         t = top[:, :n2]
@@ -231,6 +231,14 @@ class _SkewFrame(nn.Module):
         r = torch.cat((e, -g), dim=2)                # (G, N, 2K′)
         return p, r
 
+    @staticmethod
+    def _upcast(p, r):
+        # RᵀP is far from normal: for large generators the low-rank formulas cancel badly in float32,
+        # so they run in float64 (the operands are N×2K′: cheap) and the frame is cast back
+        if p.dtype in (torch.float32, torch.float16, torch.bfloat16) and p.device.type != "mps":
+            return p.double(), r.double()
+        return p, r
+
     def _apply_a(self, p, r, v):
         return p @ (r.transpose(1, 2) @ v)
 
@@ -241,11 +249,13 @@ class CayleyFrame(_SkewFrame):
 
     def forward(self) -> torch.Tensor:
         p, r = self._factors()
+        out_dtype = p.dtype
+        p, r = self._upcast(p, r)
         e = _eye(self.n, self.k, p.shape[0], p)
         m = torch.eye(p.shape[2], dtype=p.dtype, device=p.device) + r.transpose(1, 2) @ p
         y = e - p @ torch.linalg.solve(m, r[:, :self.k].transpose(1, 2))
         u = y - self._apply_a(p, r, y)
-        return u.reshape(*self.batch, self.n, self.k)
+        return u.to(out_dtype).reshape(*self.batch, self.n, self.k)
 
 
 class ExpFrame(_SkewFrame):
@@ -253,6 +263,8 @@ class ExpFrame(_SkewFrame):
 
     def forward(self) -> torch.Tensor:
         p, r = self._factors()
+        out_dtype = p.dtype
+        p, r = self._upcast(p, r)
         g, _, two_k = p.shape
         m = r.transpose(1, 2) @ p
         block = torch.zeros(g, 2 * two_k, 2 * two_k, dtype=p.dtype, device=p.device)
@@ -261,7 +273,7 @@ class ExpFrame(_SkewFrame):
         phi = torch.linalg.matrix_exp(block)[:, :two_k, two_k:]
         e = _eye(self.n, self.k, g, p)
         u = e + p @ (phi @ r[:, :self.k].transpose(1, 2))
-        return u.reshape(*self.batch, self.n, self.k)
+        return u.to(out_dtype).reshape(*self.batch, self.n, self.k)
 
 
 class TaylorFrame(_SkewFrame):
