@@ -4,7 +4,10 @@ A new topology is written the same way (see ``examples/``) and gets the forward 
 counting and saving for free; :func:`register` makes it available by name.
 """
 
+from tnpeft.adapters.registry import ADAPTERS, check_hparams, get_builder, hparam_names, register  # noqa: I001
 from tnpeft.adapters.lora import lora
-from tnpeft.adapters.registry import ADAPTERS, check_hparams, get_builder, hparam_names, register
+from tnpeft.adapters.quantum_peft import quantum_peft
+from tnpeft.adapters.adalora import AdaLoRAController, adalora
 
-__all__ = ["ADAPTERS", "register", "get_builder", "hparam_names", "check_hparams", "lora"]
+__all__ = ["ADAPTERS", "register", "get_builder", "hparam_names", "check_hparams", "lora", "quantum_peft", "adalora",
+           "AdaLoRAController"]

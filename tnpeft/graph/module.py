@@ -38,7 +38,7 @@ def build_param(node, dtype=None, device=None, generator=None) -> nn.Module:
     if isinstance(node, Dense):
         return DenseParam(node.sizes, node.init, node.trainable, dtype, device, generator)
     if isinstance(node, Diagonal):
-        return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, generator)
+        return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, generator, active=node.active)
     if isinstance(node, Unitary):
         n, k = node.sizes[-2:]
         m = UNITARY_PARAMS[node.param].build(n, k, node.batch_shape, dtype=dtype, device=device,
@@ -69,7 +69,8 @@ class GraphModule(nn.Module):
             if not isinstance(node, Nonlinear):
                 self.add_module(name, build_param(node, dtype, device, generator))
         # direct references for nodes whose tensor is a parameter: no module call on the hot path
-        self._direct = {name for name, node in graph.nodes.items() if isinstance(node, (Dense, Diagonal))}
+        self._direct = {name for name, node in graph.nodes.items()
+                        if isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None)}
         self._fns = {name: get_function(node.fn, name) for name, node in graph.nodes.items()
                      if isinstance(node, Nonlinear)}
         self._in_shape = (-1,) + tuple(graph.size_dict[i] for i in graph.in_inds)

@@ -107,7 +107,7 @@ class Dense(Node):
 
     ``init`` is one of ``"zeros"``, ``"ones"``, ``"kaiming_uniform"`` (``U(±1/√fan_in)``, the
     init of ``nn.Linear`` and peft's ``lora_A``; fan_in = product of all sizes but the first) or
-    ``"normal"`` (``N(0, 1/fan_in)``).
+    ``"normal"`` (``N(0, 1/fan_in)``) or ``"small_normal"`` (``N(0, 0.02²)``).
     """
 
     init: str = "normal"
@@ -130,10 +130,14 @@ class Dense(Node):
 class Diagonal(Node):
     """A vector ``λ`` standing for ``diag(λ)``: one index, shared by the nodes it sits between
     (a hyperedge), so it contracts as an element-wise scale and never as a K×K matrix.
-    Parameters: its size. ``init`` is ``"zeros"``, ``"ones"`` or ``"normal"``.
+
+    ``init`` is ``"zeros"``, ``"ones"``, ``"normal"`` or ``"signs"`` (random ±1, for a fixed
+    ``O(1)^K`` node with ``trainable=False``). ``active=K′`` keeps only the first ``K′`` entries
+    (an intrinsic-rank mask). Parameters: ``K`` (``K′`` with a mask; 0 if frozen).
     """
 
     init: str = "zeros"
+    active: int | None = None
     kind: ClassVar[str] = "diagonal"
 
     def __post_init__(self) -> None:
@@ -144,12 +148,21 @@ class Diagonal(Node):
         if not isinstance(self.init, str) or self.init not in DIAGONAL_INITS:
             raise GraphError(f"diagonal node {self.name!r}: unknown init {self.init!r}; expected one of "
                              f"{list(DIAGONAL_INITS)}", node=self.name)
+        if self.active is not None and (isinstance(self.active, bool) or not isinstance(self.active, int)
+                                        or not 0 < self.active <= self.sizes[0]):
+            raise GraphError(f"diagonal node {self.name!r}: active must be an integer in [1, {self.sizes[0]}], "
+                             f"got {self.active!r}", node=self.name)
 
     def num_parameters(self) -> int:
-        return self.sizes[0] if self.trainable else 0
+        if not self.trainable:
+            return 0
+        return self.sizes[0] if self.active is None else self.active
 
     def _extra(self) -> dict[str, Any]:
-        return {"init": self.init}
+        d: dict[str, Any] = {"init": self.init}
+        if self.active is not None:
+            d["active"] = self.active
+        return d
 
 
 @dataclass(frozen=True)
@@ -281,7 +294,7 @@ NODE_KINDS: dict[str, type[Node]] = {c.kind: c for c in (Dense, Diagonal, Unitar
 
 _FIELDS = {
     "dense": {"init"},
-    "diagonal": {"init"},
+    "diagonal": {"init", "active"},
     "unitary": {"param", "options"},
     "nonlinear": {"fn", "n_inputs"},
 }

@@ -28,6 +28,7 @@ DENSE_INITS: dict[str, Callable[[torch.Tensor, torch.Generator | None], None]] =
     "ones": lambda t, g: t.fill_(1.0),
     "kaiming_uniform": _kaiming_uniform,
     "normal": _normal,
+    "small_normal": lambda t, g: t.normal_(0.0, 0.02, generator=g),  # AdaLoRA's init in peft
 }
 
 

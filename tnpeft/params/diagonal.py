@@ -9,15 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DIAGONAL_INITS = ("zeros", "ones", "normal")
+DIAGONAL_INITS = ("zeros", "ones", "normal", "signs")
 
 
 class DiagonalParam(nn.Module):
-    """A vector of length ``size``; ``forward()`` returns it as is."""
+    """A vector of length ``size``. ``init="signs"`` draws fixed ±1 entries (an element of
+    ``O(1)^K``; make the node ``trainable=False``). With ``active=K′`` only the first ``K′`` entries
+    are used (an intrinsic-rank mask): ``forward()`` returns ``weight ⊙ [1…1 0…0]``."""
 
     def __init__(self, size: int, init: str = "zeros", trainable: bool = True,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, active: int | None = None):
         super().__init__()
         w = torch.empty(size, dtype=dtype, device=device)
         with torch.no_grad():
@@ -25,9 +27,16 @@ class DiagonalParam(nn.Module):
                 w.zero_()
             elif init == "ones":
                 w.fill_(1.0)
+            elif init == "signs":
+                w.copy_(torch.randint(0, 2, (size,), generator=generator).to(w) * 2 - 1)
             else:
                 w.normal_(0.0, 1.0, generator=generator)
         self.weight = nn.Parameter(w, requires_grad=trainable)
+        self.active = active
+        if active is not None:
+            mask = torch.zeros(size, dtype=dtype, device=device)
+            mask[:active] = 1.0
+            self.register_buffer("mask", mask, persistent=False)
 
     def forward(self) -> torch.Tensor:
-        return self.weight
+        return self.weight if self.active is None else self.weight * self.mask

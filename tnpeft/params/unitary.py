@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Callable
 
 import torch
@@ -107,7 +107,7 @@ def pauli_count(n: int, layers: int = 1) -> int:
     return 2 * circuit_angle_count(n1.bit_length() - 1, layers) + pauli_count(n - n1, layers) + 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cz_signs(n_qubits: int, parity: int) -> tuple[float, ...]:
     # the diagonal of the product of CZ gates on pairs (q, q+1), q ≡ parity (mod 2); bit q of the row
     # index is qubit q (little-endian, as Qiskit)
@@ -326,7 +326,7 @@ class HouseholderFrame(nn.Module):
         return m.reshape(*self.batch, self.n, self.k)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _butterfly_pairs(n: int, layers: int) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
     depth = max(1, (n - 1).bit_length())
     out = []
