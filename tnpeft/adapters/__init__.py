@@ -8,6 +8,7 @@ from tnpeft.adapters.registry import ADAPTERS, check_hparams, get_builder, hpara
 from tnpeft.adapters.lora import lora
 from tnpeft.adapters.quantum_peft import quantum_peft
 from tnpeft.adapters.adalora import AdaLoRAController, adalora
+from tnpeft.adapters.oft import oft
 
 __all__ = ["ADAPTERS", "register", "get_builder", "hparam_names", "check_hparams", "lora", "quantum_peft", "adalora",
-           "AdaLoRAController"]
+           "AdaLoRAController", "oft"]

@@ -48,7 +48,8 @@ class Graph:
         nodes: the nodes (:class:`Dense`, :class:`Diagonal`, :class:`Unitary`, :class:`Nonlinear`).
         in_index: the name of the open leg that meets the layer input ``x`` (default ``"in"``), or
             a tuple of names: the input is then reshaped (row-major) into those legs, as a
-            tensor-train / MPO reads a vector of size ``n₁·n₂·…``.
+            tensor-train / MPO reads a vector of size ``n₁·n₂·…``. An index named in both legs
+            passes straight through (the update is block-diagonal in it, e.g. OFT's blocks).
         out_index: the same for the output leg(s) (default ``"out"``).
         in_features, out_features: the layer's sizes; checked against the nodes if given.
         scale: the factor ``s`` on the adapter's output (LoRA: ``alpha / r``).
@@ -89,11 +90,8 @@ class Graph:
             raise GraphError(f"graph name must be a string, got {name!r}")
         if meta is not None and not isinstance(meta, Mapping):
             raise GraphError(f"graph meta must be a mapping, got {type(meta).__name__}")
-        both = set(in_inds) & set(out_inds)
-        if both:
-            b = sorted(both)[0]
-            raise GraphError(f"index {b!r} is both an input and an output leg; the open legs need distinct names",
-                             index=b)
+        # an index in both legs passes straight through: the update is block-diagonal in it
+        self.shared_legs = tuple(i for i in in_inds if i in out_inds)
         if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
             raise GraphError(f"scale must be a finite real number, got {scale!r}")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
@@ -240,7 +238,7 @@ class Graph:
                         raise GraphError(
                             f"node(s) {[n.name for n in c]} take part of a stage output that also carries "
                             f"{extra}; a stage's output must be consumed whole", node=c[0].name, index=extra[0])
-                exits = tuple(i for i in inds if i in sinks and i not in sources)
+                exits = tuple(i for i in inds if (i in sinks and i not in sources) or i in self.shared_legs)
                 if set(exits) == set(self.out_inds):
                     exits = self.out_inds
                 acts.append(exits)
@@ -314,6 +312,15 @@ class Graph:
     def is_linear(self) -> bool:
         """True when the update is one fixed matrix ΔW (no nonlinear stage): it can be merged."""
         return len(self.schedule) == 1 and isinstance(self.schedule[0], ContractStep)
+
+    @property
+    def is_orthogonal(self) -> bool:
+        """True when the graph's matrix ``dense()`` is orthogonal by construction: a
+        linear graph of square unitary nodes only (used to unmerge input-mode adapters by a transpose)."""
+        from tnpeft.graph.nodes import Unitary
+
+        return self.is_linear and all(isinstance(n, Unitary) and n.sizes[-1] == n.sizes[-2]
+                                      for n in self.nodes.values())
 
     def num_parameters(self) -> int:
         """Trainable scalars of the adapter, from the graph alone (nothing is allocated)."""

@@ -20,6 +20,7 @@ from tnpeft.errors import GraphError, NotMergeableError
 from tnpeft.graph.graph import ContractStep
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
 from tnpeft.params import UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
+from tnpeft.params.unitary import FrameModule, FrameScope
 
 if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.graph.graph import Graph
@@ -33,8 +34,8 @@ def _bucket(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def build_param(node, dtype=None, device=None, generator=None) -> nn.Module:
-    """The parametrization module of one node."""
+def build_param(node, dtype=None, device=None, generator=None, scope: FrameScope | None = None) -> nn.Module:
+    """The parametrization module of one node (frames join ``scope`` for batched materialization)."""
     if isinstance(node, Dense):
         return DenseParam(node.sizes, node.init, node.trainable, dtype, device, generator)
     if isinstance(node, Diagonal):
@@ -45,6 +46,8 @@ def build_param(node, dtype=None, device=None, generator=None) -> nn.Module:
                                              generator=generator, **node.options)
         if not node.trainable:
             m.requires_grad_(False)
+        if isinstance(m, FrameModule):
+            m.__dict__["scope"] = scope
         return m
     raise GraphError(f"node {node.name!r} of kind {node.kind!r} has no parametrization", node=node.name)
 
@@ -59,15 +62,19 @@ class GraphModule(nn.Module):
         graph: the structure.
         dtype, device: of the parameters.
         generator: a ``torch.Generator`` for reproducible initialisation.
+        scope: frames of equal shape in one :class:`~tnpeft.params.unitary.FrameScope` are
+            materialized in one batched pass (``inject`` shares one scope across a model); by
+            default the graph has its own.
     """
 
     def __init__(self, graph: Graph, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, scope: FrameScope | None = None):
         super().__init__()
         self.graph = graph
+        scope = scope if scope is not None else FrameScope()
         for name, node in graph.nodes.items():
             if not isinstance(node, Nonlinear):
-                self.add_module(name, build_param(node, dtype, device, generator))
+                self.add_module(name, build_param(node, dtype, device, generator, scope))
         # direct references for nodes whose tensor is a parameter: no module call on the hot path
         self._direct = {name for name, node in graph.nodes.items()
                         if isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None)}
@@ -170,6 +177,15 @@ class GraphModule(nn.Module):
                 "not a fixed matrix, so it cannot be materialized or merged")
         names = g.schedule[0].nodes
         inputs = [g.nodes[n].inds for n in names]
-        plan = plan_for(inputs, g.out_inds + g.in_inds, g.size_dict, names=names, key_extra=("dense",))
-        w = plan(*self._tensors(names)).reshape(g.out_features, g.in_features)
+        shared = g.shared_legs
+        in_only = tuple(i for i in g.in_inds if i not in shared)
+        plan = plan_for(inputs, g.out_inds + in_only, g.size_dict, names=names, key_extra=("dense",))
+        w = plan(*self._tensors(names))
+        for ind in shared:  # a pass-through index: place the result on its diagonal
+            pos = g.out_inds.index(ind)
+            w = torch.diag_embed(w.movedim(pos, -1))          # (..., s, s): the new last axis is the in-side copy
+            w = w.movedim(-2, pos)
+            in_only = in_only + (ind,)
+        order = [g.out_inds.index(i) for i in g.out_inds] + [len(g.out_inds) + in_only.index(i) for i in g.in_inds]
+        w = w.permute(order).reshape(g.out_features, g.in_features)
         return w * g.scale if scaled and g.scale != 1.0 else w

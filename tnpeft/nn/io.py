@@ -160,7 +160,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
             sizes = layer_sizes(layer)
         else:
             raise AdapterFileError(f"{source}: module {path!r} is a {type(layer).__name__}, not a linear layer")
-        if sizes != (g.in_features, g.out_features):
+        if (sizes[0], sizes[0] if g.mode == "input" else sizes[1]) != (g.in_features, g.out_features):
             raise AdapterFileError(f"{source}: module {path!r} maps {sizes[0]} → {sizes[1]} features but the saved "
                                    f"adapter maps {g.in_features} → {g.out_features}")
     per = _split_state(graphs, tensors, source)

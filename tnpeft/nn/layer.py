@@ -56,17 +56,20 @@ class TNLinear(nn.Module):
         self.disabled = False
 
     # ------------------------------------------------------------------ adapters
-    def add_adapter(self, name: str, graph: Graph, generator: torch.Generator | None = None) -> GraphModule:
+    def add_adapter(self, name: str, graph: Graph, generator: torch.Generator | None = None,
+                    scope=None) -> GraphModule:
         """Attach ``graph`` as adapter ``name`` (parameters on the base weight's device, float32 or
         the base dtype if that is float64)."""
         if name in self.tn_adapters:
             raise AdapterStateError(f"this layer already has an adapter named {name!r}")
-        if (graph.in_features, graph.out_features) != (self.in_features, self.out_features):
+        want = (self.in_features, self.in_features) if graph.mode == "input" else (self.in_features, self.out_features)
+        if (graph.in_features, graph.out_features) != want:
             raise GraphError(f"adapter {name!r} maps {graph.in_features} → {graph.out_features} features but the "
-                             f"layer maps {self.in_features} → {self.out_features}")
+                             f"layer needs {want[0]} → {want[1]}"
+                             + (" (an input-mode adapter transforms the layer's input)" if graph.mode == "input" else ""))
         w = self.base_layer.weight
         dtype = w.dtype if w.dtype == torch.float64 else torch.float32
-        module = GraphModule(graph, dtype=dtype, device=w.device, generator=generator)
+        module = GraphModule(graph, dtype=dtype, device=w.device, generator=generator, scope=scope)
         self.tn_adapters[name] = module
         self.active_adapters.append(name)
         return module
@@ -84,11 +87,16 @@ class TNLinear(nn.Module):
             if self.merged_adapters:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
-        for name in self.active_adapters:
-            if name in self.merged_adapters:
-                continue
+        h = x
+        for name in self.active_adapters:  # multiplicative adapters transform the input first
             module = self.tn_adapters[name]
+            if module.graph.mode == "input" and name not in self.merged_adapters:
+                h = module(h.to(module._param_dtype)).to(x.dtype)
+        result = self.base_layer(h, *args, **kwargs)
+        for name in self.active_adapters:
+            module = self.tn_adapters[name]
+            if name in self.merged_adapters or module.graph.mode == "input":
+                continue
             h = x
             p_dtype = module._param_dtype
             if h.dtype != p_dtype and not torch.is_autocast_enabled():
@@ -102,12 +110,22 @@ class TNLinear(nn.Module):
         d = self.tn_adapters[name].dense(scaled=True)
         return d.T if self.fan_in_fan_out else d
 
+    def _apply_input_map(self, name: str, w: torch.Tensor, inverse: bool) -> torch.Tensor:
+        # y = W (D x): merged W' = W D, and W = W' D⁻¹ (Dᵀ when D is orthogonal by construction)
+        module = self.tn_adapters[name]
+        d = module.dense(scaled=True).to(w.dtype)
+        if inverse:
+            d = d.T if module.graph.is_orthogonal else torch.linalg.inv(d)
+        return d.T @ w if self.fan_in_fan_out else w @ d
+
     def merge(self, adapter_names: Iterable[str] | None = None, safe_merge: bool = False) -> None:
         """Add the active (or named) adapters' updates into the base weight.
 
         With ``safe_merge`` the new weight is checked for NaN/inf before it replaces the old one.
         """
         names = list(adapter_names) if adapter_names is not None else list(self.active_adapters)
+        # multiplicative (input-mode) adapters first: the forward is base(R x) + ΔW x = (W R + ΔW) x
+        names.sort(key=lambda n: n not in self.tn_adapters or self.tn_adapters[n].graph.mode != "input")
         w = self.base_layer.weight
         for name in names:
             if name not in self.tn_adapters:
@@ -115,7 +133,18 @@ class TNLinear(nn.Module):
             if name in self.merged_adapters:
                 warnings.warn(f"adapter {name!r} is already merged; skipping", stacklevel=2)
                 continue
+            input_mode = self.tn_adapters[name].graph.mode == "input"
+            if input_mode and any(self.tn_adapters[m].graph.mode != "input" for m in self.merged_adapters):
+                raise AdapterStateError(f"merge input-mode adapter {name!r} before additive ones (unmerge them first): "
+                                        "W' = W R + ΔW depends on the order")
             with torch.no_grad():
+                if input_mode:
+                    new = self._apply_input_map(name, w.data, inverse=False)
+                    if safe_merge and not torch.isfinite(new).all():
+                        raise AdapterStateError(f"merging adapter {name!r} gives NaN or infinite weights; not merged")
+                    w.data.copy_(new)
+                    self.merged_adapters.append(name)
+                    continue
                 delta = self.delta_weight(name).to(w.dtype)
                 if safe_merge:
                     new = w.data + delta
@@ -134,7 +163,10 @@ class TNLinear(nn.Module):
             if name not in self.merged_adapters:
                 continue
             with torch.no_grad():
-                w.data.sub_(self.delta_weight(name).to(w.dtype))
+                if self.tn_adapters[name].graph.mode == "input":
+                    w.data.copy_(self._apply_input_map(name, w.data, inverse=True))
+                else:
+                    w.data.sub_(self.delta_weight(name).to(w.dtype))
             self.merged_adapters.remove(name)
 
     def extra_repr(self) -> str:

@@ -14,8 +14,10 @@ from tnpeft.errors import AdapterStateError, ConfigError, GraphError, TargetModu
 from tnpeft.graph import Graph
 from tnpeft.nn.config import AdapterConfig
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
+from tnpeft.params.unitary import FrameScope
 
 _CONFIGS_ATTR = "tnpeft_configs"
+_SCOPE_ATTR = "_tnpeft_frame_scope"
 _SEQ_CLS_HEADS = ("classifier", "score")
 
 
@@ -110,9 +112,10 @@ def build_graphs(model: nn.Module, config: AdapterConfig, targets: list[str]) ->
         if not isinstance(g, Graph):
             raise ConfigError(f"adapter {config.adapter_name!r} returned {type(g).__name__} for module {name!r}; "
                               "a builder must return a tnpeft.Graph")
-        if (g.in_features, g.out_features) != (n_in, n_out):
+        want = (n_in, n_in) if g.mode == "input" else (n_in, n_out)
+        if (g.in_features, g.out_features) != want:
             raise GraphError(f"adapter {config.adapter_name!r} built a graph {g.in_features} → {g.out_features} for "
-                             f"module {name!r}, which maps {n_in} → {n_out}")
+                             f"module {name!r}, which needs {want[0]} → {want[1]}")
         graphs[name] = g
     return graphs
 
@@ -125,12 +128,16 @@ def attach_graphs(model: nn.Module, graphs: dict[str, Graph], adapter_name: str,
         if isinstance(layer, TNLinear) and adapter_name in layer.tn_adapters:
             raise AdapterStateError(f"module {name!r} already has an adapter named {adapter_name!r}; pick another "
                                     "name or delete it first")
+    scope = getattr(model, _SCOPE_ATTR, None)
+    if scope is None:
+        scope = FrameScope()  # one per model: equal-shaped frames of all layers are built together
+        setattr(model, _SCOPE_ATTR, scope)
     for name, g in graphs.items():
         layer = model.get_submodule(name)
         if not isinstance(layer, TNLinear):
             layer = TNLinear(layer)
             _set_submodule(model, name, layer)
-        layer.add_adapter(adapter_name, g, generator=generator)
+        layer.add_adapter(adapter_name, g, generator=generator, scope=scope)
     if not hasattr(model, _CONFIGS_ATTR):
         setattr(model, _CONFIGS_ATTR, {})
     getattr(model, _CONFIGS_ATTR)[adapter_name] = config
@@ -249,8 +256,9 @@ def unload(model: nn.Module, merge_first: bool = False) -> nn.Module:
         else:
             layer.unmerge()
         _set_submodule(model, name, layer.base_layer)
-    if hasattr(model, _CONFIGS_ATTR):
-        delattr(model, _CONFIGS_ATTR)
+    for attr in (_CONFIGS_ATTR, _SCOPE_ATTR):
+        if hasattr(model, attr):
+            delattr(model, attr)
     return model
 
 

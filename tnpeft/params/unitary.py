@@ -33,6 +33,7 @@ The skew generator is ``A = G E′ᵀ − E′ Gᵀ`` with ``G ∈ R^{N×K′}``
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from functools import cache
 from typing import Callable
@@ -108,27 +109,54 @@ def pauli_count(n: int, layers: int = 1) -> int:
 
 
 @cache
-def _cz_signs(n_qubits: int, parity: int) -> tuple[float, ...]:
+def _cz_signs_list(n_qubits: int, parity: int) -> tuple[float, ...]:
     # the diagonal of the product of CZ gates on pairs (q, q+1), q ≡ parity (mod 2); bit q of the row
     # index is qubit q (little-endian, as Qiskit)
-    out = []
-    for i in range(1 << n_qubits):
-        sign = 1.0
-        for q in range(parity, n_qubits - 1, 2):
-            if (i >> q) & 1 and (i >> (q + 1)) & 1:
-                sign = -sign
-        out.append(sign)
-    return tuple(out)
+    idx = torch.arange(1 << n_qubits)
+    sign = torch.ones(1 << n_qubits)
+    for q in range(parity, n_qubits - 1, 2):
+        both = ((idx >> q) & 1) & ((idx >> (q + 1)) & 1)
+        sign = sign * (1 - 2 * both)
+    return tuple(sign.tolist())
 
 
-def _ry(state: torch.Tensor, q: int, theta: torch.Tensor) -> torch.Tensor:
-    """Apply RY(θ) on qubit ``q`` to every column of ``state`` (G, 2ⁿ, K); θ has shape (G,)."""
-    g, n, k = state.shape
-    s = state.reshape(g, n >> (q + 1), 2, 1 << q, k)
-    c = torch.cos(theta / 2).view(g, 1, 1, 1)
-    si = torch.sin(theta / 2).view(g, 1, 1, 1)
-    s0, s1 = s[:, :, 0], s[:, :, 1]
-    return torch.stack((c * s0 - si * s1, si * s0 + c * s1), dim=2).reshape(g, n, k)
+_SIGN_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _cz_signs(n_qubits: int, parity: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    key = (n_qubits, parity, dtype, device)
+    t = _SIGN_CACHE.get(key)
+    if t is None:
+        t = torch.tensor(_cz_signs_list(n_qubits, parity), dtype=dtype, device=device).view(1, -1, 1)
+        _SIGN_CACHE[key] = t
+    return t
+
+
+GROUP = 4  # qubits whose rotations are fused into one 2^5×2^5 Kronecker factor
+
+
+def _ry_range(state: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, lo: int) -> torch.Tensor:
+    """Apply RY(θⱼ) on qubit ``lo + j`` for every j (angles given as ``cos(θ/2)``, ``sin(θ/2)`` of
+    shape (G, m)) to every column of ``state`` (G, 2ⁿ, K).
+
+    Rotations on distinct qubits commute, so up to :data:`GROUP` of them are fused into one
+    Kronecker factor, built with a few batched products of 2×2 matrices, and applied with one
+    batched matrix product: ``⌈m/GROUP⌉`` state-sized operations instead of ``m``.
+    """
+    g, dim, k = state.shape
+    m = cos.shape[1]
+    rot = torch.stack((torch.stack((cos, -sin), -1), torch.stack((sin, cos), -1)), -2)  # (G, m, 2, 2)
+    for start in range(0, m, GROUP):
+        size = min(GROUP, m - start)
+        mat = rot[:, start]
+        for j in range(1, size):  # higher qubits are the more significant factor
+            r = rot[:, start + j]
+            d = mat.shape[-1]
+            mat = (r[:, :, None, :, None] * mat[:, None, :, None, :]).reshape(g, 2 * d, 2 * d)
+        q0 = lo + start
+        view = state.reshape(g, dim >> (q0 + size), 1 << size, (1 << q0) * k)
+        state = torch.matmul(mat.unsqueeze(1), view).reshape(g, dim, k)
+    return state
 
 
 def apply_circuit(state: torch.Tensor, theta: torch.Tensor, n_qubits: int, layers: int) -> torch.Tensor:
@@ -136,26 +164,123 @@ def apply_circuit(state: torch.Tensor, theta: torch.Tensor, n_qubits: int, layer
 
     Order (as in Quantum-PEFT): RY on every qubit; then per layer CZ on pairs (0,1),(2,3),… each
     followed by RY on both its qubits, then CZ on pairs (1,2),(3,4),… likewise. CZs on disjoint
-    pairs commute, so each half-layer's CZs are applied as one ±1 diagonal.
+    pairs commute, so each half-layer's CZs are applied as one ±1 diagonal, and its RYs — on the
+    contiguous qubits 0…2⌊n/2⌋−1, or 1…2⌊(n−1)/2⌋ — as fused Kronecker factors.
     """
-    a = 0
-    for q in range(n_qubits):
-        state = _ry(state, q, theta[:, a])
-        a += 1
+    half = theta / 2
+    cos, sin = torch.cos(half), torch.sin(half)
+    state = _ry_range(state, cos[:, :n_qubits], sin[:, :n_qubits], 0)
+    a = n_qubits
     for _ in range(layers):
         for parity in (0, 1):
-            qubits = [q for p in range(parity, n_qubits - 1, 2) for q in (p, p + 1)]
-            if not qubits:
+            m = 2 * ((n_qubits - parity) // 2)
+            if m == 0:
                 continue
-            signs = torch.tensor(_cz_signs(n_qubits, parity), dtype=state.dtype, device=state.device)
-            state = state * signs.view(1, -1, 1)
-            for q in qubits:
-                state = _ry(state, q, theta[:, a])
-                a += 1
+            state = state * _cz_signs(n_qubits, parity, state.dtype, state.device)
+            state = _ry_range(state, cos[:, a:a + m], sin[:, a:a + m], parity)
+            a += m
     return state
 
 
-class PauliFrame(nn.Module):
+class FrameScope:
+    """Frames of equal shape and options inside one scope are computed in one batched pass.
+
+    ``inject`` gives every adapted model one scope, so the ``U`` frames of all layers of a width,
+    say, are materialized together: one set of state-sized operations per distinct shape and step,
+    instead of one per layer. A frame's result is reused by the other members of its group until
+    the member that asks for it has already had it (a new forward pass), a parameter changed, or
+    the grad mode changed; then the whole group is recomputed. Copies of a model get a fresh scope.
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple, _FrameGroup] = {}
+
+    def __deepcopy__(self, memo) -> FrameScope:
+        return FrameScope()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._groups = {}
+
+    def frame(self, member: FrameModule) -> torch.Tensor:
+        p = member.param()
+        key = (member.batch_key(), p.dtype, p.device)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _FrameGroup()
+        return group.get(member)
+
+
+class _FrameGroup:
+    def __init__(self) -> None:
+        self.members: weakref.WeakSet = weakref.WeakSet()
+        self.cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.consumed: weakref.WeakSet = weakref.WeakSet()
+        self.grad = False
+
+    def get(self, m: FrameModule) -> torch.Tensor:
+        if m not in self.members:
+            self.members.add(m)
+            self.cache = weakref.WeakKeyDictionary()
+        entry = self.cache.get(m)
+        if (entry is None or m in self.consumed or entry[1] != m.param()._version
+                or self.grad != torch.is_grad_enabled()):
+            self._recompute()
+            entry = self.cache[m]
+        self.consumed.add(m)
+        return entry[0]
+
+    def _recompute(self) -> None:
+        members = list(self.members)
+        flats = [m.flat_param() for m in members]
+        frames = members[0]._compute(torch.cat(flats) if len(flats) > 1 else flats[0])
+        self.cache = weakref.WeakKeyDictionary()
+        for m, f in zip(members, frames.split([x.shape[0] for x in flats])):
+            self.cache[m] = (f.reshape(*m.batch, m.n, m.k), m.param()._version)
+        self.consumed = weakref.WeakSet()
+        self.grad = torch.is_grad_enabled()
+
+
+class FrameModule(nn.Module):
+    """Base of the parametrizations: one trainable tensor of shape ``(*batch, *tail)`` mapped by
+    :meth:`_compute` to frames ``(G, N, K)``. With a :class:`FrameScope` (``self.scope``) frames of
+    equal shape across modules are computed together."""
+
+    n: int
+    k: int
+    batch: tuple[int, ...]
+
+    def __init__(self, n: int, k: int, batch=()) -> None:
+        super().__init__()
+        self.n, self.k, self.batch = n, k, tuple(batch)
+        self.__dict__["scope"] = None  # a plain reference: not a submodule, not state
+
+    def param(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def options_key(self) -> tuple:
+        return ()
+
+    def batch_key(self) -> tuple:
+        p = self.param()
+        return (type(self), self.n, self.k, tuple(p.shape[len(self.batch):])) + self.options_key()
+
+    def flat_param(self) -> torch.Tensor:
+        p = self.param()
+        return p.reshape(-1, *p.shape[len(self.batch):])
+
+    def _compute(self, flat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self) -> torch.Tensor:
+        if self.scope is not None:
+            return self.scope.frame(self)
+        return self._compute(self.flat_param()).reshape(*self.batch, self.n, self.k)
+
+
+class PauliFrame(FrameModule):
     """``U = Q(θ)[:, :K]`` with ``Q(θ)`` the real two-design circuit (Quantum-PEFT, §3).
 
     For ``N = 2ⁿ`` this is exactly the circuit. For other ``N`` — the paper assembles such
@@ -171,8 +296,8 @@ class PauliFrame(nn.Module):
 
     def __init__(self, n: int, k: int, batch: tuple[int, ...] = (), layers: int = 1, bits: int | None = None,
                  init: str = "random", dtype=None, device=None, generator=None):
-        super().__init__()
-        self.n, self.k, self.batch, self.layers, self.bits = n, k, tuple(batch), layers, bits
+        super().__init__(n, k, batch)
+        self.layers, self.bits = layers, bits
         theta = torch.empty(*self.batch, pauli_count(n, layers), dtype=dtype, device=device)
         with torch.no_grad():
             if init == "random":
@@ -201,20 +326,24 @@ class PauliFrame(nn.Module):
         bot = self._q(bot, a2, n2)
         return torch.cat((top, bot), dim=1)
 
-    def forward(self) -> torch.Tensor:
-        theta = quantize_ste(self.theta, self.bits).reshape(-1, self.theta.shape[-1])
-        state = _eye(self.n, self.k, theta.shape[0], theta)
-        return self._q(state, theta, self.n).reshape(*self.batch, self.n, self.k)
+    def param(self) -> torch.Tensor:
+        return self.theta
+
+    def options_key(self) -> tuple:
+        return (self.layers, self.bits)
+
+    def _compute(self, flat: torch.Tensor) -> torch.Tensor:
+        theta = quantize_ste(flat, self.bits)
+        return self._q(_eye(self.n, self.k, theta.shape[0], theta), theta, self.n)
 
 
 # ------------------------------------------------------------------ generator-based (skew A)
-class _SkewFrame(nn.Module):
+class _SkewFrame(FrameModule):
     """Shared machinery: a generator ``G ∈ R^{N×K′}`` defining ``A = G E′ᵀ − E′ Gᵀ``."""
 
     def __init__(self, n: int, k: int, batch=(), intrinsic_rank: int | None = None, init: str = "random",
                  dtype=None, device=None, generator=None):
-        super().__init__()
-        self.n, self.k, self.batch = n, k, tuple(batch)
+        super().__init__(n, k, batch)
         self.kk = min(intrinsic_rank or k, n)
         g = torch.empty(*self.batch, n, self.kk, dtype=dtype, device=device)
         with torch.no_grad():
@@ -224,8 +353,10 @@ class _SkewFrame(nn.Module):
                 g.zero_()
         self.generator = nn.Parameter(g)
 
-    def _factors(self):
-        g = self.generator.reshape(-1, self.n, self.kk)
+    def param(self) -> torch.Tensor:
+        return self.generator
+
+    def _factors(self, g: torch.Tensor):
         e = _eye(self.n, self.kk, g.shape[0], g)
         p = torch.cat((g, e), dim=2)                 # (G, N, 2K′)
         r = torch.cat((e, -g), dim=2)                # (G, N, 2K′)
@@ -247,22 +378,21 @@ class CayleyFrame(_SkewFrame):
     """``U = (I − A)(I + A)⁻¹ I_{N×K}``: orthogonal for every skew ``A`` (``I + A`` is always
     invertible), computed with the Woodbury identity in ``O(N·K·K′)``."""
 
-    def forward(self) -> torch.Tensor:
-        p, r = self._factors()
+    def _compute(self, flat: torch.Tensor) -> torch.Tensor:
+        p, r = self._factors(flat)
         out_dtype = p.dtype
         p, r = self._upcast(p, r)
         e = _eye(self.n, self.k, p.shape[0], p)
         m = torch.eye(p.shape[2], dtype=p.dtype, device=p.device) + r.transpose(1, 2) @ p
         y = e - p @ torch.linalg.solve(m, r[:, :self.k].transpose(1, 2))
-        u = y - self._apply_a(p, r, y)
-        return u.to(out_dtype).reshape(*self.batch, self.n, self.k)
+        return (y - self._apply_a(p, r, y)).to(out_dtype)
 
 
 class ExpFrame(_SkewFrame):
     """``U = exp(A) I_{N×K}`` = ``E + P φ(RᵀP) RᵀE`` (exact: ``φ`` from one small matrix exponential)."""
 
-    def forward(self) -> torch.Tensor:
-        p, r = self._factors()
+    def _compute(self, flat: torch.Tensor) -> torch.Tensor:
+        p, r = self._factors(flat)
         out_dtype = p.dtype
         p, r = self._upcast(p, r)
         g, _, two_k = p.shape
@@ -272,8 +402,7 @@ class ExpFrame(_SkewFrame):
         block[:, :two_k, two_k:] = torch.eye(two_k, dtype=p.dtype, device=p.device)
         phi = torch.linalg.matrix_exp(block)[:, :two_k, two_k:]
         e = _eye(self.n, self.k, g, p)
-        u = e + p @ (phi @ r[:, :self.k].transpose(1, 2))
-        return u.to(out_dtype).reshape(*self.batch, self.n, self.k)
+        return (e + p @ (phi @ r[:, :self.k].transpose(1, 2))).to(out_dtype)
 
 
 class TaylorFrame(_SkewFrame):
@@ -285,8 +414,11 @@ class TaylorFrame(_SkewFrame):
         super().__init__(n, k, batch, intrinsic_rank, init, dtype, device, generator)
         self.order = order
 
-    def forward(self) -> torch.Tensor:
-        p, r = self._factors()
+    def options_key(self) -> tuple:
+        return (self.order,)
+
+    def _compute(self, flat: torch.Tensor) -> torch.Tensor:
+        p, r = self._factors(flat)
         v = _eye(self.n, self.k, p.shape[0], p)
         t = v
         for j in range(1, self.order + 1):
@@ -295,17 +427,16 @@ class TaylorFrame(_SkewFrame):
         q, rr = torch.linalg.qr(t)
         sign = torch.sign(torch.diagonal(rr, dim1=1, dim2=2))
         sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-        return (q * sign.unsqueeze(1)).reshape(*self.batch, self.n, self.k)
+        return q * sign.unsqueeze(1)
 
 
-class HouseholderFrame(nn.Module):
+class HouseholderFrame(FrameModule):
     r"""``U = H_1 ⋯ H_{K′} I_{N×K}``, ``H_j = I − 2 u_j u_jᵀ``, ``u_j = v_j / ‖v_j‖`` (a zero
     ``v_j`` gives ``H_j = I``). Parameters ``N·K′``; cost ``O(N·K·K′)``."""
 
     def __init__(self, n: int, k: int, batch=(), intrinsic_rank: int | None = None, init: str = "random",
                  dtype=None, device=None, generator=None):
-        super().__init__()
-        self.n, self.k, self.batch = n, k, tuple(batch)
+        super().__init__(n, k, batch)
         m = min(intrinsic_rank or k, n)
         v = torch.empty(*self.batch, m, n, dtype=dtype, device=device)
         with torch.no_grad():
@@ -315,15 +446,17 @@ class HouseholderFrame(nn.Module):
                 v.zero_()
         self.vectors = nn.Parameter(v)
 
-    def forward(self) -> torch.Tensor:
-        v = self.vectors.reshape(-1, self.vectors.shape[-2], self.n)
+    def param(self) -> torch.Tensor:
+        return self.vectors
+
+    def _compute(self, v: torch.Tensor) -> torch.Tensor:
         norm = v.norm(dim=2, keepdim=True)
         u = torch.where(norm > 0, v / norm.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(v))
         m = _eye(self.n, self.k, v.shape[0], v)
         for j in range(v.shape[1] - 1, -1, -1):
             uj = u[:, j].unsqueeze(2)                       # (G, N, 1)
             m = m - 2.0 * uj @ (uj.transpose(1, 2) @ m)
-        return m.reshape(*self.batch, self.n, self.k)
+        return m
 
 
 @cache
@@ -342,15 +475,15 @@ def givens_count(n: int, layers: int | None = None) -> int:
     return sum(len(a) for a, _ in _butterfly_pairs(n, layers))
 
 
-class GivensFrame(nn.Module):
+class GivensFrame(FrameModule):
     """Butterfly layers of disjoint Givens rotations: layer ``l`` rotates rows ``i`` and
     ``i + 2^(l mod ⌈log₂N⌉)``. ``⌈log₂ N⌉`` layers (the default) connect every row with every other,
     as in an FFT. Exactly orthogonal; ``O(N·K)`` per layer; never a dense permutation."""
 
     def __init__(self, n: int, k: int, batch=(), layers: int | None = None, bits: int | None = None,
                  init: str = "random", dtype=None, device=None, generator=None):
-        super().__init__()
-        self.n, self.k, self.batch, self.bits = n, k, tuple(batch), bits
+        super().__init__(n, k, batch)
+        self.bits = bits
         self.n_layers = layers or max(1, (n - 1).bit_length())
         pairs = _butterfly_pairs(n, self.n_layers)
         for i, (a, b) in enumerate(pairs):
@@ -364,8 +497,14 @@ class GivensFrame(nn.Module):
                 theta.zero_()
         self.theta = nn.Parameter(theta)
 
-    def forward(self) -> torch.Tensor:
-        theta = quantize_ste(self.theta, self.bits).reshape(-1, self.theta.shape[-1])
+    def param(self) -> torch.Tensor:
+        return self.theta
+
+    def options_key(self) -> tuple:
+        return (self.n_layers, self.bits)
+
+    def _compute(self, flat: torch.Tensor) -> torch.Tensor:
+        theta = quantize_ste(flat, self.bits)
         m = _eye(self.n, self.k, theta.shape[0], theta)
         off = 0
         for i in range(self.n_layers):
@@ -377,7 +516,7 @@ class GivensFrame(nn.Module):
             c, s = torch.cos(t), torch.sin(t)
             xa, xb = m[:, ia], m[:, ib]
             m = m.index_copy(1, ia, c * xa - s * xb).index_copy(1, ib, s * xa + c * xb)
-        return m.reshape(*self.batch, self.n, self.k)
+        return m
 
 
 def _build(cls):
@@ -397,6 +536,6 @@ for _name, _cls, _opts in (("cayley", CayleyFrame, ("intrinsic_rank", "init")),
 register_unitary(UnitaryParametrization("givens", lambda n, k, layers=None, bits=None, init="random": givens_count(n, layers),
                                         _build(GivensFrame), ("layers", "bits", "init")))
 
-__all__ = ["UNITARY_PARAMS", "UnitaryParametrization", "register_unitary", "PauliFrame", "CayleyFrame", "ExpFrame",
+__all__ = ["UNITARY_PARAMS", "UnitaryParametrization", "register_unitary", "FrameScope", "FrameModule", "PauliFrame", "CayleyFrame", "ExpFrame",
            "TaylorFrame", "HouseholderFrame", "GivensFrame", "pauli_count", "givens_count", "circuit_angle_count",
            "apply_circuit", "quantize_ste"]

@@ -1,0 +1,51 @@
+"""Orthogonal fine-tuning in the style of OFT / BOFT, built from unitary nodes: ``W' = W R``."""
+
+from __future__ import annotations
+
+from tnpeft.adapters.registry import check_positive_int, register
+from tnpeft.errors import ConfigError
+from tnpeft.graph import Graph, Unitary
+from tnpeft.params import UNITARY_PARAMS
+
+
+@register("oft")
+def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bool = False,
+        param: str = "cayley") -> Graph:
+    r"""A multiplicative orthogonal adapter: the layer computes ``W (R x)`` with ``R`` orthogonal —
+    ``W' = W R`` once merged (Qiu et al., 2023; Liu et al., 2024 for the butterfly form).
+
+    The input of size ``N`` is read as ``b × s`` (``s = block_size``, ``b = N / s``)::
+
+        (blk, i) ──[R₁: b rotations s×s]── (blk, o)                       block-diagonal (OFT)
+        (blk, o) ──[R₂: s rotations b×b]── (B, o)                         with butterfly=True
+
+    ``R₁`` rotates within each block; ``R₂`` (``butterfly=True``) rotates across blocks, so the
+    product mixes every coordinate with every other — the job BOFT's butterfly factors do — as two
+    batched small rotations: no dense permutation matrix and no ``N×N`` rotation is ever formed.
+    Both start at the identity (the adapted model starts at the base model) and are exactly
+    orthogonal for any parameters (``param``: ``cayley`` by default, or ``exp``, ``taylor``,
+    ``householder``, ``givens``), unlike peft's default truncated Cayley–Neumann series. Unmerging
+    multiplies by ``Rᵀ``: no matrix inverse.
+
+    Parameters: ``b · count(param, s, s)`` (+ ``s · count(param, b, b)`` with the butterfly), where
+    ``count(cayley, n, n) = n²`` (the generator is stored whole; its skew part is used).
+    """
+    check_positive_int("oft", "block_size", block_size)
+    n = in_features
+    if n % block_size:
+        raise ConfigError(f"oft: block_size {block_size} does not divide in_features {n}", field="block_size")
+    if param not in UNITARY_PARAMS or not UNITARY_PARAMS[param].identity_init:
+        ok = sorted(k for k, v in UNITARY_PARAMS.items() if v.identity_init)
+        raise ConfigError(f"oft: param {param!r} cannot start at the identity; expected one of {ok}", field="param")
+    b = n // block_size
+    nodes = [Unitary("R1", ("blk", "o", "i"), (b, block_size, block_size), param=param, options={"init": "identity"})]
+    out_index: tuple[str, ...] = ("blk", "o")
+    if butterfly:
+        if b < 2:
+            raise ConfigError(f"oft: a butterfly needs at least two blocks; in_features {n} has {b} of size "
+                              f"{block_size}", field="butterfly")
+        nodes.append(Unitary("R2", ("o", "B", "blk"), (block_size, b, b), param=param, options={"init": "identity"}))
+        out_index = ("B", "o")
+    return Graph(nodes, in_index=("blk", "i"), out_index=out_index, mode="input", name="oft",
+                 meta={"adapter": "oft", "paper": "Qiu et al., NeurIPS 2023; Liu et al., ICLR 2024 (BOFT)",
+                       "hparams": {"block_size": block_size, "butterfly": butterfly, "param": param}})
