@@ -46,8 +46,9 @@ def build_param(node, dtype=None, device=None, generator=None, scope: FrameScope
                                              generator=generator, **node.options)
         if not node.trainable:
             m.requires_grad_(False)
-        if isinstance(m, FrameModule):
+        if isinstance(m, FrameModule) and scope is not None:
             m.__dict__["scope"] = scope
+            scope.register(m)
         return m
     raise GraphError(f"node {node.name!r} of kind {node.kind!r} has no parametrization", node=node.name)
 

@@ -194,22 +194,35 @@ class FrameScope:
 
     def __init__(self) -> None:
         self._groups: dict[tuple, _FrameGroup] = {}
+        self._members: weakref.WeakSet = weakref.WeakSet()
 
     def __deepcopy__(self, memo) -> FrameScope:
-        return FrameScope()
+        return FrameScope()  # members of a copy register again on their first forward
 
     def __getstate__(self) -> dict:
         return {}
 
     def __setstate__(self, state: dict) -> None:
-        self._groups = {}
+        self.__init__()
+
+    def register(self, member: FrameModule) -> None:
+        """Make ``member`` part of this scope (done when the module is built)."""
+        self._members.add(member)
 
     def frame(self, member: FrameModule) -> torch.Tensor:
+        if member not in self._members:  # e.g. a deep copy, whose scope is new: regroup
+            self._members.add(member)
+            self._groups.clear()
         p = member.param()
         key = (member.batch_key(), p.dtype, p.device)
         group = self._groups.get(key)
         if group is None:
+            # every registered module of the same shape, options, dtype and device joins at once
             group = self._groups[key] = _FrameGroup()
+            for m in self._members:
+                q = m.param()
+                if (m.batch_key(), q.dtype, q.device) == key:
+                    group.members.add(m)
         return group.get(member)
 
 
