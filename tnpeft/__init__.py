@@ -38,6 +38,7 @@ from tnpeft.nn import (
                            unload,
                            unmerge,
 )
+from tnpeft.verify import VerifyReport, verify  # noqa: E402  (the function; the module stays importable)
 
 __version__ = "0.1.0"
 
@@ -48,5 +49,5 @@ __all__ = [
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",
     "TNPeftError", "GraphError", "IndexSizeError", "DanglingIndexError", "UnreachableLegError", "NodeKindError",
     "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",
-    "__version__",
+    "verify", "VerifyReport", "__version__",
 ]

@@ -1,6 +1,8 @@
 """The ``tnpeft`` command.
 
     tnpeft count ADAPTER --in-features N --out-features M [name=value ...] [--json]
+    tnpeft draw ADAPTER --in-features N --out-features M [name=value ...] -o FILE.svg|.png
+    tnpeft verify ADAPTER --in-features N --out-features M [name=value ...] [--json]
     tnpeft demo [--out DIR] [--train-size N] [--epochs E] [--json]
 """
 
@@ -55,6 +57,31 @@ def cmd_count(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace):
+    from tnpeft.adapters import check_hparams, get_builder
+
+    hp = _parse_hparams(args.hparams)
+    check_hparams(args.adapter, hp)
+    return get_builder(args.adapter)(args.in_features, args.out_features, **hp)
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    g = _build(args)
+    if not args.output.lower().endswith((".svg", ".png", ".pdf")):
+        raise ConfigError(f"output {args.output!r} must end in .svg, .png or .pdf", field="output")
+    g.draw(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tnpeft.verify import verify
+
+    report = verify(_build(args), tol=args.tol)
+    print(report.to_json() if args.json else report)
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tnpeft.train.demo import run_demo
 
@@ -76,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("hparams", nargs="*", help="hyper-parameters as name=value (values parsed as JSON)")
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_count)
+
+    for verb, helptext in (("draw", "draw an adapter's tensor diagram (SVG, PNG or PDF)"),
+                           ("verify", "check an adapter graph: orthogonality, counts, forward, merge, gradients")):
+        v = sub.add_parser(verb, help=helptext)
+        v.add_argument("adapter", help="adapter name, e.g. quantum_peft")
+        v.add_argument("--in-features", type=int, required=True)
+        v.add_argument("--out-features", type=int, required=True)
+        v.add_argument("hparams", nargs="*", help="hyper-parameters as name=value")
+        if verb == "draw":
+            v.add_argument("-o", "--output", required=True, help="file to write: .svg, .png or .pdf")
+            v.set_defaults(func=cmd_draw)
+        else:
+            v.add_argument("--tol", type=float, default=1e-5)
+            v.add_argument("--json", action="store_true", help="print JSON")
+            v.set_defaults(func=cmd_verify)
 
     d = sub.add_parser("demo", help="fine-tune MiniLM on tweet sentiment with LoRA (offline) and report")
     d.add_argument("--out", default="runs/demo", help="where adapters and metrics are written")

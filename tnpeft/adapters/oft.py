@@ -31,6 +31,9 @@ def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bo
     ``count(cayley, n, n) = n²`` (the generator is stored whole; its skew part is used).
     """
     check_positive_int("oft", "block_size", block_size)
+    if block_size < 2:
+        raise ConfigError("oft: block_size must be at least 2 (a 1×1 rotation is ±1: nothing to train)",
+                          field="block_size")
     n = in_features
     if n % block_size:
         raise ConfigError(f"oft: block_size {block_size} does not divide in_features {n}", field="block_size")

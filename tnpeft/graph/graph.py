@@ -424,6 +424,13 @@ class Graph:
         """``scale · contract(graph, x)`` for ``x`` of shape ``(..., in_features)``."""
         return self.module(x)
 
+    def draw(self, path: str | None = None, **kwargs: Any):
+        """Draw the tensor diagram (see :func:`tnpeft.draw.draw_graph`); save it to ``path``
+        (``.svg``/``.png``) if given. Returns the matplotlib figure."""
+        from tnpeft.draw import draw_graph
+
+        return draw_graph(self, path, **kwargs)
+
     def save(self, directory: str) -> None:
         """Write ``graph.json`` and ``graph.safetensors`` (the values) into ``directory`` atomically."""
         from tnpeft.graph.io import save_graph

@@ -15,7 +15,7 @@ DIAGONAL_INITS = ("zeros", "ones", "normal", "signs")
 class DiagonalParam(nn.Module):
     """A vector of length ``size``. ``init="signs"`` draws fixed ±1 entries (an element of
     ``O(1)^K``; make the node ``trainable=False``). With ``active=K′`` only the first ``K′`` entries
-    are used (an intrinsic-rank mask): ``forward()`` returns ``weight ⊙ [1…1 0…0]``."""
+    are used (an intrinsic-rank mask): ``weight`` has ``K′`` entries and ``forward()`` pads it with zeros."""
 
     def __init__(self, size: int, init: str = "zeros", trainable: bool = True,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
@@ -31,12 +31,11 @@ class DiagonalParam(nn.Module):
                 w.copy_(torch.randint(0, 2, (size,), generator=generator).to(w) * 2 - 1)
             else:
                 w.normal_(0.0, 1.0, generator=generator)
-        self.weight = nn.Parameter(w, requires_grad=trainable)
         self.active = active
-        if active is not None:
-            mask = torch.zeros(size, dtype=dtype, device=device)
-            mask[:active] = 1.0
-            self.register_buffer("mask", mask, persistent=False)
+        if active is not None:  # only the first K′ entries exist as parameters; the rest are zeros
+            w = w[:active].clone()
+            self.register_buffer("pad", torch.zeros(size - active, dtype=dtype, device=device), persistent=False)
+        self.weight = nn.Parameter(w, requires_grad=trainable)
 
     def forward(self) -> torch.Tensor:
-        return self.weight if self.active is None else self.weight * self.mask
+        return self.weight if self.active is None else torch.cat((self.weight, self.pad.to(self.weight.dtype)))

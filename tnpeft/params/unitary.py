@@ -282,7 +282,7 @@ class FrameModule(nn.Module):
 
     def flat_param(self) -> torch.Tensor:
         p = self.param()
-        return p.reshape(-1, *p.shape[len(self.batch):])
+        return p.reshape(math.prod(self.batch), *p.shape[len(self.batch):])
 
     def _compute(self, flat: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -51,3 +51,37 @@ def linear_graphs(draw, max_nodes: int = 4, max_bond: int = 5, max_features: int
         nodes.append(Diagonal("D", (k,), (v,), init="normal"))
     scale = draw(st.sampled_from([1.0, 0.5, 2.0]))
     return Graph(nodes, scale=scale, name="random")
+
+
+@st.composite
+def adapter_graphs(draw, max_features: int = 48) -> Graph:
+    """A built-in adapter (LoRA, AdaLoRA, Quantum-PEFT with any parametrization, OFT) with random
+    sizes and hyper-parameters."""
+    from tnpeft.adapters import adalora, lora, oft, quantum_peft
+    from tnpeft.params import UNITARY_PARAMS
+
+    n = draw(st.integers(2, max_features))
+    m = draw(st.integers(2, max_features))
+    kind = draw(st.sampled_from(["lora", "adalora", "quantum_peft", "oft"]))
+    if kind == "lora":
+        return lora(n, m, r=draw(st.integers(1, 8)), alpha=draw(st.sampled_from([1.0, 8.0, 16.0])),
+                    use_rslora=draw(st.booleans()))
+    if kind == "adalora":
+        r = draw(st.integers(1, 8))
+        return adalora(n, m, r=r, target_r=draw(st.integers(1, r)))
+    if kind == "quantum_peft":
+        k = draw(st.integers(1, min(n, m, 6)))
+        param = draw(st.sampled_from(sorted(UNITARY_PARAMS)))
+        kk = draw(st.one_of(st.none(), st.integers(1, k)))
+        bits = draw(st.one_of(st.none(), st.integers(2, 6))) if param in ("pauli", "givens") else None
+        return quantum_peft(n, m, rank=k, layers=draw(st.integers(1, 3)), param=param, intrinsic_rank=kk, bits=bits)
+    n = max(n, 2)
+    s = draw(st.sampled_from([d for d in range(2, n + 1) if n % d == 0]))
+    butterfly = n // s >= 2 and draw(st.booleans())
+    return oft(n, m, block_size=s, butterfly=butterfly,
+               param=draw(st.sampled_from(["cayley", "exp", "householder", "givens"])))
+
+
+def graphs() -> st.SearchStrategy[Graph]:
+    """Random valid graphs: user-style random networks or built-in adapters."""
+    return st.one_of(linear_graphs(), adapter_graphs())
