@@ -69,7 +69,12 @@ def cmd_draw(args: argparse.Namespace) -> int:
     g = _build(args)
     if not args.output.lower().endswith((".svg", ".png", ".pdf")):
         raise ConfigError(f"output {args.output!r} must end in .svg, .png or .pdf", field="output")
-    g.draw(args.output)
+    if args.circuit:
+        from tnpeft.draw import draw_circuit
+
+        draw_circuit(g, args.circuit, args.output)
+    else:
+        g.draw(args.output)
     print(f"wrote {args.output}")
     return 0
 
@@ -113,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         v.add_argument("hparams", nargs="*", help="hyper-parameters as name=value")
         if verb == "draw":
             v.add_argument("-o", "--output", required=True, help="file to write: .svg, .png or .pdf")
+            v.add_argument("--circuit", metavar="NODE", help="draw this (pauli) unitary node as its circuit")
             v.set_defaults(func=cmd_draw)
         else:
             v.add_argument("--tol", type=float, default=1e-5)

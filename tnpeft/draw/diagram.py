@@ -90,7 +90,11 @@ def draw_graph(graph: Graph, path: str | Path | None = None, *, title: str | Non
     left, right = -1.6, width + 1.6
     heights = [len(v) for v in cols.values()]
     fig_h = 2.2 + 1.0 * max(heights)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * (right - left)), fig_h))
+    name = title or graph.name or "adapter"
+    mode = "  (transforms the layer input)" if graph.mode == "input" else ""
+    caption = (f"{name}: {graph.in_features:,} → {graph.out_features:,}, scale {graph.scale:.4g}, "
+               f"{graph.num_parameters():,} trainable parameters{mode}")
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * (right - left), 0.085 * len(caption)), fig_h))
     ax.set_aspect("equal")
     ax.axis("off")
     size = graph.size_dict
@@ -175,10 +179,7 @@ def draw_graph(graph: Graph, path: str | Path | None = None, *, title: str | Non
     handles = [h for h in handles if h.get_label() in present or h.get_label() in ("trainable", "frozen")]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(handles), fontsize=8,
               frameon=False, handletextpad=0.3, columnspacing=1.0)
-    name = title or graph.name or "adapter"
-    mode = "  (transforms the layer input)" if graph.mode == "input" else ""
-    ax.set_title(f"{name}: {graph.in_features:,} → {graph.out_features:,}, scale {graph.scale:g}, "
-                 f"{graph.num_parameters():,} trainable parameters{mode}", fontsize=10)
+    ax.set_title(caption, fontsize=10)
     ys = [p[1] for p in pos.values()]
     ax.set_xlim(left - 0.2, right + 0.2)
     ax.set_ylim(min(ys) - 1.0, max(ys) + 0.9)
