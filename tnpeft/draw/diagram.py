@@ -68,6 +68,16 @@ def _symbol(ax, x, y, kind: str, trainable: bool) -> None:
         ax.add_patch(Wedge((x, y), R, -90, 90, facecolor=_FILL[kind], edgecolor=edge, lw=lw, zorder=3))
 
 
+def _delay_marker():
+    """The delay symbol as a marker path: a flat back and a round front."""
+    import numpy as np
+    from matplotlib.path import Path as MPath
+
+    t = np.linspace(-np.pi / 2, np.pi / 2, 16)
+    verts = [(-1.0, -1.0), (0.0, -1.0)] + [(np.cos(a), np.sin(a)) for a in t] + [(0.0, 1.0), (-1.0, 1.0), (-1.0, -1.0)]
+    return MPath(verts, closed=True)
+
+
 def draw_graph(graph: Graph, path: str | Path | None = None, *, title: str | None = None,
                dpi: int = 150) -> Figure:
     """Draw ``graph``; save to ``path`` (``.svg``, ``.png`` or ``.pdf``) if given; return the figure."""
@@ -172,7 +182,8 @@ def draw_graph(graph: Graph, path: str | Path | None = None, *, title: str | Non
                Line2D([], [], marker="$\\oslash$", ls="", color="black", ms=12, label="diagonal"),
                Line2D([], [], marker="o", ls="", mfc=_FILL["unitary"], mec="black", ms=10, fillstyle="left",
                       markerfacecoloralt="white", label="unitary"),
-               Line2D([], [], marker="D", ls="", mfc=_FILL["nonlinear"], mec="black", ms=8, label="nonlinear"),
+               Line2D([], [], marker=_delay_marker(), ls="", mfc=_FILL["nonlinear"], mec="black", ms=11,
+                      label="nonlinear"),
                Line2D([], [], color=_TRAIN, lw=2.4, label="trainable"),
                Line2D([], [], color=_FROZEN, lw=1.4, label="frozen")]
     present = {graph.nodes[n].kind for n in order}
