@@ -150,16 +150,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
     name = adapter_name or cfg.get("adapter_name") or "default"
     source = f"adapter {str(directory)!r}"
     for path, g in graphs.items():
-        try:
-            layer = model.get_submodule(path)
-        except AttributeError:
-            raise AdapterFileError(f"{source}: the model has no module {path!r}; was it saved from another model?") from None
-        if isinstance(layer, TNLinear):
-            sizes = (layer.in_features, layer.out_features)
-        elif isinstance(layer, LINEAR_TYPES):
-            sizes = layer_sizes(layer)
-        else:
-            raise AdapterFileError(f"{source}: module {path!r} is a {type(layer).__name__}, not a linear layer")
+        sizes = linear_sizes_at(model, path, source)
         if (sizes[0], sizes[0] if g.mode == "input" else sizes[1]) != (g.in_features, g.out_features):
             raise AdapterFileError(f"{source}: module {path!r} maps {sizes[0]} → {sizes[1]} features but the saved "
                                    f"adapter maps {g.in_features} → {g.out_features}")
@@ -173,15 +164,33 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
         for p, layer in existing.items():
             if not layer.tn_adapters[name].graph.same_values_layout(graphs[p]):
                 raise AdapterFileError(f"{source}: module {p!r}: the saved graph differs from the model's adapter {name!r}")
-        for p, layer in existing.items():
-            layer.tn_adapters[name].load_state_dict(per[p])
     else:
         attach_graphs(model, graphs, name, cfg.get("config") or {"adapter": "loaded"})
-        for p, layer in tn_layers(model):
-            if p in per:
-                layer.tn_adapters[name].load_state_dict(per[p])
     for path, state in saved.items():
         model.get_submodule(path).load_state_dict(state)
+    return fill_and_activate(model, name, per, is_trainable)
+
+
+def linear_sizes_at(model: nn.Module, path: str, source: str) -> tuple[int, int]:
+    """``(in, out)`` of the linear layer at ``path``, or :class:`AdapterFileError` naming ``source``."""
+    try:
+        layer = model.get_submodule(path)
+    except AttributeError:
+        raise AdapterFileError(f"{source}: the model has no module {path!r}; was it saved from another model?") from None
+    if isinstance(layer, TNLinear):
+        return layer.in_features, layer.out_features
+    if isinstance(layer, LINEAR_TYPES):
+        return layer_sizes(layer)
+    raise AdapterFileError(f"{source}: module {path!r} is a {type(layer).__name__}, not a linear layer")
+
+
+def fill_and_activate(model: nn.Module, name: str, values: dict[str, dict[str, torch.Tensor]],
+                      is_trainable: bool) -> nn.Module:
+    """Copy checked values into adapter ``name`` per module path, make it active, and freeze it
+    unless ``is_trainable``."""
+    for path, layer in tn_layers(model):
+        if path in values:
+            layer.tn_adapters[name].load_state_dict(values[path])
     set_adapter(model, name)
     if not is_trainable:
         for _, layer in tn_layers(model):

@@ -87,15 +87,17 @@ class TNLinear(nn.Module):
             if self.merged_adapters:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        merged = self.merged_adapters
+        pending = [self.tn_adapters[n] for n in self.active_adapters if n not in merged]
+        if not pending:  # nothing active, or everything merged: the base layer alone
+            return self.base_layer(x, *args, **kwargs)
         h = x
-        for name in self.active_adapters:  # multiplicative adapters transform the input first
-            module = self.tn_adapters[name]
-            if module.graph.mode == "input" and name not in self.merged_adapters:
+        for module in pending:  # multiplicative adapters transform the input first
+            if module.graph.mode == "input":
                 h = module(h.to(module._param_dtype)).to(x.dtype)
         result = self.base_layer(h, *args, **kwargs)
-        for name in self.active_adapters:
-            module = self.tn_adapters[name]
-            if name in self.merged_adapters or module.graph.mode == "input":
+        for module in pending:
+            if module.graph.mode == "input":
                 continue
             h = x
             p_dtype = module._param_dtype

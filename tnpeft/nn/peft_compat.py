@@ -20,8 +20,8 @@ from torch import nn
 from tnpeft.adapters import lora
 from tnpeft.errors import AdapterFileError, AdapterStateError
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
-from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
-from tnpeft.nn.model import attach_graphs, set_adapter, tn_layers
+from tnpeft.nn.io import fill_and_activate, linear_sizes_at
+from tnpeft.nn.model import attach_graphs, tn_layers
 
 _PREFIX = "base_model.model."
 _KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
@@ -69,16 +69,7 @@ def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     for path, ab in pairs.items():
         if set(ab) != {"A", "B"}:
             raise AdapterFileError(f"{src}: module {path!r} has lora_{'A' if 'A' in ab else 'B'} but not its partner")
-        try:
-            layer = model.get_submodule(path)
-        except AttributeError:
-            raise AdapterFileError(f"{src}: the model has no module {path!r}") from None
-        if isinstance(layer, TNLinear):
-            n_in, n_out = layer.in_features, layer.out_features
-        elif isinstance(layer, LINEAR_TYPES):
-            n_in, n_out = layer_sizes(layer)
-        else:
-            raise AdapterFileError(f"{src}: module {path!r} is a {type(layer).__name__}, not a linear layer")
+        n_in, n_out = linear_sizes_at(model, path, src)
         a, b = ab["A"], ab["B"]
         r = a.shape[0]
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != n_in or tuple(b.shape) != (n_out, r):
@@ -93,15 +84,7 @@ def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
         values[path] = {"A.weight": a, "B.weight": b}
     attach_graphs(model, graphs, adapter_name, {"adapter": "lora", "imported_from": "peft",
                                                 "target_modules": sorted(graphs)})
-    for path, layer in tn_layers(model):
-        if path in values:
-            layer.tn_adapters[adapter_name].load_state_dict(values[path])
-    set_adapter(model, adapter_name)
-    if not is_trainable:
-        for _, layer in tn_layers(model):
-            if adapter_name in layer.tn_adapters:
-                layer.tn_adapters[adapter_name].requires_grad_(False)
-    return model
+    return fill_and_activate(model, adapter_name, values, is_trainable)
 
 
 def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default") -> Path:

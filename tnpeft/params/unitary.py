@@ -75,6 +75,17 @@ def _eye(n: int, k: int, g: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(n, k, dtype=like.dtype, device=like.device).expand(g, n, k)
 
 
+def _angles(shape, init: str, dtype, device, generator) -> nn.Parameter:
+    """Circuit angles: uniform on (−π, π), or zero for ``init="identity"``."""
+    theta = torch.empty(*shape, dtype=dtype, device=device)
+    with torch.no_grad():
+        if init == "random":
+            theta.uniform_(-math.pi, math.pi, generator=generator)
+        else:
+            theta.zero_()
+    return nn.Parameter(theta)
+
+
 def quantize_ste(theta: torch.Tensor, bits: int | None) -> torch.Tensor:
     """Round angles to ``2^bits`` levels on the circle; the gradient passes straight through."""
     if not bits:
@@ -311,13 +322,7 @@ class PauliFrame(FrameModule):
                  init: str = "random", dtype=None, device=None, generator=None):
         super().__init__(n, k, batch)
         self.layers, self.bits = layers, bits
-        theta = torch.empty(*self.batch, pauli_count(n, layers), dtype=dtype, device=device)
-        with torch.no_grad():
-            if init == "random":
-                theta.uniform_(-math.pi, math.pi, generator=generator)
-            else:
-                theta.zero_()
-        self.theta = nn.Parameter(theta)
+        self.theta = _angles((*self.batch, pauli_count(n, layers)), init, dtype, device, generator)
 
     def _q(self, state: torch.Tensor, theta: torch.Tensor, n: int) -> torch.Tensor:
         if n == 1:
@@ -389,9 +394,20 @@ class _SkewFrame(FrameModule):
 
 class CayleyFrame(_SkewFrame):
     """``U = (I − A)(I + A)⁻¹ I_{N×K}``: orthogonal for every skew ``A`` (``I + A`` is always
-    invertible), computed with the Woodbury identity in ``O(N·K·K′)``."""
+    invertible), computed with the Woodbury identity in ``O(N·K·K′)`` — or, when ``N ≤ 2K′`` (small
+    square blocks such as OFT's), with one dense ``N×N`` solve, which is then cheaper."""
+
+    def _dense(self, flat: torch.Tensor) -> torch.Tensor:
+        g = flat.double() if flat.dtype != torch.float64 and flat.device.type != "mps" else flat
+        e = _eye(self.n, self.kk, g.shape[0], g)
+        a = g @ e.transpose(1, 2) - e @ g.transpose(1, 2)           # (G, N, N), skew
+        eye = torch.eye(self.n, dtype=g.dtype, device=g.device)
+        q = torch.linalg.solve(eye + a, (eye - a)[:, :, :self.k])   # (I + A)⁻¹(I − A) = (I − A)(I + A)⁻¹
+        return q.to(flat.dtype)
 
     def _compute(self, flat: torch.Tensor) -> torch.Tensor:
+        if self.n <= 2 * self.kk:
+            return self._dense(flat)
         p, r = self._factors(flat)
         out_dtype = p.dtype
         p, r = self._upcast(p, r)
@@ -502,13 +518,7 @@ class GivensFrame(FrameModule):
         for i, (a, b) in enumerate(pairs):
             self.register_buffer(f"_a{i}", torch.tensor(a, dtype=torch.long, device=device), persistent=False)
             self.register_buffer(f"_b{i}", torch.tensor(b, dtype=torch.long, device=device), persistent=False)
-        theta = torch.empty(*self.batch, sum(len(a) for a, _ in pairs), dtype=dtype, device=device)
-        with torch.no_grad():
-            if init == "random":
-                theta.uniform_(-math.pi, math.pi, generator=generator)
-            else:
-                theta.zero_()
-        self.theta = nn.Parameter(theta)
+        self.theta = _angles((*self.batch, sum(len(a) for a, _ in pairs)), init, dtype, device, generator)
 
     def param(self) -> torch.Tensor:
         return self.theta
