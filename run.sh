@@ -3,7 +3,7 @@
 #
 #   ./run.sh demo    # the main job: fine-tune the real MiniLM model on tweet sentiment with LoRA
 #   ./run.sh test    # the test suite
-#   ./run.sh bench   # benchmarks (side-by-side timings)
+#   ./run.sh bench   # the benchmark suite (side-by-side timings, every figure with its target)
 #
 # Each creates (or refreshes) a virtual environment in .venv, installs the CPU build of torch
 # 2.13.0 first (a bare `torch` requirement would pull a multi-GB CUDA build), then tnpeft with its
@@ -43,7 +43,7 @@ case "$cmd" in
     ;;
   bench)
     setup
-    exec "$VENV/bin/python" benchmarks/bench_lora.py "$@"
+    exec "$VENV/bin/python" benchmarks/run.py "$@"
     ;;
   setup)
     setup

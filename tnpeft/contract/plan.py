@@ -106,11 +106,13 @@ class ContractionPlan:
             rest = [o for k, o in enumerate(ops) if k not in (i, j)]
             keep = set(self.output).union(*rest) if rest else set(self.output)
             if rest:
-                out = tuple(dict.fromkeys(ind for ind in a + b if ind in keep))
+                # the larger operand's layout first: keeps the batch-bearing intermediate in place
+                first, second = (b, a) if len(b) > len(a) else (a, b)
+                out = tuple(dict.fromkeys(ind for ind in first + second if ind in keep))
             else:  # the last step writes the output's index order directly: no transpose after
                 out = self.output
             eq = f"{self._s(a)},{self._s(b)}->{self._s(out)}"
-            steps.append((i, j, eq, _pair_kernel(a, b, out, eq)))
+            steps.append((i, j, eq, _pair_kernel(a, b, out, eq, self.size_dict)))
             label = f"({labels[i]}·{labels[j]})"
             for k in sorted((i, j), reverse=True):
                 del ops[k]
@@ -162,7 +164,7 @@ class ContractionPlan:
         return "\n".join(lines)
 
 
-def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...], eq: str):
+def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...], eq: str, sizes: dict[str, int]):
     """The cheapest torch call for one pairwise step.
 
     A plain contraction (no shared index kept) whose output order is ``free(a) + free(b)`` or the
@@ -172,6 +174,13 @@ def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...], e
     """
     shared = set(a) & set(b)
     contracted = [i for i in a if i in shared and i not in out]
+    for small, big, swap in ((a, b, False), (b, a, True)):
+        # an element-wise scale (a diagonal node on a hyperedge): broadcasting, no einsum
+        if big == out and set(small) <= set(big) and list(small) == sorted(small, key=big.index):
+            view = tuple(sizes[i] if i in small else 1 for i in big)
+            if swap:
+                return lambda x, y: x * y.reshape(view)
+            return lambda x, y: y * x.reshape(view)
     if not contracted or (shared & set(out)):
         return lambda x, y: torch.einsum(eq, x, y)
     fa = tuple(i for i in a if i not in shared)
