@@ -27,23 +27,13 @@ R = 0.28
 
 
 def _levels(graph: Graph) -> dict[str, int]:
-    """Column of each node: longest data-flow distance from the input (stable, left to right)."""
-    order = list(graph.nodes)
-    holders: dict[str, list[str]] = defaultdict(list)
-    for n in order:
-        for i in graph.nodes[n].inds:
-            holders[i].append(n)
+    """Column of each node: one right of the rightmost earlier node (in data-flow order) it shares an
+    index with, so chains run left to right and nodes that share nothing stack in one column."""
     level: dict[str, int] = {}
-    for n in order:
-        node = graph.nodes[n]
-        prev = [level[m] for i in node.inds for m in holders[i] if m in level and m != n]
-        if node.kind == "diagonal" or not prev:
-            level[n] = (max(prev) + 1) if prev else 0
-        else:
-            level[n] = max(prev) + 1
-        if any(i in graph.in_inds for i in node.inds) and not any(
-                i in getattr(node, "outputs", ()) for i in graph.in_inds):
-            level[n] = min(level[n], max(prev) + 1 if prev and node.kind != "dense" else 0) if prev else 0
+    for n in graph.nodes:
+        inds = set(graph.nodes[n].inds)
+        prev = [level[m] for m in level if inds & set(graph.nodes[m].inds)]
+        level[n] = max(prev) + 1 if prev else 0
     return level
 
 
