@@ -58,6 +58,19 @@ def stepper(model):
     return step
 
 
+def interleave(steps: dict, batches, warmup: int) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Run ``warmup`` batches through every stepper, then the rest alternately (order flipped each
+    batch, so drift hits all alike). Returns (median seconds, all timed seconds) per stepper."""
+    for b in batches[:warmup]:
+        for f in steps.values():
+            f(b)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for i, b in enumerate(batches[warmup:]):
+        for k in (list(steps) if i % 2 == 0 else list(reversed(steps))):
+            times[k].append(steps[k](b))
+    return {k: statistics.median(v) for k, v in times.items() if v}, times
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=12)
@@ -80,16 +93,9 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, 50257, (a.batch, a.seq), generator=gen) for _ in range(a.warmup + a.steps)]
     reset_plan_cache()
-    for ids in batches[: a.warmup]:
-        for k in steps:
-            steps[k](ids)
+    interleave(steps, batches[: a.warmup], a.warmup)
     planned_after_warmup = plan_stats().plans_built
-    times = {k: [] for k in steps}
-    for i, ids in enumerate(batches[a.warmup:]):
-        order = list(steps) if i % 2 == 0 else list(reversed(steps))
-        for k in order:
-            times[k].append(steps[k](ids))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med, times = interleave(steps, batches[a.warmup:], 0)
     stats = plan_stats()
     result = {
         "model": f"GPT-2 shape, {a.layers} layers, width 768, random weights",

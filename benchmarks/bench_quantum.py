@@ -22,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bench_lora import build, stepper  # noqa: E402
+from bench_lora import build, interleave, stepper  # noqa: E402
 
 
 def frame_times(sizes, k=8, layers=1, repeats=20):
@@ -63,14 +63,7 @@ def main(argv=None) -> int:
     steps = {k: stepper(m) for k, m in models.items()}
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, 50257, (4, 128), generator=gen) for _ in range(a.warmup + a.steps)]
-    for ids in batches[: a.warmup]:
-        for k in steps:
-            steps[k](ids)
-    times = {k: [] for k in steps}
-    for i, ids in enumerate(batches[a.warmup:]):
-        for k in (list(steps) if i % 2 == 0 else list(reversed(steps))):
-            times[k].append(steps[k](ids))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med, _ = interleave(steps, batches, a.warmup)
     sizes = [1024, 2048, 4096, 8192, 16384]
     ft = frame_times(sizes)
     growth = [ft[b] / ft[a] for a, b in zip(sizes, sizes[1:])]

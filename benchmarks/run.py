@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_lora import build as build_gpt2  # noqa: E402
+from bench_lora import interleave as _interleave  # noqa: E402
 from bench_quantum import frame_times  # noqa: E402
 
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
@@ -52,14 +52,7 @@ def lm_loss(model, ids):
 
 
 def interleave(steps: dict, batches, warmup: int) -> dict[str, float]:
-    for b in batches[:warmup]:
-        for f in steps.values():
-            f(b)
-    times = {k: [] for k in steps}
-    for i, b in enumerate(batches[warmup:]):
-        for k in (list(steps) if i % 2 == 0 else list(reversed(steps))):
-            times[k].append(steps[k](b))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return _interleave(steps, batches, warmup)[0]
 
 
 def peft_lora(base, targets, r=8, **kw):
