@@ -90,3 +90,25 @@ def test_copies_do_not_share_frames_and_eval_works():
     with torch.no_grad():
         y = m.eval()(ids).logits
     torch.testing.assert_close(m(ids).logits, y)
+
+
+def test_a_deep_copy_batches_from_its_second_forward():
+    m = copy.deepcopy(qpeft())
+    calls = []
+    cls = type(frame_modules(m)[0])
+    orig = cls._compute
+
+    def counting(self, flat):
+        calls.append(flat.shape[0])
+        return orig(self, flat)
+
+    cls._compute = counting
+    try:
+        ids = torch.randint(0, 97, (2, 10))
+        m(ids)
+        assert len(calls) == len(frame_modules(m))  # first forward: each frame alone, no regrouping storm
+        calls.clear()
+        m(ids)
+        assert len(calls) == 3  # then one batched pass per shape
+    finally:
+        cls._compute = orig

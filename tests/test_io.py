@@ -209,3 +209,35 @@ def test_no_pickle_anywhere_in_the_package():
     for f in root.rglob("*.py"):
         text = f.read_text()
         assert "import pickle" not in text and "torch.load(" not in text, f
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3])
+def test_a_save_killed_at_any_rename_leaves_an_adapter_that_loads(tmp_path, monkeypatch, crash_at):
+    base, m = trained()
+    d = tmp_path / "a"
+    tnpeft.save_adapter(m, d)
+    old = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        for _, layer in tn_layers(m):
+            layer.tn_adapters["default"].B.weight.add_(1.0)
+    import tnpeft.fileio as fio
+
+    real, calls = fio.os.replace, []
+
+    def dying(src, dst):
+        calls.append(dst)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt("killed")
+        return real(src, dst)
+
+    monkeypatch.setattr(fio.os, "replace", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tnpeft.save_adapter(m, d)
+    monkeypatch.setattr(fio.os, "replace", real)
+    fresh = tnpeft.load_adapter(copy.deepcopy(base), d)  # the previous adapter, intact
+    m.load_state_dict(old)
+    x = torch.randint(0, 97, (2, 9))
+    assert torch.equal(fresh(x).logits, m(x).logits)
+    assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
+    tnpeft.save_adapter(m, d)  # and the next save completes and tidies up
+    assert sorted(p.name for p in d.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
-from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, sha256, tensors_to_bytes
+from tnpeft.fileio import atomic_write_pair, read_json, read_safetensors, sha256, tensors_to_bytes
 from tnpeft.graph import Graph, GraphModule
 from tnpeft.graph.io import check_state
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
@@ -49,9 +49,9 @@ def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict
 def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
     """Write adapter ``adapter_name`` to ``directory`` (created if needed) and return its path.
 
-    Each file is written to a temporary name and renamed into place; the weights go first and the
-    config, which records their checksum, last — so an interrupted save never leaves a config that
-    points at weights it does not describe.
+    Both files are written to temporary names and renamed into place, weights first, config (which
+    records their checksum) last; the previous weights are kept until the new config is in place, so
+    an interrupted save leaves the previous adapter loadable (:func:`tnpeft.fileio.atomic_write_pair`).
     """
     graphs, state = adapter_state(model, adapter_name)
     d = Path(directory)
@@ -66,8 +66,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
         "weights_sha256": sha256(blob),
         "modules": {path: g.to_dict() for path, g in graphs.items()},
     }
-    atomic_write_bytes(d / WEIGHTS_NAME, blob)
-    atomic_write_json(d / CONFIG_NAME, cfg)
+    atomic_write_pair(d, WEIGHTS_NAME, blob, CONFIG_NAME, cfg)
     return d
 
 

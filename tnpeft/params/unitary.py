@@ -221,9 +221,13 @@ class FrameScope:
         self._members.add(member)
 
     def frame(self, member: FrameModule) -> torch.Tensor:
-        if member not in self._members:  # e.g. a deep copy, whose scope is new: regroup
+        if member not in self._members:
+            # a module this scope has not seen (e.g. in a deep copy, whose scope starts empty): compute
+            # it alone this time and batch it with its peers from the next forward on, instead of
+            # recomputing a growing group once per newcomer
             self._members.add(member)
             self._groups.clear()
+            return member._compute(member.flat_param()).reshape(*member.batch, member.n, member.k)
         p = member.param()
         key = (member.batch_key(), p.dtype, p.device)
         group = self._groups.get(key)
