@@ -299,3 +299,13 @@ def test_no_planning_in_steady_state():
     for t in (12, 11, 10, 9):  # sequence lengths in the same bucket reuse the plan
         m(ids(2, t))
     assert plan_stats().plans_built == built
+
+
+def test_builder_errors_name_the_layer():
+    from torch import nn
+
+    m = nn.Sequential(nn.Linear(16, 4), nn.Linear(4, 16))
+    with pytest.raises(ConfigError, match=r"module '0' \(16 → 4\).*rank 8") as e:
+        tnpeft.inject(m, tnpeft.AdapterConfig("quantum_peft", ["0", "1"], rank=8))
+    assert e.value.field == "rank"
+    assert not list(tn_layers(m))

@@ -104,7 +104,9 @@ def build_graphs(model: nn.Module, config: AdapterConfig, targets: list[str]) ->
         n_in, n_out = (layer.in_features, layer.out_features) if isinstance(layer, TNLinear) else layer_sizes(layer)
         try:
             g = config.builder(n_in, n_out, **config.hparams)
-        except TNPeftError:
+        except TNPeftError as e:  # say which layer: the same hyper-parameters may fit some layers only
+            if e.args:
+                e.args = (f"module {name!r} ({n_in} → {n_out}): {e.args[0]}",) + e.args[1:]
             raise
         except Exception as e:  # a user's builder failing: say where
             raise ConfigError(f"adapter {config.adapter_name!r} failed to build for module {name!r} "
