@@ -247,3 +247,35 @@ def test_input_feature_mismatch_at_forward():
     g = lora(8, 4, r=2)
     with pytest.raises(GraphError, match="'in'"):
         g.forward(torch.randn(3, 9))
+
+
+@given(__import__("tnpeft.testing.strategies", fromlist=["graphs"]).graphs())
+def test_json_round_trip_of_any_graph_keeps_values_layout_and_forward(g):
+    g2 = Graph.from_json(g.to_json())
+    assert g2 == g and g2.in_inds == g.in_inds and g2.out_inds == g.out_inds and g2.mode == g.mode
+    g2.module.load_state_dict(g.module.state_dict())
+    x = torch.randn(3, g.in_features)
+    torch.testing.assert_close(g2.forward(x), g.forward(x))
+
+
+def test_nonlinear_graph_json_round_trip(tmp_path):
+    g = Graph([Dense("A", ("r", "in"), (3, 6)), Nonlinear.elementwise("act", {"r": 3}, ("s",), fn="gelu"),
+               Dense("B", ("out", "s"), (4, 3), init="normal")], scale=0.5, name="two_stage")
+    g.save(tmp_path)
+    g2 = Graph.load(tmp_path)
+    assert g2 == g
+    x = torch.randn(2, 6)
+    torch.testing.assert_close(g2.forward(x), g.forward(x))
+
+
+def test_multi_leg_graph_reshapes_like_a_tensor_train():
+    # W[(o1,o2),(i1,i2)] = Σ_a G1[o1,i1,a] G2[a,o2,i2]: a two-core MPO update on a 6→6 layer
+    g = Graph([Dense("G1", ("o1", "i1", "a"), (2, 3, 2), init="normal"),
+               Dense("G2", ("a", "o2", "i2"), (2, 3, 2), init="normal")],
+              in_index=("i1", "i2"), out_index=("o1", "o2"))
+    assert (g.in_features, g.out_features) == (6, 6)
+    G1, G2 = g.tensor("G1"), g.tensor("G2")
+    ref = torch.einsum("xia,ayj->xyij", G1, G2).reshape(6, 6)
+    torch.testing.assert_close(g.dense(), ref)
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(g.forward(x), x @ ref.T)
