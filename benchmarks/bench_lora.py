@@ -71,19 +71,29 @@ def interleave(steps: dict, batches, warmup: int) -> tuple[dict[str, float], dic
     return {k: statistics.median(v) for k, v in times.items() if v}, times
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_args(p: argparse.ArgumentParser) -> None:
+    """The options every step benchmark takes; ``--quick`` means 2 layers, 4 steps."""
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--steps", type=int, default=8, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--r", type=int, default=8)
     p.add_argument("--quick", action="store_true", help="2 layers, 4 steps")
     p.add_argument("--json", action="store_true")
+
+
+def parse_step_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.quick:
         a.layers, a.steps, a.warmup = 2, 4, 1
+    return a
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    step_args(p)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--r", type=int, default=8)
+    a = parse_step_args(p, argv)
     from tnpeft.contract import plan_stats, reset_plan_cache
 
     targets = ["c_attn", "c_proj", "c_fc"]

@@ -22,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bench_lora import build, interleave, stepper  # noqa: E402
+from bench_lora import build, interleave, parse_step_args, step_args, stepper  # noqa: E402
 
 
 def frame_times(sizes, k=8, layers=1, repeats=20):
@@ -44,14 +44,8 @@ def frame_times(sizes, k=8, layers=1, repeats=20):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-    if a.quick:
-        a.layers, a.steps, a.warmup = 2, 4, 1
+    step_args(p)
+    a = parse_step_args(p, argv)
     import tnpeft
 
     targets = ["c_attn", "c_proj", "c_fc"]

@@ -308,7 +308,14 @@ class FrameModule(nn.Module):
         return self._compute(self.flat_param()).reshape(*self.batch, self.n, self.k)
 
 
-class PauliFrame(FrameModule):
+class _AngleFrame(FrameModule):
+    """A frame whose free parameters are circuit angles ``theta``."""
+
+    def param(self) -> torch.Tensor:
+        return self.theta
+
+
+class PauliFrame(_AngleFrame):
     """``U = Q(θ)[:, :K]`` with ``Q(θ)`` the real two-design circuit (Quantum-PEFT, §3).
 
     For ``N = 2ⁿ`` this is exactly the circuit. For other ``N`` — the paper assembles such
@@ -347,9 +354,6 @@ class PauliFrame(FrameModule):
         top = apply_circuit(top, a1, n1.bit_length() - 1, self.layers)
         bot = self._q(bot, a2, n2)
         return torch.cat((top, bot), dim=1)
-
-    def param(self) -> torch.Tensor:
-        return self.theta
 
     def options_key(self) -> tuple:
         return (self.layers, self.bits)
@@ -508,7 +512,7 @@ def givens_count(n: int, layers: int | None = None) -> int:
     return sum(len(a) for a, _ in _butterfly_pairs(n, layers))
 
 
-class GivensFrame(FrameModule):
+class GivensFrame(_AngleFrame):
     """Butterfly layers of disjoint Givens rotations: layer ``l`` rotates rows ``i`` and
     ``i + 2^(l mod ⌈log₂N⌉)``. ``⌈log₂ N⌉`` layers (the default) connect every row with every other,
     as in an FFT. Exactly orthogonal; ``O(N·K)`` per layer; never a dense permutation."""
@@ -523,9 +527,6 @@ class GivensFrame(FrameModule):
             self.register_buffer(f"_a{i}", torch.tensor(a, dtype=torch.long, device=device), persistent=False)
             self.register_buffer(f"_b{i}", torch.tensor(b, dtype=torch.long, device=device), persistent=False)
         self.theta = _angles((*self.batch, sum(len(a) for a, _ in pairs)), init, dtype, device, generator)
-
-    def param(self) -> torch.Tensor:
-        return self.theta
 
     def options_key(self) -> tuple:
         return (self.n_layers, self.bits)
