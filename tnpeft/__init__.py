@@ -19,7 +19,7 @@ from tnpeft.errors import (
                            TNPeftError,
                            UnreachableLegError,
 )
-from tnpeft.graph import Dense, Diagonal, Graph, GraphModule, Nonlinear, Unitary
+from tnpeft.graph import Dense, Diagonal, Generator, Graph, GraphModule, Nonlinear, Unitary
 from tnpeft.nn import (
                            AdapterConfig,
                            TNLinear,
@@ -43,7 +43,7 @@ from tnpeft.verify import VerifyReport, verify  # noqa: E402  (the function; the
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "adapters",
+    "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "Generator", "adapters",
     "AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
     "disable_adapters", "adapter_names", "trainable_parameters", "print_trainable_parameters",
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",

@@ -39,10 +39,18 @@ def cmd_count(args: argparse.Namespace) -> int:
     g = get_builder(args.adapter)(args.in_features, args.out_features, **hp)
     dense = args.in_features * args.out_features
     total = g.num_parameters()
+    generated = g.num_generated()
+    lora_eq = g.meta.get("lora_parameters", generated or None)
     if args.json:
+        extra: dict[str, Any] = {}
+        if generated:
+            extra["generated_parameters"] = generated
+        if lora_eq:
+            extra["lora_same_rank_parameters"] = lora_eq
+            extra["fraction_of_lora"] = total / lora_eq
         print(json.dumps({"adapter": args.adapter, "in_features": args.in_features, "out_features": args.out_features,
                           "hparams": g.meta.get("hparams", hp), "nodes": g.parameter_table(), "parameters": total,
-                          "dense_parameters": dense, "fraction_of_dense": total / dense}, indent=2))
+                          "dense_parameters": dense, "fraction_of_dense": total / dense, **extra}, indent=2))
         return 0
     hps = ", ".join(f"{k}={v}" for k, v in g.meta.get("hparams", hp).items())
     print(f"{args.adapter}  {args.in_features} → {args.out_features}  ({hps})")
@@ -54,6 +62,13 @@ def cmd_count(args: argparse.Namespace) -> int:
         print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}")
     print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
     print(f"a dense update of this layer has {dense:,} parameters; the adapter is {100 * total / dense:.3f} % of it")
+    if generated:
+        outs = ", ".join(o for k in g.generators for o in g.generators[k].outputs)
+        print(f"the generator produces {generated:,} values (nodes {outs}), which are not trained themselves")
+    if lora_eq:
+        print(f"LoRA of the same rank has {lora_eq:,} parameters; the adapter trains {100 * total / lora_eq:.2f} % of "
+              f"that ({100 * (1 - total / lora_eq):.1f} % fewer)" if total <= lora_eq else
+              f"LoRA of the same rank has {lora_eq:,} parameters; the adapter trains {total / lora_eq:.2f}× that")
     return 0
 
 

@@ -9,6 +9,8 @@ from tnpeft.adapters.lora import lora
 from tnpeft.adapters.quantum_peft import quantum_peft
 from tnpeft.adapters.adalora import AdaLoRAController, adalora
 from tnpeft.adapters.oft import oft
+from tnpeft.adapters.qpa import qpa
+from tnpeft.adapters.qwthn import factorize, mpo, qwthn
 
 __all__ = ["ADAPTERS", "register", "get_builder", "hparam_names", "check_hparams", "lora", "quantum_peft", "adalora",
-           "AdaLoRAController", "oft"]
+           "AdaLoRAController", "oft", "qpa", "qwthn", "mpo", "factorize"]

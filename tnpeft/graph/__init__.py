@@ -3,7 +3,7 @@
 
 from tnpeft.graph.graph import ApplyStep, ContractStep, Graph
 from tnpeft.graph.module import GraphModule
-from tnpeft.graph.nodes import NODE_KINDS, Dense, Diagonal, Node, Nonlinear, Unitary, node_from_dict
+from tnpeft.graph.nodes import NODE_KINDS, Dense, Diagonal, Generator, Node, Nonlinear, Unitary, node_from_dict
 
-__all__ = ["Graph", "GraphModule", "Node", "Dense", "Diagonal", "Unitary", "Nonlinear", "NODE_KINDS",
+__all__ = ["Graph", "GraphModule", "Node", "Generator", "Dense", "Diagonal", "Unitary", "Nonlinear", "NODE_KINDS",
            "node_from_dict", "ContractStep", "ApplyStep"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from tnpeft.errors import DanglingIndexError, GraphError, IndexSizeError, NotMergeableError, UnreachableLegError
-from tnpeft.graph.nodes import Node, Nonlinear, node_from_dict
+from tnpeft.graph.nodes import Dense, Generator, Node, Nonlinear, node_from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -59,6 +59,8 @@ class Graph:
         mode: ``"add"`` (default): ``y = base(x) + scale · contract(graph, x)``. ``"input"``: the
             graph transforms the layer's input, ``y = base(contract(graph, x))`` — a multiplicative
             adapter such as OFT (``W' = W R``); in and out legs then both have the layer's input size.
+        generators: hyper-networks (:class:`Generator`) that fill dense nodes with generated values
+            (QPA); a generated node owns no parameters and the generator's are counted instead.
 
     Validation on construction raises a :class:`tnpeft.errors.GraphError` subclass naming the node
     and index at fault: an index with two sizes, a dangling index, an open leg that cannot be
@@ -69,7 +71,8 @@ class Graph:
     def __init__(self, nodes: Iterable[Node], *, in_index: str | tuple[str, ...] = "in",
                  out_index: str | tuple[str, ...] = "out", in_features: int | None = None,
                  out_features: int | None = None, scale: float = 1.0, dropout: float = 0.0, name: str = "",
-                 meta: Mapping[str, Any] | None = None, mode: str = "add"):
+                 meta: Mapping[str, Any] | None = None, mode: str = "add",
+                 generators: Iterable[Generator] = ()):
         nodes = list(nodes)
         if not nodes:
             raise GraphError("a graph needs at least one node")
@@ -128,6 +131,8 @@ class Graph:
         self.schedule, self.activations, order = self._build_schedule(nodes)
         by_name = {n.name: n for n in nodes}
         self.nodes: dict[str, Node] = {k: by_name[k] for k in order}
+        self.generators: dict[str, Generator] = self._check_generators(list(generators), by_name)
+        self.generated: dict[str, str] = {o: g.name for g in self.generators.values() for o in g.outputs}
         self._module: GraphModule | None = None
 
     # ---------------------------------------------------------------- validation
@@ -153,6 +158,33 @@ class Graph:
                 sizes.setdefault(ind, size)
                 owner.setdefault(ind, n.name)
         return sizes
+
+    @staticmethod
+    def _check_generators(gens: list[Any], by_name: dict[str, Node]) -> dict[str, Generator]:
+        out: dict[str, Generator] = {}
+        owner: dict[str, str] = {}
+        for g in gens:
+            if not isinstance(g, Generator):
+                raise GraphError(f"graph generators must be Generator objects, got {type(g).__name__}")
+            if g.name in by_name or g.name in out:
+                raise GraphError(f"generator name {g.name!r} is already used by a node or generator", node=g.name)
+            for o in g.outputs:
+                if o not in by_name:
+                    raise GraphError(f"generator {g.name!r} fills node {o!r}, but the graph has no such node; "
+                                     f"nodes: {list(by_name)}", node=g.name)
+                if not isinstance(by_name[o], Dense):
+                    raise GraphError(f"generator {g.name!r} fills node {o!r} of kind {by_name[o].kind!r}; only "
+                                     "dense nodes can be generated", node=o)
+                if o in owner:
+                    raise GraphError(f"node {o!r} is filled by two generators ({owner[o]!r} and {g.name!r})", node=o)
+                owner[o] = g.name
+            g.shape(sum(math.prod(by_name[o].sizes) for o in g.outputs))  # validates the options
+            out[g.name] = g
+        return out
+
+    def generated_size(self, generator: str) -> int:
+        """How many values generator ``generator`` produces (its output nodes' total size)."""
+        return sum(math.prod(self.nodes[o].sizes) for o in self.generators[generator].outputs)
 
     def _check_dangling(self, nodes: list[Node]) -> None:
         count: dict[str, list[str]] = defaultdict(list)
@@ -324,24 +356,40 @@ class Graph:
 
     def num_parameters(self) -> int:
         """Trainable scalars of the adapter, from the graph alone (nothing is allocated)."""
-        return sum(n.num_parameters() for n in self._nodes_list)
+        own = sum(n.num_parameters() for n in self._nodes_list if n.name not in self.generated)
+        return own + sum(g.shape(self.generated_size(k)).num_parameters for k, g in self.generators.items())
+
+    def num_generated(self) -> int:
+        """Values produced by generators (not trained themselves): e.g. the LoRA factors QPA generates."""
+        return sum(self.generated_size(k) for k in self.generators)
 
     def parameter_table(self) -> list[dict[str, Any]]:
-        """One row per node: name, kind, indices with sizes, trainable parameters."""
-        return [{"node": n.name, "kind": n.kind, "inds": dict(zip(n.inds, n.sizes)),
-                 "parameters": n.num_parameters(), "trainable": n.trainable} for n in self.nodes.values()]
+        """One row per node (name, kind, indices with sizes, trainable parameters), then one per
+        generator (with the nodes it fills and how many values it generates)."""
+        rows = [{"node": n.name, "kind": n.kind, "inds": dict(zip(n.inds, n.sizes)),
+                 "parameters": 0 if n.name in self.generated else n.num_parameters(),
+                 "trainable": n.trainable and n.name not in self.generated,
+                 **({"generated_by": self.generated[n.name]} if n.name in self.generated else {})}
+                for n in self.nodes.values()]
+        for k, g in self.generators.items():
+            rows.append({"node": k, "kind": f"generator:{g.kind}", "inds": {}, "parameters":
+                         g.shape(self.generated_size(k)).num_parameters, "trainable": True,
+                         "generates": list(g.outputs), "generated_values": self.generated_size(k)})
+        return rows
 
     def signature(self) -> tuple:
         """A hashable key of the structure (not the values): equal graphs contract the same way."""
         return (tuple(json.dumps(n.to_dict(), sort_keys=True) for n in self._nodes_list),
-                self.in_inds, self.out_inds, self.scale, self.dropout, self.mode)
+                self.in_inds, self.out_inds, self.scale, self.dropout, self.mode,
+                tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.generators.values()))
 
     def same_values_layout(self, other: Graph) -> bool:
         """True if ``other`` computes the same function family with the same tensors (equal up to
         the nodes' initialisation): values saved from one load into the other."""
-        strip = lambda g: [{k: v for k, v in n.to_dict().items() if k != "init"} for n in g._nodes_list]  # noqa: E731
+        strip = lambda g: [{k: v for k, v in n.to_dict().items() if k not in ("init", "std")} for n in g._nodes_list]  # noqa: E731
+        gens = lambda g: [x.to_dict() for x in g.generators.values()]  # noqa: E731
         return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode) ==
-                (other.in_inds, other.out_inds, other.scale, other.mode))
+                (other.in_inds, other.out_inds, other.scale, other.mode) and gens(self) == gens(other))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Graph) and self.signature() == other.signature()
@@ -359,11 +407,14 @@ class Graph:
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         """The structure and hyper-parameters as a JSON-ready dict (no tensor values)."""
-        return {"format": "tnpeft.graph", "version": FORMAT_VERSION, "name": self.name,
-                "in_index": self.in_index if isinstance(self.in_index, str) else list(self.in_index),
-                "out_index": self.out_index if isinstance(self.out_index, str) else list(self.out_index),
-                "scale": self.scale, "dropout": self.dropout, "mode": self.mode, "meta": self.meta,
-                "nodes": [n.to_dict() for n in self._nodes_list]}
+        d = {"format": "tnpeft.graph", "version": FORMAT_VERSION, "name": self.name,
+             "in_index": self.in_index if isinstance(self.in_index, str) else list(self.in_index),
+             "out_index": self.out_index if isinstance(self.out_index, str) else list(self.out_index),
+             "scale": self.scale, "dropout": self.dropout, "mode": self.mode, "meta": self.meta,
+             "nodes": [n.to_dict() for n in self._nodes_list]}
+        if self.generators:
+            d["generators"] = [g.to_dict() for g in self.generators.values()]
+        return d
 
     def to_json(self, indent: int | None = 2) -> str:
         """Serialize the structure to JSON text."""
@@ -378,7 +429,8 @@ class Graph:
             raise GraphError(f"not a tnpeft graph: field 'format' is {d.get('format')!r}, expected 'tnpeft.graph'")
         if d.get("version") != FORMAT_VERSION:
             raise GraphError(f"graph format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})")
-        allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes"}
+        allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes",
+                   "generators"}
         extra = set(d) - allowed
         if extra:
             raise GraphError(f"unknown graph field(s) {sorted(extra)}; expected some of {sorted(allowed)}")
@@ -388,9 +440,12 @@ class Graph:
         if not isinstance(meta, dict):
             raise GraphError("graph field 'meta' must be an object")
         legs = {k: (tuple(d[k]) if isinstance(d.get(k), list) else d.get(k, k[:-6])) for k in ("in_index", "out_index")}
+        gens = d.get("generators", [])
+        if not isinstance(gens, list):
+            raise GraphError("graph field 'generators' must be a list of generator objects")
         return cls([node_from_dict(n) for n in d["nodes"]], in_index=legs["in_index"], out_index=legs["out_index"],
                    scale=d.get("scale", 1.0), dropout=d.get("dropout", 0.0), name=d.get("name", ""), meta=meta,
-                   mode=d.get("mode", "add"))
+                   mode=d.get("mode", "add"), generators=[Generator.from_dict(g) for g in gens])
 
     @classmethod
     def from_json(cls, text: str) -> Graph:

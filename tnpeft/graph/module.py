@@ -8,6 +8,7 @@ and then kept on the module, so a steady-state forward does no planning and no c
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,7 +20,7 @@ from tnpeft.contract.plan import _STATS
 from tnpeft.errors import GraphError, NotMergeableError
 from tnpeft.graph.graph import ContractStep
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
-from tnpeft.params import UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
+from tnpeft.params import GENERATORS, NONLINEAR_MAPS, UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
 from tnpeft.params.unitary import FrameModule, FrameScope
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +38,7 @@ def _bucket(n: int) -> int:
 def build_param(node, dtype=None, device=None, generator=None, scope: FrameScope | None = None) -> nn.Module:
     """The parametrization module of one node (frames join ``scope`` for batched materialization)."""
     if isinstance(node, Dense):
-        return DenseParam(node.sizes, node.init, node.trainable, dtype, device, generator)
+        return DenseParam(node.sizes, node.init, node.trainable, dtype, device, generator, std=node.std)
     if isinstance(node, Diagonal):
         return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, generator, active=node.active)
     if isinstance(node, Unitary):
@@ -73,14 +74,27 @@ class GraphModule(nn.Module):
         super().__init__()
         self.graph = graph
         scope = scope if scope is not None else FrameScope()
+        self._fns = {}
         for name, node in graph.nodes.items():
-            if not isinstance(node, Nonlinear):
+            if isinstance(node, Nonlinear):
+                if node.is_elementwise:
+                    self._fns[name] = get_function(node.fn, name)
+                else:
+                    m = NONLINEAR_MAPS[node.fn].build(node.sizes[: node.n_inputs], node.sizes[node.n_inputs:],
+                                                      dtype=dtype, device=device, generator=generator,
+                                                      node=name, **node.options)
+                    m.requires_grad_(node.trainable)
+                    self.add_module(name, m)
+                    self._fns[name] = m
+            elif name not in graph.generated:
                 self.add_module(name, build_param(node, dtype, device, generator, scope))
+        for name, gen in graph.generators.items():
+            self.add_module(name, GENERATORS[gen.kind].build(graph.generated_size(name), dtype=dtype, device=device,
+                                                             generator=generator, **gen.options))
         # direct references for nodes whose tensor is a parameter: no module call on the hot path
-        self._direct = {name for name, node in graph.nodes.items()
-                        if isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None)}
-        self._fns = {name: get_function(node.fn, name) for name, node in graph.nodes.items()
-                     if isinstance(node, Nonlinear)}
+        self._direct = {name for name, node in graph.nodes.items() if name not in graph.generated and
+                        (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None))}
+        self._gen_cache: dict[str, tuple[tuple, dict[str, torch.Tensor]]] = {}
         self._in_shape = (-1,) + tuple(graph.size_dict[i] for i in graph.in_inds)
         self._plans: dict[tuple, list[ContractionPlan]] = {}
         self._last_key: tuple | None = None
@@ -106,12 +120,46 @@ class GraphModule(nn.Module):
             raise GraphError(f"no node named {name!r}; the graph has {list(self.graph.nodes)}", node=name)
         if isinstance(self.graph.nodes[name], Nonlinear):
             raise GraphError(f"node {name!r} is nonlinear and has no tensor", node=name)
+        if name in self.graph.generated:
+            return self.generated_values(self.graph.generated[name])[name]
         m = self._modules[name]
         return m.weight if name in self._direct else m()
 
+    def generated_values(self, generator: str, probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The tensors generator ``generator`` fills, by node name.
+
+        With gradients enabled they are generated afresh on every call (once per training
+        forward); with gradients disabled (evaluation, merging) they are cached until a parameter
+        of the generator changes. ``probs`` replaces the simulated circuit probabilities (e.g. by
+        ones measured on a quantum backend) and bypasses the cache.
+        """
+        gen = self._modules[generator]
+        key = (tuple(p._version for p in gen.parameters()), tuple(p.data_ptr() for p in gen.parameters()))
+        if probs is None and not torch.is_grad_enabled():
+            hit = self._gen_cache.get(generator)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+        flat = gen(probs) if probs is not None else gen()
+        out: dict[str, torch.Tensor] = {}
+        start = 0
+        for o in self.graph.generators[generator].outputs:
+            shape = self.graph.nodes[o].sizes
+            n = math.prod(shape)
+            out[o] = flat[start:start + n].reshape(shape)
+            start += n
+        if probs is None and not torch.is_grad_enabled():
+            self._gen_cache[generator] = (key, out)
+        return out
+
     def _tensors(self, names: tuple[str, ...]) -> list[torch.Tensor]:
         mods = self._modules
-        return [mods[n].weight if n in self._direct else mods[n]() for n in names]
+        gen = self.graph.generated
+        if not gen:
+            return [mods[n].weight if n in self._direct else mods[n]() for n in names]
+        values: dict[str, torch.Tensor] = {}
+        for g in dict.fromkeys(gen[n] for n in names if n in gen):
+            values.update(self.generated_values(g))
+        return [values[n] if n in values else mods[n].weight if n in self._direct else mods[n]() for n in names]
 
     # ------------------------------------------------------------ plans
     def _stage_plans(self, rows: int, dtype: torch.dtype, device: torch.device) -> list[ContractionPlan]:

@@ -7,13 +7,14 @@ tensors live in :class:`tnpeft.nn.GraphModule`.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tnpeft.errors import GraphError, IndexSizeError, NodeKindError
-from tnpeft.params import DENSE_INITS, DIAGONAL_INITS, FUNCTIONS, UNITARY_PARAMS
+from tnpeft.errors import ConfigError, GraphError, IndexSizeError, NodeKindError
+from tnpeft.params import DENSE_INITS, DIAGONAL_INITS, FUNCTIONS, GENERATORS, NONLINEAR_MAPS, UNITARY_PARAMS
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -107,10 +108,12 @@ class Dense(Node):
 
     ``init`` is one of ``"zeros"``, ``"ones"``, ``"kaiming_uniform"`` (``U(±1/√fan_in)``, the
     init of ``nn.Linear`` and peft's ``lora_A``; fan_in = product of all sizes but the first) or
-    ``"normal"`` (``N(0, 1/fan_in)``) or ``"small_normal"`` (``N(0, 0.02²)``).
+    ``"normal"`` (``N(0, 1/fan_in)``, or ``N(0, std²)`` when ``std`` is given — tensor-train cores
+    use it to give their product a chosen scale) or ``"small_normal"`` (``N(0, 0.02²)``).
     """
 
     init: str = "normal"
+    std: float | None = None
     kind: ClassVar[str] = "dense"
 
     def __post_init__(self) -> None:
@@ -118,12 +121,16 @@ class Dense(Node):
         if not isinstance(self.init, str) or self.init not in DENSE_INITS:
             raise GraphError(f"dense node {self.name!r}: unknown init {self.init!r}; expected one of "
                              f"{sorted(DENSE_INITS)}", node=self.name)
+        if self.std is not None and (self.init != "normal" or isinstance(self.std, bool)
+                                     or not isinstance(self.std, (int, float)) or not 0 < self.std < float("inf")):
+            raise GraphError(f"dense node {self.name!r}: std={self.std!r} needs init 'normal' and a positive "
+                             "finite number", node=self.name)
 
     def num_parameters(self) -> int:
         return math.prod(self.sizes) if self.trainable else 0
 
     def _extra(self) -> dict[str, Any]:
-        return {"init": self.init}
+        return {"init": self.init} if self.std is None else {"init": self.init, "std": self.std}
 
 
 @dataclass(frozen=True)
@@ -234,32 +241,50 @@ class Unitary(Node):
 
 @dataclass(frozen=True)
 class Nonlinear(Node):
-    """An element-wise map from the indices ``inputs`` to new indices ``outputs`` of equal sizes.
+    """A map from the indices ``inputs`` to new indices ``outputs``: either an element-wise
+    function (``fn`` in :data:`tnpeft.params.FUNCTIONS`, sizes kept, no parameters) or a map with
+    trainable parameters (``fn`` in :data:`tnpeft.params.NONLINEAR_MAPS`, e.g. ``"qnn"``, a
+    simulated quantum neural network; ``options`` configure it).
 
     It splits the network into stages contracted in sequence: the stage before it must produce
-    exactly its ``inputs``; ``outputs`` feed the next stage. ``fn`` names a function from
-    :data:`tnpeft.params.FUNCTIONS`. It owns no parameters. ``inds`` is ``inputs + outputs``.
+    exactly its ``inputs``; ``outputs`` feed the next stage. ``inds`` is ``inputs + outputs``.
     """
 
     fn: str = "identity"
     n_inputs: int = 1
-    trainable: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
     kind: ClassVar[str] = "nonlinear"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.fn, str) or self.fn not in FUNCTIONS:
+        known = self.fn in FUNCTIONS or self.fn in NONLINEAR_MAPS if isinstance(self.fn, str) else False
+        if not known:
             raise NodeKindError(f"nonlinear node {self.name!r}: unknown function {self.fn!r}; expected one of "
-                                f"{sorted(FUNCTIONS)}", node=self.name)
+                                f"{sorted(FUNCTIONS) + sorted(NONLINEAR_MAPS)}", node=self.name)
         if isinstance(self.n_inputs, bool) or not (isinstance(self.n_inputs, int) and 0 < self.n_inputs < len(self.inds)):
             raise GraphError(f"nonlinear node {self.name!r}: needs at least one input and one output index",
                              node=self.name)
+        if not isinstance(self.options, dict):
+            raise GraphError(f"nonlinear node {self.name!r}: options must be an object, got {self.options!r}",
+                             node=self.name)
         ins, outs = self.inputs, self.outputs
+        if self.fn in NONLINEAR_MAPS:
+            try:
+                NONLINEAR_MAPS[self.fn].check(self.in_size, self.out_size, node=self.name, **self.options)
+            except ConfigError as e:
+                raise GraphError(str(e), node=self.name) from None
+            return
+        if self.options:
+            raise GraphError(f"nonlinear node {self.name!r}: element-wise function {self.fn!r} takes no options",
+                             node=self.name)
         if tuple(self.sizes[: self.n_inputs]) != tuple(self.sizes[self.n_inputs:]):
             raise IndexSizeError(
                 f"nonlinear node {self.name!r}: input indices {ins} have sizes {self.sizes[:self.n_inputs]} "
                 f"but output indices {outs} have sizes {self.sizes[self.n_inputs:]}; an element-wise map "
                 "keeps sizes", node=self.name)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.inds, self.sizes, self.fn, tuple(sorted(self.options.items()))))
 
     @classmethod
     def elementwise(cls, name: str, inputs: dict[str, int] | tuple[str, ...], outputs: tuple[str, ...],
@@ -275,6 +300,20 @@ class Nonlinear(Node):
             raise GraphError(f"nonlinear node {name!r}: give input sizes", node=name)
         return cls(name, tuple(inputs) + tuple(outputs), tuple(sizes) * 2, fn=fn, n_inputs=len(inputs))
 
+    @classmethod
+    def qnn(cls, name: str, inputs: dict[str, int], outputs: dict[str, int] | tuple[str, ...],
+            **options: Any) -> Nonlinear:
+        """A simulated quantum neural network node (see :mod:`tnpeft.params.qnn`).
+
+        ``Nonlinear.qnn("Q", {"h": 8}, ("g",), fusion="product", layers=2)`` reads the 8 features
+        on index ``h`` as rotation angles on 3 qubits and outputs ``h ⊙ q`` on index ``g``. Output
+        sizes default to the input sizes (give a dict to choose them).
+        """
+        if not isinstance(outputs, dict):
+            outputs = dict(zip(outputs, inputs.values()))
+        return cls(name, tuple(inputs) + tuple(outputs), tuple(inputs.values()) + tuple(outputs.values()),
+                   fn="qnn", n_inputs=len(inputs), options=dict(options))
+
     @property
     def inputs(self) -> tuple[str, ...]:
         return self.inds[: self.n_inputs]
@@ -283,20 +322,93 @@ class Nonlinear(Node):
     def outputs(self) -> tuple[str, ...]:
         return self.inds[self.n_inputs:]
 
+    @property
+    def in_size(self) -> int:
+        return math.prod(self.sizes[: self.n_inputs])
+
+    @property
+    def out_size(self) -> int:
+        return math.prod(self.sizes[self.n_inputs:])
+
+    @property
+    def is_elementwise(self) -> bool:
+        return self.fn in FUNCTIONS
+
     def num_parameters(self) -> int:
-        return 0
+        if self.is_elementwise or not self.trainable:
+            return 0
+        return NONLINEAR_MAPS[self.fn].num_parameters(self.in_size, self.out_size, **self.options)
 
     def _extra(self) -> dict[str, Any]:
-        return {"fn": self.fn, "n_inputs": self.n_inputs}
+        d: dict[str, Any] = {"fn": self.fn, "n_inputs": self.n_inputs}
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A trainable hyper-network that fills the dense nodes ``outputs`` with generated values
+    (in order, each row-major), so that only the generator is trained — QPA's construction.
+
+    ``kind`` names a registered generator (:data:`tnpeft.params.GENERATORS`: ``"qpa"``);
+    ``options`` configure it (QPA: ``chunk_size``, ``layers``, ``hidden``, ``preset``).
+    Generated nodes own no parameters; the graph counts the generator's instead.
+    """
+
+    name: str
+    outputs: tuple[str, ...]
+    kind: str = "qpa"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name("generator", self.name)
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        if not self.outputs or not all(isinstance(o, str) for o in self.outputs):
+            raise GraphError(f"generator {self.name!r}: outputs must be a non-empty list of node names",
+                             node=self.name)
+        if not isinstance(self.kind, str) or self.kind not in GENERATORS:
+            raise NodeKindError(f"generator {self.name!r}: unknown kind {self.kind!r}; expected one of "
+                                f"{sorted(GENERATORS)}", node=self.name)
+        if not isinstance(self.options, dict):
+            raise GraphError(f"generator {self.name!r}: options must be an object", node=self.name)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.outputs, self.kind, json.dumps(self.options, sort_keys=True)))
+
+    def shape(self, m: int):
+        """The generator's derived sizes for ``m`` generated values (raises on bad options)."""
+        try:
+            return GENERATORS[self.kind].shape(m, where=f"generator {self.name!r}: ", **self.options)
+        except TypeError as e:
+            raise GraphError(f"generator {self.name!r}: {e}", node=self.name) from None
+        except ConfigError as e:
+            raise GraphError(str(e), node=self.name) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "outputs": list(self.outputs)}
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Generator:
+        if not isinstance(d, dict):
+            raise GraphError(f"a generator must be a JSON object, got {type(d).__name__}")
+        extra = set(d) - {"name", "kind", "outputs", "options"}
+        if extra or "name" not in d or not isinstance(d.get("outputs"), list):
+            raise GraphError(f"generator {d.get('name')!r}: expected fields name, kind, outputs (a list), options; "
+                             f"got {sorted(d)}")
+        return cls(d["name"], tuple(d["outputs"]), d.get("kind", "qpa"), d.get("options", {}))
 
 
 NODE_KINDS: dict[str, type[Node]] = {c.kind: c for c in (Dense, Diagonal, Unitary, Nonlinear)}
 
 _FIELDS = {
-    "dense": {"init"},
+    "dense": {"init", "std"},
     "diagonal": {"init", "active"},
     "unitary": {"param", "options"},
-    "nonlinear": {"fn", "n_inputs"},
+    "nonlinear": {"fn", "n_inputs", "options"},
 }
 
 

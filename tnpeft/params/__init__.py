@@ -8,6 +8,8 @@ available without allocating anything, so that :meth:`tnpeft.Graph.num_parameter
 from tnpeft.params.dense import DENSE_INITS, DenseParam, init_dense
 from tnpeft.params.diagonal import DIAGONAL_INITS, DiagonalParam
 from tnpeft.params.functions import FUNCTIONS, get_function
+from tnpeft.params.generators import GENERATORS
+from tnpeft.params.qnn import NONLINEAR_MAPS
 from tnpeft.params.unitary import UNITARY_PARAMS, UnitaryParametrization, register_unitary
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "DENSE_INITS",
     "DIAGONAL_INITS",
     "FUNCTIONS",
+    "GENERATORS",
+    "NONLINEAR_MAPS",
     "get_function",
     "init_dense",
     "UNITARY_PARAMS",

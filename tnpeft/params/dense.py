@@ -32,10 +32,15 @@ DENSE_INITS: dict[str, Callable[[torch.Tensor, torch.Generator | None], None]] =
 }
 
 
-def init_dense(t: torch.Tensor, init: str, generator: torch.Generator | None = None) -> None:
-    """Fill ``t`` in place with the named initialisation (one of :data:`DENSE_INITS`)."""
+def init_dense(t: torch.Tensor, init: str, generator: torch.Generator | None = None,
+               std: float | None = None) -> None:
+    """Fill ``t`` in place with the named initialisation (one of :data:`DENSE_INITS`); ``std``
+    overrides the standard deviation of ``"normal"``."""
     with torch.no_grad():
-        DENSE_INITS[init](t, generator)
+        if init == "normal" and std is not None:
+            t.normal_(0.0, std, generator=generator)
+        else:
+            DENSE_INITS[init](t, generator)
 
 
 class DenseParam(nn.Module):
@@ -43,10 +48,10 @@ class DenseParam(nn.Module):
 
     def __init__(self, shape: tuple[int, ...], init: str = "normal", trainable: bool = True,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, std: float | None = None):
         super().__init__()
         w = torch.empty(shape, dtype=dtype, device=device)
-        init_dense(w, init, generator)
+        init_dense(w, init, generator, std)
         self.weight = nn.Parameter(w, requires_grad=trainable)
 
     def forward(self) -> torch.Tensor:

@@ -139,9 +139,8 @@ def verify(graph: Graph, *, tol: float = 1e-5, rows: int = 7, seed: int = 0,
     out = mg(x)
     target = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     (out * target).sum().backward()
-    for name, node in graph.nodes.items():
-        if not node.num_parameters():
-            continue
+    owners = [n for n, node in graph.nodes.items() if n not in graph.generated and node.num_parameters()]
+    for name in owners + list(graph.generators):
         params = [p for p in mg.get_submodule(name).parameters() if p.requires_grad]
         norm = sum(float(p.grad.abs().sum()) if p.grad is not None else 0.0 for p in params)
         alive = norm > _DEAD  # round-off leaves ~1e-15 on a node that cannot move the output

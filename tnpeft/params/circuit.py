@@ -1,0 +1,204 @@
+"""Real quantum circuits as data, and a batched, differentiable statevector simulator in torch.
+
+A :class:`Circuit` is a tuple of gates on ``n`` qubits. Every gate is real (``RY``, ``CZ``,
+``CX``), so states stay real and a circuit is an orthogonal ``2ⁿ × 2ⁿ`` matrix. A rotation angle
+comes from the circuit's trainable parameters (``("param", k)``) or from a data input
+(``("input", j)``, angle encoding).
+
+Qubit order follows Qiskit: qubit ``q`` is bit ``q`` (the least significant bit is qubit 0) of a
+basis-state index, so :func:`simulate` returns exactly the amplitudes of
+``qiskit.quantum_info.Statevector(circuit)``.
+
+:func:`simulate` is batched over any leading shape: parameters of shape ``(*P, n_params)`` and
+inputs of shape ``(*B, n_inputs)`` broadcast against each other, so one call runs many samples
+(tokens) through many circuits (layers) of the same shape.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+from tnpeft.errors import ConfigError
+
+GATES = ("ry", "cz", "cx")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate: ``name`` in ``("ry", "cz", "cx")``, the qubits it acts on (``cx``: control,
+    target) and, for ``ry``, where its angle comes from: ``("param", k)`` or ``("input", j)``."""
+
+    name: str
+    qubits: tuple[int, ...]
+    angle: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A real circuit on ``n_qubits`` qubits starting from ``|0…0⟩``."""
+
+    n_qubits: int
+    gates: tuple[Gate, ...]
+    n_params: int
+    n_inputs: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_qubits, int) or self.n_qubits < 1:
+            raise ConfigError(f"a circuit needs at least one qubit, got {self.n_qubits!r}", field="qubits")
+        for g in self.gates:
+            if g.name not in GATES:
+                raise ConfigError(f"unknown gate {g.name!r}; expected one of {GATES}", field="gates")
+            if any(not 0 <= q < self.n_qubits for q in g.qubits) or len(set(g.qubits)) != len(g.qubits):
+                raise ConfigError(f"gate {g.name} on qubits {g.qubits} does not fit {self.n_qubits} qubits",
+                                  field="gates")
+            if g.name == "ry":
+                src, k = g.angle or ("", -1)
+                limit = self.n_params if src == "param" else self.n_inputs if src == "input" else 0
+                if not 0 <= k < limit:
+                    raise ConfigError(f"ry on qubit {g.qubits[0]} reads angle {g.angle}; the circuit has "
+                                      f"{self.n_params} parameters and {self.n_inputs} inputs", field="gates")
+
+    @property
+    def dim(self) -> int:
+        return 1 << self.n_qubits
+
+    def count(self, name: str) -> int:
+        """Number of gates called ``name``."""
+        return sum(g.name == name for g in self.gates)
+
+
+def _ladder(n: int, gate: str) -> list[Gate]:
+    return [Gate(gate, (q, q + 1)) for q in range(n - 1)]
+
+
+def qpa_circuit(n_qubits: int, layers: int) -> Circuit:
+    """QPA's circuit: ``layers`` blocks of (``RY`` on every qubit, then a ``CX`` ladder
+    ``0→1→…→n−1``) from ``|0…0⟩``; ``n_qubits · layers`` angles."""
+    gates: list[Gate] = []
+    k = 0
+    for _ in range(layers):
+        for q in range(n_qubits):
+            gates.append(Gate("ry", (q,), ("param", k)))
+            k += 1
+        gates += _ladder(n_qubits, "cx")
+    return Circuit(n_qubits, tuple(gates), k)
+
+
+def encoding_rounds(n_inputs: int, n_qubits: int) -> int:
+    """How many angle-encoding rounds ``n_inputs`` features need on ``n_qubits`` qubits."""
+    return max(1, math.ceil(n_inputs / n_qubits))
+
+
+def qnn_circuit(n_qubits: int, layers: int, n_inputs: int, entangler: str = "cz") -> Circuit:
+    """A data re-uploading QNN: ``max(layers, rounds)`` blocks, where block ``b`` first angle-encodes
+    features ``b·n … b·n+n−1`` (``RY(x_j)`` on qubit ``j mod n``) while features remain, then applies
+    a trainable ``RY`` on every qubit and an entangling ladder (``cz`` or ``cx``).
+    ``rounds = ⌈n_inputs / n⌉``; angles ``n · max(layers, rounds)``."""
+    if entangler not in ("cz", "cx"):
+        raise ConfigError(f"entangler must be 'cz' or 'cx', got {entangler!r}", field="entangler")
+    blocks = max(layers, encoding_rounds(n_inputs, n_qubits) if n_inputs else 0)
+    gates: list[Gate] = []
+    k = 0
+    for b in range(blocks):
+        for j in range(b * n_qubits, min(n_inputs, (b + 1) * n_qubits)):
+            gates.append(Gate("ry", (j % n_qubits,), ("input", j)))
+        for q in range(n_qubits):
+            gates.append(Gate("ry", (q,), ("param", k)))
+            k += 1
+        gates += _ladder(n_qubits, entangler)
+    return Circuit(n_qubits, tuple(gates), k, n_inputs)
+
+
+@cache
+def _cz_signs(n: int, a: int, b: int) -> torch.Tensor:
+    i = torch.arange(1 << n)
+    return 1.0 - 2.0 * (((i >> a) & 1) & ((i >> b) & 1)).to(torch.float64)
+
+
+@cache
+def _cx_perm(n: int, c: int, t: int) -> torch.Tensor:
+    i = torch.arange(1 << n)
+    return i ^ (((i >> c) & 1) << t)
+
+
+@cache
+def z_signs(n: int) -> torch.Tensor:
+    """``(2ⁿ, n)``: entry ``[i, q]`` is the ``Z`` eigenvalue ``1 − 2·bit_q(i)`` of basis state ``i``."""
+    i = torch.arange(1 << n)
+    return (1.0 - 2.0 * ((i[:, None] >> torch.arange(n)) & 1)).to(torch.float64)
+
+
+def simulate(circuit: Circuit, params: torch.Tensor, inputs: torch.Tensor | None = None,
+             initial: torch.Tensor | None = None) -> torch.Tensor:
+    """The final statevector, shape ``(*batch, 2ⁿ)``, real.
+
+    ``params``: ``(*P, n_params)``; ``inputs``: ``(*B, n_inputs)`` (or ``None`` when the circuit
+    reads none); ``initial``: ``(*S, 2ⁿ)`` starting states (default ``|0…0⟩``); ``batch`` is the
+    broadcast of ``P``, ``B`` and ``S``. Differentiable in all three.
+    """
+    n = circuit.n_qubits
+    if params.shape[-1] != circuit.n_params:
+        raise ConfigError(f"the circuit has {circuit.n_params} parameters, got a tensor of shape "
+                          f"{tuple(params.shape)}", field="params")
+    if circuit.n_inputs:
+        if inputs is None or inputs.shape[-1] != circuit.n_inputs:
+            got = None if inputs is None else tuple(inputs.shape)
+            raise ConfigError(f"the circuit reads {circuit.n_inputs} inputs, got {got}", field="inputs")
+        batch = torch.broadcast_shapes(params.shape[:-1], inputs.shape[:-1])
+    else:
+        batch = params.shape[:-1]
+    dtype = params.dtype if params.is_floating_point() else torch.get_default_dtype()
+    if initial is None:
+        psi = torch.zeros(*batch, 1 << n, dtype=dtype, device=params.device)
+        psi[..., 0] = 1.0
+    else:
+        if initial.shape[-1] != 1 << n:
+            raise ConfigError(f"initial states must have {1 << n} amplitudes, got shape {tuple(initial.shape)}",
+                              field="initial")
+        batch = torch.broadcast_shapes(batch, initial.shape[:-1])
+        psi = initial.to(dtype).expand(*batch, 1 << n)
+    half_p = params * 0.5
+    cos_p, sin_p = torch.cos(half_p), torch.sin(half_p)
+    if circuit.n_inputs:
+        half_x = inputs.to(dtype) * 0.5
+        cos_x, sin_x = torch.cos(half_x), torch.sin(half_x)
+    for g in circuit.gates:
+        if g.name == "ry":
+            q = g.qubits[0]
+            src, k = g.angle  # type: ignore[misc]
+            c, s = (cos_p[..., k], sin_p[..., k]) if src == "param" else (cos_x[..., k], sin_x[..., k])
+            v = psi.reshape(*batch, 1 << (n - 1 - q), 2, 1 << q)
+            a0, a1 = v[..., 0, :], v[..., 1, :]
+            c = c.reshape(*c.shape, 1, 1)
+            s = s.reshape(*s.shape, 1, 1)
+            psi = torch.stack((c * a0 - s * a1, s * a0 + c * a1), dim=-2).reshape(*batch, 1 << n)
+        elif g.name == "cz":
+            psi = psi * _cz_signs(n, *g.qubits).to(psi.device, psi.dtype)
+        else:
+            psi = psi[..., _cx_perm(n, *g.qubits).to(psi.device)]
+    return psi
+
+
+def probabilities(state: torch.Tensor) -> torch.Tensor:
+    """Measurement probabilities ``|⟨i|ψ⟩|²`` of every basis state."""
+    return state * state
+
+
+def expect_z(state: torch.Tensor) -> torch.Tensor:
+    """``⟨Z_q⟩`` for every qubit ``q``, shape ``(*batch, n)``."""
+    n = state.shape[-1].bit_length() - 1
+    return probabilities(state) @ z_signs(n).to(state.device, state.dtype)
+
+
+def unitary_matrix(circuit: Circuit, params: torch.Tensor) -> torch.Tensor:
+    """The circuit's ``2ⁿ × 2ⁿ`` orthogonal matrix (column ``j`` = the image of ``|j⟩``), shape
+    ``(*P, 2ⁿ, 2ⁿ)``; for input-free circuits (tests, export)."""
+    if circuit.n_inputs:
+        raise ConfigError("a circuit with data inputs has no fixed matrix", field="inputs")
+    eye = torch.eye(circuit.dim, dtype=params.dtype, device=params.device)
+    states = simulate(circuit, params[..., None, :], initial=eye)   # (*P, j, amplitudes)
+    return states.transpose(-1, -2)

@@ -1,0 +1,170 @@
+"""Generators: trainable hyper-networks that produce the values of other nodes.
+
+A graph may list generators; each fills a set of dense nodes (its *outputs*) with the values it
+generates, and only the generator is trained. The ``qpa`` generator is the hyper-network of QPA
+(Liu et al., ICLR 2025, arXiv 2410.09846): a quantum circuit's measurement probabilities, each
+paired with the bits of its basis state, run through a small mapping MLP that emits one chunk of
+the target parameters per basis state.
+
+For ``m`` target parameters and chunk size ``n_mlp``: ``n_ch = ⌈m / n_mlp⌉`` chunks and
+``N_q = max(1, ⌈log₂ n_ch⌉)`` qubits. The circuit is ``L`` blocks of (``RY`` on every qubit, a
+``CX`` ladder) from ``|0…0⟩`` — ``N_q · L`` angles. For basis state ``i < n_ch`` the features are
+``(f(p_i), s₀(i), …, s_{N_q−1}(i))`` with ``s_q(i) = 2·bit_q(i) − 1 ∈ {−1, +1}`` (bit ``q`` =
+qubit ``q``, Qiskit's order); the MLP maps them ``(N_q+1) → 32 → 64 → 128 → 128 → 64 → 32 → 32 →
+n_mlp``; the chunks are concatenated and truncated to ``m``.
+
+Presets (``preset=``):
+
+- ``"reference"`` — the reference implementation's behaviour: ``f(p) = (0.6·tanh(0.1·2^{N_q−1}·p))^0.15``
+  minus its mean over the ``n_ch`` states, an MLP *without* activation functions (an affine map),
+  the generated vector mean-centred, and an adapter scale of 2 (set by :func:`tnpeft.adapters.qpa`).
+- ``"tnpeft"`` (default) — ``f(p) = 2^{N_q}·p − 1`` (zero mean over all basis states, order one),
+  ``tanh`` between the MLP's layers (an affine MLP can only emit chunks from an ``(N_q+2)``-dimensional
+  space), no mean-centring, and the last layer initialised small (output std ≈ 0.02) so the adapted
+  model starts close to the base model; adapter scale 1.
+
+Probabilities come from the torch simulator by default; :meth:`QPAGenerator.forward` also accepts
+externally measured probabilities (from shots on a Qiskit backend).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tnpeft.errors import ConfigError
+from tnpeft.params.circuit import Circuit, probabilities, qpa_circuit, simulate
+
+QPA_HIDDEN = (32, 64, 128, 128, 64, 32, 32)
+QPA_PRESETS = ("tnpeft", "reference")
+
+
+@dataclass(frozen=True)
+class QPAShape:
+    """The sizes a QPA generator derives from ``m`` target parameters and its options."""
+
+    m: int
+    chunk_size: int
+    n_chunks: int
+    qubits: int
+    layers: int
+    widths: tuple[int, ...]
+    preset: str
+
+    @property
+    def circuit_parameters(self) -> int:
+        return self.qubits * self.layers
+
+    @property
+    def mlp_parameters(self) -> int:
+        w = self.widths
+        return sum(a * b + b for a, b in zip(w[:-1], w[1:]))
+
+    @property
+    def num_parameters(self) -> int:
+        return self.circuit_parameters + self.mlp_parameters
+
+
+def qpa_shape(m: int, chunk_size: int | None = None, layers: int = 8, hidden: Any = QPA_HIDDEN,
+              preset: str = "tnpeft", where: str = "") -> QPAShape:
+    """Check a QPA generator's options and derive its sizes (``chunk_size`` defaults to
+    ``⌈m / 128⌉``, i.e. 128 chunks on 7 qubits)."""
+    if chunk_size is None:
+        chunk_size = max(1, math.ceil(m / 128))
+    for key, v in (("chunk_size", chunk_size), ("layers", layers)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{where}{key} must be a positive integer, got {v!r}", field=key)
+    if not isinstance(hidden, (list, tuple)) or not hidden or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+        raise ConfigError(f"{where}hidden must be a non-empty list of positive layer widths, got {hidden!r}",
+                          field="hidden")
+    if preset not in QPA_PRESETS:
+        raise ConfigError(f"{where}preset must be one of {QPA_PRESETS}, got {preset!r}", field="preset")
+    n_ch = math.ceil(m / chunk_size)
+    qubits = max(1, math.ceil(math.log2(n_ch))) if n_ch > 1 else 1
+    if qubits > 24:
+        raise ConfigError(f"{where}{n_ch} chunks need {qubits} qubits; raise chunk_size (expected at most 24 "
+                          "qubits)", field="chunk_size")
+    return QPAShape(m, chunk_size, n_ch, qubits, layers, (qubits + 1, *hidden, chunk_size), preset)
+
+
+class QPAGenerator(nn.Module):
+    """The QPA hyper-network; ``forward()`` returns the ``m`` generated values (a flat vector).
+
+    Parameters: ``theta`` (``N_q·L`` circuit angles) and ``mlp`` (an ``nn.Sequential`` of
+    ``nn.Linear`` layers). ``forward(probs=...)`` takes measured probabilities of the first
+    ``n_ch`` basis states instead of simulating the circuit.
+    """
+
+    def __init__(self, m: int, dtype=None, device=None, generator: torch.Generator | None = None,
+                 **options: Any):
+        super().__init__()
+        self.shape = s = qpa_shape(m, **options)
+        self.circuit: Circuit = qpa_circuit(s.qubits, s.layers)
+        dtype = dtype or torch.get_default_dtype()
+        theta = torch.rand(s.circuit_parameters, generator=generator, dtype=torch.float64) * (2 * math.pi) - math.pi
+        self.theta = nn.Parameter(theta.to(dtype=dtype, device=device))
+        layers: list[nn.Module] = []
+        w = s.widths
+        for i, (a, b) in enumerate(zip(w[:-1], w[1:])):
+            lin = nn.Linear(a, b, dtype=dtype, device=device)
+            bound = 1.0 / math.sqrt(a)
+            with torch.no_grad():
+                lin.weight.copy_((torch.rand(b, a, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
+                lin.bias.copy_((torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
+                if i == len(w) - 2 and s.preset == "tnpeft":
+                    lin.weight.mul_(0.02 * math.sqrt(3.0))   # output std ≈ 0.02 for unit-variance inputs
+                    lin.bias.zero_()
+            layers.append(lin)
+            if s.preset == "tnpeft" and i < len(w) - 2:
+                layers.append(nn.Tanh())
+        self.mlp = nn.Sequential(*layers)
+        i = torch.arange(s.n_chunks)
+        bits = ((i[:, None] >> torch.arange(s.qubits)) & 1).to(torch.float64) * 2 - 1
+        self.register_buffer("bits", bits.to(dtype=dtype, device=device), persistent=False)
+
+    def probabilities(self) -> torch.Tensor:
+        """The circuit's exact probabilities of the first ``n_ch`` basis states (torch simulator)."""
+        work = torch.promote_types(self.theta.dtype, torch.float32)
+        return probabilities(simulate(self.circuit, self.theta.to(work)))[: self.shape.n_chunks]
+
+    def features(self, probs: torch.Tensor) -> torch.Tensor:
+        """The MLP's input, ``(n_ch, N_q + 1)``, from the probabilities of the first ``n_ch`` states."""
+        s = self.shape
+        if s.preset == "reference":
+            f = (0.6 * torch.tanh(0.1 * 2.0 ** (s.qubits - 1) * probs)).pow(0.15)
+            f = f - f.mean()
+        else:
+            f = probs * float(1 << s.qubits) - 1.0
+        return torch.cat([f[:, None].to(self.bits.dtype), self.bits], dim=1)
+
+    def forward(self, probs: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.shape
+        if probs is None:
+            probs = self.probabilities()
+        elif probs.shape != (s.n_chunks,):
+            raise ConfigError(f"QPA generator expects probabilities of its first {s.n_chunks} basis states, "
+                              f"got shape {tuple(probs.shape)}", field="probs")
+        out = self.mlp(self.features(probs.to(self.theta.device))).reshape(-1)[: s.m]
+        if s.preset == "reference":
+            out = out - out.mean()
+        return out
+
+
+@dataclass(frozen=True)
+class GeneratorKind:
+    """A registered generator kind: option check (→ shape), closed-form count, builder."""
+
+    name: str
+    shape: Any
+    build: Any
+
+    def num_parameters(self, m: int, **options: Any) -> int:
+        return self.shape(m, **options).num_parameters
+
+
+GENERATORS: dict[str, GeneratorKind] = {"qpa": GeneratorKind("qpa", qpa_shape, QPAGenerator)}
