@@ -77,6 +77,8 @@ def suite_gpt2(a, out):
         "lora": tn(base, "lora", GPT2_TARGETS, r=8, alpha=16),
         "quantum_peft": tn(base, "quantum_peft", GPT2_TARGETS, rank=8),
         "adalora": tn(base, "adalora", GPT2_TARGETS, r=12, target_r=8),
+        "qwthn": tn(base, "qwthn", GPT2_TARGETS, r=8),
+        "qpa": tn(base, "qpa", GPT2_TARGETS, r=8),
     }
     steps = {k: trainer(m, lm_loss) for k, m in models.items()}
     g = torch.Generator().manual_seed(0)
@@ -95,6 +97,8 @@ def suite_gpt2(a, out):
     out["P1"] = med["lora"] / med["peft_lora"]
     out["P2"] = med["quantum_peft"] / med["lora"]
     out["adalora_over_lora"] = med["adalora"] / med["lora"]
+    out["qwthn_over_lora"] = med["qwthn"] / med["lora"]
+    out["qpa_over_lora"] = med["qpa"] / med["lora"]
     out["P3"] = {"plans_built_in_steady_state": st.plans_built - built,
                  "planning_seconds_in_steady_state": st.planning_seconds - t_plan,
                  "hit_rate_in_steady_state": "100%" if st.plans_built == built else "<100%", **st.as_dict()}
@@ -297,6 +301,11 @@ def main(argv=None) -> int:
     print(f"  P1  tnpeft-LoRA / peft-LoRA step (GPT-2 shape)      {out['P1']:.3f}   target ≤ 1.00", flush=True)
     print(f"  P2  Quantum-PEFT / tnpeft-LoRA step                 {out['P2']:.3f}   target ≤ 1.05")
     print(f"      AdaLoRA / tnpeft-LoRA step                      {out['adalora_over_lora']:.3f}   (reported)")
+    tr = out["gpt2"]["trainable"]
+    print(f"      QWTHN / tnpeft-LoRA step                        {out['qwthn_over_lora']:.3f}   (reported; trainable "
+          f"{tr['qwthn']:,} vs LoRA {tr['lora']:,})")
+    print(f"      QPA / tnpeft-LoRA step                          {out['qpa_over_lora']:.3f}   (reported; trainable "
+          f"{tr['qpa']:,} vs LoRA {tr['lora']:,})")
     print(f"  P3  plans built in steady-state steps               {out['P3']['plans_built_in_steady_state']}       "
           f"target 0  (cache: {out['P3']['plans_built']} built, {out['P3']['cache_hits']:,} hits)", flush=True)
     suite_merged_forward(a, base, models, out)

