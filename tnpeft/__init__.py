@@ -4,7 +4,7 @@ An adapter is a :class:`Graph` of nodes (dense, diagonal, unitary, nonlinear) wi
 indices; the forward pass, merging, parameter counting and saving are interpreters over it.
 """
 
-from tnpeft import adapters
+from tnpeft import adapters, quantum
 from tnpeft.contract import ContractionPlan, plan_stats
 from tnpeft.errors import (
                            AdapterFileError,
@@ -43,7 +43,7 @@ from tnpeft.verify import VerifyReport, verify  # noqa: E402  (the function; the
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "Generator", "adapters",
+    "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "Generator", "adapters", "quantum",
     "AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
     "disable_adapters", "adapter_names", "trainable_parameters", "print_trainable_parameters",
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",

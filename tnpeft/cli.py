@@ -3,7 +3,9 @@
     tnpeft count ADAPTER --in-features N --out-features M [name=value ...] [--json]
     tnpeft draw ADAPTER --in-features N --out-features M [name=value ...] -o FILE.svg|.png
     tnpeft verify ADAPTER --in-features N --out-features M [name=value ...] [--json]
-    tnpeft demo [--out DIR] [--train-size N] [--epochs E] [--json]
+    tnpeft train [--model minilm|smollm2|DIR] [--data tweets|hamlet|FILE] [--adapter NAME] [name=value ...]
+                 [--out DIR] [--epochs E] [--max-steps N] ... [--json]
+    tnpeft demo [--out DIR] [--full] [--json]
 """
 
 from __future__ import annotations
@@ -105,10 +107,75 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tnpeft.train.demo import run_demo
 
+    if args.full:
+        args.train_size, args.test_size, args.epochs = None, 2000, max(args.epochs, 1)
+    adapters = [a for a in args.adapters.split(",") if a] if args.adapters else None
     result = run_demo(out_dir=args.out, train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
-                      batch_size=args.batch_size, seed=args.seed)
+                      batch_size=args.batch_size, seed=args.seed, adapters=adapters, progress=not args.json)
     if args.json:
         print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tnpeft.train.loop import TrainConfig, TrainingInterrupted
+    from tnpeft.train.run import parse_test_size, run_training
+
+    cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_length=args.max_length,
+                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+    targets: Any = args.target_modules
+    if targets and "," in targets:
+        targets = [t for t in targets.split(",") if t]
+    excl = [t for t in args.exclude_modules.split(",") if t] if args.exclude_modules is not None else None
+    try:
+        metrics = run_training(args.model, args.data, args.adapter, _parse_hparams(args.hparams), args.out,
+                               task=args.task, target_modules=targets, exclude_modules=excl,
+                               train_size=args.train_size, test_size=parse_test_size(args.test_size),
+                               text_column=args.text_column, label_column=args.label_column, config=cfg,
+                               resume=not args.no_resume, progress=not args.json, stop_after=args.stop_after,
+                               quiet=args.json)
+    except TrainingInterrupted as e:
+        print(f"tnpeft: {e}", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_export_circuits(args: argparse.Namespace) -> int:
+    """Write an adapter's circuits as OpenQASM 3 files with an index (see tnpeft.quantum.export)."""
+    from tnpeft.quantum import export_circuits
+
+    if (args.adapter is None) == (args.adapter_dir is None):
+        raise ConfigError("give an adapter name with --in-features and --out-features, or --adapter-dir DIR "
+                          "(one of the two)", field="adapter")
+    if args.adapter_dir is not None:
+        if args.hparams or args.export_in is not None or args.export_out is not None:
+            raise ConfigError("--adapter-dir reads the sizes and hyper-parameters from the saved adapter; drop "
+                              "--in-features, --out-features and name=value", field="adapter_dir")
+        source: Any = args.adapter_dir
+    else:
+        if not (isinstance(args.export_in, int) and isinstance(args.export_out, int)
+                and args.export_in > 0 and args.export_out > 0):
+            raise ConfigError(f"adapter {args.adapter!r} needs positive --in-features and --out-features",
+                              field="in_features")
+        from tnpeft.adapters import check_hparams, get_builder
+
+        hp = _parse_hparams(args.hparams)
+        check_hparams(args.adapter, hp)
+        source = get_builder(args.adapter)(args.export_in, args.export_out, **hp)
+    index = export_circuits(source, args.output, max_synthesis_qubits=args.max_synthesis_qubits)
+    if args.json:
+        print(json.dumps(index, indent=2))
+        return 0
+    rows = [(e["name"], e["kind"], e["method"], str(e["qubits"]), str(sum(e["gates"].values())), str(e["depth"]),
+             e["file"]) for e in index["circuits"]]
+    head = ("circuit", "kind", "method", "qubits", "gates", "depth", "file")
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(x.ljust(w[i]) if i in (0, 1, 2, 6) else x.rjust(w[i]) for i, x in enumerate(r)).rstrip())
+    print(f"wrote {len(rows)} OpenQASM 3 circuits and index.json to {args.output}")
     return 0
 
 
@@ -140,15 +207,58 @@ def build_parser() -> argparse.ArgumentParser:
             v.add_argument("--json", action="store_true", help="print JSON")
             v.set_defaults(func=cmd_verify)
 
-    d = sub.add_parser("demo", help="fine-tune MiniLM on tweet sentiment with LoRA (offline) and report")
-    d.add_argument("--out", default="runs/demo", help="where adapters and metrics are written")
-    d.add_argument("--train-size", type=int, default=4000)
-    d.add_argument("--test-size", type=int, default=2000)
+    d = sub.add_parser("demo", help="fine-tune MiniLM on tweet sentiment with LoRA, AdaLoRA, Quantum-PEFT, QWTHN "
+                                    "and QPA (offline) and compare them")
+    d.add_argument("--out", default="runs/demo", help="where adapters, curves, diagrams and metrics are written")
+    d.add_argument("--train-size", type=int, default=2000)
+    d.add_argument("--test-size", type=int, default=1000)
+    d.add_argument("--full", action="store_true", help="the full set: all 36,158 training tweets, 2,000 held out")
+    d.add_argument("--adapters", help="comma-separated subset, e.g. lora,qpa (default: all five)")
     d.add_argument("--epochs", type=int, default=1)
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="fine-tune a model on a dataset with any adapter (resumable)")
+    t.add_argument("--model", default="minilm", help="minilm, smollm2, or a local model folder (default minilm)")
+    t.add_argument("--data", default="tweets", help="tweets, hamlet, or a .csv / .jsonl / .txt file (default tweets)")
+    t.add_argument("--adapter", default="lora", help="adapter name (default lora)")
+    t.add_argument("hparams", nargs="*", help="adapter hyper-parameters as name=value, e.g. r=8")
+    t.add_argument("--out", default="runs/train", help="output folder: checkpoint/, adapter/, metrics.json, curves.png")
+    t.add_argument("--task", choices=["classification", "causal_lm"], help="default: inferred from --data")
+    t.add_argument("--target-modules", help="comma-separated names or a regex (default all-linear)")
+    t.add_argument("--exclude-modules", help="comma-separated names to leave alone")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--warmup-steps", type=int, default=20)
+    t.add_argument("--max-length", type=int, default=48, help="tokens per text (classification) or block (LM)")
+    t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: at the end)")
+    t.add_argument("--checkpoint-every", type=int, default=25)
+    t.add_argument("--train-size", type=int, help="use only the first N training examples / blocks")
+    t.add_argument("--test-size", help="held-out rows (an integer) or fraction (below 1)")
+    t.add_argument("--text-column", default="text")
+    t.add_argument("--label-column", default="label")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-resume", action="store_true", help="start over even if OUT holds a checkpoint")
+    t.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
+    t.add_argument("--json", action="store_true", help="print the metrics as JSON (no progress bars)")
+    t.set_defaults(func=cmd_train)
+
+    x = sub.add_parser("export-circuits", help="write an adapter's circuits as OpenQASM 3 files with an index.json")
+    x.add_argument("adapter", nargs="?", help="adapter name, e.g. quantum_peft (or use --adapter-dir)")
+    x.add_argument("--in-features", type=int, dest="export_in")
+    x.add_argument("--out-features", type=int, dest="export_out")
+    x.add_argument("hparams", nargs="*", help="hyper-parameters as name=value")
+    x.add_argument("--adapter-dir", help="a folder written by tnpeft.save_adapter (instead of ADAPTER)")
+    x.add_argument("-o", "--output", required=True, help="folder to write the .qasm files and index.json to")
+    x.add_argument("--max-synthesis-qubits", type=int, default=8,
+                   help="largest register a non-circuit unitary node is synthesized on (default 8)")
+    x.add_argument("--json", action="store_true", help="print the index as JSON")
+    x.set_defaults(func=cmd_export_circuits)
     return p
 
 
@@ -161,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.hparams = list(args.hparams) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if getattr(args, "in_features", 1) <= 0 or getattr(args, "out_features", 1) <= 0:
+    if any(isinstance(getattr(args, k, None), int) and getattr(args, k) <= 0 for k in ("in_features", "out_features")):
         print("tnpeft: error: --in-features and --out-features must be positive", file=sys.stderr)
         return 2
     try:

