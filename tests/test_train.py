@@ -117,3 +117,58 @@ def test_adapted_model_trains_inside_transformers_trainer(tmp_path):
     with torch.no_grad():
         model.eval()
         torch.testing.assert_close(fresh(blocks[:2]).logits, model(blocks[:2]).logits)
+
+
+def _tiny_folder(path):
+    """A tiny GPT-2 with MiniLM's tokenizer, saved as a local model folder (safetensors)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from tnpeft.train.data import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=tok.vocab_size, n_positions=64,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_cli_train_interrupted_and_rerun_finishes_with_the_same_adapter(tmp_path):
+    from safetensors.torch import load_file
+
+    from tnpeft.cli import main
+    from tnpeft.train.data import hamlet
+
+    model = _tiny_folder(tmp_path / "model")
+    text = tmp_path / "text.txt"
+    text.write_text(hamlet()[:6000])
+    common = ["train", "--model", str(model), "--data", str(text), "--adapter", "lora", "r=2", "--max-length", "32",
+              "--batch-size", "4", "--max-steps", "8", "--checkpoint-every", "3", "--lr", "1e-2", "--json"]
+    assert main(common + ["--out", str(tmp_path / "full")]) == 0
+    assert main(common + ["--out", str(tmp_path / "cut"), "--stop-after", "5"]) == 130
+    state = json.loads((tmp_path / "cut" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 5
+    # a kill during the checkpoint swap leaves checkpoint.old (and maybe a partial checkpoint.tmp)
+    (tmp_path / "cut" / "checkpoint").rename(tmp_path / "cut" / "checkpoint.old")
+    (tmp_path / "cut" / "checkpoint.tmp").mkdir()
+    assert main(common + ["--out", str(tmp_path / "cut")]) == 0
+    a = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    m = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert m["steps"] == 8 and m["task"] == "causal_lm" and "perplexity" in m["final"]
+    assert (tmp_path / "cut" / "curves.png").exists() and (tmp_path / "cut" / "diagram.svg").exists()
+
+
+def test_cli_train_errors_name_the_field(tmp_path, capsys):
+    from tnpeft.cli import main
+
+    bad = tmp_path / "d.csv"
+    bad.write_text("sentence,y\nhello,1\nbye,0\n")
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "no text column 'text'" in capsys.readouterr().err
+    assert main(["train", "--model", str(tmp_path / "nope"), "--data", "hamlet", "--out", str(tmp_path / "o")]) == 2
+    assert "neither a built-in" in capsys.readouterr().err

@@ -46,15 +46,40 @@ def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict
     return graphs, state
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside DDP / accelerate / ``torch.compile`` wrappers (``.module``, ``._orig_mod``)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    # FSDP2 shards parameters as DTensors: gather the full tensor (a collective: every rank calls it)
+    full = getattr(t, "full_tensor", None)
+    return (full() if callable(full) else t).detach().cpu()
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
+                 main_process_only: bool = True) -> Path:
     """Write adapter ``adapter_name`` to ``directory`` (created if needed) and return its path.
+
+    Under ``torch.distributed`` every rank must call it (sharded FSDP parameters are gathered with
+    a collective) and, with ``main_process_only`` (default), only rank 0 writes. DDP / accelerate
+    wrappers are unwrapped, so the file's keys are those of the plain model.
 
     Both files are written to temporary names and renamed into place, weights first, config (which
     records their checksum) last; the previous weights are kept until the new config is in place, so
     an interrupted save leaves the previous adapter loadable (:func:`tnpeft.fileio.atomic_write_pair`).
     """
+    model = unwrap_model(model)
     graphs, state = adapter_state(model, adapter_name)
+    state = {k: _full(v) for k, v in state.items()}
     d = Path(directory)
+    if main_process_only and torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_rank() != 0:
+        return d
     blob = tensors_to_bytes(state, metadata={"format": "pt", "tnpeft_adapter": adapter_name})
     cfg = {
         "format": FORMAT,

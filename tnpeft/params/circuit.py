@@ -161,26 +161,94 @@ def simulate(circuit: Circuit, params: torch.Tensor, inputs: torch.Tensor | None
                               field="initial")
         batch = torch.broadcast_shapes(batch, initial.shape[:-1])
         psi = initial.to(dtype).expand(*batch, 1 << n)
-    half_p = params * 0.5
-    cos_p, sin_p = torch.cos(half_p), torch.sin(half_p)
+    segments = _segments(circuit)
+    # one table of cos/sin(angle/2): the parameters, then the inputs, then an identity column
+    half = [params.to(dtype).expand(*batch, circuit.n_params) * 0.5]
     if circuit.n_inputs:
-        half_x = inputs.to(dtype) * 0.5
-        cos_x, sin_x = torch.cos(half_x), torch.sin(half_x)
+        half.append(inputs.to(dtype).expand(*batch, circuit.n_inputs) * 0.5)
+    half.append(torch.zeros(*batch, 1, dtype=dtype, device=params.device))
+    table = torch.cat(half, -1)
+    cos_t, sin_t = torch.cos(table), torch.sin(table)
+    for seg in segments:
+        if seg[0] == "ry":
+            for lo, c, idx in seg[1]:
+                ix = idx.to(psi.device)
+                cs, sn = cos_t[..., ix], sin_t[..., ix]                       # (*batch, c)
+                r = torch.stack((torch.stack((cs, -sn), -1), torch.stack((sn, cs), -1)), -2)  # (*batch, c, 2, 2)
+                m = r[..., c - 1, :, :]
+                for j in range(c - 2, -1, -1):                                # qubit lo + c - 1 is most significant
+                    m = _kron(m, r[..., j, :, :])
+                v = psi.reshape(*batch, 1 << (n - lo - c), 1 << c, 1 << lo)
+                psi = torch.matmul(m.unsqueeze(-3), v).reshape(*batch, 1 << n)
+        else:
+            _, perm, sign = seg
+            if perm is not None:
+                psi = psi[..., perm.to(psi.device)]
+            if sign is not None:
+                psi = psi * sign.to(psi.device, psi.dtype)
+    return psi
+
+
+def _kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched Kronecker product of square matrices ``(…, p, p) ⊗ (…, q, q)``."""
+    p, q = a.shape[-1], b.shape[-1]
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return (a[..., :, None, :, None] * b[..., None, :, None, :]).reshape(*batch, p * q, p * q)
+
+
+_FUSE = 4  # qubits per fused rotation block: 16×16 Kronecker factors
+
+
+@cache
+def _segments(circuit: Circuit) -> tuple:
+    """The gate list compiled for the simulator: runs of RY gates on distinct qubits become blocks
+    of Kronecker factors on up to four neighbouring qubits; runs of CX/CZ gates become one
+    permutation and one sign vector. Exact: only the grouping of commuting/consecutive gates changes."""
+    n = circuit.n_qubits
+    ident = circuit.n_params + circuit.n_inputs
+    segs: list = []
+    run: dict[int, int] = {}
+    perm: torch.Tensor | None = None
+    sign: torch.Tensor | None = None
+
+    def flush_ry() -> None:
+        if not run:
+            return
+        blocks = []
+        for lo in range(0, n, _FUSE):
+            c = min(_FUSE, n - lo)
+            qs = range(lo, lo + c)
+            if any(q in run for q in qs):
+                blocks.append((lo, c, torch.tensor([run.get(q, ident) for q in qs])))
+        segs.append(("ry", tuple(blocks)))
+        run.clear()
+
+    def flush_ps() -> None:
+        nonlocal perm, sign
+        if perm is not None or sign is not None:
+            segs.append(("ps", perm, sign))
+        perm = sign = None
+
     for g in circuit.gates:
         if g.name == "ry":
+            flush_ps()
             q = g.qubits[0]
+            if q in run:
+                flush_ry()
             src, k = g.angle  # type: ignore[misc]
-            c, s = (cos_p[..., k], sin_p[..., k]) if src == "param" else (cos_x[..., k], sin_x[..., k])
-            v = psi.reshape(*batch, 1 << (n - 1 - q), 2, 1 << q)
-            a0, a1 = v[..., 0, :], v[..., 1, :]
-            c = c.reshape(*c.shape, 1, 1)
-            s = s.reshape(*s.shape, 1, 1)
-            psi = torch.stack((c * a0 - s * a1, s * a0 + c * a1), dim=-2).reshape(*batch, 1 << n)
-        elif g.name == "cz":
-            psi = psi * _cz_signs(n, *g.qubits).to(psi.device, psi.dtype)
+            run[q] = k if src == "param" else circuit.n_params + k
         else:
-            psi = psi[..., _cx_perm(n, *g.qubits).to(psi.device)]
-    return psi
+            flush_ry()
+            if g.name == "cz":
+                z = _cz_signs(n, *g.qubits)
+                sign = z if sign is None else sign * z
+            else:
+                p = _cx_perm(n, *g.qubits)
+                perm = p if perm is None else perm[p]
+                sign = None if sign is None else sign[p]
+    flush_ry()
+    flush_ps()
+    return tuple(segs)
 
 
 def probabilities(state: torch.Tensor) -> torch.Tensor:

@@ -227,7 +227,7 @@ class FrameScope:
             # recomputing a growing group once per newcomer
             self._members.add(member)
             self._groups.clear()
-            return member._compute(member.flat_param()).reshape(*member.batch, member.n, member.k)
+            return member._frames(member.flat_param()).reshape(*member.batch, member.n, member.k)
         p = member.param()
         key = (member.batch_key(), p.dtype, p.device)
         group = self._groups.get(key)
@@ -263,7 +263,7 @@ class _FrameGroup:
     def _recompute(self) -> None:
         members = list(self.members)
         flats = [m.flat_param() for m in members]
-        frames = members[0]._compute(torch.cat(flats) if len(flats) > 1 else flats[0])
+        frames = members[0]._frames(torch.cat(flats) if len(flats) > 1 else flats[0])
         self.cache = weakref.WeakKeyDictionary()
         for m, f in zip(members, frames.split([x.shape[0] for x in flats])):
             self.cache[m] = (f.reshape(*m.batch, m.n, m.k), m.param()._version)
@@ -302,10 +302,17 @@ class FrameModule(nn.Module):
     def _compute(self, flat: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _frames(self, flat: torch.Tensor) -> torch.Tensor:
+        # bfloat16 / float16 parameters: the frame is computed in float32 (orthonormal to ~1e-7) and
+        # only the result is rounded to the parameters' dtype
+        if flat.dtype in (torch.bfloat16, torch.float16):
+            return self._compute(flat.float()).to(flat.dtype)
+        return self._compute(flat)
+
     def forward(self) -> torch.Tensor:
         if self.scope is not None:
             return self.scope.frame(self)
-        return self._compute(self.flat_param()).reshape(*self.batch, self.n, self.k)
+        return self._frames(self.flat_param()).reshape(*self.batch, self.n, self.k)
 
 
 class _AngleFrame(FrameModule):

@@ -15,10 +15,11 @@ from tnpeft.fileio import atomic_write_json
 # (adapter, hyper-parameters, learning rate): the same budget of steps and data for every adapter
 DEMO_ADAPTERS: list[tuple[str, dict[str, Any], float]] = [
     ("lora", {"r": 8, "alpha": 16}, 2e-3),
-    ("adalora", {"r": 12, "target_r": 8}, 2e-3),
-    ("quantum_peft", {"rank": 8, "layers": 1}, 5e-3),
+    ("adalora", {"r": 12, "target_r": 8}, 1e-2),
+    ("quantum_peft", {"rank": 8, "layers": 1}, 2e-2),
     ("qwthn", {"r": 8}, 2e-3),
-    ("qpa", {"r": 4}, 1e-3),
+    # MiniLM's layers are small (384 wide): a small mapping network so that QPA stays below LoRA's size
+    ("qpa", {"r": 4, "chunk_size": 32, "hidden": [16, 16], "qnn_layers": 4}, 2e-3),
 ]
 
 
@@ -139,7 +140,7 @@ def print_table(summary: dict[str, Any]) -> str:
                  "<adapter>/diagram.svg, <adapter>/metrics.json, results.json, comparison.png")
     for r in rows:
         if r.get("circuits"):
-            lines.append(f"  circuits of {r['adapter']}: {r['circuits']}")
+            lines.append(f"  circuits of {r['adapter']}: {r['circuits'].split(';')[0]}")
     lines.append(f"total wall time {summary['wall_seconds']:.0f} s")
     return "\n".join(lines)
 

@@ -1,0 +1,68 @@
+"""Trains a tiny GPT-2 with a tnpeft adapter under torch.distributed (launched by torchrun) or in
+one process, on fixed global batches, and saves the adapter once (rank 0).
+
+    python -m torch.distributed.run --nproc_per_node 2 dist_worker.py OUT MODE ADAPTER
+    python dist_worker.py OUT single ADAPTER
+MODE: ddp, fsdp (FSDP2 fully_shard) or single.
+"""
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from conftest import tiny_gpt2  # noqa: E402
+
+import tnpeft  # noqa: E402
+
+HP = {"lora": {"r": 4, "init_b": "normal"}, "quantum_peft": {"rank": 4}, "qwthn": {"r": 4}}
+LR = {"lora": 0.05, "quantum_peft": 2.0, "qwthn": 0.5}   # plain SGD: the steps move every tensor
+
+
+def main() -> None:
+    out, mode, adapter = sys.argv[1], sys.argv[2], sys.argv[3]
+    torch.set_num_threads(1)
+    distributed = mode != "single"
+    if distributed:
+        dist.init_process_group("gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    gen = torch.Generator().manual_seed(0)
+    model = tnpeft.inject(tiny_gpt2(), tnpeft.AdapterConfig(adapter, ["c_attn", "c_fc"], **HP[adapter]),
+                          generator=gen)
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model)
+    elif mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.transformer.h:
+            fully_shard(block)
+        wrapped = fully_shard(model)
+    else:
+        wrapped = model
+    if not distributed:
+        tnpeft.save_adapter(model, out + "_init")
+    opt = torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=LR[adapter])
+    data = torch.randint(0, 97, (6, 8, 16), generator=torch.Generator().manual_seed(1))  # 6 global batches of 8
+    wrapped.train()
+    for batch in data:
+        local = batch.chunk(world)[rank]
+        loss = wrapped(local, labels=local).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    tnpeft.save_adapter(wrapped, out)         # every rank calls; rank 0 writes
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
