@@ -10,7 +10,7 @@ bfloat16 once (``FrameModule._frames``). Both errors are reported: of the float3
 construction guarantees) and of the rounded bfloat16 frame (bfloat16's 8-bit mantissa: ~4e-3
 per entry, whatever the construction).
 
-    .venv/bin/python benchmarks/bench_longrun.py            # 10,000 steps (about 6 minutes)
+    .venv/bin/python benchmarks/bench_longrun.py            # 10,000 steps (15–20 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_longrun.py --steps 500 --json
 """
 

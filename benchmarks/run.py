@@ -78,7 +78,7 @@ def suite_gpt2(a, out):
         "quantum_peft": tn(base, "quantum_peft", GPT2_TARGETS, rank=8),
         "adalora": tn(base, "adalora", GPT2_TARGETS, r=12, target_r=8),
         "qwthn": tn(base, "qwthn", GPT2_TARGETS, r=8),
-        "qpa": tn(base, "qpa", GPT2_TARGETS, r=8),
+        "qpa": tn(base, "qpa", GPT2_TARGETS, r=8, chunk_size=192, hidden=[32, 32], qnn_layers=4),
     }
     steps = {k: trainer(m, lm_loss) for k, m in models.items()}
     g = torch.Generator().manual_seed(0)

@@ -29,10 +29,13 @@ def _check_name(what: str, name: Any, node: str | None = None) -> None:
         )
 
 
+MAX_SIZE = 1 << 40
+
+
 def _check_size(node: str, index: str, size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_SIZE:
         raise IndexSizeError(
-            f"node {node!r}: index {index!r} has size {size!r}; expected a positive integer",
+            f"node {node!r}: index {index!r} has size {size!r}; expected a positive integer up to 2^40",
             node=node, index=index,
         )
     return size
@@ -210,9 +213,10 @@ class Unitary(Node):
                              f"{list(p.options)}, not {sorted(unknown)}", node=self.name)
         for opt in ("layers", "intrinsic_rank", "bits", "order"):
             v = self.options.get(opt)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if opt == "order" else 1)):
-                raise GraphError(f"unitary node {self.name!r}: option {opt!r} must be a positive integer, got {v!r}",
-                                 node=self.name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if opt == "order" else 1)
+                                  or v > 4096):
+                raise GraphError(f"unitary node {self.name!r}: option {opt!r} must be a positive integer up to 4096, "
+                                 f"got {v!r}", node=self.name)
         init = self.options.get("init", "random")
         if init not in ("random", "identity") or (init == "identity" and not p.identity_init):
             raise GraphError(f"unitary node {self.name!r}: init {init!r} is not available for param {self.param!r}"

@@ -107,9 +107,24 @@ def read_adapter(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str
         raise AdapterFileError(f"{where!r} is not a tnpeft adapter config: field 'format' must be {FORMAT!r}{hint}")
     if cfg.get("version") != VERSION:
         raise AdapterFileError(f"{where!r}: format version {cfg.get('version')!r} is not supported (expected {VERSION})")
+    name = cfg.get("adapter_name", "default")
+    if not isinstance(name, str) or not name or "." in name:
+        raise AdapterFileError(f"{where!r}: field 'adapter_name' must be a non-empty name without dots, got {name!r}")
+    conf = cfg.get("config")
+    if conf is not None:
+        if not isinstance(conf, dict):
+            raise AdapterFileError(f"{where!r}: field 'config' must be an object or null, got {type(conf).__name__}")
+        saved = conf.get("modules_to_save")
+        if saved is not None and (not isinstance(saved, list) or not all(isinstance(x, str) and x for x in saved)):
+            raise AdapterFileError(f"{where!r}: config field 'modules_to_save' must be a list of module names, "
+                                   f"got {saved!r}")
     modules = cfg.get("modules")
     if not isinstance(modules, dict) or not modules:
         raise AdapterFileError(f"{where!r}: field 'modules' must map module names to graphs")
+    bad = next((p for p in modules if not p or any(not part.isidentifier() and not part.isdigit()
+                                                   for part in p.split("."))), None)
+    if bad is not None:
+        raise AdapterFileError(f"{where!r}: module path {bad!r} is not a dotted module name")
     graphs: dict[str, Graph] = {}
     for path, gd in modules.items():
         try:
@@ -136,7 +151,11 @@ def _split_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], sou
         per[owner][key[len(owner) + 1:]] = v
     for path, g in graphs.items():
         # shapes and keys checked on a meta-device module: nothing is allocated
-        check_state(GraphModule(g, device="meta"), per[path], f"{source}, module {path!r}")
+        try:
+            meta = GraphModule(g, device="meta")
+        except (RuntimeError, TypeError, ValueError, OverflowError) as e:  # sizes torch cannot even describe
+            raise AdapterFileError(f"{source}, module {path!r}: the graph cannot be built ({e})") from None
+        check_state(meta, per[path], f"{source}, module {path!r}")
     return per
 
 

@@ -75,12 +75,13 @@ def qpa_shape(m: int, chunk_size: int | None = None, layers: int = 8, hidden: An
     ``⌈m / 128⌉``, i.e. 128 chunks on 7 qubits)."""
     if chunk_size is None:
         chunk_size = max(1, math.ceil(m / 128))
-    for key, v in (("chunk_size", chunk_size), ("layers", layers)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{where}{key} must be a positive integer, got {v!r}", field=key)
-    if not isinstance(hidden, (list, tuple)) or not hidden or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise ConfigError(f"{where}hidden must be a non-empty list of positive layer widths, got {hidden!r}",
+    for key, v, hi in (("chunk_size", chunk_size, 1 << 24), ("layers", layers, 4096)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            raise ConfigError(f"{where}{key} must be a positive integer up to {hi}, got {v!r}", field=key)
+    if not isinstance(hidden, (list, tuple)) or not hidden or len(hidden) > 64 or not all(
+            isinstance(h, int) and not isinstance(h, bool) and 0 < h <= 1 << 16 for h in hidden):
+        raise ConfigError(f"{where}hidden must be a non-empty list (up to 64) of layer widths in [1, 65536], "
+                          f"got {hidden!r}",
                           field="hidden")
     if preset not in QPA_PRESETS:
         raise ConfigError(f"{where}preset must be one of {QPA_PRESETS}, got {preset!r}", field="preset")

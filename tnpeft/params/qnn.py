@@ -60,8 +60,8 @@ def qnn_options(in_size: int, out_size: int, node: str | None = None, **options:
     qubits = options.get("qubits") or default_qubits(in_size)
     layers = options.get("layers", 2)
     for key, v, lo in (("qubits", qubits, 1), ("layers", layers, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ConfigError(f"{where}option {key!r} must be a positive integer, got {v!r}", field=key)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 4096:
+            raise ConfigError(f"{where}option {key!r} must be a positive integer up to 4096, got {v!r}", field=key)
     if qubits > 20:
         raise ConfigError(f"{where}option 'qubits'={qubits}: the statevector would hold 2^{qubits} amplitudes "
                           "per sample; expected at most 20", field="qubits")
