@@ -52,7 +52,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 20
     max_length: int = 48
-    eval_every: int = 0
+    eval_every: int = 0           # evaluate every N steps (and before the first); 0: only at the end
     checkpoint_every: int = 25
     seed: int = 0
     eval_batch_size: int = 128
@@ -344,6 +344,8 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
         history["eval"].append({"step": step, **m})
         return m
 
+    if config.eval_every and start == 0 and not history["eval"]:
+        run_eval(0)                                    # the starting point of the held-out curve
     model.train()
     bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, unit="step")
     step = start
