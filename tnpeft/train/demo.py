@@ -95,7 +95,7 @@ def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_siz
     for name, hp, lr in chosen:
         steps = epochs * -(-(train_size or 36_158) // batch_size)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
-                          checkpoint_every=25, eval_every=max(1, steps // 3))
+                          checkpoint_every=25, eval_every=max(1, steps // 2))
         t0 = time.perf_counter()
         m, model, tok, test = run_training("minilm", "tweets", name, dict(hp), out / name, config=cfg,
                                            train_size=train_size, test_size=test_size, progress=progress, quiet=True,
