@@ -159,3 +159,13 @@ def test_quantized_angles_take_few_values_and_pass_gradients():
     torch.testing.assert_close(q, levels * (2 * math.pi / 8))
     u.sum().backward()
     assert m.theta.grad is not None and m.theta.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("param", sorted(UNITARY_PARAMS))
+def test_bfloat16_parameters_get_frames_computed_in_float32(param):
+    m = UNITARY_PARAMS[param].build(48, 6, (), dtype=torch.bfloat16)
+    u = m()
+    assert u.dtype == torch.bfloat16
+    u32 = m._compute(m.flat_param().float())[0]
+    assert (u32.double().T @ u32.double() - torch.eye(6, dtype=torch.float64)).abs().max() < 1e-5
+    assert torch.equal(u, u32.to(torch.bfloat16).reshape(u.shape))     # computed in float32, rounded once
