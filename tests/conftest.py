@@ -22,6 +22,20 @@ def tiny_gpt2(seed: int = 0):
     return GPT2LMHeadModel(cfg).eval()
 
 
+def train_lm(model, ids, lr: float, steps: int = 30) -> list[float]:
+    """Train ``model``'s trainable parameters with AdamW on the causal-LM loss of ``ids``; the losses."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.fixture
 def gpt2():
     return tiny_gpt2()

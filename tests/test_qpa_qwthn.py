@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_gpt2
+from conftest import tiny_gpt2, train_lm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,15 +131,7 @@ def test_qpa_injects_trains_merges_and_reloads(tmp_path):
     n_train = sum(p.numel() for p in m.parameters() if p.requires_grad)
     per_layer = {path: layer.tn_adapters["default"].graph.num_parameters() for path, layer in tnpeft.nn.tn_layers(m)}
     assert n_train == sum(per_layer.values())
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-3)
-    m.train()
-    losses = []
-    for _ in range(30):
-        loss = m(ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    losses = train_lm(m, ids, lr=3e-3)
     assert losses[-1] < losses[0] - 0.05, losses
     m.eval()
     with torch.no_grad():
@@ -278,15 +270,7 @@ def test_qwthn_injects_trains_saves_and_refuses_to_merge(tmp_path):
     ref = base(ids).logits
     m = tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig("qwthn", ["c_attn", "c_fc"], r=4, bond=4))
     torch.testing.assert_close(m(ids).logits, ref, atol=0, rtol=0)
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    m.train()
-    losses = []
-    for _ in range(30):
-        loss = m(ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    losses = train_lm(m, ids, lr=1e-2)
     assert losses[-1] < losses[0] - 0.05, losses
     m.eval()
     with torch.no_grad():

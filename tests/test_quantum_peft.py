@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_gpt2
+from conftest import tiny_gpt2, train_lm
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -60,15 +60,7 @@ def test_trains_from_the_base_model_and_merges_exactly(param):
     m = tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig("quantum_peft", ["c_attn", "c_proj", "c_fc"],
                                                                 rank=4, param=param, layers=2))
     torch.testing.assert_close(m(ids).logits, ref, atol=0, rtol=0)  # Λ = 0: exactly the base model
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-2)
-    m.train()
-    losses = []
-    for _ in range(25):
-        loss = m(ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    losses = train_lm(m, ids, lr=3e-2, steps=25)
     assert losses[-1] < losses[0] - 0.05, losses
     m.eval()
     for _, layer in tnpeft.nn.tn_layers(m):  # frames stay orthonormal through training

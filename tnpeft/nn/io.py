@@ -138,7 +138,9 @@ def read_adapter(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str
     return cfg, graphs, tensors
 
 
-def _split_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
+def split_adapter_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
+    """A saved adapter's tensors per module path (``modules_to_save`` entries left out), each set
+    checked against its graph's keys, shapes and dtypes without allocating anything."""
     per: dict[str, dict[str, torch.Tensor]] = {p: {} for p in graphs}
     # longest module path first, so "a.b" never claims a key of "a.b.c"
     paths = sorted(graphs, key=len, reverse=True)
@@ -197,7 +199,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
         if (sizes[0], sizes[0] if g.mode == "input" else sizes[1]) != (g.in_features, g.out_features):
             raise AdapterFileError(f"{source}: module {path!r} maps {sizes[0]} → {sizes[1]} features but the saved "
                                    f"adapter maps {g.in_features} → {g.out_features}")
-    per = _split_state(graphs, tensors, source)
+    per = split_adapter_state(graphs, tensors, source)
     saved = _saved_state(model, cfg, tensors, source)
     existing = {p: lay for p, lay in tn_layers(model) if name in lay.tn_adapters}
     if existing:

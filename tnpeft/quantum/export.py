@@ -89,23 +89,13 @@ def adapter_modules(source: Any, adapter_name: str = "default") -> dict[str, Gra
 
 def _read_dir(d: Path) -> dict[str, GraphModule]:
     from tnpeft.graph import GraphModule
-    from tnpeft.graph.io import check_state
-    from tnpeft.nn.io import SAVED_PREFIX, read_adapter
+    from tnpeft.nn.io import read_adapter, split_adapter_state
 
     _, graphs, tensors = read_adapter(d)
-    per: dict[str, dict[str, torch.Tensor]] = {p: {} for p in graphs}
-    paths = sorted(graphs, key=len, reverse=True)  # longest first: "a.b" never claims a key of "a.b.c"
-    for key, v in tensors.items():
-        if key.startswith(SAVED_PREFIX):
-            continue
-        owner = next((p for p in paths if key.startswith(p + ".")), None)
-        if owner is None:
-            raise AdapterFileError(f"{str(d)!r}: tensor {key!r} belongs to no adapted module of the config")
-        per[owner][key[len(owner) + 1:]] = v
+    per = split_adapter_state(graphs, tensors, repr(str(d)))      # keys, shapes, dtypes checked per module
     out = {}
     for path in graphs:
         module = GraphModule(graphs[path], dtype=torch.float64)
-        check_state(module, per[path], f"{str(d)!r}, module {path!r}")
         module.load_state_dict(per[path])
         out[path] = module
     return out

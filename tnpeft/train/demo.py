@@ -49,30 +49,26 @@ def _check_reload(model, tokenizer, adapter_dir: Path, seed: int, max_length: in
 
 def plot_comparison(results: list[dict[str, Any]], path: Path) -> None:
     """All adapters' training-loss curves (moving averages) in one PNG."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from tnpeft.fileio import atomic_write_bytes
+    from tnpeft.train.loop import moving_average, save_png
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    k = 1
     for r in results:
         hist = json.loads((Path(r["out"]) / "checkpoint" / "trainer_state.json").read_text())["history"]["train_loss"]
         k = max(1, len(hist) // 10)
-        avg = [sum(hist[max(0, i - k + 1):i + 1]) / len(hist[max(0, i - k + 1):i + 1]) for i in range(len(hist))]
+        avg = moving_average(hist, k)
         ax.plot(range(1, len(avg) + 1), avg, label=f"{r['adapter']} ({r['adapter_parameters']:,})")
     ax.set_xlabel("step")
     ax.set_ylabel(f"training loss (moving average of {k})")
     ax.set_title("MiniLM on tweet sentiment: adapters compared")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_size: int = 1000, epochs: int = 1,

@@ -244,10 +244,25 @@ class _Checkpoint:
 
 
 # ------------------------------------------------------------------------------------- curves
-def plot_curves(history: dict[str, Any], path: Path, title: str = "") -> None:
-    """Training loss (with a moving average) and the evaluation metric against the step, as a PNG."""
+def moving_average(xs: list[float], k: int) -> list[float]:
+    """Trailing means over up to ``k`` values."""
+    return [sum(xs[max(0, i - k + 1):i + 1]) / len(xs[max(0, i - k + 1):i + 1]) for i in range(len(xs))]
+
+
+def save_png(fig, path: Path) -> None:
+    """Write a matplotlib figure as a PNG atomically and close it."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_curves(history: dict[str, Any], path: Path, title: str = "") -> None:
+    """Training loss (with a moving average) and the evaluation metric against the step, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -259,9 +274,7 @@ def plot_curves(history: dict[str, Any], path: Path, title: str = "") -> None:
     steps = list(range(1, len(losses) + 1))
     axes[0].plot(steps, losses, color="#BBBBBB", lw=0.8, label="loss")
     k = max(1, len(losses) // 20)
-    if len(losses) >= k:
-        avg = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
-        axes[0].plot(steps, avg, color="#4C72B0", lw=1.6, label=f"moving average ({k})")
+    axes[0].plot(steps, moving_average(losses, k), color="#4C72B0", lw=1.6, label=f"moving average ({k})")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("training loss")
     axes[0].legend(fontsize=8)
@@ -274,10 +287,7 @@ def plot_curves(history: dict[str, Any], path: Path, title: str = "") -> None:
     axes[1].set_xlabel("step")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 # ------------------------------------------------------------------------------------- fit
