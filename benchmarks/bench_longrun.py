@@ -6,7 +6,7 @@ target, so its parameters travel far from the initialisation (generators grow, a
 ``--check-every`` steps the frame is materialized and ``max|UᵀU − I|`` measured in float64.
 
 bfloat16: the parameters are stored in bfloat16, the frame is *computed in float32* and rounded to
-bfloat16 once (``FrameModule._frames``). Both errors are reported: of the float32 frame (what the
+bfloat16 once (``FrameModule.frames``). Both errors are reported: of the float32 frame (what the
 construction guarantees) and of the rounded bfloat16 frame (bfloat16's 8-bit mantissa: ~4e-3
 per entry, whatever the construction).
 

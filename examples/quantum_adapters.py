@@ -30,7 +30,7 @@ print(f"{'adapter':28}{'trainable':>11}{'loss start':>12}{'loss end':>10}")
 for name, cfg in configs.items():
     model = tnpeft.inject(copy.deepcopy(base), cfg)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    ctl = AdaLoRAController(model).attach(opt) if cfg.adapter == "adalora" else None
+    ctl = AdaLoRAController(model).attach(opt) if cfg.method == "adalora" else None
     losses = []
     for _ in range(STEPS):
         loss = model(ids, labels=ids).loss

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from tnpeft.train.loop import TrainConfig
-from tnpeft.train.run import run_training
+from tnpeft.train.pipeline import run_training
 
 RUNS = [("quantum_peft", {"rank": 8, "layers": 1}, 5e-3),
         ("qpa", {"r": 4, "chunk_size": 32, "hidden": [16, 16], "qnn_layers": 4}, 2e-3)]

@@ -28,10 +28,10 @@ def _saved(kind: int):
     if kind not in _SAVED:
         name, hp = ADAPTERS[kind]
         m = tnpeft.inject(tiny_gpt2(), tnpeft.AdapterConfig(name, ["c_attn"], **hp))
-        _, state = tnpeft.nn.io.adapter_state(m)
+        _, state = tnpeft.nn.saving.adapter_state(m)
         import tempfile
 
-        from tnpeft.nn.io import save_adapter
+        from tnpeft.nn.saving import save_adapter
         d = tempfile.mkdtemp()
         save_adapter(m, d)
         cfg = json.loads(open(f"{d}/adapter_config.json").read())

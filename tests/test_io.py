@@ -69,7 +69,7 @@ def test_custom_graph_loads_without_its_builder(tmp_path):
     m = tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig(two_stage, ["c_fc"]))
     tnpeft.save_adapter(m, tmp_path / "c")
     cfg = json.loads((tmp_path / "c" / "adapter_config.json").read_text())
-    assert cfg["config"]["adapter"] == "custom:two_stage"
+    assert cfg["config"]["method"] == "custom:two_stage"
     fresh = tnpeft.load_adapter(copy.deepcopy(base), tmp_path / "c")
     x = torch.randint(0, 97, (2, 9))
     assert torch.equal(fresh(x).logits, m(x).logits)

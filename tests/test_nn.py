@@ -286,7 +286,7 @@ def test_custom_topology_injects_trains_and_merges():
     y = m(x).logits
     tnpeft.merge(m)
     torch.testing.assert_close(m(x).logits, y, atol=1e-5, rtol=1e-5)
-    assert re.match(r"custom:tt", tnpeft.AdapterConfig(tt, ["c_fc"]).adapter_name)
+    assert re.match(r"custom:tt", tnpeft.AdapterConfig(tt, ["c_fc"]).method)
 
 
 def test_no_planning_in_steady_state():

@@ -53,7 +53,7 @@ def test_peft_default_oft_is_not_orthogonal_where_ours_is():
     g = oft(32, 32, block_size=8)
     for s in (0.3, 1.1):
         with torch.no_grad():
-            p = g.module.R1.generator
+            p = g.module.R1.skew_factor
             p.normal_()
             skew = p - p.transpose(1, 2)
             p.mul_(s / torch.linalg.matrix_norm(skew, ord=2).max())

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import tnpeft
 from tnpeft.adapters import factorize, lora, mpo, qpa, qwthn
 from tnpeft.errors import ConfigError, GraphError, NotMergeableError
-from tnpeft.graph import Dense, Generator, Graph, Nonlinear
+from tnpeft.graph import Dense, Graph, HyperNetwork, Nonlinear
 from tnpeft.params.circuit import probabilities, qnn_circuit, simulate
 
 
@@ -160,12 +160,12 @@ def test_generator_errors_name_the_field():
     assert e.value.field == "preset"
     nodes = [Dense("A", ("r", "in"), (2, 8)), Dense("B", ("out", "r"), (8, 2))]
     with pytest.raises(GraphError, match="no such node") as e:
-        Graph(nodes, generators=[Generator("G", ("A", "C"))])
+        Graph(nodes, hypernetworks=[HyperNetwork("G", ("A", "C"))])
     assert e.value.node == "G"
-    with pytest.raises(GraphError, match="two generators"):
-        Graph(nodes, generators=[Generator("G", ("A",)), Generator("H", ("A", "B"))])
+    with pytest.raises(GraphError, match="two hyper-networks"):
+        Graph(nodes, hypernetworks=[HyperNetwork("G", ("A",)), HyperNetwork("H", ("A", "B"))])
     with pytest.raises(GraphError, match="already used"):
-        Graph(nodes, generators=[Generator("A", ("B",))])
+        Graph(nodes, hypernetworks=[HyperNetwork("A", ("B",))])
 
 
 # ----------------------------------------------------------------------------------------- QWTHN / MPO

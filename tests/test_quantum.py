@@ -36,7 +36,7 @@ PARAMS = sorted(UNITARY_PARAMS)
 
 
 def float64(graph, seed=0):
-    GraphModule(graph, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    graph.module = GraphModule(graph, dtype=torch.float64, rng=torch.Generator().manual_seed(seed))
     return graph
 
 
@@ -173,7 +173,7 @@ def test_batched_nodes_and_selection_errors():
 def test_inaccurate_synthesis_is_caught_and_redone(monkeypatch):
     import qiskit.synthesis
 
-    from tnpeft.quantum.compile import apply_circuit_columns
+    from tnpeft.quantum.synthesis import apply_circuit_columns
 
     real = qiskit.synthesis.qs_decomposition
     calls = []

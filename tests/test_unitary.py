@@ -30,7 +30,7 @@ def test_orthonormal_columns_float32(name, data):
     k = data.draw(st.integers(1, min(n, 16)), label="K")
     seed = data.draw(st.integers(0, 2**16), label="seed")
     opts = options_for(name, data)
-    m = UNITARY_PARAMS[name].build(n, k, (2,), generator=torch.Generator().manual_seed(seed), **opts)
+    m = UNITARY_PARAMS[name].build(n, k, (2,), rng=torch.Generator().manual_seed(seed), **opts)
     with torch.no_grad():
         for p in m.parameters():  # generators of any size, not just the initial ones
             p.mul_(data.draw(st.sampled_from([1.0, 10.0, 100.0]), label="scale"))
@@ -46,7 +46,7 @@ def test_orthonormal_columns_float32(name, data):
 @pytest.mark.parametrize("name", PARAMS)
 @pytest.mark.parametrize("n,k", [(4, 2), (6, 3), (5, 5)])
 def test_gradients_match_finite_differences(name, n, k):
-    m = UNITARY_PARAMS[name].build(n, k, (), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    m = UNITARY_PARAMS[name].build(n, k, (), dtype=torch.float64, rng=torch.Generator().manual_seed(1))
     (p,) = list(m.parameters())
     w = torch.randn(n, k, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
 
@@ -138,7 +138,7 @@ def dense_circuit(n_qubits, theta, layers):
 def test_pauli_frame_equals_dense_circuit(n_qubits, layers):
     n = 1 << n_qubits
     m = UNITARY_PARAMS["pauli"].build(n, n, (), dtype=torch.float64, layers=layers,
-                                      generator=torch.Generator().manual_seed(n_qubits))
+                                      rng=torch.Generator().manual_seed(n_qubits))
     ref = dense_circuit(n_qubits, m.theta.detach().tolist(), layers)
     torch.testing.assert_close(m().detach(), ref, atol=1e-12, rtol=0)
 

@@ -15,9 +15,9 @@ from tnpeft.testing.strategies import adapter_graphs, graphs
 
 
 class NotOrthogonal(FrameModule):
-    def __init__(self, n, k, batch=(), dtype=None, device=None, generator=None):
+    def __init__(self, n, k, batch=(), dtype=None, device=None, rng=None):
         super().__init__(n, k, batch)
-        self.w = torch.nn.Parameter(torch.randn(*batch, n, k, dtype=dtype, generator=generator))
+        self.w = torch.nn.Parameter(torch.randn(*batch, n, k, dtype=dtype, generator=rng))
 
     def param(self):
         return self.w

@@ -1,49 +1,62 @@
 """tnpeft: parameter-efficient fine-tuning where every adapter is a tensor network.
 
 An adapter is a :class:`Graph` of nodes (dense, diagonal, unitary, nonlinear) wired by named
-indices; the forward pass, merging, parameter counting and saving are interpreters over it.
+indices; the forward pass, merging, parameter counting, saving, drawing, checks and circuits are
+interpreters over it. See ``docs/concepts.md`` for the floors the package is built in.
 """
 
-from tnpeft import adapters, quantum
+from tnpeft import adapters, draw, quantum
 from tnpeft.contract import ContractionPlan, plan_stats
 from tnpeft.errors import (
-                           AdapterFileError,
-                           AdapterStateError,
-                           ConfigError,
-                           DanglingIndexError,
-                           GraphError,
-                           IndexSizeError,
-                           NodeKindError,
-                           NotMergeableError,
-                           TargetModuleError,
-                           TNPeftError,
-                           UnreachableLegError,
+    AdapterFileError,
+    AdapterStateError,
+    ConfigError,
+    DanglingIndexError,
+    GraphError,
+    IndexSizeError,
+    NodeKindError,
+    NotMergeableError,
+    TargetModuleError,
+    TNPeftError,
+    UnreachableLegError,
 )
-from tnpeft.graph import Dense, Diagonal, Generator, Graph, GraphModule, Nonlinear, Unitary
+from tnpeft.graph import (
+    Dense,
+    Diagonal,
+    Graph,
+    GraphModule,
+    HyperNetwork,
+    Nonlinear,
+    Unitary,
+    graph_modules,
+    load_graph,
+    save_graph,
+)
 from tnpeft.nn import (
-                           AdapterConfig,
-                           TNLinear,
-                           adapter_names,
-                           disable_adapters,
-                           export_peft,
-                           import_peft,
-                           inject,
-                           load_adapter,
-                           merge,
-                           merge_and_unload,
-                           print_trainable_parameters,
-                           save_adapter,
-                           set_adapter,
-                           trainable_parameters,
-                           unload,
-                           unmerge,
+    AdapterConfig,
+    TNLinear,
+    adapter_names,
+    disable_adapters,
+    export_peft,
+    import_peft,
+    inject,
+    load_adapter,
+    merge,
+    merge_and_unload,
+    print_trainable_parameters,
+    save_adapter,
+    set_adapter,
+    trainable_parameters,
+    unload,
+    unmerge,
 )
-from tnpeft.verify import VerifyReport, verify  # noqa: E402  (the function; the module stays importable)
+from tnpeft.verification import VerifyReport, verify
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "Generator", "adapters", "quantum",
+    "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "HyperNetwork", "save_graph", "load_graph",
+    "graph_modules", "adapters", "draw", "quantum",
     "AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
     "disable_adapters", "adapter_names", "trainable_parameters", "print_trainable_parameters",
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",

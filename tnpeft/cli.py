@@ -65,8 +65,8 @@ def cmd_count(args: argparse.Namespace) -> int:
     print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
     print(f"a dense update of this layer has {dense:,} parameters; the adapter is {100 * total / dense:.3f} % of it")
     if generated:
-        outs = ", ".join(o for k in g.generators for o in g.generators[k].outputs)
-        print(f"the generator produces {generated:,} values (nodes {outs}), which are not trained themselves")
+        outs = ", ".join(o for k in g.hypernetworks for o in g.hypernetworks[k].outputs)
+        print(f"the hyper-network produces {generated:,} values (nodes {outs}), which are not trained themselves")
     if lora_eq:
         print(f"LoRA of the same rank has {lora_eq:,} parameters; the adapter trains {100 * total / lora_eq:.2f} % of "
               f"that ({100 * (1 - total / lora_eq):.1f} % fewer)" if total <= lora_eq else
@@ -86,18 +86,18 @@ def cmd_draw(args: argparse.Namespace) -> int:
     g = _build(args)
     if not args.output.lower().endswith((".svg", ".png", ".pdf")):
         raise ConfigError(f"output {args.output!r} must end in .svg, .png or .pdf", field="output")
-    if args.circuit:
-        from tnpeft.draw import draw_circuit
+    from tnpeft.draw import draw_circuit, draw_graph
 
+    if args.circuit:
         draw_circuit(g, args.circuit, args.output)
     else:
-        g.draw(args.output)
+        draw_graph(g, args.output)
     print(f"wrote {args.output}")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from tnpeft.verify import verify
+    from tnpeft.verification import verify
 
     report = verify(_build(args), tol=args.tol)
     print(report.to_json() if args.json else report)
@@ -105,7 +105,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tnpeft.train.demo import run_demo
+    from tnpeft.demo import run_demo
 
     if args.full:
         args.train_size, args.test_size, args.epochs = None, 2000, max(args.epochs, 1)
@@ -119,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tnpeft.train.loop import TrainConfig, TrainingInterrupted
-    from tnpeft.train.run import parse_test_size, run_training
+    from tnpeft.train.pipeline import parse_test_size, run_training
 
     cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_length=args.max_length,

@@ -34,7 +34,7 @@ def main() -> None:
         rank, world = 0, 1
     gen = torch.Generator().manual_seed(0)
     model = tnpeft.inject(tiny_gpt2(), tnpeft.AdapterConfig(adapter, ["c_attn", "c_fc"], **HP[adapter]),
-                          generator=gen)
+                          rng=gen)
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 

@@ -1,16 +1,31 @@
-"""Built-in adapters: short builder functions ``(in_features, out_features, **hparams) -> Graph``.
+"""Built-in adapters: short builder functions ``(in_features, out_features, **hparams) -> Graph``,
+registered as *methods* (:mod:`tnpeft.adapters.methods`).
 
 A new topology is written the same way (see ``examples/``) and gets the forward pass, merging,
-counting and saving for free; :func:`register` makes it available by name.
+counting, saving, drawing, checks and the command line for free; :func:`register` makes it
+available by name.
 """
 
-from tnpeft.adapters.registry import ADAPTERS, check_hparams, get_builder, hparam_names, register  # noqa: I001
+from tnpeft.adapters.methods import (  # noqa: I001  (the registry first: the builders register into it)
+    METHODS,
+    REQUIRED,
+    Method,
+    TrainingHook,
+    check_hparams,
+    get_builder,
+    get_method,
+    hparam_names,
+    method_of,
+    register,
+)
 from tnpeft.adapters.lora import lora
 from tnpeft.adapters.quantum_peft import quantum_peft
 from tnpeft.adapters.adalora import AdaLoRAController, adalora
 from tnpeft.adapters.oft import oft
 from tnpeft.adapters.qpa import qpa
-from tnpeft.adapters.qwthn import factorize, mpo, qwthn
+from tnpeft.adapters.tensor_train import factorize, mpo
+from tnpeft.adapters.qwthn import qwthn
 
-__all__ = ["ADAPTERS", "register", "get_builder", "hparam_names", "check_hparams", "lora", "quantum_peft", "adalora",
-           "AdaLoRAController", "oft", "qpa", "qwthn", "mpo", "factorize"]
+__all__ = ["METHODS", "REQUIRED", "Method", "TrainingHook", "register", "get_method", "get_builder", "method_of",
+           "hparam_names", "check_hparams", "lora", "quantum_peft", "adalora", "AdaLoRAController", "oft", "qpa",
+           "qwthn", "mpo", "factorize"]

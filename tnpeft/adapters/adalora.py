@@ -8,12 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnpeft.adapters.registry import check_positive_int, register
+from tnpeft.adapters.methods import check_positive_int, method_of, register
 from tnpeft.errors import AdapterStateError, ConfigError
-from tnpeft.graph import Dense, Diagonal, Graph
+from tnpeft.graph import Dense, Diagonal, Graph, graph_modules
 
 
-@register("adalora")
+@register("adalora", paper="Zhang et al., ICLR 2023, arXiv 2303.10512",
+          training_hook=lambda model, **kw: AdaLoRAController(model, **kw))
 def adalora(in_features: int, out_features: int, r: int = 12, target_r: int = 8, alpha: float = 8.0,
             dropout: float = 0.0, total_step: int | None = None, tinit: int = 0, tfinal: int = 0, delta_t: int = 1,
             beta1: float = 0.85, beta2: float = 0.85, orth_reg_weight: float = 0.5) -> Graph:
@@ -29,7 +30,8 @@ def adalora(in_features: int, out_features: int, r: int = 12, target_r: int = 8,
     ``total_step − tfinal``, every ``delta_t`` steps, with the cubic schedule of the paper;
     importance is ``Ī·Ū`` (EMAs with ``beta1``, ``beta2`` of ``|w·∂L/∂w|`` and of its deviation).
     The schedule is run by :class:`AdaLoRAController` — attach it to the optimizer once; nothing has
-    to be called between ``backward()`` and ``zero_grad()``.
+    to be called between ``backward()`` and ``zero_grad()``. It is the method's training hook, so
+    :func:`tnpeft.train.fit` and ``tnpeft train`` attach it by themselves.
 
     Parameters (before pruning): ``r (N + M) + r``.
     """
@@ -51,10 +53,6 @@ def adalora(in_features: int, out_features: int, r: int = 12, target_r: int = 8,
          Diagonal("E", ("r",), (r,), init="zeros"),
          Dense("P", ("out", "r"), (out_features, r), init="small_normal")],
         in_features=in_features, out_features=out_features, scale=alpha / r, dropout=dropout, name="adalora",
-        meta={"adapter": "adalora", "paper": "Zhang et al., ICLR 2023, arXiv 2303.10512",
-              "hparams": {"r": r, "target_r": target_r, "alpha": alpha, "dropout": dropout, "total_step": total_step,
-                          "tinit": tinit, "tfinal": tfinal, "delta_t": delta_t, "beta1": beta1, "beta2": beta2,
-                          "orth_reg_weight": orth_reg_weight}},
     )
 
 
@@ -82,13 +80,14 @@ class AdaLoRAController:
 
     def __init__(self, model: nn.Module, adapter_name: str = "default", total_step: int | None = None,
                  add_regularizer: bool = True):
-        from tnpeft.nn.model import tn_layers
-
         self.modules: dict[str, Any] = {}
         hp: dict[str, Any] | None = None
-        for path, layer in tn_layers(model):
-            m = layer.tn_adapters[adapter_name] if adapter_name in layer.tn_adapters else None
-            if m is not None and m.graph.meta.get("adapter") == "adalora":
+        try:
+            found = graph_modules(model, adapter_name)
+        except (AdapterStateError, ConfigError):
+            found = {}
+        for path, m in found.items():
+            if method_of(m.graph) == "adalora":
                 self.modules[path] = m
                 hp = m.graph.meta["hparams"]
         if not self.modules or hp is None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from tnpeft.adapters.registry import check_positive_int, register
+from tnpeft.adapters.methods import check_positive_int, register
 from tnpeft.errors import ConfigError
 from tnpeft.graph import Dense, Graph
 
 
-@register("lora")
+@register("lora", paper="Hu et al., arXiv 2106.09685")
 def lora(in_features: int, out_features: int, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
          use_rslora: bool = False, init_b: str = "zeros") -> Graph:
     r"""LoRA: ``ΔW = B A`` with ``A ∈ R^{r×N}``, ``B ∈ R^{M×r}`` and scale ``s = alpha / r``.
@@ -42,6 +42,4 @@ def lora(in_features: int, out_features: int, r: int = 8, alpha: float = 16.0, d
         [Dense("A", ("r", "in"), (r, in_features), init="kaiming_uniform"),
          Dense("B", ("out", "r"), (out_features, r), init=init_b)],
         in_features=in_features, out_features=out_features, scale=scale, dropout=dropout, name="lora",
-        meta={"adapter": "lora", "paper": "Hu et al., arXiv 2106.09685",
-              "hparams": {"r": r, "alpha": alpha, "dropout": dropout, "use_rslora": use_rslora}},
     )

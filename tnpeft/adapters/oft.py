@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from tnpeft.adapters.registry import check_positive_int, register
+from tnpeft.adapters.methods import check_positive_int, register
 from tnpeft.errors import ConfigError
 from tnpeft.graph import Graph, Unitary
 from tnpeft.params import UNITARY_PARAMS
 
 
-@register("oft")
+@register("oft", paper="Qiu et al., NeurIPS 2023; Liu et al., ICLR 2024 (BOFT)")
 def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bool = False,
         param: str = "cayley") -> Graph:
     r"""A multiplicative orthogonal adapter: the layer computes ``W (R x)`` with ``R`` orthogonal —
@@ -28,7 +28,7 @@ def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bo
     multiplies by ``Rᵀ``: no matrix inverse.
 
     Parameters: ``b · count(param, s, s)`` (+ ``s · count(param, b, b)`` with the butterfly), where
-    ``count(cayley, n, n) = n²`` (the generator is stored whole; its skew part is used).
+    ``count(cayley, n, n) = n²`` (the skew factor is stored whole; its skew part is used).
     """
     check_positive_int("oft", "block_size", block_size)
     if block_size < 2:
@@ -49,6 +49,4 @@ def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bo
                               f"{block_size}", field="butterfly")
         nodes.append(Unitary("R2", ("o", "B", "blk"), (block_size, b, b), param=param, options={"init": "identity"}))
         out_index = ("B", "o")
-    return Graph(nodes, in_index=("blk", "i"), out_index=out_index, mode="input", name="oft",
-                 meta={"adapter": "oft", "paper": "Qiu et al., NeurIPS 2023; Liu et al., ICLR 2024 (BOFT)",
-                       "hparams": {"block_size": block_size, "butterfly": butterfly, "param": param}})
+    return Graph(nodes, in_index=("blk", "i"), out_index=out_index, mode="input", name="oft")

@@ -1,17 +1,17 @@
 """QPA — quantum parameter adaptation (Liu et al., ICLR 2025, arXiv 2410.09846): a quantum circuit
-and a small mapping network generate a layer's LoRA factors; only the generator is trained."""
+and a small mapping network generate a layer's LoRA factors; only this hyper-network is trained."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tnpeft.adapters.registry import check_positive_int, register
+from tnpeft.adapters.methods import check_positive_int, register
 from tnpeft.errors import ConfigError
-from tnpeft.graph import Dense, Generator, Graph
-from tnpeft.params.generators import QPA_HIDDEN, QPA_PRESETS, qpa_shape
+from tnpeft.graph import Dense, Graph, HyperNetwork
+from tnpeft.params.hypernetworks import QPA_HIDDEN, QPA_PRESETS, qpa_shape
 
 
-@register("qpa")
+@register("qpa", paper="Liu et al., ICLR 2025, arXiv 2410.09846")
 def qpa(in_features: int, out_features: int, r: int = 4, chunk_size: int | None = None, qnn_layers: int = 8,
         preset: str = "tnpeft", hidden: tuple[int, ...] | list[int] = QPA_HIDDEN, scale: float | None = None,
         dropout: float = 0.0) -> Graph:
@@ -19,15 +19,15 @@ def qpa(in_features: int, out_features: int, r: int = 4, chunk_size: int | None 
 
     Graph::
 
-        in ──[A: r×in]── r ──[B: out×r]── out          A, B ⇐ generator G (QNN + mapping MLP)
+        in ──[A: r×in]── r ──[B: out×r]── out          A, B ⇐ hyper-network G (QNN + mapping MLP)
 
     The ``m = r(N + M)`` LoRA values are generated in ``n_ch = ⌈m / chunk_size⌉`` chunks from the
     measurement probabilities of an ``N_q = ⌈log₂ n_ch⌉``-qubit circuit (``qnn_layers`` blocks of
     RY + CNOT ladder), one chunk per basis state, by the mapping MLP
     ``(N_q+1) → 32 → 64 → 128 → 128 → 64 → 32 → 32 → chunk_size``; the first ``r·N`` values are
-    ``A`` (row-major), the next ``M·r`` are ``B``. See :mod:`tnpeft.params.generators` for the
+    ``A`` (row-major), the next ``M·r`` are ``B``. See :mod:`tnpeft.params.hypernetworks` for the
     features and the two presets (``"tnpeft"``, the default, and ``"reference"``, the reference
-    implementation's behaviour). The generator runs once per training forward; with gradients
+    implementation's behaviour). The hyper-network runs once per training forward; with gradients
     off (evaluation, merging) its output is cached until its parameters change.
 
     Args:
@@ -62,9 +62,7 @@ def qpa(in_features: int, out_features: int, r: int = 4, chunk_size: int | None 
         [Dense("A", ("r", "in"), (r, in_features), init="zeros"),
          Dense("B", ("out", "r"), (out_features, r), init="zeros")],
         in_features=in_features, out_features=out_features, scale=scale, dropout=dropout, name="qpa",
-        generators=[Generator("G", ("A", "B"), "qpa", options)],
-        meta={"adapter": "qpa", "paper": "Liu et al., ICLR 2025, arXiv 2410.09846",
-              "hparams": {"r": r, "chunk_size": shape.chunk_size, "qnn_layers": qnn_layers, "preset": preset,
-                          "hidden": list(hidden), "scale": scale, "dropout": dropout},
-              "generated_lora_parameters": m, "qubits": shape.qubits, "chunks": shape.n_chunks},
+        hypernetworks=[HyperNetwork("G", ("A", "B"), "qpa", options)],
+        meta={"generated_lora_parameters": m, "chunk_size": shape.chunk_size, "qubits": shape.qubits,
+              "chunks": shape.n_chunks},
     )

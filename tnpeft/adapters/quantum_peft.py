@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tnpeft.adapters.registry import check_positive_int, register
+from tnpeft.adapters.methods import check_positive_int, register
 from tnpeft.errors import ConfigError
 from tnpeft.graph import Diagonal, Graph, Unitary
 from tnpeft.params import UNITARY_PARAMS
@@ -12,7 +12,7 @@ from tnpeft.params import UNITARY_PARAMS
 _CIRCUIT_PARAMS = ("pauli", "givens")
 
 
-@register("quantum_peft")
+@register("quantum_peft", paper="Koike-Akino et al., ICLR 2025, arXiv 2503.05431")
 def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int = 1, param: str = "pauli",
                  intrinsic_rank: int | None = None, bits: int | None = None, scale: float = 1.0,
                  order: int = 2) -> Graph:
@@ -34,9 +34,9 @@ def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int
         rank: K, the number of columns (the rank of ΔW).
         layers: circuit layers L for ``pauli`` (and butterfly layers for ``givens``).
         param: the Stiefel parametrization.
-        intrinsic_rank: K′ ≤ K. For ``cayley``/``exp``/``taylor``/``householder`` the skew generator
+        intrinsic_rank: K′ ≤ K. For ``cayley``/``exp``/``taylor``/``householder`` the skew factor
             has only K′ columns (K′ reflections): parameters ``N·K′ + M·K′ + K``. For
-            ``pauli``/``givens``, which have no column generator, Λ is masked to its first K′
+            ``pauli``/``givens``, which have no column factor, Λ is masked to its first K′
             entries: parameters ``frames + K′``. (The paper is silent on the circuit case; this is
             tnpeft's choice.)
         bits: quantize the circuit angles (``pauli``, ``givens``) to ``2^bits`` levels
@@ -81,7 +81,4 @@ def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int
          Diagonal("L", ("k",), (rank,), init="zeros", active=mask),
          Unitary("U", ("out", "k"), (out_features, rank), param=param, options=dict(options))],
         in_features=in_features, out_features=out_features, scale=scale, name="quantum_peft",
-        meta={"adapter": "quantum_peft", "paper": "Koike-Akino et al., ICLR 2025, arXiv 2503.05431",
-              "hparams": {"rank": rank, "layers": layers, "param": param, "intrinsic_rank": intrinsic_rank,
-                          "bits": bits, "scale": scale, "order": order}},
     )

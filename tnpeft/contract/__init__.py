@@ -5,6 +5,15 @@ This floor knows nothing of graphs or adapters: it plans and runs networks of na
 :mod:`tnpeft.graph` turns an adapter graph into such networks.
 """
 
-from tnpeft.contract.plan import ContractionPlan, plan_for, plan_stats, reset_plan_cache
+from tnpeft.contract.plan import (
+    ContractionPlan,
+    PlanStats,
+    check_optimizer,
+    count_cache_hit,
+    plan_for,
+    plan_stats,
+    reset_plan_cache,
+)
 
-__all__ = ["ContractionPlan", "plan_for", "plan_stats", "reset_plan_cache"]
+__all__ = ["ContractionPlan", "PlanStats", "plan_for", "plan_stats", "reset_plan_cache", "count_cache_hit",
+           "check_optimizer"]

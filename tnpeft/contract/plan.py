@@ -5,8 +5,10 @@ the sizes of the indices. cotengra chooses the pairwise order (for LoRA-shaped n
 contracts ``x·A`` first and never forms ``A·B``); the plan then stores one small ``torch.einsum``
 equation per pairwise step, so running it does no parsing and no path search.
 
-Plans are cached process-wide by (network structure, sizes, dtype, device); :func:`plan_stats`
-reports how often the cache was hit and how long planning took.
+Plans are cached process-wide by (network structure, sizes, dtype, device, optimizer);
+:func:`plan_stats` reports how often the cache was hit and how long planning took. The cotengra
+contraction tree stays on the plan (``plan.tree``) for inspection and plotting
+(``plan.tree.plot_tent()``, ``plan.tree.print_contractions()``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from tnpeft.errors import ConfigError, GraphError
 
 _SYMBOLS = string.ascii_letters  # torch.einsum accepts only [a-zA-Z]
 
@@ -35,6 +39,10 @@ class PlanStats:
         total = self.plans_built + self.cache_hits
         return self.cache_hits / total if total else 1.0
 
+    def count_hit(self) -> None:
+        """Record a plan reused without a cache look-up (a module's kept plan)."""
+        self.cache_hits += 1
+
     def as_dict(self) -> dict[str, float]:
         return {"plans_built": self.plans_built, "cache_hits": self.cache_hits,
                 "planning_seconds": self.planning_seconds, "hit_rate": self.hit_rate}
@@ -47,6 +55,11 @@ _CACHE: dict[Hashable, ContractionPlan] = {}
 def plan_stats() -> PlanStats:
     """The live counters of the plan cache (plans built, cache hits, seconds spent planning)."""
     return _STATS
+
+
+def count_cache_hit() -> None:
+    """Record that a caller reused a plan it kept (counted as a cache hit)."""
+    _STATS.count_hit()
 
 
 def reset_plan_cache() -> None:
@@ -65,10 +78,13 @@ class ContractionPlan:
         output: the output's index tuple (each index must occur in some input).
         size_dict: index name → size.
         names: optional operand names, used when printing.
-        optimize: a cotengra ``optimize`` preset or optimizer object.
+        optimize: a cotengra ``optimize`` preset (``"auto"``, ``"greedy"``, ``"optimal"``, …) or
+            optimizer object (e.g. ``cotengra.HyperOptimizer(...)``).
 
     Attributes:
         path: the pairwise order, as positions in the shrinking operand list (opt_einsum style).
+        tree: cotengra's ``ContractionTree`` (``None`` for a single operand): its ``print_contractions``,
+            ``contraction_width``, ``plot_*`` methods work on it.
         flops: cotengra's floating-point operation count for the planned sizes.
         largest_intermediate: number of elements of the largest intermediate tensor.
     """
@@ -79,20 +95,27 @@ class ContractionPlan:
         self.output = tuple(output)
         self.size_dict = dict(size_dict)
         self.names = tuple(names) if names is not None else tuple(f"T{i}" for i in range(len(self.inputs)))
+        self.optimize = optimize
         all_inds = list(dict.fromkeys(i for t in self.inputs for i in t))
         if len(all_inds) > len(_SYMBOLS):
-            raise ValueError(f"a network with {len(all_inds)} distinct indices exceeds the {len(_SYMBOLS)} "
+            raise GraphError(f"a network with {len(all_inds)} distinct indices exceeds the {len(_SYMBOLS)} "
                              "einsum symbols torch supports")
         self._sym = {ind: _SYMBOLS[k] for k, ind in enumerate(all_inds)}
 
         if len(self.inputs) > 1:
             import cotengra as ctg
 
-            tree = ctg.array_contract_tree(list(self.inputs), self.output, self.size_dict, optimize=optimize)
+            try:
+                tree = ctg.array_contract_tree(list(self.inputs), self.output, self.size_dict, optimize=optimize)
+            except (KeyError, ImportError, ValueError, TypeError) as e:  # an unknown preset, a missing backend
+                raise ConfigError(f"the contraction optimizer {optimize!r} cannot plan this network: "
+                                  f"{type(e).__name__}: {e}", field="optimize") from None
+            self.tree = tree
             self.path = tuple(tuple(p) for p in tree.get_path())
             self.flops = int(tree.total_flops())
             self.largest_intermediate = int(tree.max_size())
         else:
+            self.tree = None
             self.path = ()
             self.flops = 0
             self.largest_intermediate = 0
@@ -195,21 +218,34 @@ def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...], e
     return lambda x, y: torch.einsum(eq, x, y)
 
 
+def check_optimizer(optimize: object) -> None:
+    """Raise :class:`ConfigError` (field ``optimize``) unless cotengra can plan with ``optimize``
+    (tried on a three-operand chain, so that a typo fails when the adapter is configured)."""
+    ContractionPlan([("a", "b"), ("b", "c"), ("c", "d")], ("a", "d"), {"a": 2, "b": 3, "c": 4, "d": 5},
+                    optimize=optimize)
+
+
+def _optimizer_key(optimize: object) -> Hashable:
+    # a preset is its name; an optimizer object is itself (plans keep a reference, so it stays alive)
+    return optimize if isinstance(optimize, str) else ("optimizer", id(optimize))
+
+
 def plan_for(inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],
-             names: Sequence[str] | None = None, key_extra: Hashable = ()) -> ContractionPlan:
+             names: Sequence[str] | None = None, key_extra: Hashable = (), optimize: object = "auto") -> ContractionPlan:
     """Return the cached plan for this network, building it (and counting the time) on a miss.
 
-    ``key_extra`` lets callers add what else must match for a plan to be reused (dtype, device).
+    ``key_extra`` lets callers add what else must match for a plan to be reused (dtype, device);
+    ``optimize`` is handed to cotengra and is part of the key.
     """
     inputs = tuple(tuple(i) for i in inputs)
     output = tuple(output)
-    key = (inputs, output, tuple(sorted(size_dict.items())), key_extra)
+    key = (inputs, output, tuple(sorted(size_dict.items())), key_extra, _optimizer_key(optimize))
     plan = _CACHE.get(key)
     if plan is not None:
         _STATS.cache_hits += 1
         return plan
     t0 = time.perf_counter()
-    plan = ContractionPlan(inputs, output, size_dict, names=names)
+    plan = ContractionPlan(inputs, output, size_dict, names=names, optimize=optimize)
     _STATS.planning_seconds += time.perf_counter() - t0
     _STATS.plans_built += 1
     _CACHE[key] = plan

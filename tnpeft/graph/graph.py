@@ -1,5 +1,8 @@
 """The adapter graph: nodes wired by named indices, with open legs for the layer's input and
-output. A graph is a value: it validates on construction and never changes afterwards.
+output. A graph is a value: it validates on construction and never changes afterwards. Its
+trainable values live in a :class:`~tnpeft.graph.GraphModule` (each adapted layer has its own);
+``graph.module`` is a convenience — a module with the graph's default initialisation, made on
+first use — for working with one graph on its own.
 """
 
 from __future__ import annotations
@@ -7,38 +10,17 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
+
+import torch
 
 from tnpeft.errors import DanglingIndexError, GraphError, IndexSizeError, NotMergeableError, UnreachableLegError
-from tnpeft.graph.nodes import Dense, Generator, Node, Nonlinear, node_from_dict
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from tnpeft.graph.module import GraphModule
+from tnpeft.graph.hypernetwork import HyperNetwork
+from tnpeft.graph.module import GraphModule
+from tnpeft.graph.nodes import Dense, Node, Nonlinear, Unitary, node_from_dict
+from tnpeft.graph.schedule import ApplyStep, ContractStep, build_schedule
 
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ContractStep:
-    """Contract the linear nodes ``nodes`` with the activations ``inputs`` (by id), producing
-    activation ``output`` with indices ``batch + exits``."""
-
-    nodes: tuple[str, ...]
-    inputs: tuple[int, ...]
-    exits: tuple[str, ...]
-    output: int
-
-
-@dataclass(frozen=True)
-class ApplyStep:
-    """Apply nonlinear node ``node`` to activation ``input``, producing activation ``output``."""
-
-    node: str
-    input: int
-    output: int
 
 
 class Graph:
@@ -59,8 +41,9 @@ class Graph:
         mode: ``"add"`` (default): ``y = base(x) + scale · contract(graph, x)``. ``"input"``: the
             graph transforms the layer's input, ``y = base(contract(graph, x))`` — a multiplicative
             adapter such as OFT (``W' = W R``); in and out legs then both have the layer's input size.
-        generators: hyper-networks (:class:`Generator`) that fill dense nodes with generated values
-            (QPA); a generated node owns no parameters and the generator's are counted instead.
+        hypernetworks: hyper-networks (:class:`HyperNetwork`) that fill dense nodes with generated
+            values (QPA); a generated node owns no parameters and the hyper-network's are counted
+            instead.
 
     Validation on construction raises a :class:`tnpeft.errors.GraphError` subclass naming the node
     and index at fault: an index with two sizes, a dangling index, an open leg that cannot be
@@ -72,7 +55,7 @@ class Graph:
                  out_index: str | tuple[str, ...] = "out", in_features: int | None = None,
                  out_features: int | None = None, scale: float = 1.0, dropout: float = 0.0, name: str = "",
                  meta: Mapping[str, Any] | None = None, mode: str = "add",
-                 generators: Iterable[Generator] = ()):
+                 hypernetworks: Iterable[HyperNetwork] = ()):
         nodes = list(nodes)
         if not nodes:
             raise GraphError("a graph needs at least one node")
@@ -128,11 +111,14 @@ class Graph:
             raise GraphError(f"an input-mode graph maps the layer input to itself, but its legs have sizes "
                              f"{self.in_features} → {self.out_features}")
         self._check_dangling(nodes)
-        self.schedule, self.activations, order = self._build_schedule(nodes)
+        plan = build_schedule(nodes, in_inds, out_inds)
+        self.schedule: tuple[ContractStep | ApplyStep, ...] = plan.steps
+        self.activations: tuple[tuple[str, ...], ...] = plan.activations
         by_name = {n.name: n for n in nodes}
-        self.nodes: dict[str, Node] = {k: by_name[k] for k in order}
-        self.generators: dict[str, Generator] = self._check_generators(list(generators), by_name)
-        self.generated: dict[str, str] = {o: g.name for g in self.generators.values() for o in g.outputs}
+        self.nodes: dict[str, Node] = {k: by_name[k] for k in plan.order}
+        self.hypernetworks: dict[str, HyperNetwork] = self._check_hypernetworks(list(hypernetworks), by_name)
+        #: generated node name → the hyper-network that fills it
+        self.generated: dict[str, str] = {o: g.name for g in self.hypernetworks.values() for o in g.outputs}
         self._module: GraphModule | None = None
 
     # ---------------------------------------------------------------- validation
@@ -160,31 +146,33 @@ class Graph:
         return sizes
 
     @staticmethod
-    def _check_generators(gens: list[Any], by_name: dict[str, Node]) -> dict[str, Generator]:
-        out: dict[str, Generator] = {}
+    def _check_hypernetworks(nets: list[Any], by_name: dict[str, Node]) -> dict[str, HyperNetwork]:
+        out: dict[str, HyperNetwork] = {}
         owner: dict[str, str] = {}
-        for g in gens:
-            if not isinstance(g, Generator):
-                raise GraphError(f"graph generators must be Generator objects, got {type(g).__name__}")
+        for g in nets:
+            if not isinstance(g, HyperNetwork):
+                raise GraphError(f"graph hypernetworks must be HyperNetwork objects, got {type(g).__name__}")
             if g.name in by_name or g.name in out:
-                raise GraphError(f"generator name {g.name!r} is already used by a node or generator", node=g.name)
+                raise GraphError(f"hyper-network name {g.name!r} is already used by a node or hyper-network",
+                                 node=g.name)
             for o in g.outputs:
                 if o not in by_name:
-                    raise GraphError(f"generator {g.name!r} fills node {o!r}, but the graph has no such node; "
+                    raise GraphError(f"hyper-network {g.name!r} fills node {o!r}, but the graph has no such node; "
                                      f"nodes: {list(by_name)}", node=g.name)
                 if not isinstance(by_name[o], Dense):
-                    raise GraphError(f"generator {g.name!r} fills node {o!r} of kind {by_name[o].kind!r}; only "
+                    raise GraphError(f"hyper-network {g.name!r} fills node {o!r} of kind {by_name[o].kind!r}; only "
                                      "dense nodes can be generated", node=o)
                 if o in owner:
-                    raise GraphError(f"node {o!r} is filled by two generators ({owner[o]!r} and {g.name!r})", node=o)
+                    raise GraphError(f"node {o!r} is filled by two hyper-networks ({owner[o]!r} and {g.name!r})",
+                                     node=o)
                 owner[o] = g.name
             g.shape(sum(math.prod(by_name[o].sizes) for o in g.outputs))  # validates the options
             out[g.name] = g
         return out
 
-    def generated_size(self, generator: str) -> int:
-        """How many values generator ``generator`` produces (its output nodes' total size)."""
-        return sum(math.prod(self.nodes[o].sizes) for o in self.generators[generator].outputs)
+    def generated_size(self, hypernetwork: str) -> int:
+        """How many values hyper-network ``hypernetwork`` produces (its output nodes' total size)."""
+        return sum(math.prod(self.nodes[o].sizes) for o in self.hypernetworks[hypernetwork].outputs)
 
     def _check_dangling(self, nodes: list[Node]) -> None:
         count: dict[str, list[str]] = defaultdict(list)
@@ -198,147 +186,6 @@ class Graph:
                     f"open legs {self.in_index!r} and {self.out_index!r} must join two or more nodes",
                     node=holders[0], index=ind)
 
-    def _build_schedule(self, nodes: list[Node]):
-        linear = [n for n in nodes if not isinstance(n, Nonlinear)]
-        nonlin = [n for n in nodes if isinstance(n, Nonlinear)]
-        nl_in = {i: n.name for n in nonlin for i in n.inputs}
-        nl_out: dict[str, str] = {}
-        for n in nonlin:
-            for i in n.outputs:
-                if i in nl_out or i in self.in_inds:
-                    raise GraphError(f"index {i!r} is produced twice (by nonlinear node {n.name!r} and by "
-                                     f"{nl_out.get(i, 'the layer input')!r})", node=n.name, index=i)
-                nl_out[i] = n.name
-        for n in nonlin:
-            for i in n.inputs:
-                if i in self.out_inds:
-                    raise GraphError(f"nonlinear node {n.name!r} consumes the output leg {i!r}", node=n.name, index=i)
-        # connected components of the linear nodes (joined by shared indices)
-        parent = {n.name: n.name for n in linear}
-
-        def find(a: str) -> str:
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
-
-        holders: dict[str, list[str]] = defaultdict(list)
-        for n in linear:
-            for i in n.inds:
-                holders[i].append(n.name)
-        for hs in holders.values():
-            for h in hs[1:]:
-                parent[find(h)] = find(hs[0])
-        comps: dict[str, list[Node]] = defaultdict(list)
-        for n in linear:
-            comps[find(n.name)].append(n)
-        sources = set(self.in_inds) | set(nl_out)
-        sinks = set(self.out_inds) | set(nl_in)
-
-        def comp_inds(c: list[Node]) -> list[str]:
-            return list(dict.fromkeys(i for n in c for i in n.inds))
-
-        pending = dict(comps)
-        for c in pending.values():
-            inds = comp_inds(c)
-            if not any(i in sources for i in inds):
-                raise UnreachableLegError(
-                    f"node(s) {[n.name for n in c]} do not depend on the input: no path joins them to open leg "
-                    f"{self.in_index!r} or to a nonlinear node's output", node=c[0].name)
-            if not any(i in sinks for i in inds):
-                raise UnreachableLegError(
-                    f"node(s) {[n.name for n in c]} feed nothing: no path joins them to open leg "
-                    f"{self.out_index!r} or to a nonlinear node's input", node=c[0].name)
-        pending_nl = {n.name: n for n in nonlin}
-        acts: list[tuple[str, ...]] = [self.in_inds]
-        avail: dict[str, int] = {i: 0 for i in self.in_inds}
-        consumed: set[int] = set()
-        schedule: list[ContractStep | ApplyStep] = []
-        order: list[str] = []
-        while pending or pending_nl:
-            progress = False
-            for k in list(pending):
-                c = pending[k]
-                inds = comp_inds(c)
-                entries = [i for i in inds if i in sources]
-                if not all(i in avail for i in entries):
-                    continue
-                act_ids = tuple(dict.fromkeys(avail[i] for i in entries))
-                for a in act_ids:
-                    extra = [i for i in acts[a] if i not in inds]
-                    if extra:
-                        raise GraphError(
-                            f"node(s) {[n.name for n in c]} take part of a stage output that also carries "
-                            f"{extra}; a stage's output must be consumed whole", node=c[0].name, index=extra[0])
-                exits = tuple(i for i in inds if (i in sinks and i not in sources) or i in self.shared_legs)
-                if set(exits) == set(self.out_inds):
-                    exits = self.out_inds
-                acts.append(exits)
-                out_id = len(acts) - 1
-                for i in exits:
-                    avail[i] = out_id
-                consumed.update(act_ids)
-                schedule.append(ContractStep(tuple(n.name for n in self._flow_order(c, entries)), act_ids,
-                                             exits, out_id))
-                order.extend(schedule[-1].nodes)
-                del pending[k]
-                progress = True
-            for name in list(pending_nl):
-                n = pending_nl[name]
-                if not all(i in avail for i in n.inputs):
-                    continue
-                src = {avail[i] for i in n.inputs}
-                if len(src) != 1 or set(acts[next(iter(src))]) != set(n.inputs):
-                    got = [acts[s] for s in src]
-                    raise GraphError(
-                        f"nonlinear node {name!r} takes indices {n.inputs}, but the stage(s) before it produce "
-                        f"{got}; its inputs must be exactly one stage's output", node=name)
-                a = next(iter(src))
-                if acts[a] != n.inputs:  # same set, other order: the node defines the order it reads
-                    raise GraphError(f"nonlinear node {name!r} lists inputs {n.inputs} but the stage before it "
-                                     f"produces them in the order {acts[a]}; list them in that order", node=name)
-                acts.append(n.outputs)
-                out_id = len(acts) - 1
-                for i in n.outputs:
-                    avail[i] = out_id
-                consumed.add(a)
-                schedule.append(ApplyStep(name, a, out_id))
-                order.append(name)
-                del pending_nl[name]
-                progress = True
-            if not progress:
-                stuck = [n.name for c in pending.values() for n in c] + list(pending_nl)
-                missing = sorted({i for c in pending.values() for i in comp_inds(c) if i in sources and i not in avail}
-                                 | {i for n in pending_nl.values() for i in n.inputs if i not in avail})
-                raise UnreachableLegError(
-                    f"node(s) {stuck} cannot be reached from the input {self.in_index!r}: indices {missing} are "
-                    "never produced (a cycle through nonlinear nodes, or a missing stage)", node=stuck[0])
-        first_out = self.out_inds[0]
-        if first_out not in avail or acts[avail[first_out]] != self.out_inds:
-            got = acts[avail[first_out]] if first_out in avail else None
-            raise UnreachableLegError(
-                f"the last stage must produce exactly the open leg(s) {self.out_inds}, got indices {got}",
-                index=first_out)
-        final = avail[first_out]
-        unused = [k for k in range(len(acts)) if k not in consumed and k != final]
-        if unused:
-            raise UnreachableLegError(f"a stage output with indices {acts[unused[0]]} is used by nothing")
-        return tuple(schedule), tuple(acts), order
-
-    @staticmethod
-    def _flow_order(comp: list[Node], entries: list[str]) -> list[Node]:
-        # breadth-first from the stage's inputs, so node order follows the data flow
-        seen: list[Node] = []
-        frontier = set(entries)
-        rest = list(comp)
-        while rest:
-            nxt = [n for n in rest if frontier & set(n.inds)] or [rest[0]]
-            for n in nxt:
-                seen.append(n)
-                rest.remove(n)
-                frontier |= set(n.inds)
-        return seen
-
     # ---------------------------------------------------------------- structure
     @property
     def is_linear(self) -> bool:
@@ -349,30 +196,28 @@ class Graph:
     def is_orthogonal(self) -> bool:
         """True when the graph's matrix ``dense()`` is orthogonal by construction: a
         linear graph of square unitary nodes only (used to unmerge input-mode adapters by a transpose)."""
-        from tnpeft.graph.nodes import Unitary
-
         return self.is_linear and all(isinstance(n, Unitary) and n.sizes[-1] == n.sizes[-2]
                                       for n in self.nodes.values())
 
     def num_parameters(self) -> int:
         """Trainable scalars of the adapter, from the graph alone (nothing is allocated)."""
         own = sum(n.num_parameters() for n in self._nodes_list if n.name not in self.generated)
-        return own + sum(g.shape(self.generated_size(k)).num_parameters for k, g in self.generators.items())
+        return own + sum(g.shape(self.generated_size(k)).num_parameters for k, g in self.hypernetworks.items())
 
     def num_generated(self) -> int:
-        """Values produced by generators (not trained themselves): e.g. the LoRA factors QPA generates."""
-        return sum(self.generated_size(k) for k in self.generators)
+        """Values produced by hyper-networks (not trained themselves): e.g. the LoRA factors QPA generates."""
+        return sum(self.generated_size(k) for k in self.hypernetworks)
 
     def parameter_table(self) -> list[dict[str, Any]]:
         """One row per node (name, kind, indices with sizes, trainable parameters), then one per
-        generator (with the nodes it fills and how many values it generates)."""
+        hyper-network (with the nodes it fills and how many values it generates)."""
         rows = [{"node": n.name, "kind": n.kind, "inds": dict(zip(n.inds, n.sizes)),
                  "parameters": 0 if n.name in self.generated else n.num_parameters(),
                  "trainable": n.trainable and n.name not in self.generated,
                  **({"generated_by": self.generated[n.name]} if n.name in self.generated else {})}
                 for n in self.nodes.values()]
-        for k, g in self.generators.items():
-            rows.append({"node": k, "kind": f"generator:{g.kind}", "inds": {}, "parameters":
+        for k, g in self.hypernetworks.items():
+            rows.append({"node": k, "kind": f"hypernetwork:{g.kind}", "inds": {}, "parameters":
                          g.shape(self.generated_size(k)).num_parameters, "trainable": True,
                          "generates": list(g.outputs), "generated_values": self.generated_size(k)})
         return rows
@@ -381,13 +226,13 @@ class Graph:
         """A hashable key of the structure (not the values): equal graphs contract the same way."""
         return (tuple(json.dumps(n.to_dict(), sort_keys=True) for n in self._nodes_list),
                 self.in_inds, self.out_inds, self.scale, self.dropout, self.mode,
-                tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.generators.values()))
+                tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.hypernetworks.values()))
 
     def same_values_layout(self, other: Graph) -> bool:
         """True if ``other`` computes the same function family with the same tensors (equal up to
         the nodes' initialisation): values saved from one load into the other."""
         strip = lambda g: [{k: v for k, v in n.to_dict().items() if k not in ("init", "std")} for n in g._nodes_list]  # noqa: E731
-        gens = lambda g: [x.to_dict() for x in g.generators.values()]  # noqa: E731
+        gens = lambda g: [x.to_dict() for x in g.hypernetworks.values()]  # noqa: E731
         return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode) ==
                 (other.in_inds, other.out_inds, other.scale, other.mode) and gens(self) == gens(other))
 
@@ -412,8 +257,8 @@ class Graph:
              "out_index": self.out_index if isinstance(self.out_index, str) else list(self.out_index),
              "scale": self.scale, "dropout": self.dropout, "mode": self.mode, "meta": self.meta,
              "nodes": [n.to_dict() for n in self._nodes_list]}
-        if self.generators:
-            d["generators"] = [g.to_dict() for g in self.generators.values()]
+        if self.hypernetworks:
+            d["hypernetworks"] = [g.to_dict() for g in self.hypernetworks.values()]
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -430,7 +275,7 @@ class Graph:
         if d.get("version") != FORMAT_VERSION:
             raise GraphError(f"graph format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})")
         allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes",
-                   "generators"}
+                   "hypernetworks", "generators"}
         extra = set(d) - allowed
         if extra:
             raise GraphError(f"unknown graph field(s) {sorted(extra)}; expected some of {sorted(allowed)}")
@@ -440,12 +285,14 @@ class Graph:
         if not isinstance(meta, dict):
             raise GraphError("graph field 'meta' must be an object")
         legs = {k: (tuple(d[k]) if isinstance(d.get(k), list) else d.get(k, k[:-6])) for k in ("in_index", "out_index")}
-        gens = d.get("generators", [])
+        if "hypernetworks" in d and "generators" in d:
+            raise GraphError("graph fields 'hypernetworks' and 'generators' (its older name) are both present")
+        gens = d.get("hypernetworks", d.get("generators", []))   # files of tnpeft 0.1 say 'generators'
         if not isinstance(gens, list):
-            raise GraphError("graph field 'generators' must be a list of generator objects")
+            raise GraphError("graph field 'hypernetworks' must be a list of hyper-network objects")
         return cls([node_from_dict(n) for n in d["nodes"]], in_index=legs["in_index"], out_index=legs["out_index"],
                    scale=d.get("scale", 1.0), dropout=d.get("dropout", 0.0), name=d.get("name", ""), meta=meta,
-                   mode=d.get("mode", "add"), generators=[Generator.from_dict(g) for g in gens])
+                   mode=d.get("mode", "add"), hypernetworks=[HyperNetwork.from_dict(g) for g in gens])
 
     @classmethod
     def from_json(cls, text: str) -> Graph:
@@ -456,48 +303,39 @@ class Graph:
             raise GraphError(f"graph JSON does not parse: {e}") from None
         return cls.from_dict(d)
 
-    # ---------------------------------------------------------------- values
+    # ---------------------------------------------------------------- values (conveniences)
     @property
     def module(self) -> GraphModule:
-        """The graph's own trainable values (created on first use with the default init)."""
+        """A :class:`GraphModule` with this graph's default initialisation, made on first use and
+        kept with this graph object — a convenience for working with one graph on its own (adapted
+        layers own their modules: ``layer.tn_adapters[name]``)."""
         if self._module is None:
-            from tnpeft.graph.module import GraphModule
-
             self._module = GraphModule(self)
         return self._module
 
+    @module.setter
+    def module(self, module: GraphModule) -> None:
+        # e.g. ``graph.module = GraphModule(graph, dtype=torch.float64)``: the values the
+        # conveniences below use
+        if not isinstance(module, GraphModule) or module.graph != self:
+            raise GraphError("graph.module must be a GraphModule of this graph (GraphModule(graph, ...))")
+        self._module = module
+
     def tensor(self, name: str) -> torch.Tensor:
-        """One node's materialized tensor (a unitary node gives its N×K orthonormal frame)."""
+        """One node's materialized tensor in :attr:`module` (a unitary node gives its N×K
+        orthonormal frame)."""
         return self.module.tensor(name)
 
     def dense(self, scaled: bool = False) -> torch.Tensor:
-        """The materialized update ΔW of shape ``(out_features, in_features)`` (times ``scale``
-        if ``scaled``). Raises :class:`NotMergeableError` if the graph has a nonlinear stage."""
+        """The materialized update ΔW of :attr:`module`, shape ``(out_features, in_features)``
+        (times ``scale`` if ``scaled``). Raises :class:`NotMergeableError` if the graph has a
+        nonlinear stage."""
         return self.module.dense(scaled=scaled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``scale · contract(graph, x)`` for ``x`` of shape ``(..., in_features)``."""
+        """``scale · contract(graph, x)`` with :attr:`module`'s values, for ``x`` of shape
+        ``(..., in_features)``."""
         return self.module(x)
-
-    def draw(self, path: str | None = None, **kwargs: Any):
-        """Draw the tensor diagram (see :func:`tnpeft.draw.draw_graph`); save it to ``path``
-        (``.svg``/``.png``) if given. Returns the matplotlib figure."""
-        from tnpeft.draw import draw_graph
-
-        return draw_graph(self, path, **kwargs)
-
-    def save(self, directory: str) -> None:
-        """Write ``graph.json`` and ``graph.safetensors`` (the values) into ``directory`` atomically."""
-        from tnpeft.graph.io import save_graph
-
-        save_graph(self, directory)
-
-    @classmethod
-    def load(cls, directory: str) -> Graph:
-        """Read a graph saved by :meth:`save`, with its values."""
-        from tnpeft.graph.io import load_graph
-
-        return load_graph(directory)
 
     def to_quimb(self):
         """A ``quimb.tensor.TensorNetwork`` with the node tensors (as numpy arrays), their index

@@ -15,12 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnpeft.contract import ContractionPlan, plan_for
-from tnpeft.contract.plan import _STATS
+from tnpeft.contract import ContractionPlan, count_cache_hit, plan_for
 from tnpeft.errors import GraphError, NotMergeableError
-from tnpeft.graph.graph import ContractStep
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
-from tnpeft.params import GENERATORS, NONLINEAR_MAPS, UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
+from tnpeft.graph.schedule import ContractStep
+from tnpeft.params import HYPERNETWORKS, NONLINEAR_MAPS, UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
 from tnpeft.params.unitary import FrameModule, FrameScope
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,21 +34,22 @@ def _bucket(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def build_param(node, dtype=None, device=None, generator=None, scope: FrameScope | None = None) -> nn.Module:
-    """The parametrization module of one node (frames join ``scope`` for batched materialization)."""
+def build_param(node, dtype=None, device=None, rng: torch.Generator | None = None,
+                scope: FrameScope | None = None) -> nn.Module:
+    """The parametrization module of one node (frames join ``scope`` for batched materialization);
+    ``rng`` draws the initial values."""
     if isinstance(node, Dense):
-        return DenseParam(node.sizes, node.init, node.trainable, dtype, device, generator, std=node.std)
+        return DenseParam(node.sizes, node.init, node.trainable, dtype, device, rng, std=node.std)
     if isinstance(node, Diagonal):
-        return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, generator, active=node.active)
+        return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, rng, active=node.active)
     if isinstance(node, Unitary):
         n, k = node.sizes[-2:]
-        m = UNITARY_PARAMS[node.param].build(n, k, node.batch_shape, dtype=dtype, device=device,
-                                             generator=generator, **node.options)
+        m = UNITARY_PARAMS[node.param].build(n, k, node.batch_shape, dtype=dtype, device=device, rng=rng,
+                                             **node.options)
         if not node.trainable:
             m.requires_grad_(False)
         if isinstance(m, FrameModule) and scope is not None:
-            m.__dict__["scope"] = scope
-            scope.register(m)
+            m.join_scope(scope)
         return m
     raise GraphError(f"node {node.name!r} of kind {node.kind!r} has no parametrization", node=node.name)
 
@@ -63,16 +63,19 @@ class GraphModule(nn.Module):
     Args:
         graph: the structure.
         dtype, device: of the parameters.
-        generator: a ``torch.Generator`` for reproducible initialisation.
+        rng: a ``torch.Generator`` for reproducible initialisation.
         scope: frames of equal shape in one :class:`~tnpeft.params.unitary.FrameScope` are
             materialized in one batched pass (``inject`` shares one scope across a model); by
             default the graph has its own.
+        optimize: the contraction optimizer handed to cotengra (a preset name such as ``"auto"``,
+            ``"greedy"``, ``"optimal"``, or an optimizer object); plans are cached per optimizer.
     """
 
     def __init__(self, graph: Graph, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 generator: torch.Generator | None = None, scope: FrameScope | None = None):
+                 rng: torch.Generator | None = None, scope: FrameScope | None = None, optimize: object = "auto"):
         super().__init__()
         self.graph = graph
+        self.optimize = optimize
         scope = scope if scope is not None else FrameScope()
         self._fns = {}
         for name, node in graph.nodes.items():
@@ -81,16 +84,16 @@ class GraphModule(nn.Module):
                     self._fns[name] = get_function(node.fn, name)
                 else:
                     m = NONLINEAR_MAPS[node.fn].build(node.sizes[: node.n_inputs], node.sizes[node.n_inputs:],
-                                                      dtype=dtype, device=device, generator=generator,
+                                                      dtype=dtype, device=device, rng=rng,
                                                       node=name, **node.options)
                     m.requires_grad_(node.trainable)
                     self.add_module(name, m)
                     self._fns[name] = m
             elif name not in graph.generated:
-                self.add_module(name, build_param(node, dtype, device, generator, scope))
-        for name, gen in graph.generators.items():
-            self.add_module(name, GENERATORS[gen.kind].build(graph.generated_size(name), dtype=dtype, device=device,
-                                                             generator=generator, **gen.options))
+                self.add_module(name, build_param(node, dtype, device, rng, scope))
+        for name, net in graph.hypernetworks.items():
+            self.add_module(name, HYPERNETWORKS[net.kind].build(graph.generated_size(name), dtype=dtype, device=device,
+                                                                rng=rng, **net.options))
         # direct references for nodes whose tensor is a parameter: no module call on the hot path
         self._direct = {name for name, node in graph.nodes.items() if name not in graph.generated and
                         (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None))}
@@ -100,11 +103,10 @@ class GraphModule(nn.Module):
         self._last_key: tuple | None = None
         self._last_plans: list[ContractionPlan] | None = None
         self.__dict__["_first_param"] = next(iter(self.parameters()), None)  # a reference, not a registration
-        if graph._module is None:
-            graph._module = self
 
     @property
-    def _param_dtype(self) -> torch.dtype:
+    def param_dtype(self) -> torch.dtype:
+        """The dtype of the module's parameters (the default dtype if it has none)."""
         # the parameter object survives .to()/.half() (its data is swapped in place)
         p = self._first_param
         return p.dtype if p is not None else torch.get_default_dtype()
@@ -125,38 +127,38 @@ class GraphModule(nn.Module):
         m = self._modules[name]
         return m.weight if name in self._direct else m()
 
-    def generated_values(self, generator: str, probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The tensors generator ``generator`` fills, by node name.
+    def generated_values(self, hypernetwork: str, probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The tensors hyper-network ``hypernetwork`` fills, by node name.
 
         With gradients enabled they are generated afresh on every call (once per training
         forward); with gradients disabled (evaluation, merging) they are cached until a parameter
-        of the generator changes. ``probs`` replaces the simulated circuit probabilities (e.g. by
-        ones measured on a quantum backend) and bypasses the cache.
+        of the hyper-network changes. ``probs`` replaces the simulated circuit probabilities (e.g.
+        by ones measured on a quantum backend) and bypasses the cache.
         """
-        gen = self._modules[generator]
+        gen = self._modules[hypernetwork]
         key = (tuple(p._version for p in gen.parameters()), tuple(p.data_ptr() for p in gen.parameters()))
         if probs is None and not torch.is_grad_enabled():
-            hit = self._gen_cache.get(generator)
+            hit = self._gen_cache.get(hypernetwork)
             if hit is not None and hit[0] == key:
                 return hit[1]
         flat = gen(probs) if probs is not None else gen()
         out: dict[str, torch.Tensor] = {}
         start = 0
-        for o in self.graph.generators[generator].outputs:
+        for o in self.graph.hypernetworks[hypernetwork].outputs:
             shape = self.graph.nodes[o].sizes
             n = math.prod(shape)
             out[o] = flat[start:start + n].reshape(shape)
             start += n
         if probs is None and not torch.is_grad_enabled():
-            self._gen_cache[generator] = (key, out)
+            self._gen_cache[hypernetwork] = (key, out)
         return out
 
-    def clear_generated(self, generator: str | None = None) -> None:
-        """Forget the cached generated values (of one generator, or all)."""
-        if generator is None:
+    def clear_generated(self, hypernetwork: str | None = None) -> None:
+        """Forget the cached generated values (of one hyper-network, or all)."""
+        if hypernetwork is None:
             self._gen_cache.clear()
         else:
-            self._gen_cache.pop(generator, None)
+            self._gen_cache.pop(hypernetwork, None)
 
     def _tensors(self, names: tuple[str, ...]) -> list[torch.Tensor]:
         mods = self._modules
@@ -172,7 +174,7 @@ class GraphModule(nn.Module):
     def _stage_plans(self, rows: int, dtype: torch.dtype, device: torch.device) -> list[ContractionPlan]:
         key = (_bucket(rows), dtype, device)
         if key == self._last_key:
-            _STATS.cache_hits += 1
+            count_cache_hit()
             return self._last_plans  # type: ignore[return-value]
         plans = self._plans.get(key)
         if plans is None:
@@ -186,7 +188,7 @@ class GraphModule(nn.Module):
                     inputs += [g.nodes[n].inds for n in step.nodes]
                     names = [("x" if a == 0 else f"h{a}") for a in step.inputs] + list(step.nodes)
                     plans.append(plan_for(inputs, (_BATCH,) + step.exits, sizes, names=names,
-                                          key_extra=(str(dtype), str(device))))
+                                          key_extra=(str(dtype), str(device)), optimize=self.optimize))
             self._plans[key] = plans
         self._last_key, self._last_plans = key, plans
         return plans
@@ -235,7 +237,8 @@ class GraphModule(nn.Module):
         inputs = [g.nodes[n].inds for n in names]
         shared = g.shared_legs
         in_only = tuple(i for i in g.in_inds if i not in shared)
-        plan = plan_for(inputs, g.out_inds + in_only, g.size_dict, names=names, key_extra=("dense",))
+        plan = plan_for(inputs, g.out_inds + in_only, g.size_dict, names=names, key_extra=("dense",),
+                        optimize=self.optimize)
         w = plan(*self._tensors(names))
         for ind in shared:  # a pass-through index: place the result on its diagonal
             pos = g.out_inds.index(ind)

@@ -2,24 +2,23 @@
 
 A node has a name, an ordered tuple of index names with their sizes, and a parametrization that
 turns its own free tensors into the node's tensor. Nodes are immutable values; the trainable
-tensors live in :class:`tnpeft.nn.GraphModule`.
+tensors live in :class:`tnpeft.graph.GraphModule`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tnpeft.errors import ConfigError, GraphError, IndexSizeError, NodeKindError
-from tnpeft.params import DENSE_INITS, DIAGONAL_INITS, FUNCTIONS, GENERATORS, NONLINEAR_MAPS, UNITARY_PARAMS
+from tnpeft.params import DENSE_INITS, DIAGONAL_INITS, FUNCTIONS, NONLINEAR_MAPS, UNITARY_PARAMS
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _check_name(what: str, name: Any, node: str | None = None) -> None:
+def check_name(what: str, name: Any, node: str | None = None) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
         where = f"node {node!r}: " if node and what != "node" else ""
         raise GraphError(
@@ -53,7 +52,7 @@ class Node:
     kind: ClassVar[str] = "node"
 
     def __post_init__(self) -> None:
-        _check_name("node", self.name)
+        check_name("node", self.name)
         object.__setattr__(self, "inds", tuple(self.inds))
         object.__setattr__(self, "sizes", tuple(self.sizes))
         if len(self.inds) == 0:
@@ -65,7 +64,7 @@ class Node:
                 node=self.name,
             )
         for ind, size in zip(self.inds, self.sizes):
-            _check_name("index", ind, self.name)
+            check_name("index", ind, self.name)
             _check_size(self.name, ind, size)
         if len(set(self.inds)) != len(self.inds):
             dup = next(i for i in self.inds if self.inds.count(i) > 1)
@@ -348,62 +347,6 @@ class Nonlinear(Node):
         if self.options:
             d["options"] = dict(self.options)
         return d
-
-
-@dataclass(frozen=True)
-class Generator:
-    """A trainable hyper-network that fills the dense nodes ``outputs`` with generated values
-    (in order, each row-major), so that only the generator is trained — QPA's construction.
-
-    ``kind`` names a registered generator (:data:`tnpeft.params.GENERATORS`: ``"qpa"``);
-    ``options`` configure it (QPA: ``chunk_size``, ``layers``, ``hidden``, ``preset``).
-    Generated nodes own no parameters; the graph counts the generator's instead.
-    """
-
-    name: str
-    outputs: tuple[str, ...]
-    kind: str = "qpa"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _check_name("generator", self.name)
-        object.__setattr__(self, "outputs", tuple(self.outputs))
-        if not self.outputs or not all(isinstance(o, str) for o in self.outputs):
-            raise GraphError(f"generator {self.name!r}: outputs must be a non-empty list of node names",
-                             node=self.name)
-        if not isinstance(self.kind, str) or self.kind not in GENERATORS:
-            raise NodeKindError(f"generator {self.name!r}: unknown kind {self.kind!r}; expected one of "
-                                f"{sorted(GENERATORS)}", node=self.name)
-        if not isinstance(self.options, dict):
-            raise GraphError(f"generator {self.name!r}: options must be an object", node=self.name)
-
-    def __hash__(self) -> int:
-        return hash((self.name, self.outputs, self.kind, json.dumps(self.options, sort_keys=True)))
-
-    def shape(self, m: int):
-        """The generator's derived sizes for ``m`` generated values (raises on bad options)."""
-        try:
-            return GENERATORS[self.kind].shape(m, where=f"generator {self.name!r}: ", **self.options)
-        except TypeError as e:
-            raise GraphError(f"generator {self.name!r}: {e}", node=self.name) from None
-        except ConfigError as e:
-            raise GraphError(str(e), node=self.name) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "outputs": list(self.outputs)}
-        if self.options:
-            d["options"] = dict(self.options)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Any) -> Generator:
-        if not isinstance(d, dict):
-            raise GraphError(f"a generator must be a JSON object, got {type(d).__name__}")
-        extra = set(d) - {"name", "kind", "outputs", "options"}
-        if extra or "name" not in d or not isinstance(d.get("outputs"), list):
-            raise GraphError(f"generator {d.get('name')!r}: expected fields name, kind, outputs (a list), options; "
-                             f"got {sorted(d)}")
-        return cls(d["name"], tuple(d["outputs"]), d.get("kind", "qpa"), d.get("options", {}))
 
 
 NODE_KINDS: dict[str, type[Node]] = {c.kind: c for c in (Dense, Diagonal, Unitary, Nonlinear)}

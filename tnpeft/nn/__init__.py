@@ -1,26 +1,29 @@
 """torch and transformers integration: ``TNLinear``, injection, merging, saving, peft interop."""
 
 from tnpeft.nn.config import AdapterConfig
-from tnpeft.nn.io import load_adapter, read_adapter, save_adapter
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import (
-                             ParameterCount,
-                             adapter_names,
-                             disable_adapters,
-                             find_targets,
-                             inject,
-                             merge,
-                             merge_and_unload,
-                             print_trainable_parameters,
-                             set_adapter,
-                             tn_layers,
-                             trainable_parameters,
-                             unload,
-                             unmerge,
+    ParameterCount,
+    adapter_config,
+    adapter_method,
+    adapter_modules,
+    adapter_names,
+    disable_adapters,
+    find_targets,
+    inject,
+    merge,
+    merge_and_unload,
+    print_trainable_parameters,
+    set_adapter,
+    tn_layers,
+    trainable_parameters,
+    unload,
+    unmerge,
 )
 from tnpeft.nn.peft_compat import export_peft, import_peft
+from tnpeft.nn.saving import load_adapter, save_adapter
 
 __all__ = ["AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
-           "disable_adapters", "adapter_names", "find_targets", "tn_layers", "trainable_parameters",
-           "print_trainable_parameters", "ParameterCount", "save_adapter", "load_adapter", "read_adapter",
-           "import_peft", "export_peft"]
+           "disable_adapters", "adapter_names", "adapter_modules", "adapter_config", "adapter_method", "find_targets",
+           "tn_layers", "trainable_parameters", "print_trainable_parameters", "ParameterCount", "save_adapter",
+           "load_adapter", "import_peft", "export_peft"]

@@ -6,6 +6,7 @@ import json
 from typing import Any, Callable
 
 from tnpeft.adapters import check_hparams, get_builder
+from tnpeft.contract import check_optimizer
 from tnpeft.errors import ConfigError
 
 
@@ -13,7 +14,8 @@ class AdapterConfig:
     """What to inject: ``AdapterConfig("lora", target_modules=["c_attn", "c_fc"], r=8, alpha=16)``.
 
     Args:
-        adapter: a built-in adapter name (``"lora"``, …) or a builder function
+        method: a registered method name (``"lora"``, …, or one of yours registered with
+            :func:`tnpeft.adapters.register`) or a builder function
             ``(in_features, out_features, **hparams) -> Graph`` for a topology of your own.
         target_modules: peft's rules: a string is a regular expression matched against the whole
             dotted module name (``re.fullmatch``), except ``"all-linear"``, which takes every
@@ -22,16 +24,26 @@ class AdapterConfig:
         exclude_modules: same rules; matching modules are never adapted.
         modules_to_save: names (exact or dotted suffix) of whole modules to train and save with the
             adapter, e.g. a new classification head ``["classifier"]``.
+        optimize: the contraction optimizer cotengra uses to plan the adapter's forward pass: a
+            preset name (``"auto"``, default; ``"greedy"``, ``"optimal"``, ``"auto-hq"``, …). It is
+            saved with the adapter; plans are cached per optimizer.
         **hparams: the builder's hyper-parameters (checked against its signature now, so a typo
             fails here rather than deep inside injection).
     """
 
-    def __init__(self, adapter: str | Callable[..., Any], target_modules: str | list[str] | tuple[str, ...],
+    def __init__(self, method: str | Callable[..., Any], target_modules: str | list[str] | tuple[str, ...],
                  *, exclude_modules: str | list[str] | None = None, modules_to_save: list[str] | None = None,
-                 **hparams: Any):
-        builder = get_builder(adapter)
-        self.adapter = adapter
+                 optimize: str = "auto", **hparams: Any):
+        builder = get_builder(method)
         self.builder = builder
+        #: the registered method name, or ``"custom:<function name>"`` for a builder function
+        self.method: str = method if isinstance(method, str) else (
+            getattr(builder, "method", None) or f"custom:{getattr(builder, '__name__', 'builder')}")
+        if not isinstance(optimize, str) or not optimize:
+            raise ConfigError(f"optimize must be the name of a cotengra preset (e.g. 'auto', 'greedy'), got "
+                              f"{optimize!r}", field="optimize")
+        check_optimizer(optimize)
+        self.optimize = optimize
         self.target_modules = _check_targets(target_modules, "target_modules")
         self.exclude_modules = _check_targets(exclude_modules, "exclude_modules") if exclude_modules else None
         if modules_to_save is not None and (isinstance(modules_to_save, str) or not all(
@@ -39,30 +51,24 @@ class AdapterConfig:
             raise ConfigError(f"modules_to_save must be a list of module names, got {modules_to_save!r}",
                               field="modules_to_save")
         self.modules_to_save = tuple(modules_to_save or ())
-        check_hparams(adapter, hparams)
+        check_hparams(method, hparams)
         try:
             json.dumps(hparams)
         except TypeError as e:
             raise ConfigError(f"hyper-parameters must be JSON values (numbers, strings, lists): {e}") from None
         self.hparams = dict(hparams)
 
-    @property
-    def adapter_name(self) -> str:
-        """The adapter's registered name, or ``"custom:<function name>"`` for a builder function."""
-        if isinstance(self.adapter, str):
-            return self.adapter
-        return getattr(self.builder, "adapter_name", None) or f"custom:{getattr(self.builder, '__name__', 'builder')}"
-
     def to_dict(self) -> dict[str, Any]:
+        """The JSON record saved with the adapter."""
         t = self.target_modules
         e = self.exclude_modules
-        return {"adapter": self.adapter_name, "target_modules": t if isinstance(t, str) else list(t),
+        return {"method": self.method, "target_modules": t if isinstance(t, str) else list(t),
                 "exclude_modules": e if e is None or isinstance(e, str) else list(e),
-                "modules_to_save": list(self.modules_to_save), "hparams": self.hparams}
+                "modules_to_save": list(self.modules_to_save), "optimize": self.optimize, "hparams": self.hparams}
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
-        return f"AdapterConfig({self.adapter_name!r}, target_modules={self.target_modules!r}{', ' + hp if hp else ''})"
+        return f"AdapterConfig({self.method!r}, target_modules={self.target_modules!r}{', ' + hp if hp else ''})"
 
 
 def _check_targets(value: Any, field: str) -> str | tuple[str, ...]:

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from tnpeft.errors import AdapterStateError, GraphError
-from tnpeft.graph import Graph, GraphModule
+from tnpeft.graph import Graph, GraphModule, delta_weight, merged_weight, unmerged_weight
+from tnpeft.params.unitary import FrameScope
 
 try:  # GPT-2 style layers: y = x W + b with W of shape (in, out)
     from transformers.pytorch_utils import Conv1D
@@ -56,10 +57,11 @@ class TNLinear(nn.Module):
         self.disabled = False
 
     # ------------------------------------------------------------------ adapters
-    def add_adapter(self, name: str, graph: Graph, generator: torch.Generator | None = None,
-                    scope=None) -> GraphModule:
+    def add_adapter(self, name: str, graph: Graph, rng: torch.Generator | None = None,
+                    scope: FrameScope | None = None, optimize: object = "auto") -> GraphModule:
         """Attach ``graph`` as adapter ``name`` (parameters on the base weight's device, float32 or
-        the base dtype if that is float64)."""
+        the base dtype if that is float64; initial values drawn with ``rng``; frames batched with
+        the other layers in ``scope``; plans made by cotengra's ``optimize``)."""
         if name in self.tn_adapters:
             raise AdapterStateError(f"this layer already has an adapter named {name!r}")
         want = (self.in_features, self.in_features) if graph.mode == "input" else (self.in_features, self.out_features)
@@ -69,7 +71,7 @@ class TNLinear(nn.Module):
                              + (" (an input-mode adapter transforms the layer's input)" if graph.mode == "input" else ""))
         w = self.base_layer.weight
         dtype = w.dtype if w.dtype == torch.float64 else torch.float32
-        module = GraphModule(graph, dtype=dtype, device=w.device, generator=generator, scope=scope)
+        module = GraphModule(graph, dtype=dtype, device=w.device, rng=rng, scope=scope, optimize=optimize)
         self.tn_adapters[name] = module
         self.active_adapters.append(name)
         return module
@@ -94,13 +96,13 @@ class TNLinear(nn.Module):
         h = x
         for module in pending:  # multiplicative adapters transform the input first
             if module.graph.mode == "input":
-                h = module(h.to(module._param_dtype)).to(x.dtype)
+                h = module(h.to(module.param_dtype)).to(x.dtype)
         result = self.base_layer(h, *args, **kwargs)
         for module in pending:
             if module.graph.mode == "input":
                 continue
             h = x
-            p_dtype = module._param_dtype
+            p_dtype = module.param_dtype
             if h.dtype != p_dtype and not torch.is_autocast_enabled():
                 h = h.to(p_dtype)
             result = result + module(h).to(result.dtype)
@@ -109,16 +111,7 @@ class TNLinear(nn.Module):
     # ------------------------------------------------------------------ merge
     def delta_weight(self, name: str) -> torch.Tensor:
         """``scale · ΔW`` of adapter ``name`` in the base weight's layout (transposed for Conv1D)."""
-        d = self.tn_adapters[name].dense(scaled=True)
-        return d.T if self.fan_in_fan_out else d
-
-    def _apply_input_map(self, name: str, w: torch.Tensor, inverse: bool) -> torch.Tensor:
-        # y = W (D x): merged W' = W D, and W = W' D⁻¹ (Dᵀ when D is orthogonal by construction)
-        module = self.tn_adapters[name]
-        d = module.dense(scaled=True).to(w.dtype)
-        if inverse:
-            d = d.T if module.graph.is_orthogonal else torch.linalg.inv(d)
-        return d.T @ w if self.fan_in_fan_out else w @ d
+        return delta_weight(self.tn_adapters[name], self.fan_in_fan_out)
 
     def merge(self, adapter_names: Iterable[str] | None = None, safe_merge: bool = False) -> None:
         """Add the active (or named) adapters' updates into the base weight.
@@ -140,21 +133,14 @@ class TNLinear(nn.Module):
                 raise AdapterStateError(f"merge input-mode adapter {name!r} before additive ones (unmerge them first): "
                                         "W' = W R + ΔW depends on the order")
             with torch.no_grad():
-                if input_mode:
-                    new = self._apply_input_map(name, w.data, inverse=False)
+                module = self.tn_adapters[name]
+                if input_mode or safe_merge:
+                    new = merged_weight(module, w.data, self.fan_in_fan_out)
                     if safe_merge and not torch.isfinite(new).all():
                         raise AdapterStateError(f"merging adapter {name!r} gives NaN or infinite weights; not merged")
                     w.data.copy_(new)
-                    self.merged_adapters.append(name)
-                    continue
-                delta = self.delta_weight(name).to(w.dtype)
-                if safe_merge:
-                    new = w.data + delta
-                    if not torch.isfinite(new).all():
-                        raise AdapterStateError(f"merging adapter {name!r} gives NaN or infinite weights; not merged")
-                    w.data.copy_(new)
-                else:
-                    w.data.add_(delta)
+                else:  # in place: no second weight-sized tensor
+                    w.data.add_(delta_weight(module, self.fan_in_fan_out).to(w.dtype))
             self.merged_adapters.append(name)
 
     def unmerge(self, adapter_names: Iterable[str] | None = None) -> None:
@@ -165,10 +151,11 @@ class TNLinear(nn.Module):
             if name not in self.merged_adapters:
                 continue
             with torch.no_grad():
-                if self.tn_adapters[name].graph.mode == "input":
-                    w.data.copy_(self._apply_input_map(name, w.data, inverse=True))
-                else:
-                    w.data.sub_(self.delta_weight(name).to(w.dtype))
+                module = self.tn_adapters[name]
+                if module.graph.mode == "input":
+                    w.data.copy_(unmerged_weight(module, w.data, self.fan_in_fan_out))
+                else:  # in place
+                    w.data.sub_(delta_weight(module, self.fan_in_fan_out).to(w.dtype))
             self.merged_adapters.remove(name)
 
     def extra_repr(self) -> str:

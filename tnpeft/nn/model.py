@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tnpeft.errors import AdapterStateError, ConfigError, GraphError, TargetModuleError, TNPeftError
-from tnpeft.graph import Graph
+from tnpeft.graph import Graph, GraphModule, register_source
 from tnpeft.nn.config import AdapterConfig
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
 from tnpeft.params.unitary import FrameScope
@@ -54,6 +54,37 @@ def tn_layers(model: nn.Module) -> Iterator[tuple[str, TNLinear]]:
     for name, m in model.named_modules():
         if isinstance(m, TNLinear):
             yield name, m
+
+
+def adapter_modules(model: nn.Module, adapter_name: str = "default") -> dict[str, GraphModule]:
+    """The graph modules of adapter ``adapter_name`` by module path; :class:`AdapterStateError` if
+    the model has no adapter of that name."""
+    out = {path: layer.tn_adapters[adapter_name] for path, layer in tn_layers(model)
+           if adapter_name in layer.tn_adapters}
+    if not out:
+        raise AdapterStateError(f"the model has no adapter named {adapter_name!r}")
+    return out
+
+
+@register_source
+def _model_source(source: object, adapter_name: str) -> dict[str, GraphModule] | None:
+    # lets every tool that takes "an adapter" (circuit export, checks, hooks) take a model
+    if isinstance(source, nn.Module) and not isinstance(source, GraphModule):
+        return adapter_modules(source, adapter_name)
+    return None
+
+
+def adapter_config(model: nn.Module, adapter_name: str = "default") -> dict[str, Any] | None:
+    """The JSON record adapter ``adapter_name`` was injected (or loaded) with: method, targets,
+    ``modules_to_save``, hyper-parameters; ``None`` if the model has none."""
+    return getattr(model, _CONFIGS_ATTR, {}).get(adapter_name)
+
+
+def adapter_method(model: nn.Module, adapter_name: str = "default") -> str | None:
+    """The registered method of adapter ``adapter_name`` (``None`` for a hand-made graph)."""
+    record = adapter_config(model, adapter_name) or {}
+    name = record.get("method", record.get("adapter"))   # "adapter": records written by tnpeft 0.1
+    return name if isinstance(name, str) else None
 
 
 def find_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
@@ -109,22 +140,23 @@ def build_graphs(model: nn.Module, config: AdapterConfig, targets: list[str]) ->
                 e.args = (f"module {name!r} ({n_in} → {n_out}): {e.args[0]}",) + e.args[1:]
             raise
         except Exception as e:  # a user's builder failing: say where
-            raise ConfigError(f"adapter {config.adapter_name!r} failed to build for module {name!r} "
+            raise ConfigError(f"adapter {config.method!r} failed to build for module {name!r} "
                               f"({n_in} → {n_out}): {type(e).__name__}: {e}") from e
         if not isinstance(g, Graph):
-            raise ConfigError(f"adapter {config.adapter_name!r} returned {type(g).__name__} for module {name!r}; "
+            raise ConfigError(f"adapter {config.method!r} returned {type(g).__name__} for module {name!r}; "
                               "a builder must return a tnpeft.Graph")
         want = (n_in, n_in) if g.mode == "input" else (n_in, n_out)
         if (g.in_features, g.out_features) != want:
-            raise GraphError(f"adapter {config.adapter_name!r} built a graph {g.in_features} → {g.out_features} for "
+            raise GraphError(f"adapter {config.method!r} built a graph {g.in_features} → {g.out_features} for "
                              f"module {name!r}, which needs {want[0]} → {want[1]}")
         graphs[name] = g
     return graphs
 
 
 def attach_graphs(model: nn.Module, graphs: dict[str, Graph], adapter_name: str,
-                  config: dict[str, Any], generator: torch.Generator | None = None) -> None:
-    """Wrap each named module in a :class:`TNLinear` (if not yet) and add the graph as ``adapter_name``."""
+                  config: dict[str, Any], rng: torch.Generator | None = None) -> None:
+    """Wrap each named module in a :class:`TNLinear` (if not yet) and add the graph as ``adapter_name``
+    (initial values drawn with ``rng``; ``config`` is the JSON record kept with it)."""
     for name in graphs:
         layer = model.get_submodule(name)
         if isinstance(layer, TNLinear) and adapter_name in layer.tn_adapters:
@@ -139,7 +171,7 @@ def attach_graphs(model: nn.Module, graphs: dict[str, Graph], adapter_name: str,
         if not isinstance(layer, TNLinear):
             layer = TNLinear(layer)
             _set_submodule(model, name, layer)
-        layer.add_adapter(adapter_name, g, generator=generator, scope=scope)
+        layer.add_adapter(adapter_name, g, rng=rng, scope=scope, optimize=config.get("optimize", "auto"))
     if not hasattr(model, _CONFIGS_ATTR):
         setattr(model, _CONFIGS_ATTR, {})
     getattr(model, _CONFIGS_ATTR)[adapter_name] = config
@@ -147,9 +179,10 @@ def attach_graphs(model: nn.Module, graphs: dict[str, Graph], adapter_name: str,
 
 
 def inject(model: nn.Module, config: AdapterConfig, adapter_name: str = "default",
-           generator: torch.Generator | None = None) -> nn.Module:
+           rng: torch.Generator | None = None) -> nn.Module:
     """Add adapter ``adapter_name`` to every module ``config`` targets, freeze everything else,
-    make it the active adapter and return the model (changed in place).
+    make it the active adapter and return the model (changed in place). ``rng`` (a
+    ``torch.Generator``) draws the initial values reproducibly.
 
     Every graph is built and checked before the model is touched: on error the model is unchanged.
     """
@@ -163,7 +196,7 @@ def inject(model: nn.Module, config: AdapterConfig, adapter_name: str = "default
     graphs = build_graphs(model, config, targets)
     record = config.to_dict()
     record["modules_to_save"] = saved
-    attach_graphs(model, graphs, adapter_name, record, generator)
+    attach_graphs(model, graphs, adapter_name, record, rng)
     return model
 
 
@@ -186,7 +219,7 @@ def find_modules_to_save(model: nn.Module, names: tuple[str, ...] | list[str], t
 
 def saved_modules(model: nn.Module, adapter_name: str) -> list[str]:
     """Full names of the modules trained and saved along with adapter ``adapter_name``."""
-    return list((getattr(model, _CONFIGS_ATTR, {}).get(adapter_name) or {}).get("modules_to_save") or [])
+    return list((adapter_config(model, adapter_name) or {}).get("modules_to_save") or [])
 
 
 def adapter_names(model: nn.Module) -> list[str]:
@@ -197,6 +230,12 @@ def adapter_names(model: nn.Module) -> list[str]:
             if n not in names:
                 names.append(n)
     return names
+
+
+def active_adapter_names(model: nn.Module) -> list[str]:
+    """Names of the adapters active on some layer of the model, in the order they were added."""
+    active = {n for _, layer in tn_layers(model) for n in layer.active_adapters}
+    return [n for n in adapter_names(model) if n in active]
 
 
 def set_adapter(model: nn.Module, names: str | list[str]) -> None:
@@ -218,7 +257,7 @@ def set_adapter(model: nn.Module, names: str | list[str]) -> None:
             graph = layer.tn_adapters[n].graph
             for node_name, mod in layer.tn_adapters[n].named_children():
                 node = graph.nodes.get(node_name)
-                mod.requires_grad_(True if node is None else node.trainable)  # None: a generator
+                mod.requires_grad_(True if node is None else node.trainable)  # None: a hyper-network
 
 
 @contextmanager

@@ -9,6 +9,7 @@ and ``B``, so a checkpoint moves both ways without any numerical change.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import Counter
@@ -20,8 +21,9 @@ from torch import nn
 from tnpeft.adapters import lora
 from tnpeft.errors import AdapterFileError, AdapterStateError
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
-from tnpeft.nn.io import fill_and_activate, linear_sizes_at
+from tnpeft.graph import Dense, Graph
 from tnpeft.nn.model import attach_graphs, tn_layers
+from tnpeft.nn.saving import fill_and_activate, linear_sizes_at
 
 _PREFIX = "base_model.model."
 _KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
@@ -82,9 +84,28 @@ def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
         graphs[path] = lora(n_in, n_out, r=r, alpha=alpha, dropout=float(cfg.get("lora_dropout", 0.0) or 0.0),
                             use_rslora=bool(cfg.get("use_rslora", False)))
         values[path] = {"A.weight": a, "B.weight": b}
-    attach_graphs(model, graphs, adapter_name, {"adapter": "lora", "imported_from": "peft",
+    attach_graphs(model, graphs, adapter_name, {"method": "lora", "imported_from": "peft",
                                                 "target_modules": sorted(graphs)})
     return fill_and_activate(model, adapter_name, values, is_trainable)
+
+
+def _is_lora(g: Graph) -> bool:
+    a, b = g.nodes.get("A"), g.nodes.get("B")
+    return (set(g.nodes) == {"A", "B"} and isinstance(a, Dense) and isinstance(b, Dense) and not g.hypernetworks
+            and g.mode == "add" and a.inds == ("r", "in") and b.inds == ("out", "r"))
+
+
+def _lora_scaling(g: Graph) -> tuple[int, bool, float]:
+    """``(r, use_rslora, alpha)`` with ``scale = alpha / r`` (``alpha / √r`` with rsLoRA): the
+    recorded hyper-parameters when they agree with the graph's scale, else derived from it."""
+    r = g.nodes["A"].sizes[0]
+    hp = g.meta.get("hparams", {})
+    rs = bool(hp.get("use_rslora", False))
+    denom = math.sqrt(r) if rs else r
+    alpha = hp.get("alpha")
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isclose(alpha / denom, g.scale):
+        alpha = g.scale * denom
+    return r, rs, alpha
 
 
 def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
@@ -100,17 +121,18 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
         if adapter_name not in layer.tn_adapters:
             continue
         g = layer.tn_adapters[adapter_name].graph
-        hp = g.meta.get("hparams", {})
-        if g.meta.get("adapter") != "lora" or set(g.nodes) != {"A", "B"}:
-            raise AdapterStateError(f"module {path!r}: adapter {adapter_name!r} is a {g.meta.get('adapter', 'custom')!r} "
-                                    "graph; only LoRA adapters can be written as peft checkpoints")
+        if not _is_lora(g):
+            raise AdapterStateError(f"module {path!r}: adapter {adapter_name!r} is not a LoRA graph (dense A[r, in] "
+                                    "and B[out, r], additive, not generated); only LoRA adapters can be written as "
+                                    "peft checkpoints")
         mod = layer.tn_adapters[adapter_name]
         tensors[f"{_PREFIX}{path}.lora_A.weight"] = mod.tensor("A")
         tensors[f"{_PREFIX}{path}.lora_B.weight"] = mod.tensor("B")
-        ranks[path] = hp["r"]
-        alphas[path] = hp["alpha"]
-        rslora.add(bool(hp.get("use_rslora", False)))
-        dropout.add(float(hp.get("dropout", 0.0)))
+        r, use_rslora, alpha = _lora_scaling(g)
+        ranks[path] = r
+        alphas[path] = alpha
+        rslora.add(use_rslora)
+        dropout.add(g.dropout)
         conv1d = conv1d or layer.fan_in_fan_out
     if not tensors:
         raise AdapterStateError(f"the model has no adapter named {adapter_name!r}")

@@ -3,12 +3,14 @@
 Each node kind of the graph IR has a parametrization here. A parametrization is a small
 ``nn.Module`` whose ``forward()`` returns the node's tensor; its closed-form parameter count is
 available without allocating anything, so that :meth:`tnpeft.Graph.num_parameters` is instant.
+Circuits (:mod:`tnpeft.params.circuit`) are data here too, with the statevector simulator that
+QNN nodes and QPA's hyper-network run on.
 """
 
 from tnpeft.params.dense import DENSE_INITS, DenseParam, init_dense
 from tnpeft.params.diagonal import DIAGONAL_INITS, DiagonalParam
 from tnpeft.params.functions import FUNCTIONS, get_function
-from tnpeft.params.generators import GENERATORS
+from tnpeft.params.hypernetworks import HYPERNETWORKS
 from tnpeft.params.qnn import NONLINEAR_MAPS
 from tnpeft.params.unitary import UNITARY_PARAMS, UnitaryParametrization, register_unitary
 
@@ -18,7 +20,7 @@ __all__ = [
     "DENSE_INITS",
     "DIAGONAL_INITS",
     "FUNCTIONS",
-    "GENERATORS",
+    "HYPERNETWORKS",
     "NONLINEAR_MAPS",
     "get_function",
     "init_dense",

@@ -71,6 +71,32 @@ class Circuit:
         return sum(g.name == name for g in self.gates)
 
 
+def circuit_angle_count(n_qubits: int, layers: int) -> int:
+    """Angles of the simplified two-design circuit on ``n_qubits``: one RY per qubit, then per
+    layer two RYs per CZ pair on pairs (0,1),(2,3),… and (1,2),(3,4),…"""
+    return n_qubits + 2 * layers * (n_qubits // 2 + max(n_qubits - 1, 0) // 2)
+
+
+def pauli_circuit(n_qubits: int, layers: int) -> Circuit:
+    """Quantum-PEFT's real two-design circuit (the ``pauli`` frame of size ``2ⁿ``) — the one
+    description its torch kernel, its Qiskit circuit and its drawing all follow.
+
+    An ``RY`` on every qubit (angles ``0 … n−1``); then per layer, for the pairs (0,1),(2,3),… and
+    then (1,2),(3,4),…: ``CZ`` on every pair of the half-layer, followed by ``RY`` on both qubits of
+    each pair (the next angles, pair by pair). :func:`circuit_angle_count` angles."""
+    gates: list[Gate] = [Gate("ry", (q,), ("param", q)) for q in range(n_qubits)]
+    a = n_qubits
+    for _ in range(layers):
+        for parity in (0, 1):
+            pairs = list(range(parity, n_qubits - 1, 2))
+            gates += [Gate("cz", (p, p + 1)) for p in pairs]
+            for p in pairs:
+                for q in (p, p + 1):
+                    gates.append(Gate("ry", (q,), ("param", a)))
+                    a += 1
+    return Circuit(n_qubits, tuple(gates), a)
+
+
 def _ladder(n: int, gate: str) -> list[Gate]:
     return [Gate(gate, (q, q + 1)) for q in range(n - 1)]
 

@@ -19,7 +19,7 @@ class DiagonalParam(nn.Module):
 
     def __init__(self, size: int, init: str = "zeros", trainable: bool = True,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 generator: torch.Generator | None = None, active: int | None = None):
+                 rng: torch.Generator | None = None, active: int | None = None):
         super().__init__()
         w = torch.empty(size, dtype=dtype, device=device)
         with torch.no_grad():
@@ -28,9 +28,9 @@ class DiagonalParam(nn.Module):
             elif init == "ones":
                 w.fill_(1.0)
             elif init == "signs":
-                w.copy_(torch.randint(0, 2, (size,), generator=generator).to(w) * 2 - 1)
+                w.copy_(torch.randint(0, 2, (size,), generator=rng).to(w) * 2 - 1)
             else:
-                w.normal_(0.0, 1.0, generator=generator)
+                w.normal_(0.0, 1.0, generator=rng)
         self.active = active
         if active is not None:  # only the first K′ entries exist as parameters; the rest are zeros
             w = w[:active].clone()

@@ -98,13 +98,13 @@ class QNNMap(nn.Module):
     """
 
     def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], dtype=None, device=None,
-                 generator: torch.Generator | None = None, node: str | None = None, **options: Any):
+                 rng: torch.Generator | None = None, node: str | None = None, **options: Any):
         super().__init__()
         self.in_size, self.out_size = math.prod(in_shape), math.prod(out_shape)
         self.out_shape = tuple(out_shape)
         self.opts = qnn_options(self.in_size, self.out_size, node=node, **options)
         self.circuit: Circuit = qnn_circuit(self.opts.qubits, self.opts.layers, self.in_size, self.opts.entangler)
-        theta = torch.rand(self.circuit.n_params, generator=generator, dtype=torch.float64) * (2 * math.pi) - math.pi
+        theta = torch.rand(self.circuit.n_params, generator=rng, dtype=torch.float64) * (2 * math.pi) - math.pi
         self.theta = nn.Parameter(theta.to(dtype=dtype or torch.get_default_dtype(), device=device))
         if self.opts.fusion == "linear":
             self.a = nn.Parameter(torch.ones(self.in_size, dtype=dtype, device=device))

@@ -1,40 +1,28 @@
-"""Adapters as quantum circuits: compile unitary nodes, QNN nodes and QPA generators to Qiskit,
+"""Adapters as quantum circuits: compile unitary nodes, QNN nodes and QPA hyper-networks to Qiskit,
 export them as OpenQASM 3, transpile them to a backend and estimate them from shots.
+
+Modules: :mod:`.compile` (graph → ``QuantumCircuit``), :mod:`.synthesis` (exact circuits for
+frames without one of their own), :mod:`.export` (QASM 3 files and their index),
+:mod:`.backends` (transpile, sample), :mod:`.shots` (unitary nodes from shots, shot-noise bounds),
+:mod:`.qpa_shots` (QPA from measured probabilities).
 
 Qiskit is a core dependency; running circuits needs ``qiskit-aer`` (extra ``quantum``) or any
 ``BackendV2``/sampler, and reloading OpenQASM 3 needs ``qiskit_qasm3_import``. Real hardware
 (an account, a token, a provider package) is the user's to bring: pass its backend or sampler.
 """
 
-from tnpeft.quantum.compile import (
-    MAX_SYNTHESIS_QUBITS,
-    circuit_names,
-    circuit_to_qiskit,
-    frame_matrices,
-    orthogonal_completion,
-    pauli_circuit,
-    synthesize_frame,
-    to_qiskit,
-)
-from tnpeft.quantum.export import adapter_modules, export_circuits, load_circuits, qasm3_text, read_index
-from tnpeft.quantum.run import (
-    QPAEstimate,
-    ShotReport,
-    UnitaryEstimate,
-    aer_simulator,
-    circuit_stats,
-    estimate_qpa,
-    estimate_unitary,
-    measured_probabilities,
-    sample_probabilities,
-    shot_noise_bound,
-    transpile_for,
-)
+from tnpeft.params.circuit import pauli_circuit  # noqa: I001  (the description the Pauli circuits follow)
+from tnpeft.quantum.backends import aer_simulator, circuit_stats, sample_probabilities, transpile_for
+from tnpeft.quantum.compile import circuit_names, circuit_to_qiskit, frame_matrices, to_qiskit
+from tnpeft.quantum.export import export_circuits, load_circuits, qasm3_text, read_index
+from tnpeft.quantum.qpa_shots import QPAEstimate, estimate_qpa, measured_probabilities
+from tnpeft.quantum.shots import ShotReport, UnitaryEstimate, estimate_unitary, shot_noise_bound
+from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS, orthogonal_completion, synthesize_frame
 
 __all__ = [
     "MAX_SYNTHESIS_QUBITS", "circuit_names", "circuit_to_qiskit", "frame_matrices", "orthogonal_completion",
     "pauli_circuit", "synthesize_frame", "to_qiskit",
-    "adapter_modules", "export_circuits", "load_circuits", "qasm3_text", "read_index",
+    "export_circuits", "load_circuits", "qasm3_text", "read_index",
     "QPAEstimate", "ShotReport", "UnitaryEstimate", "aer_simulator", "circuit_stats", "estimate_qpa",
     "estimate_unitary", "measured_probabilities", "sample_probabilities", "shot_noise_bound", "transpile_for",
 ]

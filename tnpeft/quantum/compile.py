@@ -1,16 +1,17 @@
-"""Compile unitary nodes, QNN nodes and QPA generators to Qiskit ``QuantumCircuit`` objects.
+"""Compile unitary nodes, QNN nodes and QPA hyper-networks to Qiskit ``QuantumCircuit`` objects.
 
 Three routes, chosen per node:
 
 - a ``pauli`` unitary node of size ``N = 2ⁿ`` becomes exactly its circuit: an ``RY`` on every
   qubit, then per layer ``CZ`` + ``RY`` on the pairs (0,1),(2,3),… and (1,2),(3,4),…, with the
-  node's angles (quantized first when the node has ``bits``), in the order
-  :func:`tnpeft.draw.circuit.circuit_moments` lists them;
+  node's angles (quantized first when the node has ``bits``), in the order of its circuit
+  description :func:`tnpeft.params.circuit.pauli_circuit`;
 - every other unitary node (``cayley``, ``exp``, ``taylor``, ``householder``, ``givens``, and
   ``pauli`` with ``N`` not a power of two) is synthesized exactly: its ``N×K`` frame is completed
   to an ``N×N`` orthogonal matrix, embedded as the top-left block of the ``2ⁿ×2ⁿ`` identity
-  (``n = ⌈log₂ N⌉``) and decomposed by ``qiskit.synthesis.qs_decomposition``;
-- a ``qnn`` nonlinear node (QWTHN) and a ``qpa`` generator become their real circuits
+  (``n = ⌈log₂ N⌉``) and decomposed by ``qiskit.synthesis.qs_decomposition``
+  (:mod:`tnpeft.quantum.synthesis`);
+- a ``qnn`` nonlinear node (QWTHN) and a ``qpa`` hyper-network become their real circuits
   (:mod:`tnpeft.params.circuit`); a QNN's data inputs are the ``Parameter`` vector ``x``.
 
 In every case basis state ``|i⟩`` is Qiskit's: qubit ``q`` is bit ``q`` of ``i`` (little-endian),
@@ -33,38 +34,20 @@ import numpy as np
 import torch
 
 from tnpeft.errors import ConfigError, GraphError
-from tnpeft.params.circuit import Circuit, Gate
+from tnpeft.graph import Graph, GraphModule, Nonlinear, Unitary, resolve_graph_module
+from tnpeft.params.circuit import Circuit, pauli_circuit
+from tnpeft.params.hypernetworks import QPAHyperNetwork
+from tnpeft.params.qnn import QNNMap
+from tnpeft.params.unitary import FrameModule, PauliFrame, is_pow2
+from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS, synthesize_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit
 
-    from tnpeft.graph import Graph, GraphModule
-
-#: the largest register a frame is synthesized on by default (``qs_decomposition`` needs
-#: ``(22/48)·4ⁿ − (3/2)·2ⁿ + 5/3`` CX gates: 29,655 at 8 qubits, 479,745 at 10)
-MAX_SYNTHESIS_QUBITS = 8
-
-Source = Union["Graph", "GraphModule", torch.nn.Module]
+Source = Union[Graph, GraphModule, torch.nn.Module]
 
 
 # ------------------------------------------------------------------------------ circuits
-def pauli_circuit(n_qubits: int, layers: int) -> Circuit:
-    """The Pauli frame's two-design circuit on ``n_qubits`` as a :class:`~tnpeft.params.circuit.Circuit`
-    (gates in the order :func:`tnpeft.params.unitary.apply_circuit` applies them; ``ry`` angle
-    ``("param", k)`` reads the frame's angle ``k``)."""
-    from tnpeft.draw.circuit import circuit_moments
-    from tnpeft.params.unitary import circuit_angle_count
-
-    gates = []
-    for moment in circuit_moments(n_qubits, layers):
-        for g in moment:
-            if g[0] == "ry":
-                gates.append(Gate("ry", (g[1],), ("param", g[2])))
-            else:
-                gates.append(Gate("cz", (g[1], g[2])))
-    return Circuit(n_qubits, tuple(gates), circuit_angle_count(n_qubits, layers))
-
-
 def circuit_to_qiskit(circuit: Circuit, theta: Any, *, parameters: bool = False, name: str | None = None,
                       input_name: str = "x") -> QuantumCircuit:
     """A :class:`~tnpeft.params.circuit.Circuit` as a Qiskit circuit with the same gates on the
@@ -99,171 +82,34 @@ def circuit_to_qiskit(circuit: Circuit, theta: Any, *, parameters: bool = False,
     return qc
 
 
-# ------------------------------------------------------------------------------ frames
-def frame_qubits(n: int) -> int:
-    """Qubits a frame with ``n`` rows needs: ``⌈log₂ n⌉``, at least one."""
-    return max(1, (n - 1).bit_length())
-
-
-def orthogonal_completion(frame: np.ndarray, n_qubits: int | None = None) -> np.ndarray:
-    """A ``2ⁿ×2ⁿ`` real orthogonal matrix whose first ``K`` columns, restricted to the first ``N``
-    rows, are ``frame`` (``N×K``, orthonormal columns) and which is the identity outside the top-left
-    ``N×N`` block.
-
-    The frame is first replaced by its nearest matrix with exactly orthonormal columns (its polar
-    factor; a change at the level of the frame's own rounding), then completed by the remaining
-    columns of a complete QR factorization.
-    """
-    u = np.asarray(frame, dtype=np.float64)
-    if u.ndim != 2 or u.shape[1] > u.shape[0]:
-        raise ConfigError(f"a frame must be an N×K matrix with K ≤ N, got shape {u.shape}", field="frame")
-    n, k = u.shape
-    w, _, vt = np.linalg.svd(u, full_matrices=False)
-    u = w @ vt
-    q, _ = np.linalg.qr(u, mode="complete")
-    q[:, :k] = u
-    nq = frame_qubits(n) if n_qubits is None else n_qubits
-    if (1 << nq) < n:
-        raise ConfigError(f"{nq} qubits hold {1 << nq} basis states, fewer than the frame's {n} rows", field="qubits")
-    full = np.eye(1 << nq)
-    full[:n, :n] = q
-    return full
-
-
-def apply_circuit_columns(circuit: QuantumCircuit, states: np.ndarray) -> np.ndarray:
-    """Apply ``circuit`` (global phase included) to the columns of ``states`` (``2ⁿ × m``, basis
-    index = little-endian bit string): a small exact simulator for checking syntheses, linear in
-    the gate count."""
-    n = circuit.num_qubits
-    psi = np.array(states, dtype=complex)
-    m = psi.shape[1]
-    where = {q: i for i, q in enumerate(circuit.qubits)}
-    for inst in circuit.data:
-        op = inst.operation
-        qs = [where[q] for q in inst.qubits]
-        mat = np.asarray(op.to_matrix(), dtype=complex)
-        r = len(qs)
-        if r == 0:
-            psi = psi * mat[0, 0]
-            continue
-        axes = [n - 1 - q for q in reversed(qs)]   # tensor axis 0 is the most significant qubit
-        t = np.moveaxis(psi.reshape((2,) * n + (m,)), axes, range(r)).reshape(1 << r, -1)
-        t = (mat @ t).reshape((2,) * n + (m,))
-        psi = np.ascontiguousarray(np.moveaxis(t, range(r), axes)).reshape(1 << n, m)
-    return psi * np.exp(1j * float(circuit.global_phase))
-
-
-#: largest entry of ``circuit·v − M·v`` (Gaussian probes ``v`` on the node's columns) accepted from
-#: a synthesis on up to 4 qubits (scaled by ``2ⁿ/16`` above); a correct synthesis is off by ~1e-13,
-#: while Qiskit's two-qubit decomposer occasionally returns one off by 1e-9 … 1e-5
-SYNTHESIS_TOL = 1e-10
-
-
-def _synthesis_attempts(full: np.ndarray, k: int, n_rows: int):
-    """Exact variants of one synthesis problem, cheapest first: the matrix itself; times a global
-    phase; with the qubit order reversed; with the completion's free columns rotated; and last,
-    split into two factors ``(M R)·Rᵀ`` (twice the gates)."""
-    from qiskit.synthesis import qs_decomposition
-
-    rng = np.random.default_rng(12345)
-    yield lambda: qs_decomposition(full)
-    for phi in (0.37, 1.9):
-        def phased(phi=phi):
-            qc = qs_decomposition(full * np.exp(1j * phi))
-            qc.global_phase -= phi
-            return qc
-        yield phased
-    dim = full.shape[0]
-    nq = dim.bit_length() - 1
-    rev = np.array([int(format(i, f"0{nq}b")[::-1], 2) for i in range(dim)])
-    yield lambda: qs_decomposition(full[np.ix_(rev, rev)]).reverse_bits()
-    if k < n_rows:
-        rot = np.linalg.qr(rng.normal(size=(n_rows - k, n_rows - k)))[0]
-        other = full.copy()
-        other[:n_rows, k:n_rows] = full[:n_rows, k:n_rows] @ rot
-        yield lambda: qs_decomposition(other)
-    r = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
-    yield lambda: qs_decomposition(r.T).compose(qs_decomposition(full @ r))
-
-
-def synthesize_frame(frame: np.ndarray, *, name: str | None = None,
-                     max_qubits: int = MAX_SYNTHESIS_QUBITS) -> QuantumCircuit:
-    """An exact circuit for an ``N×K`` frame: ``qs_decomposition`` of its
-    :func:`orthogonal_completion`. ``Operator(circuit).data[:N, :K]`` equals the frame (to ~1e-12).
-
-    Every synthesis is checked on random vectors in the span of the first ``K`` basis states; if
-    Qiskit's decomposition comes out inaccurate (it occasionally does, by ~1e-5), exact variants
-    of the problem are tried (:data:`SYNTHESIS_TOL`).
-
-    Raises :class:`ConfigError` (field ``max_synthesis_qubits``) when the frame needs more than
-    ``max_qubits`` qubits — the synthesis grows like ``4ⁿ`` — and :class:`GraphError` if no
-    variant is accurate.
-    """
-    u = np.asarray(frame, dtype=np.float64)
-    n_rows, k = u.shape
-    nq = frame_qubits(n_rows)
-    where = f"node {name!r}: " if name else ""
-    if nq > max_qubits:
-        cx = round(22 / 48 * 4 ** nq - 1.5 * 2 ** nq + 5 / 3)
-        raise ConfigError(f"{where}synthesizing a frame with {n_rows} rows needs {nq} qubits and about {cx:,} CX "
-                          f"gates; the limit is {max_qubits} qubits (raise max_synthesis_qubits to allow it, or use "
-                          "param 'pauli' with a power-of-two size, which compiles to its own small circuit)",
-                          field="max_synthesis_qubits")
-    full = orthogonal_completion(u, nq)
-    probes = np.zeros((full.shape[0], 2))
-    probes[:k] = np.random.default_rng(0).normal(size=(k, 2))
-    want = full @ probes
-    worst = 0.0
-    for attempt in _synthesis_attempts(full, k, n_rows):
-        qc = attempt()
-        err = float(np.abs(apply_circuit_columns(qc, probes) - want).max())
-        if err <= SYNTHESIS_TOL * max(1.0, full.shape[0] / 16):
-            qc.name = name or "frame"
-            return qc
-        worst = err if worst == 0.0 else min(worst, err)
-    raise GraphError(f"{where}no exact synthesis of its {n_rows}×{k} frame was found (best error {worst:.1e}); "
-                     "qiskit.synthesis.qs_decomposition lost precision on every variant tried", node=name)
-
-
 def frame_matrices(module: torch.nn.Module) -> np.ndarray:
     """The frames of a unitary node's parametrization as float64, shape ``(G, N, K)`` with ``G`` the
     flattened batch (row-major). Built-in parametrizations are re-evaluated in float64 from their
     parameters; another module's ``forward()`` output is cast."""
-    from tnpeft.params.unitary import FrameModule
-
     with torch.no_grad():
         if isinstance(module, FrameModule):
-            flat = module.flat_param().detach()
-            if flat.device.type == "meta":
+            if module.param().device.type == "meta":
                 raise ConfigError("the node's values live on the meta device: load or initialise them first",
                                   field="device")
-            out = module._compute(flat.to(torch.float64))
+            out = module.frames_float64()
         else:
             out = module()
             out = out.reshape(-1, *out.shape[-2:]).to(torch.float64)
     return out.detach().cpu().numpy()
 
 
-def _pauli_angles(module: torch.nn.Module) -> np.ndarray:
-    from tnpeft.params.unitary import quantize_ste
-
+def _pauli_angles(module: PauliFrame) -> np.ndarray:
     with torch.no_grad():
-        theta = quantize_ste(module.flat_param().detach().to(torch.float64), module.bits)
+        theta = module.angles().detach().to(torch.float64)
     return theta.cpu().numpy()
-
-
-def _is_pow2(n: int) -> bool:
-    return n >= 1 and n & (n - 1) == 0
 
 
 def _frame_circuits(module: torch.nn.Module, node: str | None, param: str | None, *, parameters: bool,
                     max_synthesis_qubits: int) -> list[QuantumCircuit]:
     """One circuit per batch element of a unitary node's parametrization module."""
-    from tnpeft.params.unitary import PauliFrame
-
     label = node or "frame"
     out = []
-    if isinstance(module, PauliFrame) and _is_pow2(module.n) and module.n > 1:
+    if isinstance(module, PauliFrame) and is_pow2(module.n) and module.n > 1:
         n, k = module.n, module.k
         nq = n.bit_length() - 1
         circ = pauli_circuit(nq, module.layers)
@@ -305,39 +151,25 @@ def _qpa_circuit(module: torch.nn.Module, name: str | None, outputs: tuple[str, 
 
 
 # ------------------------------------------------------------------------------ graphs
-def _resolve(source: Any) -> tuple[Graph, GraphModule]:
-    from tnpeft.graph import Graph, GraphModule
-
-    if isinstance(source, Graph):
-        return source, source.module
-    if isinstance(source, GraphModule):
-        return source.graph, source
-    raise ConfigError(f"expected a tnpeft Graph or GraphModule, got {type(source).__name__}", field="source")
-
-
 def circuit_names(source: Graph | GraphModule) -> list[str]:
-    """The names of a graph's compilable nodes and generators, in graph order: unitary nodes, ``qnn``
-    nonlinear nodes (generated nodes excluded) and generators."""
-    from tnpeft.graph.nodes import Nonlinear, Unitary
-
-    graph, _ = _resolve(source)
+    """The names of a graph's compilable nodes and hyper-networks, in graph order: unitary nodes,
+    ``qnn`` nonlinear nodes (generated nodes excluded) and hyper-networks."""
+    graph, _ = resolve_graph_module(source)
     names = [n for n, nd in graph.nodes.items()
              if (isinstance(nd, Unitary) and n not in graph.generated) or (isinstance(nd, Nonlinear) and nd.fn == "qnn")]
-    return names + list(graph.generators)
+    return names + list(graph.hypernetworks)
 
 
 def _compile_named(graph: Graph, module: GraphModule, name: str, *, parameters: bool,
                    max_synthesis_qubits: int) -> list[QuantumCircuit]:
-    from tnpeft.graph.nodes import Nonlinear, Unitary
-
-    if name in graph.generators:
-        gen = graph.generators[name]
+    if name in graph.hypernetworks:
+        gen = graph.hypernetworks[name]
         if gen.kind != "qpa":
-            raise GraphError(f"generator {name!r} of kind {gen.kind!r} has no circuit", node=name)
+            raise GraphError(f"hyper-network {name!r} of kind {gen.kind!r} has no circuit", node=name)
         return [_qpa_circuit(module.get_submodule(name), name, gen.outputs, parameters=parameters)]
     if name not in graph.nodes:
-        raise GraphError(f"no node or generator named {name!r}; the graph has nodes {list(graph.nodes)} and "
-                         f"generators {list(graph.generators)}", node=name)
+        raise GraphError(f"no node or hyper-network named {name!r}; the graph has nodes {list(graph.nodes)} and "
+                         f"hyper-networks {list(graph.hypernetworks)}", node=name)
     nd = graph.nodes[name]
     if isinstance(nd, Unitary) and name not in graph.generated:
         return _frame_circuits(module.get_submodule(name), name, nd.param, parameters=parameters,
@@ -345,7 +177,7 @@ def _compile_named(graph: Graph, module: GraphModule, name: str, *, parameters: 
     if isinstance(nd, Nonlinear) and nd.fn == "qnn":
         return [_qnn_circuit(module.get_submodule(name), name, parameters=parameters)]
     what = f"nonlinear node with fn {nd.fn!r}" if isinstance(nd, Nonlinear) else f"{nd.kind} node"
-    raise GraphError(f"node {name!r} is a {what}; only unitary nodes, 'qnn' nonlinear nodes and generators compile "
+    raise GraphError(f"node {name!r} is a {what}; only unitary nodes, 'qnn' nonlinear nodes and hyper-networks compile "
                      f"to circuits (this graph's are {circuit_names(graph)})", node=name)
 
 
@@ -362,8 +194,8 @@ def to_qiskit(source: Any, node: str | None = None, *, index: int | tuple[int, .
     Args:
         source: a :class:`~tnpeft.Graph` or :class:`~tnpeft.GraphModule` (an injected layer's
             ``layer.tn_adapters[name]``), or a single parametrization module (a unitary frame such
-            as ``graph.module.U``, a ``qnn`` node's ``QNNMap``, a ``QPAGenerator``).
-        node: with a graph, the node or generator to compile; without, every compilable one.
+            as ``graph.module.U``, a ``qnn`` node's ``QNNMap``, a ``QPAHyperNetwork``).
+        node: with a graph, the node or hyper-network to compile; without, every compilable one.
         index: for a batched unitary node, the batch element (flat row-major ``int`` or a tuple).
         parameters: emit the trainable angles as a ``ParameterVector("theta")`` instead of bound
             values (values in ``circuit.metadata["theta"]``). Synthesized circuits have no angles to
@@ -372,25 +204,19 @@ def to_qiskit(source: Any, node: str | None = None, *, index: int | tuple[int, .
 
     Returns:
         a graph without ``node``: ``{name: QuantumCircuit}`` for every unitary node, ``qnn`` node
-        and generator (batched nodes as ``"name[i]"`` keys; an empty dict if it has none); with
+        and hyper-network (batched nodes as ``"name[i]"`` keys; an empty dict if it has none); with
         ``node`` or a module: one circuit, or a list over the batch of a batched unitary node
         (one circuit with ``index``).
 
     Each circuit's ``metadata`` records what it is (``kind``: ``unitary``/``qnn``/``qpa``;
     ``method``: ``pauli``/``synthesis``/``qnn``/``qpa``; rows ``N``, columns ``K``, batch index, …).
     """
-    from tnpeft.graph import Graph, GraphModule
-    from tnpeft.graph.nodes import Unitary
-    from tnpeft.params.generators import QPAGenerator
-    from tnpeft.params.qnn import QNNMap
-    from tnpeft.params.unitary import FrameModule
-
     if isinstance(max_synthesis_qubits, bool) or not isinstance(max_synthesis_qubits, int) or max_synthesis_qubits < 1:
         raise ConfigError(f"max_synthesis_qubits must be a positive integer, got {max_synthesis_qubits!r}",
                           field="max_synthesis_qubits")
     kw = {"parameters": parameters, "max_synthesis_qubits": max_synthesis_qubits}
     if isinstance(source, (Graph, GraphModule)):
-        graph, module = _resolve(source)
+        graph, module = resolve_graph_module(source)
         if node is None:
             if index is not None:
                 raise ConfigError("index selects a batch element of one node: give node= too", field="index")
@@ -410,11 +236,11 @@ def to_qiskit(source: Any, node: str | None = None, *, index: int | tuple[int, .
         batch, label = source.batch, "frame"
     elif isinstance(source, QNNMap):
         circuits, batch, label = [_qnn_circuit(source, None, parameters=parameters)], (), "qnn"
-    elif isinstance(source, QPAGenerator):
+    elif isinstance(source, QPAHyperNetwork):
         circuits, batch, label = [_qpa_circuit(source, None, None, parameters=parameters)], (), "qpa"
     else:
         raise ConfigError(f"cannot compile a {type(source).__name__}: expected a Graph, a GraphModule, a unitary "
-                          "frame module, a QNNMap or a QPAGenerator", field="source")
+                          "frame module, a QNNMap or a QPAHyperNetwork", field="source")
     if not batch:
         if index not in (None, 0, ()):
             raise GraphError(f"{label!r} is not batched; index must be omitted, got {index!r}", node=node)

@@ -29,76 +29,23 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError
-from tnpeft.quantum.compile import MAX_SYNTHESIS_QUBITS, to_qiskit
+from tnpeft.errors import AdapterFileError, ConfigError
+from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json
+from tnpeft.graph import graph_modules
+from tnpeft.quantum.compile import to_qiskit
+from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit
-
-    from tnpeft.graph import GraphModule
 
 INDEX_NAME = "index.json"
 FORMAT = "tnpeft.circuits"
 VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _LEADING = ("kind", "node", "method", "param", "rows", "cols", "batch_index")
-
-
-def adapter_modules(source: Any, adapter_name: str = "default") -> dict[str, GraphModule]:
-    """The graph modules (structure and values) of ``source``, by module path (``""`` for a single
-    graph): a Graph/GraphModule, a mapping of them, a model with injected adapters, or a saved
-    adapter folder (read with :func:`tnpeft.nn.io.read_adapter`, values in float64)."""
-    from torch import nn
-
-    from tnpeft.graph import Graph, GraphModule
-
-    if isinstance(source, Graph):
-        return {"": source.module}
-    if isinstance(source, GraphModule):
-        return {"": source}
-    if isinstance(source, (str, os.PathLike)):
-        return _read_dir(Path(source))
-    if isinstance(source, Mapping):
-        out: dict[str, GraphModule] = {}
-        for path, g in source.items():
-            if isinstance(g, Graph):
-                out[str(path)] = g.module
-            elif isinstance(g, GraphModule):
-                out[str(path)] = g
-            else:
-                raise ConfigError(f"module {path!r}: expected a Graph or GraphModule, got {type(g).__name__}",
-                                  field="source")
-        return out
-    if isinstance(source, nn.Module):
-        from tnpeft.nn.model import tn_layers
-
-        out = {path: layer.tn_adapters[adapter_name] for path, layer in tn_layers(source)
-               if adapter_name in layer.tn_adapters}
-        if not out:
-            raise AdapterStateError(f"the model has no adapter named {adapter_name!r}")
-        return out
-    raise ConfigError(f"cannot export circuits from a {type(source).__name__}: expected a Graph, a GraphModule, a "
-                      "mapping of them, a model with injected adapters, or a saved adapter folder", field="source")
-
-
-def _read_dir(d: Path) -> dict[str, GraphModule]:
-    from tnpeft.graph import GraphModule
-    from tnpeft.nn.io import read_adapter, split_adapter_state
-
-    _, graphs, tensors = read_adapter(d)
-    per = split_adapter_state(graphs, tensors, repr(str(d)))      # keys, shapes, dtypes checked per module
-    out = {}
-    for path in graphs:
-        module = GraphModule(graphs[path], dtype=torch.float64)
-        module.load_state_dict(per[path])
-        out[path] = module
-    return out
 
 
 def qasm3_text(circuit: QuantumCircuit) -> tuple[str, dict[str, int], float]:
@@ -151,13 +98,11 @@ def export_circuits(source: Any, directory: str | os.PathLike, *, adapter_name: 
         the index (also written to ``directory/index.json``).
 
     Raises:
-        ConfigError: the source has no unitary node, ``qnn`` node or generator.
+        ConfigError: the source has no unitary node, ``qnn`` node or hyper-network.
     """
     import qiskit
 
-    from tnpeft.fileio import atomic_write_bytes, atomic_write_json
-
-    modules = adapter_modules(source, adapter_name)
+    modules = graph_modules(source, adapter_name)
     d = Path(directory)
     entries: list[dict[str, Any]] = []
     stems: set[str] = set()
@@ -186,7 +131,7 @@ def export_circuits(source: Any, directory: str | os.PathLike, *, adapter_name: 
             entries.append(entry)
     if not entries:
         names = ", ".join(repr(m.graph.name or "graph") for m in modules.values())
-        raise ConfigError(f"{names} has no unitary node, 'qnn' node or generator: there is no circuit to export",
+        raise ConfigError(f"{names} has no unitary node, 'qnn' node or hyper-network: there is no circuit to export",
                           field="source")
     index = {"format": FORMAT, "version": VERSION, "qasm_version": 3, "qiskit": qiskit.__version__,
              "circuits": entries}
@@ -196,8 +141,6 @@ def export_circuits(source: Any, directory: str | os.PathLike, *, adapter_name: 
 
 def read_index(directory: str | os.PathLike) -> dict[str, Any]:
     """Parse and check ``directory/index.json``."""
-    from tnpeft.fileio import read_json
-
     where = str(Path(directory) / INDEX_NAME)
     index = read_json(Path(directory) / INDEX_NAME, "circuit index")
     if not isinstance(index, dict) or index.get("format") != FORMAT:

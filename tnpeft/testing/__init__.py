@@ -1,1 +1,1 @@
-"""Helpers for property-testing adapters, including your own topologies."""
+"""hypothesis strategies of random valid graphs, for testing your own topologies and tools."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from tnpeft.adapters import adalora, lora, mpo, oft, qpa, quantum_peft, qwthn
 from tnpeft.graph import Dense, Diagonal, Graph
+from tnpeft.params import UNITARY_PARAMS
 
 
 @st.composite
@@ -57,9 +59,6 @@ def linear_graphs(draw, max_nodes: int = 4, max_bond: int = 5, max_features: int
 def adapter_graphs(draw, max_features: int = 48) -> Graph:
     """A built-in adapter (LoRA, AdaLoRA, Quantum-PEFT with any parametrization, OFT, QPA,
     QWTHN with either fusion, MPO) with random sizes and hyper-parameters."""
-    from tnpeft.adapters import adalora, lora, mpo, oft, qpa, quantum_peft, qwthn
-    from tnpeft.params import UNITARY_PARAMS
-
     n = draw(st.integers(2, max_features))
     m = draw(st.integers(2, max_features))
     kind = draw(st.sampled_from(["lora", "adalora", "quantum_peft", "oft", "qpa", "qwthn", "mpo"]))

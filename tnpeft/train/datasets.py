@@ -19,7 +19,31 @@ from typing import Any
 import torch
 
 from tnpeft.errors import ConfigError
-from tnpeft.train.loop import ClassificationData, LMData
+from tnpeft.train.data import SENTIMENT_LABELS, hamlet, load_smollm2, minilm_path, tweet_sentiment
+from tnpeft.train.models import MeanPoolClassifier
+
+
+@dataclass
+class ClassificationData:
+    """Texts with integer labels; ``label_names[i]`` names label ``i``."""
+
+    texts: list[str]
+    labels: list[int]
+    label_names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class LMData:
+    """Token blocks for causal-LM training, shape ``(n, length)``."""
+
+    blocks: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.blocks.shape[0])
+
 
 BUILTIN_DATA = {"tweets": "classification", "hamlet": "causal_lm"}
 BUILTIN_MODELS = ("minilm", "smollm2")
@@ -85,8 +109,6 @@ def load_classification(data: str, *, text_column: str = "text", label_column: s
                         seed: int = 0) -> tuple[ClassificationData, ClassificationData]:
     """Train and held-out splits of a labelled text dataset (labels: any strings or integers)."""
     if data == "tweets":
-        from tnpeft.train.data import SENTIMENT_LABELS, tweet_sentiment
-
         tr, te = tweet_sentiment(train_size, int(test_size), seed)
         names = list(SENTIMENT_LABELS)
         return ClassificationData(tr.texts, tr.labels, names), ClassificationData(te.texts, te.labels, names)
@@ -112,8 +134,6 @@ def load_lm(data: str, tokenizer, *, block: int = 128, text_column: str = "text"
     """Token blocks of length ``block`` from a text; the last ``test_size`` (fraction or number of
     blocks) of the text is held out, so no test text is seen in training."""
     if data == "hamlet":
-        from tnpeft.train.data import hamlet
-
         text = hamlet()
     elif str(data).endswith(".txt"):
         p = Path(data)
@@ -155,13 +175,9 @@ def load_model(model: str, task: str, num_labels: int = 2, seed: int = 0) -> Loa
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from tnpeft.train.models import MeanPoolClassifier
-
     hf_logging.set_verbosity_error()
     torch.manual_seed(seed)
     if model == "minilm":
-        from tnpeft.train.data import minilm_path
-
         if task != "classification":
             raise ConfigError("MiniLM is an encoder; use it with --task classification (or --model smollm2 for a "
                               "causal LM)", field="model")
@@ -170,8 +186,6 @@ def load_model(model: str, task: str, num_labels: int = 2, seed: int = 0) -> Loa
         base = AutoModel.from_pretrained(path)
         name = "all-MiniLM-L6-v2"
     elif model == "smollm2":
-        from tnpeft.train.data import load_smollm2
-
         lm, tok = load_smollm2()
         base = lm if task == "causal_lm" else lm.model
         name = "SmolLM2-135M-Instruct"

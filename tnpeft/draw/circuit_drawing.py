@@ -1,4 +1,6 @@
-"""Draw a Pauli-parameterized unitary node as its quantum circuit (RY rotations and CZ gates)."""
+"""Draw a Pauli-parameterized unitary node as its quantum circuit (RY rotations and CZ gates),
+following the circuit description the frame itself is computed from
+(:func:`tnpeft.params.circuit.pauli_circuit`)."""
 
 from __future__ import annotations
 
@@ -6,45 +8,51 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tnpeft.errors import GraphError
+from tnpeft.graph import Graph, GraphModule, Unitary, resolve_graph_module
+from tnpeft.params.circuit import Circuit, circuit_angle_count, pauli_circuit
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from tnpeft.graph import Graph
-
 
 def circuit_moments(n_qubits: int, layers: int) -> list[list[tuple]]:
-    """The circuit as moments (columns) of gates: ``("ry", qubit, angle index)`` and
-    ``("cz", q1, q2)``, in the order :func:`tnpeft.params.unitary.apply_circuit` applies them."""
-    moments: list[list[tuple]] = [[("ry", q, q) for q in range(n_qubits)]]
-    a = n_qubits
-    for _ in range(layers):
-        for parity in (0, 1):
-            pairs = list(range(parity, n_qubits - 1, 2))
-            if not pairs:
-                continue
-            moments.append([("cz", p, p + 1) for p in pairs])
-            col = []
-            for p in pairs:
-                for q in (p, p + 1):
-                    col.append(("ry", q, a))
-                    a += 1
-            moments.append(col)
-    return moments
+    """The Pauli circuit as moments (columns) of gates: ``("ry", qubit, angle index)`` and
+    ``("cz", q1, q2)``, in the order the frame applies them."""
+    return moments(pauli_circuit(n_qubits, layers))
 
 
-def draw_circuit(graph: Graph, node: str, path: str | Path | None = None, *, dpi: int = 150) -> Figure:
-    """Draw unitary node ``node`` of ``graph`` (param ``pauli``) as its circuit, with the current
-    angles. For a non-power-of-two size the circuit of the power-of-two block ``B₁`` is drawn (the
-    cosine–sine split around it is named in the title)."""
+def moments(circuit: Circuit) -> list[list[tuple]]:
+    """A circuit's gates grouped into columns: a new column starts when a gate of another kind
+    follows, or a gate would share a qubit with one already in the column."""
+    cols: list[list[tuple]] = []
+    busy: set[int] = set()
+    kind = None
+    for g in circuit.gates:
+        if cols and g.name == kind and not busy & set(g.qubits):
+            cols[-1].append(_entry(g))
+        else:
+            cols.append([_entry(g)])
+            busy = set()
+            kind = g.name
+        busy |= set(g.qubits)
+    return cols
+
+
+def _entry(g) -> tuple:
+    return ("ry", g.qubits[0], g.angle[1]) if g.name == "ry" else (g.name, *g.qubits)
+
+
+def draw_circuit(source: Graph | GraphModule, node: str, path: str | Path | None = None, *, dpi: int = 150) -> Figure:
+    """Draw unitary node ``node`` (param ``pauli``) of a graph (its ``module``'s values) or of a
+    :class:`GraphModule` (e.g. a trained layer's ``layer.tn_adapters[name]``) as its circuit,
+    with the current angles. For a non-power-of-two size the circuit of the power-of-two block
+    ``B₁`` is drawn (the cosine–sine split around it is named in the title)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from tnpeft.graph.nodes import Unitary
-    from tnpeft.params.unitary import circuit_angle_count
-
+    graph, module = resolve_graph_module(source)
     if node not in graph.nodes:
         raise GraphError(f"no node named {node!r}; the graph has {list(graph.nodes)}", node=node)
     nd = graph.nodes[node]
@@ -55,15 +63,16 @@ def draw_circuit(graph: Graph, node: str, path: str | Path | None = None, *, dpi
     layers = nd.options.get("layers", 1)
     n1 = 1 << (n.bit_length() - 1)
     q = n1.bit_length() - 1
-    theta = graph.module.get_submodule(node).theta.detach().reshape(-1, graph.module.get_submodule(node).theta.shape[-1])[0]
+    frame = module.get_submodule(node)
+    theta = frame.theta.detach().reshape(-1, frame.theta.shape[-1])[0]
     theta = theta[: circuit_angle_count(q, layers)].tolist()
-    moments = circuit_moments(q, layers)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(moments), 0.9 + 0.55 * max(q, 1)))
+    cols = circuit_moments(q, layers)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(cols), 0.9 + 0.55 * max(q, 1)))
     ax.axis("off")
     for w in range(q):
-        ax.plot([-0.6, len(moments) - 0.4], [-w, -w], color="black", lw=1, zorder=1)
+        ax.plot([-0.6, len(cols) - 0.4], [-w, -w], color="black", lw=1, zorder=1)
         ax.text(-0.7, -w, f"q{w}", ha="right", va="center", fontsize=9)
-    for c, col in enumerate(moments):
+    for c, col in enumerate(cols):
         for gate in col:
             if gate[0] == "ry":
                 _, wq, ai = gate
@@ -76,7 +85,7 @@ def draw_circuit(graph: Graph, node: str, path: str | Path | None = None, *, dpi
                 ax.plot([c, c], [-a, -b], "o", color="black", ms=6, zorder=3)
     split = "" if n == n1 else f"; N = {n} uses a cosine–sine split around this {n1}-row block"
     ax.set_title(f"{node}: Pauli circuit on {q} qubits, {layers} layer(s), first {k} columns{split}", fontsize=9)
-    ax.set_xlim(-1.2, len(moments) - 0.3)
+    ax.set_xlim(-1.2, len(cols) - 0.3)
     ax.set_ylim(-q + 0.5, 0.6)
     fig.tight_layout()
     if path is not None:

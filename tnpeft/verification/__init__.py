@@ -1,5 +1,5 @@
 """Property checks for any adapter graph, built-in or your own: ``tnpeft.verify(graph)``."""
 
-from tnpeft.verify.checks import Check, VerifyReport, verify
+from tnpeft.verification.checks import Check, VerifyReport, verify
 
 __all__ = ["verify", "VerifyReport", "Check"]

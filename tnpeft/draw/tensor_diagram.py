@@ -6,7 +6,8 @@ columns), a delay symbol (flat back, round front) a nonlinear map. Edges carry t
 size; open legs run to the figure's edges (input on the left, output on the right); an index shared
 by three or more nodes meets at a small black dot (a copy tensor), except that a diagonal node on
 an index shared with two others is drawn inline between them. Trainable nodes have a coloured
-outline. A generator (QPA's hyper-network) is a box above the nodes it fills, with dashed arrows. The layout is deterministic and runs left to right in data-flow order.
+outline. A hyper-network (QPA's) is a box above the nodes it fills, with dashed arrows. The layout
+is deterministic and runs left to right in data-flow order.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.graph import Graph
 
 _FILL = {"dense": "#4C72B0", "diagonal": "white", "unitary": "#DD8452", "nonlinear": "#55A868",
-         "generator": "#8172B3"}
+         "hypernetwork": "#8172B3"}
 _TRAIN = "#C44E52"
 _FROZEN = "#555555"
 R = 0.28
@@ -91,10 +92,10 @@ def draw_graph(graph: Graph, path: str | Path | None = None, *, title: str | Non
     width = 1.8 * (max(cols) if cols else 0)
     left, right = -1.6, width + 1.6
     heights = [len(v) for v in cols.values()]
-    fig_h = 2.2 + 1.0 * max(heights) + (1.2 if graph.generators else 0.0)
+    fig_h = 2.2 + 1.0 * max(heights) + (1.2 if graph.hypernetworks else 0.0)
     name = title or graph.name or "adapter"
     mode = "  (transforms the layer input)" if graph.mode == "input" else ""
-    gen = f" generating {graph.num_generated():,} values" if graph.generators else ""
+    gen = f" generating {graph.num_generated():,} values" if graph.hypernetworks else ""
     caption = (f"{name}: {graph.in_features:,} → {graph.out_features:,}, scale {graph.scale:.4g}, "
                f"{graph.num_parameters():,} trainable parameters{gen}{mode}")
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * (right - left), 0.085 * len(caption)), fig_h))
@@ -172,17 +173,17 @@ def draw_graph(graph: Graph, path: str | Path | None = None, *, title: str | Non
         ax.text(pos[n][0], pos[n][1] - R - 0.1, text, ha="center", va="top", fontsize=10, fontweight="bold", zorder=5)
 
     top = max(p[1] for p in pos.values()) if pos else 0.0
-    for gname, gen in graph.generators.items():  # a hyper-network box above the nodes it fills
+    for gname, gen in graph.hypernetworks.items():  # a hyper-network box above the nodes it fills
         xs = [pos[o][0] for o in gen.outputs]
         gx, gy = sum(xs) / len(xs), top + 1.25
         ax.add_patch(FancyBboxPatch((gx - 0.55, gy - 0.25), 1.1, 0.5, boxstyle="round,pad=0.05",
-                                    facecolor=_FILL["generator"], edgecolor=_TRAIN, lw=2.4, zorder=3))
+                                    facecolor=_FILL["hypernetwork"], edgecolor=_TRAIN, lw=2.4, zorder=3))
         ax.text(gx, gy, f"{gname} ({gen.kind})", ha="center", va="center", fontsize=9, fontweight="bold",
                 color="white", zorder=4)
         for o in gen.outputs:
             ox, oy = pos[o]
             ax.annotate("", xy=(ox, oy + R + 0.02), xytext=(gx, gy - 0.3),
-                        arrowprops={"arrowstyle": "->", "ls": "--", "color": _FILL["generator"], "lw": 1.4}, zorder=2)
+                        arrowprops={"arrowstyle": "->", "ls": "--", "color": _FILL["hypernetwork"], "lw": 1.4}, zorder=2)
         pos[f"__{gname}"] = (gx, gy + 0.3)
     handles = [Line2D([], [], marker="o", ls="", mfc=_FILL["dense"], mec="black", ms=10, label="dense"),
                Line2D([], [], marker="$\\oslash$", ls="", color="black", ms=12, label="diagonal"),
@@ -190,10 +191,10 @@ def draw_graph(graph: Graph, path: str | Path | None = None, *, title: str | Non
                       markerfacecoloralt="white", label="unitary"),
                Line2D([], [], marker=_delay_marker(), ls="", mfc=_FILL["nonlinear"], mec="black", ms=11,
                       label="nonlinear"),
-               Line2D([], [], marker="s", ls="", mfc=_FILL["generator"], mec="black", ms=10, label="generator"),
+               Line2D([], [], marker="s", ls="", mfc=_FILL["hypernetwork"], mec="black", ms=10, label="hyper-network"),
                Line2D([], [], color=_TRAIN, lw=2.4, label="trainable"),
                Line2D([], [], color=_FROZEN, lw=1.4, label="frozen")]
-    present = {graph.nodes[n].kind for n in order} | ({"generator"} if graph.generators else set())
+    present = {graph.nodes[n].kind for n in order} | ({"hyper-network"} if graph.hypernetworks else set())
     handles = [h for h in handles if h.get_label() in present or h.get_label() in ("trainable", "frozen")]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(handles), fontsize=8,
               frameon=False, handletextpad=0.3, columnspacing=1.0)

@@ -1,7 +1,7 @@
-"""Generators: trainable hyper-networks that produce the values of other nodes.
+"""Hyper-networks: trainable networks that produce the values of other nodes.
 
-A graph may list generators; each fills a set of dense nodes (its *outputs*) with the values it
-generates, and only the generator is trained. The ``qpa`` generator is the hyper-network of QPA
+A graph may list hyper-networks; each fills a set of dense nodes (its *outputs*) with the values
+it generates, and only the hyper-network is trained. The ``qpa`` kind is the hyper-network of QPA
 (Liu et al., ICLR 2025, arXiv 2410.09846): a quantum circuit's measurement probabilities, each
 paired with the bits of its basis state, run through a small mapping MLP that emits one chunk of
 the target parameters per basis state.
@@ -23,7 +23,7 @@ Presets (``preset=``):
   space), no mean-centring, and the last layer initialised small (output std ≈ 0.02) so the adapted
   model starts close to the base model; adapter scale 1.
 
-Probabilities come from the torch simulator by default; :meth:`QPAGenerator.forward` also accepts
+Probabilities come from the torch simulator by default; :meth:`QPAHyperNetwork.forward` also accepts
 externally measured probabilities (from shots on a Qiskit backend).
 """
 
@@ -45,7 +45,7 @@ QPA_PRESETS = ("tnpeft", "reference")
 
 @dataclass(frozen=True)
 class QPAShape:
-    """The sizes a QPA generator derives from ``m`` target parameters and its options."""
+    """The sizes a QPA hyper-network derives from ``m`` target parameters and its options."""
 
     m: int
     chunk_size: int
@@ -71,7 +71,7 @@ class QPAShape:
 
 def qpa_shape(m: int, chunk_size: int | None = None, layers: int = 8, hidden: Any = QPA_HIDDEN,
               preset: str = "tnpeft", where: str = "") -> QPAShape:
-    """Check a QPA generator's options and derive its sizes (``chunk_size`` defaults to
+    """Check a QPA hyper-network's options and derive its sizes (``chunk_size`` defaults to
     ``⌈m / 128⌉``, i.e. 128 chunks on 7 qubits)."""
     if chunk_size is None:
         chunk_size = max(1, math.ceil(m / 128))
@@ -93,7 +93,7 @@ def qpa_shape(m: int, chunk_size: int | None = None, layers: int = 8, hidden: An
     return QPAShape(m, chunk_size, n_ch, qubits, layers, (qubits + 1, *hidden, chunk_size), preset)
 
 
-class QPAGenerator(nn.Module):
+class QPAHyperNetwork(nn.Module):
     """The QPA hyper-network; ``forward()`` returns the ``m`` generated values (a flat vector).
 
     Parameters: ``theta`` (``N_q·L`` circuit angles) and ``mlp`` (an ``nn.Sequential`` of
@@ -101,13 +101,13 @@ class QPAGenerator(nn.Module):
     ``n_ch`` basis states instead of simulating the circuit.
     """
 
-    def __init__(self, m: int, dtype=None, device=None, generator: torch.Generator | None = None,
+    def __init__(self, m: int, dtype=None, device=None, rng: torch.Generator | None = None,
                  **options: Any):
         super().__init__()
         self.shape = s = qpa_shape(m, **options)
         self.circuit: Circuit = qpa_circuit(s.qubits, s.layers)
         dtype = dtype or torch.get_default_dtype()
-        theta = torch.rand(s.circuit_parameters, generator=generator, dtype=torch.float64) * (2 * math.pi) - math.pi
+        theta = torch.rand(s.circuit_parameters, generator=rng, dtype=torch.float64) * (2 * math.pi) - math.pi
         self.theta = nn.Parameter(theta.to(dtype=dtype, device=device))
         layers: list[nn.Module] = []
         w = s.widths
@@ -115,8 +115,8 @@ class QPAGenerator(nn.Module):
             lin = nn.Linear(a, b, dtype=dtype, device=device)
             bound = 1.0 / math.sqrt(a)
             with torch.no_grad():
-                lin.weight.copy_((torch.rand(b, a, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
-                lin.bias.copy_((torch.rand(b, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
+                lin.weight.copy_((torch.rand(b, a, generator=rng, dtype=torch.float64) * 2 - 1) * bound)
+                lin.bias.copy_((torch.rand(b, generator=rng, dtype=torch.float64) * 2 - 1) * bound)
                 if i == len(w) - 2 and s.preset == "tnpeft":
                     lin.weight.mul_(0.02 * math.sqrt(3.0))   # output std ≈ 0.02 for unit-variance inputs
                     lin.bias.zero_()
@@ -134,15 +134,20 @@ class QPAGenerator(nn.Module):
         (:meth:`tnpeft.GraphModule.clear_generated`)."""
         s = self.shape
         if probs is not None and tuple(probs.shape) != (s.n_chunks,):
-            raise ConfigError(f"QPA generator expects probabilities of its first {s.n_chunks} basis states, "
+            raise ConfigError(f"QPA hyper-network expects probabilities of its first {s.n_chunks} basis states, "
                               f"got shape {tuple(probs.shape)}", field="probs")
         self.__dict__["_override"] = probs
+
+    @property
+    def probability_override(self) -> torch.Tensor | None:
+        """The probabilities given to :meth:`set_probabilities`, or ``None`` (simulate the circuit)."""
+        return self.__dict__.get("_override")
 
     def probabilities(self) -> torch.Tensor:
         """The probabilities of the first ``n_ch`` basis states: exact (torch simulator), or those
         given to :meth:`set_probabilities`."""
-        if self.__dict__.get("_override") is not None:
-            return self.__dict__["_override"]
+        if self.probability_override is not None:
+            return self.probability_override
         work = torch.promote_types(self.theta.dtype, torch.float32)
         return probabilities(simulate(self.circuit, self.theta.to(work)))[: self.shape.n_chunks]
 
@@ -161,7 +166,7 @@ class QPAGenerator(nn.Module):
         if probs is None:
             probs = self.probabilities()
         elif probs.shape != (s.n_chunks,):
-            raise ConfigError(f"QPA generator expects probabilities of its first {s.n_chunks} basis states, "
+            raise ConfigError(f"QPA hyper-network expects probabilities of its first {s.n_chunks} basis states, "
                               f"got shape {tuple(probs.shape)}", field="probs")
         out = self.mlp(self.features(probs.to(self.theta.device))).reshape(-1)[: s.m]
         if s.preset == "reference":
@@ -170,8 +175,8 @@ class QPAGenerator(nn.Module):
 
 
 @dataclass(frozen=True)
-class GeneratorKind:
-    """A registered generator kind: option check (→ shape), closed-form count, builder."""
+class HyperNetworkKind:
+    """A registered hyper-network kind: option check (→ shape), closed-form count, builder."""
 
     name: str
     shape: Any
@@ -181,4 +186,4 @@ class GeneratorKind:
         return self.shape(m, **options).num_parameters
 
 
-GENERATORS: dict[str, GeneratorKind] = {"qpa": GeneratorKind("qpa", qpa_shape, QPAGenerator)}
+HYPERNETWORKS: dict[str, HyperNetworkKind] = {"qpa": HyperNetworkKind("qpa", qpa_shape, QPAHyperNetwork)}

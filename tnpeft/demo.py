@@ -10,7 +10,14 @@ from typing import Any
 
 import torch
 
+from tnpeft.errors import NotMergeableError
 from tnpeft.fileio import atomic_write_json
+from tnpeft.nn import load_adapter, merge
+from tnpeft.train.data import minilm_path
+from tnpeft.train.datasets import load_model
+from tnpeft.train.pipeline import run_training
+from tnpeft.train.plots import moving_average, save_png
+from tnpeft.train.train_config import TrainConfig
 
 # (adapter, hyper-parameters, learning rate): the same budget of steps and data for every adapter
 DEMO_ADAPTERS: list[tuple[str, dict[str, Any], float]] = [
@@ -27,20 +34,16 @@ def _check_reload(model, tokenizer, adapter_dir: Path, seed: int, max_length: in
                   texts: list[str]) -> dict[str, float | None]:
     """Reload the saved adapter into a fresh model: its logits must equal the trained model's; merged
     into the weights (when the adapter is linear) they must stay equal within float round-off."""
-    import tnpeft
-    from tnpeft.errors import NotMergeableError
-    from tnpeft.train.datasets import load_model
-
     with torch.no_grad():
         model.eval()
         enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         want = model(**enc)["logits"]
         fresh = load_model("minilm", "classification", num_labels=3, seed=seed + 1).model  # other head init
-        tnpeft.load_adapter(fresh, adapter_dir)
+        load_adapter(fresh, adapter_dir)
         fresh.eval()
         res: dict[str, float | None] = {"reload_max_logit_diff": (fresh(**enc)["logits"] - want).abs().max().item()}
         try:
-            tnpeft.merge(fresh)
+            merge(fresh)
             res["merged_max_logit_diff"] = (fresh(**enc)["logits"] - want).abs().max().item()
         except NotMergeableError:
             res["merged_max_logit_diff"] = None
@@ -53,8 +56,6 @@ def plot_comparison(results: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from tnpeft.train.loop import moving_average, save_png
 
     fig, ax = plt.subplots(figsize=(7, 4))
     k = 1
@@ -77,10 +78,6 @@ def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_siz
     """Fine-tune MiniLM (+ a new mean-pooling head) on ``train_size`` tweets with each adapter,
     evaluate on ``test_size`` held-out tweets and print one comparison table. Every run is
     resumable (run the command again after an interruption). Returns the results."""
-    from tnpeft.train.data import minilm_path
-    from tnpeft.train.loop import TrainConfig
-    from tnpeft.train.run import run_training
-
     out = Path(out_dir)
     chosen = [a for a in DEMO_ADAPTERS if adapters is None or a[0] in adapters]
     print(f"MiniLM ({minilm_path()}) on tweet sentiment (negative / neutral / positive): "

@@ -1,11 +1,17 @@
-"""``tnpeft train``: one call from a model and a dataset to a trained, saved adapter."""
+"""``tnpeft train``: one call from a model and a dataset to a trained, saved adapter, with its
+diagram and circuits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from tnpeft.errors import ConfigError
+from tnpeft.adapters import check_hparams
+from tnpeft.draw import draw_graph
+from tnpeft.errors import ConfigError, TNPeftError
+from tnpeft.fileio import atomic_write_json
+from tnpeft.nn import AdapterConfig, inject, print_trainable_parameters, tn_layers, trainable_parameters
+from tnpeft.quantum import export_circuits
 from tnpeft.train.datasets import infer_task, load_classification, load_lm, load_model
 from tnpeft.train.loop import TrainConfig, fit
 
@@ -13,8 +19,6 @@ from tnpeft.train.loop import TrainConfig, fit
 def write_artifacts(model, out: Path) -> dict[str, Any]:
     """The tensor diagram of the first adapted layer (``diagram.svg``) and, for adapters with
     circuits, their OpenQASM 3 files (``circuits/``). Returns their paths."""
-    from tnpeft.nn.model import tn_layers
-
     layers = list(tn_layers(model))
     if not layers:
         return {}
@@ -23,7 +27,7 @@ def write_artifacts(model, out: Path) -> dict[str, Any]:
     if graph is None:
         return {}
     arts: dict[str, Any] = {}
-    graph.draw(out / "diagram.svg", title=f"{graph.name} on {path}")
+    draw_graph(graph, out / "diagram.svg", title=f"{graph.name} on {path}")
     arts["diagram"] = str(out / "diagram.svg")
     circuits = _export_circuits(layer.tn_adapters[layer.active_adapters[0]], out / "circuits")
     if circuits:
@@ -32,15 +36,12 @@ def write_artifacts(model, out: Path) -> dict[str, Any]:
 
 
 def _export_circuits(module, directory: Path) -> str | None:
-    """QASM 3 files of the adapter's circuits (unitary, QNN and generator nodes), if any; the folder,
+    """QASM 3 files of the adapter's circuits (unitary and QNN nodes, hyper-networks), if any; the folder,
     or the reason they could not be exported."""
     g = module.graph
-    has = g.generators or any(n.kind == "unitary" or getattr(n, "fn", "") == "qnn" for n in g.nodes.values())
+    has = g.hypernetworks or any(n.kind == "unitary" or getattr(n, "fn", "") == "qnn" for n in g.nodes.values())
     if not has:
         return None
-    from tnpeft.errors import TNPeftError
-    from tnpeft.quantum import export_circuits
-
     try:
         export_circuits(module, directory)
     except TNPeftError as e:  # e.g. a frame too large to synthesize exactly: say so, keep the run's outputs
@@ -48,23 +49,20 @@ def _export_circuits(module, directory: Path) -> str | None:
     return str(directory)
 
 
-def run_training(model: str, data: str, adapter: str, hparams: dict[str, Any], out: str | Path, *,
+def run_training(model: str, data: str, method: str, hparams: dict[str, Any], out: str | Path, *,
                  task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
                  train_size: int | None = None, test_size: int | float | None = None, text_column: str = "text",
                  label_column: str = "label", config: TrainConfig | None = None, resume: bool = True,
                  progress: bool = True, stop_after: int | None = None, quiet: bool = False,
                  return_model: bool = False) -> Any:
-    """Load ``model`` and ``data``, inject ``adapter`` with ``hparams``, train with :func:`fit` and
+    """Load ``model`` and ``data``, inject adapter method ``method`` with ``hparams``, train with :func:`fit` and
     write the outputs into ``out``. Returns the metrics (also in ``out/metrics.json``), or
     ``(metrics, model, tokenizer, test split)`` with ``return_model``."""
-    import tnpeft
-    from tnpeft.adapters import check_hparams
-
     task = task or infer_task(data)
     config = config or TrainConfig()
     config.task = task
     config.check()
-    check_hparams(adapter, hparams)
+    check_hparams(method, hparams)
     out = Path(out)
     if task == "classification":
         train, test = load_classification(data, text_column=text_column, label_column=label_column,
@@ -75,30 +73,24 @@ def run_training(model: str, data: str, adapter: str, hparams: dict[str, Any], o
         loaded = load_model(model, task, seed=config.seed)
         train, test = load_lm(data, loaded.tokenizer, block=config.max_length, text_column=text_column,
                               train_size=train_size, test_size=0.1 if test_size is None else test_size)
-    if adapter == "adalora" and "total_step" not in hparams:
-        import math
-
-        hparams = {**hparams, "total_step": config.max_steps or config.epochs * math.ceil(len(train) / config.batch_size)}
-    cfg = tnpeft.AdapterConfig(adapter, target_modules or loaded.target_modules,
+    cfg = AdapterConfig(method, target_modules or loaded.target_modules,
                                exclude_modules=exclude_modules if exclude_modules is not None else loaded.exclude_modules,
                                modules_to_save=loaded.modules_to_save, **hparams)
-    m = tnpeft.inject(loaded.model, cfg)
-    counts = tnpeft.trainable_parameters(m)
+    m = inject(loaded.model, cfg)
+    counts = trainable_parameters(m)
     if not quiet:
-        print(f"{loaded.name}: {adapter} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
-              f"{len(list(tnpeft.nn.tn_layers(m)))} layers; data {data}: {len(train):,} train / {len(test):,} "
+        print(f"{loaded.name}: {method} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
+              f"{len(list(tn_layers(m)))} layers; data {data}: {len(train):,} train / {len(test):,} "
               f"held out ({task})")
-        tnpeft.print_trainable_parameters(m)
-    info = {"model": loaded.name, "data": str(data), "adapter": adapter, "hparams": hparams,
+        print_trainable_parameters(m)
+    info = {"model": loaded.name, "data": str(data), "method": method, "hparams": hparams,
             "target_modules": cfg.target_modules, "label_names": getattr(train, "label_names", None)}
     metrics = fit(m, loaded.tokenizer, train, test, config, out, resume=resume, progress=progress,
-                  stop_after=stop_after, desc=f"{adapter} on {loaded.name}", run_info=info)
+                  stop_after=stop_after, desc=f"{method} on {loaded.name}", run_info=info)
     metrics["adapter_parameters"] = counts.trainable - sum(
         p.numel() for n, p in m.named_parameters() if p.requires_grad and any(n.startswith(s + ".") or f".{s}." in n
                                                                               for s in loaded.modules_to_save))
     metrics.update(write_artifacts(m, out))
-    from tnpeft.fileio import atomic_write_json
-
     atomic_write_json(out / "metrics.json", metrics)
     if not quiet:
         fin = metrics["final"]

@@ -1,4 +1,6 @@
-"""Saving and loading adapters: ``adapter_config.json`` + ``adapter_model.safetensors``.
+"""Saving an adapter of a model, and loading one into a model: ``adapter_config.json`` +
+``adapter_model.safetensors`` (the format is read and checked by
+:mod:`tnpeft.graph.adapter_files`, without a model).
 
 The config holds every adapted module's graph as JSON (so any topology, built-in or a user's,
 loads without its builder code) and the checksum of the weights file. Loading reads data only —
@@ -9,23 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
-from tnpeft.fileio import atomic_write_pair, read_json, read_safetensors, sha256, tensors_to_bytes
-from tnpeft.graph import Graph, GraphModule
-from tnpeft.graph.io import check_state
+from tnpeft.errors import AdapterFileError, AdapterStateError
+from tnpeft.fileio import atomic_write_pair, sha256, tensors_to_bytes
+from tnpeft.graph import Graph, read_adapter, split_adapter_state
+from tnpeft.graph.adapter_files import CONFIG_NAME, FORMAT, SAVED_PREFIX, VERSION, WEIGHTS_NAME, check_state
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
-from tnpeft.nn.model import _CONFIGS_ATTR, attach_graphs, saved_modules, set_adapter, tn_layers
-
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-SAVED_PREFIX = "modules_to_save."
-FORMAT = "tnpeft.adapter"
-VERSION = 1
+from tnpeft.nn.model import adapter_config, attach_graphs, saved_modules, set_adapter, tn_layers
 
 
 def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
@@ -85,7 +80,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
         "format": FORMAT,
         "version": VERSION,
         "adapter_name": adapter_name,
-        "config": getattr(model, _CONFIGS_ATTR, {}).get(adapter_name),
+        "config": adapter_config(model, adapter_name),
         "base_model": getattr(getattr(model, "config", None), "_name_or_path", None),
         "num_parameters": sum(g.num_parameters() for g in graphs.values()),
         "weights_sha256": sha256(blob),
@@ -93,72 +88,6 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
     }
     atomic_write_pair(d, WEIGHTS_NAME, blob, CONFIG_NAME, cfg)
     return d
-
-
-def read_adapter(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Graph], dict[str, torch.Tensor]]:
-    """Parse and check a saved adapter without touching any model: (config, graphs, tensors)."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise AdapterFileError(f"adapter folder {str(d)!r} does not exist")
-    cfg = read_json(d / CONFIG_NAME, "adapter config")
-    where = str(d / CONFIG_NAME)
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        hint = " (it looks like a peft checkpoint: use tnpeft.import_peft)" if isinstance(cfg, dict) and "peft_type" in cfg else ""
-        raise AdapterFileError(f"{where!r} is not a tnpeft adapter config: field 'format' must be {FORMAT!r}{hint}")
-    if cfg.get("version") != VERSION:
-        raise AdapterFileError(f"{where!r}: format version {cfg.get('version')!r} is not supported (expected {VERSION})")
-    name = cfg.get("adapter_name", "default")
-    if not isinstance(name, str) or not name or "." in name:
-        raise AdapterFileError(f"{where!r}: field 'adapter_name' must be a non-empty name without dots, got {name!r}")
-    conf = cfg.get("config")
-    if conf is not None:
-        if not isinstance(conf, dict):
-            raise AdapterFileError(f"{where!r}: field 'config' must be an object or null, got {type(conf).__name__}")
-        saved = conf.get("modules_to_save")
-        if saved is not None and (not isinstance(saved, list) or not all(isinstance(x, str) and x for x in saved)):
-            raise AdapterFileError(f"{where!r}: config field 'modules_to_save' must be a list of module names, "
-                                   f"got {saved!r}")
-    modules = cfg.get("modules")
-    if not isinstance(modules, dict) or not modules:
-        raise AdapterFileError(f"{where!r}: field 'modules' must map module names to graphs")
-    bad = next((p for p in modules if not p or any(not part.isidentifier() and not part.isdigit()
-                                                   for part in p.split("."))), None)
-    if bad is not None:
-        raise AdapterFileError(f"{where!r}: module path {bad!r} is not a dotted module name")
-    graphs: dict[str, Graph] = {}
-    for path, gd in modules.items():
-        try:
-            graphs[path] = Graph.from_dict(gd)
-        except TNPeftError as e:
-            raise AdapterFileError(f"{where!r}: the graph of module {path!r} is invalid: {e}") from None
-    checksum = cfg.get("weights_sha256")
-    if not isinstance(checksum, str):
-        raise AdapterFileError(f"{where!r}: field 'weights_sha256' is missing")
-    tensors = read_safetensors(d / WEIGHTS_NAME, checksum)
-    return cfg, graphs, tensors
-
-
-def split_adapter_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
-    """A saved adapter's tensors per module path (``modules_to_save`` entries left out), each set
-    checked against its graph's keys, shapes and dtypes without allocating anything."""
-    per: dict[str, dict[str, torch.Tensor]] = {p: {} for p in graphs}
-    # longest module path first, so "a.b" never claims a key of "a.b.c"
-    paths = sorted(graphs, key=len, reverse=True)
-    for key, v in tensors.items():
-        if key.startswith(SAVED_PREFIX):
-            continue
-        owner = next((p for p in paths if key.startswith(p + ".")), None)
-        if owner is None:
-            raise AdapterFileError(f"{source}: tensor {key!r} belongs to no adapted module of the config")
-        per[owner][key[len(owner) + 1:]] = v
-    for path, g in graphs.items():
-        # shapes and keys checked on a meta-device module: nothing is allocated
-        try:
-            meta = GraphModule(g, device="meta")
-        except (RuntimeError, TypeError, ValueError, OverflowError) as e:  # sizes torch cannot even describe
-            raise AdapterFileError(f"{source}, module {path!r}: the graph cannot be built ({e})") from None
-        check_state(meta, per[path], f"{source}, module {path!r}")
-    return per
 
 
 def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], source: str) -> dict[str, dict]:
@@ -210,7 +139,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
             if not layer.tn_adapters[name].graph.same_values_layout(graphs[p]):
                 raise AdapterFileError(f"{source}: module {p!r}: the saved graph differs from the model's adapter {name!r}")
     else:
-        attach_graphs(model, graphs, name, cfg.get("config") or {"adapter": "loaded"})
+        attach_graphs(model, graphs, name, cfg.get("config") or {"method": None, "loaded_from": str(directory)})
     for path, state in saved.items():
         model.get_submodule(path).load_state_dict(state)
     return fill_and_activate(model, name, per, is_trainable)

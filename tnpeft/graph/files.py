@@ -1,0 +1,47 @@
+"""Graph files: ``graph.json`` (structure, hyper-parameters) + ``graph.safetensors`` (values).
+
+``save_graph(graph, dir)`` writes the values of ``graph.module`` (or of a :class:`GraphModule`
+passed instead); ``load_graph(dir)`` returns a graph whose ``module`` holds the saved values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tnpeft.errors import AdapterFileError, TNPeftError
+from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, sha256, tensors_to_bytes
+from tnpeft.graph.adapter_files import check_state, upgrade_state
+from tnpeft.graph.graph import Graph
+from tnpeft.graph.module import GraphModule
+
+
+def save_graph(source: Graph | GraphModule, directory: str | os.PathLike) -> None:
+    """Write a graph's structure and values into ``directory`` (created if needed); the JSON records
+    the weights' checksum. ``source`` is a graph (its :attr:`~Graph.module`'s values are saved) or a
+    :class:`GraphModule`."""
+    module = source if isinstance(source, GraphModule) else source.module
+    d = Path(directory)
+    blob = tensors_to_bytes(module.state_dict(), metadata={"format": "pt"})
+    atomic_write_bytes(d / "graph.safetensors", blob)
+    meta = module.graph.to_dict()
+    meta["weights_sha256"] = sha256(blob)
+    atomic_write_json(d / "graph.json", meta)
+
+
+def load_graph(directory: str | os.PathLike) -> Graph:
+    """Read a graph written by :func:`save_graph`; its ``module`` holds the saved values (JSON is
+    parsed as data; no code is executed)."""
+    d = Path(directory)
+    meta = read_json(d / "graph.json", "graph file")
+    if not isinstance(meta, dict):
+        raise AdapterFileError(f"graph file {str(d / 'graph.json')!r} must hold a JSON object")
+    checksum = meta.pop("weights_sha256", None)
+    try:
+        graph = Graph.from_dict(meta)
+    except TNPeftError as e:
+        raise AdapterFileError(f"graph file {str(d / 'graph.json')!r}: {e}") from None
+    state = upgrade_state(graph.module, read_safetensors(d / "graph.safetensors", checksum))
+    check_state(graph.module, state, f"weights file {str(d / 'graph.safetensors')!r}")
+    graph.module.load_state_dict(state)
+    return graph

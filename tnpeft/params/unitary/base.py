@@ -1,0 +1,102 @@
+"""What every frame parametrization shares: the module base class and small helpers."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tnpeft.params.unitary.scope import FrameScope
+
+
+def eye_frames(n: int, k: int, g: int, like: torch.Tensor) -> torch.Tensor:
+    """``g`` copies of ``I_{N×K}`` (a view, not a copy) in ``like``'s dtype and device."""
+    return torch.eye(n, k, dtype=like.dtype, device=like.device).expand(g, n, k)
+
+
+def init_angles(shape, init: str, dtype, device, rng: torch.Generator | None) -> nn.Parameter:
+    """Circuit angles: uniform on (−π, π), or zero for ``init="identity"``."""
+    theta = torch.empty(*shape, dtype=dtype, device=device)
+    with torch.no_grad():
+        if init == "random":
+            theta.uniform_(-math.pi, math.pi, generator=rng)
+        else:
+            theta.zero_()
+    return nn.Parameter(theta)
+
+
+def quantize_ste(theta: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """Round angles to ``2^bits`` levels on the circle; the gradient passes straight through."""
+    if not bits:
+        return theta
+    step = 2 * math.pi / (1 << bits)
+    return theta + (torch.round(theta / step) * step - theta).detach()
+
+
+class FrameModule(nn.Module):
+    """Base of the parametrizations: one trainable tensor of shape ``(*batch, *tail)`` mapped by
+    :meth:`_compute` to frames ``(G, N, K)``. With a :class:`~tnpeft.params.unitary.FrameScope`
+    (:meth:`join_scope`) frames of equal shape across modules are computed together."""
+
+    n: int
+    k: int
+    batch: tuple[int, ...]
+
+    def __init__(self, n: int, k: int, batch=()) -> None:
+        super().__init__()
+        self.n, self.k, self.batch = n, k, tuple(batch)
+        self.__dict__["scope"] = None  # a plain reference: not a submodule, not state
+
+    def join_scope(self, scope: FrameScope) -> None:
+        """Compute this frame together with the scope's other frames of the same shape."""
+        self.__dict__["scope"] = scope
+        scope.register(self)
+
+    def param(self) -> torch.Tensor:
+        """The one trainable tensor, shape ``(*batch, *tail)``."""
+        raise NotImplementedError
+
+    def options_key(self) -> tuple:
+        """What besides the shape must match for two frames to be computed in one batch."""
+        return ()
+
+    def batch_key(self) -> tuple:
+        p = self.param()
+        return (type(self), self.n, self.k, tuple(p.shape[len(self.batch):])) + self.options_key()
+
+    def flat_param(self) -> torch.Tensor:
+        """The parameter with the batch flattened: ``(G, *tail)``."""
+        p = self.param()
+        return p.reshape(math.prod(self.batch), *p.shape[len(self.batch):])
+
+    def _compute(self, flat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def frames(self, flat: torch.Tensor) -> torch.Tensor:
+        """The frames ``(G, N, K)`` of flat parameters ``(G, *tail)``, in the parameters' dtype.
+
+        bfloat16 / float16 parameters: the frame is computed in float32 (orthonormal to ~1e-7) and
+        only the result is rounded to the parameters' dtype."""
+        if flat.dtype in (torch.bfloat16, torch.float16):
+            return self._compute(flat.float()).to(flat.dtype)
+        return self._compute(flat)
+
+    def frames_float64(self) -> torch.Tensor:
+        """This module's frames re-evaluated from its parameters in float64, ``(G, N, K)`` (for
+        export and checks: independent of the training dtype)."""
+        return self._compute(self.flat_param().detach().to(torch.float64))
+
+    def forward(self) -> torch.Tensor:
+        if self.scope is not None:
+            return self.scope.frame(self)
+        return self.frames(self.flat_param()).reshape(*self.batch, self.n, self.k)
+
+
+class AngleFrame(FrameModule):
+    """A frame whose free parameters are circuit angles ``theta``."""
+
+    def param(self) -> torch.Tensor:
+        return self.theta

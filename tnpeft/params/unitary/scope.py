@@ -1,0 +1,88 @@
+"""Cross-layer batching: frames of equal shape in one scope are materialized in one pass."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from tnpeft.params.unitary.base import FrameModule
+
+
+class FrameScope:
+    """Frames of equal shape and options inside one scope are computed in one batched pass.
+
+    ``inject`` gives every adapted model one scope, so the ``U`` frames of all layers of a width,
+    say, are materialized together: one set of state-sized operations per distinct shape and step,
+    instead of one per layer. A frame's result is reused by the other members of its group until
+    the member that asks for it has already had it (a new forward pass), a parameter changed, or
+    the grad mode changed; then the whole group is recomputed. Copies of a model get a fresh scope.
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple, _FrameGroup] = {}
+        self._members: weakref.WeakSet = weakref.WeakSet()
+
+    def __deepcopy__(self, memo) -> FrameScope:
+        return FrameScope()  # members of a copy register again on their first forward
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def register(self, member: FrameModule) -> None:
+        """Make ``member`` part of this scope (done when the module is built)."""
+        self._members.add(member)
+
+    def frame(self, member: FrameModule) -> torch.Tensor:
+        """``member``'s frames ``(*batch, N, K)``, computed with its group if needed."""
+        if member not in self._members:
+            # a module this scope has not seen (e.g. in a deep copy, whose scope starts empty): compute
+            # it alone this time and batch it with its peers from the next forward on, instead of
+            # recomputing a growing group once per newcomer
+            self._members.add(member)
+            self._groups.clear()
+            return member.frames(member.flat_param()).reshape(*member.batch, member.n, member.k)
+        p = member.param()
+        key = (member.batch_key(), p.dtype, p.device)
+        group = self._groups.get(key)
+        if group is None:
+            # every registered module of the same shape, options, dtype and device joins at once
+            group = self._groups[key] = _FrameGroup()
+            for m in self._members:
+                q = m.param()
+                if (m.batch_key(), q.dtype, q.device) == key:
+                    group.members.add(m)
+        return group.get(member)
+
+
+class _FrameGroup:
+    def __init__(self) -> None:
+        self.members: weakref.WeakSet = weakref.WeakSet()
+        self.cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.consumed: weakref.WeakSet = weakref.WeakSet()
+        self.grad = False
+
+    def get(self, m: FrameModule) -> torch.Tensor:
+        if m not in self.members:
+            self.members.add(m)
+            self.cache = weakref.WeakKeyDictionary()
+        entry = self.cache.get(m)
+        if (entry is None or m in self.consumed or entry[1] != m.param()._version
+                or self.grad != torch.is_grad_enabled()):
+            self._recompute()
+            entry = self.cache[m]
+        self.consumed.add(m)
+        return entry[0]
+
+    def _recompute(self) -> None:
+        members = list(self.members)
+        flats = [m.flat_param() for m in members]
+        frames = members[0].frames(torch.cat(flats) if len(flats) > 1 else flats[0])
+        self.cache = weakref.WeakKeyDictionary()
+        for m, f in zip(members, frames.split([x.shape[0] for x in flats])):
+            self.cache[m] = (f.reshape(*m.batch, m.n, m.k), m.param()._version)
+        self.consumed = weakref.WeakSet()
+        self.grad = torch.is_grad_enabled()

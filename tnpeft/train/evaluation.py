@@ -1,0 +1,54 @@
+"""Held-out metrics: accuracy and macro-F1 for classification, loss and perplexity for causal LM."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+def macro_f1(pred: list[int], gold: list[int], n_classes: int) -> float:
+    """Unweighted mean of the per-class F1 scores."""
+    f1s = []
+    for c in range(n_classes):
+        tp = sum(p == c and g == c for p, g in zip(pred, gold))
+        fp = sum(p == c and g != c for p, g in zip(pred, gold))
+        fn = sum(p != c and g == c for p, g in zip(pred, gold))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / n_classes
+
+
+def make_batch(task: str, data, idx: list[int], tokenizer, max_length: int) -> dict[str, torch.Tensor]:
+    if task == "classification":
+        enc = tokenizer([data.texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        return {**enc, "labels": torch.tensor([data.labels[j] for j in idx])}
+    ids = data.blocks[idx]
+    return {"input_ids": ids, "labels": ids}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, tokenizer, data, task: str = "classification", batch_size: int = 128,
+             max_length: int = 48, desc: str = "eval", progress: bool = True) -> dict[str, float]:
+    """Classification: ``accuracy`` and ``macro_f1``; causal LM: ``loss`` and ``perplexity``."""
+    was_training = model.training
+    model.eval()
+    preds: list[int] = []
+    losses: list[tuple[float, int]] = []
+    for i in tqdm(range(0, len(data), batch_size), desc=desc, leave=False, disable=not progress):
+        idx = list(range(i, min(len(data), i + batch_size)))
+        batch = make_batch(task, data, idx, tokenizer, max_length)
+        out = model(**batch)
+        if task == "classification":
+            preds.extend(out["logits"].argmax(-1).tolist())
+        else:
+            losses.append((float(out["loss"]), len(idx)))
+    model.train(was_training)
+    if task == "classification":
+        n_classes = max(len(data.label_names), max(data.labels) + 1)
+        acc = sum(p == g for p, g in zip(preds, data.labels)) / len(data)
+        return {"accuracy": acc, "macro_f1": macro_f1(preds, data.labels, n_classes)}
+    loss = sum(x * n for x, n in losses) / sum(n for _, n in losses)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}

@@ -1,0 +1,45 @@
+"""The hyper-parameters of a training run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tnpeft.errors import ConfigError
+
+TASKS = ("classification", "causal_lm")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`fit` (all JSON-ready; a checkpoint records them and refuses to
+    resume under different ones)."""
+
+    task: str = "classification"
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    max_length: int = 48
+    eval_every: int = 0           # evaluate every N steps (and before the first); 0: only at the end
+    checkpoint_every: int = 25
+    seed: int = 0
+    eval_batch_size: int = 128
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}", field="task")
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}", field=name)
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {v!r}", field=name)
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ConfigError(f"max_steps must be a positive integer, got {self.max_steps!r}", field="max_steps")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}", field="lr")
