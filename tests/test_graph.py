@@ -279,3 +279,52 @@ def test_multi_leg_graph_reshapes_like_a_tensor_train():
     torch.testing.assert_close(g.dense(), ref)
     x = torch.randn(4, 6)
     torch.testing.assert_close(g.forward(x), x @ ref.T)
+
+
+def test_kronecker_adapter_is_the_outer_product_of_its_disconnected_factors(tmp_path):
+    # KronA / LoKr: ΔW = kron(Aᵀ, Bᵀ) — two factors that share no index, each carrying open legs
+    from conftest import tiny_gpt2
+
+    def kron(in_features, out_features, a=(4, 2), b=(8, 48)):
+        return Graph([Dense("A", ("i1", "o1"), (a[0], a[1]), init="normal"),
+                      Dense("B", ("i2", "o2"), (b[0], b[1]), init="zeros")],
+                     in_index=("i1", "i2"), out_index=("o1", "o2"), in_features=in_features,
+                     out_features=out_features, name="kron")
+
+    g = kron(32, 96)
+    assert len(g.schedule) == 1 and set(g.schedule[0].nodes) == {"A", "B"}
+    with torch.no_grad():
+        g.module.B.weight.normal_()
+    ref = torch.kron(g.tensor("A").T, g.tensor("B").T)
+    torch.testing.assert_close(g.dense(), ref, atol=0, rtol=0)
+    x = torch.randn(5, 32)
+    torch.testing.assert_close(g.forward(x), x @ ref.T)
+    # it injects, trains, merges and saves like LoRA (the zero factor B makes it start at the base)
+    base = tiny_gpt2()
+    m = tnpeft.inject(tiny_gpt2(), tnpeft.AdapterConfig(kron, ["c_attn"]))
+    ids = torch.randint(0, 97, (2, 8))
+    torch.testing.assert_close(m(ids).logits, base(ids).logits)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        m(ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    want = m(ids).logits
+    assert (want - base(ids).logits).abs().max() > 1e-4
+    tnpeft.save_adapter(m, tmp_path / "k")
+    fresh = tnpeft.load_adapter(tiny_gpt2(), tmp_path / "k")
+    torch.testing.assert_close(fresh(ids).logits, want)
+    tnpeft.merge(fresh)
+    torch.testing.assert_close(fresh(ids).logits, want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_factor_that_reads_no_input_joins_the_stage_of_a_linear_graph():
+    # ΔW[(o1, o2), i] = A[i, o1] · v[o2]: v carries only an output leg
+    g = Graph([Dense("A", ("in", "o1"), (6, 3), init="normal"), Dense("v", ("o2",), (2,), init="normal")],
+              out_index=("o1", "o2"))
+    ref = torch.einsum("io,p->opi", g.tensor("A"), g.tensor("v")).reshape(6, 6)
+    torch.testing.assert_close(g.dense(), ref)
+    with pytest.raises(UnreachableLegError, match="do not depend on the input") as e:
+        Graph([Dense("A", ("r", "in"), (3, 6)), Nonlinear.elementwise("f", {"r": 3}, ("s",), fn="tanh"),
+               Dense("B", ("s", "o1"), (3, 2)), Dense("v", ("o2",), (2,))], out_index=("o1", "o2"))
+    assert e.value.node == "v"

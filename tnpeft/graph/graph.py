@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -63,11 +63,11 @@ class Graph:
             if not isinstance(n, Node):
                 raise GraphError(f"graph nodes must be Node objects (Dense, Diagonal, Unitary, Nonlinear), "
                                  f"got {type(n).__name__}")
-        names = [n.name for n in nodes]
-        dup = {x for x in names if names.count(x) > 1}
+        counts = Counter(n.name for n in nodes)
+        dup = sorted(x for x, c in counts.items() if c > 1)
         if dup:
-            d = sorted(dup)[0]
-            raise GraphError(f"node name {d!r} is used by {names.count(d)} nodes; names must be unique", node=d)
+            raise GraphError(f"node name {dup[0]!r} is used by {counts[dup[0]]} nodes; names must be unique",
+                             node=dup[0])
         in_inds = self._legs("in_index", in_index)
         out_inds = self._legs("out_index", out_index)
         if mode not in ("add", "input"):

@@ -7,6 +7,7 @@ schedule is computed once, when the graph is built.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -47,11 +48,19 @@ class Schedule:
 def build_schedule(nodes: list[Node], in_inds: tuple[str, ...], out_inds: tuple[str, ...]) -> Schedule:
     """The stages of a graph: which nodes contract together, in which order, on which activations.
 
-    Raises a :class:`~tnpeft.errors.GraphError` subclass naming the node and index at fault when
-    some part of the network cannot be reached from the input or feeds nothing."""
+    The linear nodes fall into connected components (joined by shared indices). Components that
+    read the same activation — the layer input, or one nonlinear node's output — form one stage,
+    contracted together: disconnected components are an outer product (a Kronecker adapter's two
+    factors). In a graph without nonlinear nodes, a component that reads no input (a factor that
+    carries only output legs) joins the one stage as well.
+
+    Runs in time linear in the size of the graph. Raises a :class:`~tnpeft.errors.GraphError`
+    subclass naming the node and index at fault when some part of the network cannot be reached
+    from the input or feeds nothing."""
     in_index = in_inds[0] if len(in_inds) == 1 else in_inds
     out_index = out_inds[0] if len(out_inds) == 1 else out_inds
-    shared_legs = tuple(i for i in in_inds if i in out_inds)
+    shared_legs = set(in_inds) & set(out_inds)
+    pos = {n.name: k for k, n in enumerate(nodes)}
     linear = [n for n in nodes if not isinstance(n, Nonlinear)]
     nonlin = [n for n in nodes if isinstance(n, Nonlinear)]
     nl_in = {i: n.name for n in nonlin for i in n.inputs}
@@ -66,106 +75,150 @@ def build_schedule(nodes: list[Node], in_inds: tuple[str, ...], out_inds: tuple[
         for i in n.inputs:
             if i in out_inds:
                 raise GraphError(f"nonlinear node {n.name!r} consumes the output leg {i!r}", node=n.name, index=i)
-    # connected components of the linear nodes (joined by shared indices)
-    parent = {n.name: n.name for n in linear}
+    sources = set(in_inds) | set(nl_out)
+    sinks = set(out_inds) | set(nl_in)
+    # the activation a source index belongs to: "" is the layer input, else the nonlinear node's name
+    source_of = {**{i: "" for i in in_inds}, **nl_out}
 
-    def find(a: str) -> str:
+    comps = _components(linear)
+    infos = []
+    for c in comps:
+        inds = list(dict.fromkeys(i for n in c for i in n.inds))
+        entries = [i for i in inds if i in sources]
+        if not any(i in sinks for i in inds):
+            raise UnreachableLegError(
+                f"node(s) {[n.name for n in c]} feed nothing: no path joins them to open leg "
+                f"{out_index!r} or to a nonlinear node's input", node=c[0].name)
+        infos.append((c, inds, entries, set(dict.fromkeys(source_of[i] for i in entries))))
+    fed = [k for k, info in enumerate(infos) if info[3]]
+    unfed = [k for k, info in enumerate(infos) if not info[3]]
+    if unfed and (nonlin or not fed):
+        c = infos[unfed[0]][0]
+        raise UnreachableLegError(
+            f"node(s) {[n.name for n in c]} do not depend on the input: no path joins them to open leg "
+            f"{in_index!r} or to a nonlinear node's output"
+            + ("" if not nonlin else "; in a graph with nonlinear nodes every linear part must read the layer "
+               "input or a nonlinear node's output"), node=c[0].name)
+
+    # stages: components reading a common activation contract together (union-find over activations)
+    parent = list(range(len(infos)))
+
+    def find(a: int) -> int:
         while parent[a] != a:
             parent[a] = parent[parent[a]]
             a = parent[a]
         return a
 
-    holders: dict[str, list[str]] = defaultdict(list)
-    for n in linear:
-        for i in n.inds:
-            holders[i].append(n.name)
-    for hs in holders.values():
-        for h in hs[1:]:
-            parent[find(h)] = find(hs[0])
-    comps: dict[str, list[Node]] = defaultdict(list)
-    for n in linear:
-        comps[find(n.name)].append(n)
-    sources = set(in_inds) | set(nl_out)
-    sinks = set(out_inds) | set(nl_in)
+    reader: dict[str, int] = {}
+    for k in fed:
+        for key in infos[k][3]:
+            if key in reader:
+                parent[find(k)] = find(reader[key])
+            else:
+                reader[key] = k
+    for k in unfed:   # a linear graph: one stage (its readers all read the layer input)
+        parent[find(k)] = find(fed[0])
+    groups: dict[int, list[int]] = defaultdict(list)
+    for k in range(len(infos)):
+        groups[find(k)].append(k)
 
-    def comp_inds(c: list[Node]) -> list[str]:
-        return list(dict.fromkeys(i for n in c for i in n.inds))
-
-    pending = dict(comps)
-    for c in pending.values():
-        inds = comp_inds(c)
-        if not any(i in sources for i in inds):
-            raise UnreachableLegError(
-                f"node(s) {[n.name for n in c]} do not depend on the input: no path joins them to open leg "
-                f"{in_index!r} or to a nonlinear node's output", node=c[0].name)
-        if not any(i in sinks for i in inds):
-            raise UnreachableLegError(
-                f"node(s) {[n.name for n in c]} feed nothing: no path joins them to open leg "
-                f"{out_index!r} or to a nonlinear node's input", node=c[0].name)
-    pending_nl = {n.name: n for n in nonlin}
+    # event-driven: a stage waits for the activations it reads, a nonlinear node for its inputs;
+    # ready items run in the order of their first node in the graph
+    stages = []
+    for members in groups.values():
+        keys = set().union(*(infos[k][3] for k in members))
+        stages.append((min(pos[infos[k][0][0].name] for k in members), members, keys))
+    waiting_on: dict[str, list[int]] = defaultdict(list)
+    missing = {}
+    heap: list[tuple[int, int, int]] = []   # (position, 0 = stage / 1 = nonlinear, id)
+    for sid, (p0, _, keys) in enumerate(stages):
+        missing[("s", sid)] = len(keys - {""})
+        for key in keys - {""}:
+            waiting_on[key].append(sid)
+        if not missing[("s", sid)]:
+            heapq.heappush(heap, (p0, 0, sid))
+    nl_wait: dict[str, list[int]] = defaultdict(list)
+    for j, n in enumerate(nonlin):
+        missing[("n", j)] = len(set(n.inputs))
+        for i in set(n.inputs):
+            nl_wait[i].append(j)
     acts: list[tuple[str, ...]] = [in_inds]
     avail: dict[str, int] = {i: 0 for i in in_inds}
     consumed: set[int] = set()
     schedule: list[ContractStep | ApplyStep] = []
     order: list[str] = []
-    while pending or pending_nl:
-        progress = False
-        for k in list(pending):
-            c = pending[k]
-            inds = comp_inds(c)
-            entries = [i for i in inds if i in sources]
-            if not all(i in avail for i in entries):
-                continue
+
+    def publish(out_id: int) -> None:
+        for i in acts[out_id]:
+            avail[i] = out_id
+            for j in nl_wait.get(i, ()):
+                missing[("n", j)] -= 1
+                if not missing[("n", j)]:
+                    heapq.heappush(heap, (pos[nonlin[j].name], 1, j))
+
+    for i in in_inds:  # nonlinear nodes reading the layer input directly
+        for j in nl_wait.get(i, ()):
+            missing[("n", j)] -= 1
+            if not missing[("n", j)]:
+                heapq.heappush(heap, (pos[nonlin[j].name], 1, j))
+    done = 0
+    while heap:
+        _, kind, ident = heapq.heappop(heap)
+        done += 1
+        if kind == 0:
+            _, members, _ = stages[ident]
+            inds = list(dict.fromkeys(i for k in members for i in infos[k][1]))
+            used = set(inds)
+            entries = list(dict.fromkeys(i for k in members for i in infos[k][2]))
             act_ids = tuple(dict.fromkeys(avail[i] for i in entries))
             for a in act_ids:
-                extra = [i for i in acts[a] if i not in inds]
+                extra = [i for i in acts[a] if i not in used]
                 if extra:
+                    names = [n.name for k in members for n in infos[k][0]]
                     raise GraphError(
-                        f"node(s) {[n.name for n in c]} take part of a stage output that also carries "
-                        f"{extra}; a stage's output must be consumed whole", node=c[0].name, index=extra[0])
+                        f"node(s) {names} take part of a stage output that also carries {extra}; a stage's output "
+                        "must be consumed whole", node=names[0], index=extra[0])
             exits = tuple(i for i in inds if (i in sinks and i not in sources) or i in shared_legs)
             if set(exits) == set(out_inds):
                 exits = out_inds
             acts.append(exits)
             out_id = len(acts) - 1
-            for i in exits:
-                avail[i] = out_id
             consumed.update(act_ids)
-            schedule.append(ContractStep(tuple(n.name for n in _flow_order(c, entries)), act_ids,
-                                         exits, out_id))
-            order.extend(schedule[-1].nodes)
-            del pending[k]
-            progress = True
-        for name in list(pending_nl):
-            n = pending_nl[name]
-            if not all(i in avail for i in n.inputs):
-                continue
+            step_nodes = tuple(n.name for k in members for n in _flow_order(infos[k][0], infos[k][2]))
+            schedule.append(ContractStep(step_nodes, act_ids, exits, out_id))
+            order.extend(step_nodes)
+            publish(out_id)
+        else:
+            n = nonlin[ident]
             src = {avail[i] for i in n.inputs}
             if len(src) != 1 or set(acts[next(iter(src))]) != set(n.inputs):
                 got = [acts[s] for s in src]
                 raise GraphError(
-                    f"nonlinear node {name!r} takes indices {n.inputs}, but the stage(s) before it produce "
-                    f"{got}; its inputs must be exactly one stage's output", node=name)
+                    f"nonlinear node {n.name!r} takes indices {n.inputs}, but the stage(s) before it produce "
+                    f"{got}; its inputs must be exactly one stage's output", node=n.name)
             a = next(iter(src))
             if acts[a] != n.inputs:  # same set, other order: the node defines the order it reads
-                raise GraphError(f"nonlinear node {name!r} lists inputs {n.inputs} but the stage before it "
-                                 f"produces them in the order {acts[a]}; list them in that order", node=name)
+                raise GraphError(f"nonlinear node {n.name!r} lists inputs {n.inputs} but the stage before it "
+                                 f"produces them in the order {acts[a]}; list them in that order", node=n.name)
             acts.append(n.outputs)
             out_id = len(acts) - 1
-            for i in n.outputs:
-                avail[i] = out_id
             consumed.add(a)
-            schedule.append(ApplyStep(name, a, out_id))
-            order.append(name)
-            del pending_nl[name]
-            progress = True
-        if not progress:
-            stuck = [n.name for c in pending.values() for n in c] + list(pending_nl)
-            missing = sorted({i for c in pending.values() for i in comp_inds(c) if i in sources and i not in avail}
-                             | {i for n in pending_nl.values() for i in n.inputs if i not in avail})
-            raise UnreachableLegError(
-                f"node(s) {stuck} cannot be reached from the input {in_index!r}: indices {missing} are "
-                "never produced (a cycle through nonlinear nodes, or a missing stage)", node=stuck[0])
+            schedule.append(ApplyStep(n.name, a, out_id))
+            order.append(n.name)
+            for sid in waiting_on.get(n.name, ()):
+                missing[("s", sid)] -= 1
+                if not missing[("s", sid)]:
+                    heapq.heappush(heap, (stages[sid][0], 0, sid))
+            publish(out_id)
+    if done < len(stages) + len(nonlin):
+        stuck = [infos[k][0][0].name for sid, st in enumerate(stages) if missing[("s", sid)] for k in st[1]]
+        stuck += [n.name for j, n in enumerate(nonlin) if missing[("n", j)]]
+        never = sorted({i for sid, st in enumerate(stages) if missing[("s", sid)] for k in st[1]
+                        for i in infos[k][2] if i not in avail}
+                       | {i for j, n in enumerate(nonlin) if missing[("n", j)] for i in n.inputs if i not in avail})
+        raise UnreachableLegError(
+            f"node(s) {stuck} cannot be reached from the input {in_index!r}: indices {never} are "
+            "never produced (a cycle through nonlinear nodes, or a missing stage)", node=stuck[0])
     first_out = out_inds[0]
     if first_out not in avail or acts[avail[first_out]] != out_inds:
         got = acts[avail[first_out]] if first_out in avail else None
@@ -179,15 +232,51 @@ def build_schedule(nodes: list[Node], in_inds: tuple[str, ...], out_inds: tuple[
     return Schedule(tuple(schedule), tuple(acts), tuple(order))
 
 
+def _components(linear: list[Node]) -> list[list[Node]]:
+    """Connected components of the linear nodes (joined by shared indices), each in graph order,
+    ordered by their first node."""
+    parent = list(range(len(linear)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    first: dict[str, int] = {}
+    for k, n in enumerate(linear):
+        for i in n.inds:
+            if i in first:
+                parent[find(k)] = find(first[i])
+            else:
+                first[i] = k
+    comps: dict[int, list[Node]] = defaultdict(list)
+    for k, n in enumerate(linear):
+        comps[find(k)].append(n)
+    return list(comps.values())
+
+
 def _flow_order(comp: list[Node], entries: list[str]) -> list[Node]:
-    # breadth-first from the stage's inputs, so node order follows the data flow
-    seen: list[Node] = []
-    frontier = set(entries)
-    rest = list(comp)
-    while rest:
-        nxt = [n for n in rest if frontier & set(n.inds)] or [rest[0]]
-        for n in nxt:
-            seen.append(n)
-            rest.remove(n)
-            frontier |= set(n.inds)
-    return seen
+    """The component's nodes breadth-first from the stage's inputs (level by level, graph order
+    within a level), so node order follows the data flow."""
+    holders: dict[str, list[int]] = defaultdict(list)
+    for k, n in enumerate(comp):
+        for i in n.inds:
+            holders[i].append(k)
+    seen = [False] * len(comp)
+    out: list[Node] = []
+    frontier = list(dict.fromkeys(entries))
+    reached = set(frontier)
+    while len(out) < len(comp):
+        level = sorted({k for i in frontier for k in holders.get(i, ()) if not seen[k]})
+        if not level:  # nothing touches the frontier: start from the first node left
+            level = [next(k for k in range(len(comp)) if not seen[k])]
+        frontier = []
+        for k in level:
+            seen[k] = True
+            out.append(comp[k])
+            for i in comp[k].inds:
+                if i not in reached:
+                    reached.add(i)
+                    frontier.append(i)
+    return out
