@@ -1,9 +1,10 @@
 """Real quantum circuits as data, and a batched, differentiable statevector simulator in torch.
 
 A :class:`Circuit` is a tuple of gates on ``n`` qubits. Every gate is real (``RY``, ``CZ``,
-``CX``), so states stay real and a circuit is an orthogonal ``2ⁿ × 2ⁿ`` matrix. A rotation angle
-comes from the circuit's trainable parameters (``("param", k)``) or from a data input
-(``("input", j)``, angle encoding).
+``CX``, each optionally controlled on other qubits being 0 or 1), so states stay real and a
+circuit is an orthogonal ``2ⁿ × 2ⁿ`` matrix. A rotation angle comes from the circuit's trainable
+parameters (``("param", k)``) or from a data input (``("input", j)``, angle encoding), times a
+fixed ``factor``.
 
 Qubit order follows Qiskit: qubit ``q`` is bit ``q`` (the least significant bit is qubit 0) of a
 basis-state index, so :func:`simulate` returns exactly the amplitudes of
@@ -30,11 +31,24 @@ GATES = ("ry", "cz", "cx")
 @dataclass(frozen=True)
 class Gate:
     """One gate: ``name`` in ``("ry", "cz", "cx")``, the qubits it acts on (``cx``: control,
-    target) and, for ``ry``, where its angle comes from: ``("param", k)`` or ``("input", j)``."""
+    target) and, for ``ry``, where its angle comes from: ``("param", k)`` or ``("input", j)``; the
+    rotation is ``RY(factor · angle)``. ``controls`` are ``(qubit, value)`` pairs: the gate acts
+    only on the basis states whose control qubits hold those values (a multi-controlled gate;
+    ``value`` 0 is an open control)."""
 
     name: str
     qubits: tuple[int, ...]
     angle: tuple[str, int] | None = None
+    controls: tuple[tuple[int, int], ...] = ()
+    factor: float = 1.0
+
+    @property
+    def control_qubits(self) -> tuple[int, ...]:
+        return tuple(q for q, _ in self.controls)
+
+    def controlled(self, *controls: tuple[int, int]) -> Gate:
+        """This gate with more controls (added in front of its own)."""
+        return Gate(self.name, self.qubits, self.angle, tuple(controls) + self.controls, self.factor)
 
 
 @dataclass(frozen=True)
@@ -52,9 +66,12 @@ class Circuit:
         for g in self.gates:
             if g.name not in GATES:
                 raise ConfigError(f"unknown gate {g.name!r}; expected one of {GATES}", field="gates")
-            if any(not 0 <= q < self.n_qubits for q in g.qubits) or len(set(g.qubits)) != len(g.qubits):
-                raise ConfigError(f"gate {g.name} on qubits {g.qubits} does not fit {self.n_qubits} qubits",
-                                  field="gates")
+            every = g.qubits + g.control_qubits
+            if any(not 0 <= q < self.n_qubits for q in every) or len(set(every)) != len(every):
+                raise ConfigError(f"gate {g.name} on qubits {g.qubits} (controls {g.controls}) does not fit "
+                                  f"{self.n_qubits} qubits", field="gates")
+            if any(v not in (0, 1) for _, v in g.controls):
+                raise ConfigError(f"gate {g.name}: control values must be 0 or 1, got {g.controls}", field="gates")
             if g.name == "ry":
                 src, k = g.angle or ("", -1)
                 limit = self.n_params if src == "param" else self.n_inputs if src == "input" else 0
@@ -69,6 +86,11 @@ class Circuit:
     def count(self, name: str) -> int:
         """Number of gates called ``name``."""
         return sum(g.name == name for g in self.gates)
+
+    @property
+    def is_controlled(self) -> bool:
+        """True if some gate has controls."""
+        return any(g.controls for g in self.gates)
 
 
 def circuit_angle_count(n_qubits: int, layers: int) -> int:
@@ -196,7 +218,9 @@ def simulate(circuit: Circuit, params: torch.Tensor, inputs: torch.Tensor | None
     table = torch.cat(half, -1)
     cos_t, sin_t = torch.cos(table), torch.sin(table)
     for seg in segments:
-        if seg[0] == "ry":
+        if seg[0] == "gate":   # a controlled gate, or a rotation by a multiple of its angle
+            psi = _apply_single(seg, psi, table)
+        elif seg[0] == "ry":
             for lo, c, idx in seg[1]:
                 ix = idx.to(psi.device)
                 cs, sn = cos_t[..., ix], sin_t[..., ix]                       # (*batch, c)
@@ -213,6 +237,47 @@ def simulate(circuit: Circuit, params: torch.Tensor, inputs: torch.Tensor | None
             if sign is not None:
                 psi = psi * sign.to(psi.device, psi.dtype)
     return psi
+
+
+def _apply_single(seg: tuple, psi: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    _, g, k, idx0, idx1, vec = seg
+    if g.name == "ry":
+        half = table[..., k] * g.factor
+        c, s = torch.cos(half)[..., None], torch.sin(half)[..., None]
+        i0, i1 = idx0.to(psi.device), idx1.to(psi.device)
+        a0, a1 = psi[..., i0], psi[..., i1]
+        return psi.index_copy(-1, i0, c * a0 - s * a1).index_copy(-1, i1, s * a0 + c * a1)
+    if g.name == "cz":
+        return psi * vec.to(psi.device, psi.dtype)
+    return psi[..., vec.to(psi.device)]
+
+
+def _control_mask(n: int, controls: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    i = torch.arange(1 << n)
+    ok = torch.ones(1 << n, dtype=torch.bool)
+    for q, v in controls:
+        ok &= ((i >> q) & 1) == v
+    return ok
+
+
+def _single(circuit: Circuit, g: Gate) -> tuple:
+    """A gate compiled on its own: index pairs (RY), a sign vector (CZ) or a permutation (CX),
+    restricted to the basis states its controls select."""
+    n = circuit.n_qubits
+    i = torch.arange(1 << n)
+    ok = _control_mask(n, g.controls)
+    if g.name == "ry":
+        t = g.qubits[0]
+        src, k = g.angle  # type: ignore[misc]
+        idx0 = i[ok & (((i >> t) & 1) == 0)]
+        return ("gate", g, k if src == "param" else circuit.n_params + k, idx0, idx0 | (1 << t), None)
+    if g.name == "cz":
+        a, b = g.qubits
+        hit = ok & (((i >> a) & 1) == 1) & (((i >> b) & 1) == 1)
+        return ("gate", g, None, None, None, 1.0 - 2.0 * hit.to(torch.float64))
+    c, t = g.qubits
+    flip = ok & (((i >> c) & 1) == 1)
+    return ("gate", g, None, None, None, torch.where(flip, i ^ (1 << t), i))
 
 
 def _kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -256,7 +321,11 @@ def _segments(circuit: Circuit) -> tuple:
         perm = sign = None
 
     for g in circuit.gates:
-        if g.name == "ry":
+        if g.controls or g.factor != 1.0:
+            flush_ry()
+            flush_ps()
+            segs.append(_single(circuit, g))
+        elif g.name == "ry":
             flush_ps()
             q = g.qubits[0]
             if q in run:
