@@ -143,10 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export_circuits(args: argparse.Namespace) -> int:
-    """Write an adapter's circuits as OpenQASM 3 files with an index (see tnpeft.quantum.export)."""
-    from tnpeft.quantum import export_circuits
-
+def _adapter_source(args: argparse.Namespace) -> Any:
+    """A built adapter graph (ADAPTER with sizes and name=value) or a saved adapter folder."""
     if (args.adapter is None) == (args.adapter_dir is None):
         raise ConfigError("give an adapter name with --in-features and --out-features, or --adapter-dir DIR "
                           "(one of the two)", field="adapter")
@@ -154,18 +152,23 @@ def cmd_export_circuits(args: argparse.Namespace) -> int:
         if args.hparams or args.export_in is not None or args.export_out is not None:
             raise ConfigError("--adapter-dir reads the sizes and hyper-parameters from the saved adapter; drop "
                               "--in-features, --out-features and name=value", field="adapter_dir")
-        source: Any = args.adapter_dir
-    else:
-        if not (isinstance(args.export_in, int) and isinstance(args.export_out, int)
-                and args.export_in > 0 and args.export_out > 0):
-            raise ConfigError(f"adapter {args.adapter!r} needs positive --in-features and --out-features",
-                              field="in_features")
-        from tnpeft.adapters import check_hparams, get_builder
+        return args.adapter_dir
+    if not (isinstance(args.export_in, int) and isinstance(args.export_out, int)
+            and args.export_in > 0 and args.export_out > 0):
+        raise ConfigError(f"adapter {args.adapter!r} needs positive --in-features and --out-features",
+                          field="in_features")
+    from tnpeft.adapters import check_hparams, get_builder
 
-        hp = _parse_hparams(args.hparams)
-        check_hparams(args.adapter, hp)
-        source = get_builder(args.adapter)(args.export_in, args.export_out, **hp)
-    index = export_circuits(source, args.output, max_synthesis_qubits=args.max_synthesis_qubits)
+    hp = _parse_hparams(args.hparams)
+    check_hparams(args.adapter, hp)
+    return get_builder(args.adapter)(args.export_in, args.export_out, **hp)
+
+
+def cmd_export_circuits(args: argparse.Namespace) -> int:
+    """Write an adapter's circuits as OpenQASM 3 files with an index (see tnpeft.quantum.export)."""
+    from tnpeft.quantum import export_circuits
+
+    index = export_circuits(_adapter_source(args), args.output, max_synthesis_qubits=args.max_synthesis_qubits)
     if args.json:
         print(json.dumps(index, indent=2))
         return 0
@@ -175,7 +178,27 @@ def cmd_export_circuits(args: argparse.Namespace) -> int:
     w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(x.ljust(w[i]) if i in (0, 1, 2, 6) else x.rjust(w[i]) for i, x in enumerate(r)).rstrip())
-    print(f"wrote {len(rows)} OpenQASM 3 circuits and index.json to {args.output}")
+    for e in index.get("skipped", []):
+        print(f"not exported: {e['name']}: {e['reason']}")
+    print(f"wrote {len(rows)} OpenQASM 3 circuits and index.json to {args.output}"
+          + (f"; {len(index['skipped'])} node(s) could not be compiled (listed above)" if index.get("skipped") else ""))
+    return 0
+
+
+def cmd_circuits(args: argparse.Namespace) -> int:
+    """Print the resources of an adapter's circuits (see tnpeft.quantum.resources)."""
+    from tnpeft.quantum.resources import resource_report
+
+    backend = None if args.backend == "none" else "generic"
+    report = resource_report(_adapter_source(args), backend, max_synthesis_qubits=args.max_synthesis_qubits,
+                             optimization_level=args.optimization_level)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report)
+        if backend:
+            print(f"backend: {report.backend} (heavy-hex coupling map; CX, RZ, SX, X); "
+                  "CX = after decomposing into CX and one-qubit gates, before routing")
     return 0
 
 
@@ -248,17 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the metrics as JSON (no progress bars)")
     t.set_defaults(func=cmd_train)
 
-    x = sub.add_parser("export-circuits", help="write an adapter's circuits as OpenQASM 3 files with an index.json")
-    x.add_argument("adapter", nargs="?", help="adapter name, e.g. quantum_peft (or use --adapter-dir)")
-    x.add_argument("--in-features", type=int, dest="export_in")
-    x.add_argument("--out-features", type=int, dest="export_out")
-    x.add_argument("hparams", nargs="*", help="hyper-parameters as name=value")
-    x.add_argument("--adapter-dir", help="a folder written by tnpeft.save_adapter (instead of ADAPTER)")
-    x.add_argument("-o", "--output", required=True, help="folder to write the .qasm files and index.json to")
-    x.add_argument("--max-synthesis-qubits", type=int, default=8,
-                   help="largest register a non-circuit unitary node is synthesized on (default 8)")
-    x.add_argument("--json", action="store_true", help="print the index as JSON")
-    x.set_defaults(func=cmd_export_circuits)
+    for verb, helptext in (("export-circuits", "write an adapter's circuits as OpenQASM 3 files with an index.json"),
+                           ("circuits", "report an adapter's circuit resources: qubits, gates, depth, raw, decomposed "
+                                        "and on a backend")):
+        x = sub.add_parser(verb, help=helptext)
+        x.add_argument("adapter", nargs="?", help="adapter name, e.g. quantum_peft (or use --adapter-dir)")
+        x.add_argument("--in-features", type=int, dest="export_in")
+        x.add_argument("--out-features", type=int, dest="export_out")
+        x.add_argument("hparams", nargs="*", help="hyper-parameters as name=value")
+        x.add_argument("--adapter-dir", help="a folder written by tnpeft.save_adapter (instead of ADAPTER)")
+        x.add_argument("--max-synthesis-qubits", type=int, default=8,
+                       help="largest register a frame without a circuit of its own (cayley, exp, taylor, "
+                            "householder) is synthesized on (default 8)")
+        x.add_argument("--json", action="store_true", help="print JSON")
+        if verb == "export-circuits":
+            x.add_argument("-o", "--output", required=True, help="folder to write the .qasm files and index.json to")
+            x.set_defaults(func=cmd_export_circuits)
+        else:
+            x.add_argument("--backend", choices=["generic", "none"], default="generic",
+                           help="transpile to a generic heavy-hex backend (default) or not at all")
+            x.add_argument("--optimization-level", type=int, choices=[0, 1, 2, 3], default=1)
+            x.set_defaults(func=cmd_circuits)
     return p
 
 

@@ -100,7 +100,8 @@ def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_siz
                         "adapter_parameters": m["adapter_parameters"], "trainable_parameters": m["trainable_parameters"],
                         "accuracy": m["final"]["accuracy"], "macro_f1": m["final"]["macro_f1"],
                         "train_seconds": m["train_seconds"], "wall_seconds": round(wall, 1), "steps": m["steps"],
-                        "diagram": m.get("diagram"), "circuits": m.get("circuits"), **check})
+                        "diagram": m.get("diagram"), "circuits": m.get("circuits"),
+                        "circuit_resources": m.get("circuit_resources"), **check})
         print(f"  {name:<13} accuracy {m['final']['accuracy']:.4f}  macro-F1 {m['final']['macro_f1']:.4f}  "
               f"({wall:.0f} s)", flush=True)
     majority = max(test.labels.count(c) for c in range(3)) / len(test)
@@ -133,8 +134,10 @@ def print_table(summary: dict[str, Any]) -> str:
     lines.append(f"wrote to {out}/: <adapter>/adapter (safetensors + JSON), <adapter>/curves.png, "
                  "<adapter>/diagram.svg, <adapter>/metrics.json, results.json, comparison.png")
     for r in rows:
-        if r.get("circuits"):
-            lines.append(f"  circuits of {r['adapter']}: {r['circuits'].split(';')[0]}")
+        if r.get("circuit_resources"):
+            lines.append(f"  circuits of {r['adapter']:<13} {r['circuit_resources']['summary']}  ({r['circuits']})")
+        elif r.get("circuits"):
+            lines.append(f"  circuits of {r['adapter']:<13} {r['circuits']}")
     lines.append(f"total wall time {summary['wall_seconds']:.0f} s")
     return "\n".join(lines)
 

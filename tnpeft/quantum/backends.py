@@ -10,7 +10,7 @@ the user's to bring; tnpeft only needs the backend (or sampler) object.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,33 +58,44 @@ def circuit_stats(circuit: QuantumCircuit) -> dict[str, Any]:
             "ops": ops}
 
 
-def sample_probabilities(circuits: Sequence[QuantumCircuit], backend: BackendV2 | None = None, *, shots: int = 4096,
-                         seed: int | None = None, sampler: Any = None, optimization_level: int = 1) -> np.ndarray:
-    """Measure every qubit of each circuit ``shots`` times; return the estimated probabilities,
-    shape ``(len(circuits), 2ⁿ)``, index = basis state (qubit ``q`` = bit ``q``).
+def sample_probabilities(circuits: Any, backend: BackendV2 | None = None, *, shots: int = 4096,
+                         seed: int | None = None, sampler: Any = None, optimization_level: int = 1) -> Any:
+    """Measure every qubit of each circuit ``shots`` times and return the estimated probabilities
+    (index = basis state, qubit ``q`` = bit ``q``).
 
-    ``backend`` (default: a noiseless :func:`aer_simulator`) is what the circuits are transpiled
-    to; ``sampler`` (default ``BackendSamplerV2(backend=backend)``) runs them — pass a provider's
-    sampler to run on its hardware. ``seed`` seeds the transpiler and, for simulators, the shots.
-    All circuits must have the same number of qubits and no unbound parameters.
+    ``circuits`` is one ``QuantumCircuit`` (→ an array ``(2ⁿ,)``), a sequence of circuits of one
+    width (→ ``(len, 2ⁿ)``), or a ``{name: circuit}`` dict such as :func:`tnpeft.quantum.to_qiskit`
+    returns (→ ``{name: array}``; widths may differ). ``backend`` (default: a noiseless
+    :func:`aer_simulator`) is what the circuits are transpiled to; ``sampler`` — any Qiskit V2
+    sampler (``BaseSamplerV2``: ``StatevectorSampler``, qiskit-aer's ``SamplerV2``, a provider's
+    ``SamplerV2(mode=backend)``) — runs them; by default ``BackendSamplerV2(backend=backend)``.
+    Pass a hardware sampler together with its backend, so that the circuits are transpiled to its
+    target. ``seed`` seeds the transpiler and, for simulators, the shots. Circuits must have no
+    unbound parameters.
     """
+    from qiskit import QuantumCircuit
     from qiskit.primitives import BackendSamplerV2
 
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise ConfigError(f"shots must be a positive integer, got {shots!r}", field="shots")
-    circuits = list(circuits)
-    if not circuits:
-        return np.zeros((0, 0))
-    n = circuits[0].num_qubits
-    for qc in circuits:
+    if isinstance(circuits, QuantumCircuit):
+        return sample_probabilities([circuits], backend, shots=shots, seed=seed, sampler=sampler,
+                                    optimization_level=optimization_level)[0]
+    names = list(circuits) if isinstance(circuits, Mapping) else None
+    items = [circuits[k] for k in names] if names is not None else list(circuits)
+    if not items:
+        return {} if names is not None else np.zeros((0, 0))
+    for qc in items:
+        if not isinstance(qc, QuantumCircuit):
+            raise ConfigError(f"expected Qiskit QuantumCircuits, got a {type(qc).__name__}", field="circuits")
         if qc.parameters:
             raise ConfigError(f"circuit {qc.name!r} has unbound parameters {[p.name for p in qc.parameters][:4]}; "
                               "bind them (assign_parameters) before sampling", field="parameters")
-        if qc.num_qubits != n:
-            raise ConfigError(f"circuits to sample together must have one width; got {n} and {qc.num_qubits} qubits",
-                              field="circuits")
+    if names is None and len({qc.num_qubits for qc in items}) > 1:
+        raise ConfigError(f"circuits sampled as a list must have one width; got {sorted({qc.num_qubits for qc in items})} "
+                          "qubits (pass a {name: circuit} dict to sample circuits of several widths)", field="circuits")
     measured = []
-    for qc in circuits:
+    for qc in items:
         m = qc.copy()
         m.measure_all()
         measured.append(m)
@@ -98,10 +109,14 @@ def sample_probabilities(circuits: Sequence[QuantumCircuit], backend: BackendV2 
             opts["seed_simulator"] = seed
         sampler = BackendSamplerV2(backend=backend, options=opts)
     result = sampler.run(measured, shots=shots).result()
-    probs = np.zeros((len(circuits), 1 << n))
-    for i, pub in enumerate(result):
+    probs = []
+    for qc, pub in zip(items, result):
         counts = pub.data.meas.get_int_counts()
         total = sum(counts.values())
+        p = np.zeros(1 << qc.num_qubits)
         for state, c in counts.items():
-            probs[i, state] = c / total
-    return probs
+            p[state] = c / total
+        probs.append(p)
+    if names is not None:
+        return dict(zip(names, probs))
+    return np.stack(probs)

@@ -2,15 +2,18 @@
 
 Three routes, chosen per node:
 
-- a ``pauli`` unitary node of size ``N = 2ⁿ`` becomes exactly its circuit: an ``RY`` on every
-  qubit, then per layer ``CZ`` + ``RY`` on the pairs (0,1),(2,3),… and (1,2),(3,4),…, with the
-  node's angles (quantized first when the node has ``bits``), in the order of its circuit
-  description :func:`tnpeft.params.circuit.pauli_circuit`;
-- every other unitary node (``cayley``, ``exp``, ``taylor``, ``householder``, ``givens``, and
-  ``pauli`` with ``N`` not a power of two) is synthesized exactly: its ``N×K`` frame is completed
-  to an ``N×N`` orthogonal matrix, embedded as the top-left block of the ``2ⁿ×2ⁿ`` identity
-  (``n = ⌈log₂ N⌉``) and decomposed by ``qiskit.synthesis.qs_decomposition``
-  (:mod:`tnpeft.quantum.synthesis`);
+- a ``pauli`` unitary node of any size ``N`` becomes exactly its circuit on ``⌈log₂ N⌉`` qubits,
+  from the frame's own description (:mod:`tnpeft.params.frame_circuits`): for ``N = 2ⁿ`` an ``RY``
+  on every qubit, then per layer ``CZ`` + ``RY`` on the pairs (0,1),(2,3),… and (1,2),(3,4),…; for
+  any other ``N`` the cosine–sine construction, whose factors are controlled on the top qubit and
+  whose rotation ``CS(φ)`` is controlled on the lower bits being below ``N₂`` — with the node's
+  angles (quantized first when the node has ``bits``);
+- a ``givens`` node becomes its butterfly: per layer one uniformly controlled ``RY`` (``UCRYGate``);
+- every other unitary node (``cayley``, ``exp``, ``taylor``, ``householder``) is synthesized
+  exactly: its ``N×K`` frame is completed to an ``N×N`` orthogonal matrix, embedded as the top-left
+  block of the ``2ⁿ×2ⁿ`` identity (``n = ⌈log₂ N⌉``) and decomposed by
+  ``qiskit.synthesis.qs_decomposition`` (:mod:`tnpeft.quantum.synthesis`), up to
+  ``max_synthesis_qubits``;
 - a ``qnn`` nonlinear node (QWTHN) and a ``qpa`` hyper-network become their real circuits
   (:mod:`tnpeft.params.circuit`); a QNN's data inputs are the ``Parameter`` vector ``x``.
 
@@ -35,10 +38,11 @@ import torch
 
 from tnpeft.errors import ConfigError, GraphError
 from tnpeft.graph import Graph, GraphModule, Nonlinear, Unitary, resolve_graph_module
-from tnpeft.params.circuit import Circuit, pauli_circuit
+from tnpeft.params.circuit import Circuit
+from tnpeft.params.frame_circuits import givens_circuit, pauli_frame_circuit
 from tnpeft.params.hypernetworks import QPAHyperNetwork
 from tnpeft.params.qnn import QNNMap
-from tnpeft.params.unitary import FrameModule, PauliFrame, is_pow2
+from tnpeft.params.unitary import FrameModule, GivensFrame, PauliFrame, butterfly_pairs
 from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS, synthesize_frame
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,17 +53,23 @@ Source = Union[Graph, GraphModule, torch.nn.Module]
 
 # ------------------------------------------------------------------------------ circuits
 def circuit_to_qiskit(circuit: Circuit, theta: Any, *, parameters: bool = False, name: str | None = None,
-                      input_name: str = "x") -> QuantumCircuit:
+                      input_name: str = "x", multiplex: bool = False) -> QuantumCircuit:
     """A :class:`~tnpeft.params.circuit.Circuit` as a Qiskit circuit with the same gates on the
     same qubits.
 
     ``ry`` angles ``("param", k)`` take ``theta[k]`` (bound floats), or — with ``parameters=True`` —
     the ``Parameter`` ``theta[k]`` of a ``ParameterVector("theta")`` (the values are then kept in
-    ``circuit.metadata["theta"]``). Angles ``("input", j)`` are always the ``Parameter``
-    ``x[j]`` of a ``ParameterVector(input_name)``: data to bind before running.
+    ``circuit.metadata["theta"]``), times the gate's ``factor``. Angles ``("input", j)`` are always
+    the ``Parameter`` ``x[j]`` of a ``ParameterVector(input_name)``: data to bind before running.
+    A controlled gate becomes Qiskit's controlled gate with the same control state
+    (``RYGate(θ).control(k, ctrl_state=…)``, ``CZGate().control(k, ctrl_state=…)``). With
+    ``multiplex`` (bound angles only), a run of ``RY`` gates on one target, each controlled on all
+    the other qubits, becomes one uniformly controlled ``UCRYGate`` — a Givens butterfly layer in
+    ``2^{n−1}`` CX instead of one multi-controlled rotation per angle.
     """
     from qiskit import QuantumCircuit
     from qiskit.circuit import ParameterVector
+    from qiskit.circuit.library import CXGate, CZGate, RYGate, UCRYGate
 
     values = [float(v) for v in torch.as_tensor(theta).detach().reshape(-1).to(torch.float64).tolist()]
     if len(values) != circuit.n_params:
@@ -67,15 +77,42 @@ def circuit_to_qiskit(circuit: Circuit, theta: Any, *, parameters: bool = False,
     pv = ParameterVector("theta", circuit.n_params) if parameters and circuit.n_params else None
     xv = ParameterVector(input_name, circuit.n_inputs) if circuit.n_inputs else None
     qc = QuantumCircuit(circuit.n_qubits, name=name or "circuit")
-    for g in circuit.gates:
-        if g.name == "ry":
-            src, k = g.angle  # type: ignore[misc]
-            angle = xv[k] if src == "input" else (pv[k] if pv is not None else values[k])  # type: ignore[index]
-            qc.ry(angle, g.qubits[0])
+    n = circuit.n_qubits
+
+    def angle_of(g):
+        src, k = g.angle
+        a = xv[k] if src == "input" else (pv[k] if pv is not None else values[k])
+        return a * g.factor if g.factor != 1.0 else a
+
+    gates = list(circuit.gates)
+    i = 0
+    while i < len(gates):
+        g = gates[i]
+        full = g.name == "ry" and len(g.controls) == n - 1 and n > 1 and g.angle[0] == "param"
+        if multiplex and pv is None and full:
+            t, j = g.qubits[0], i
+            controls = [q for q in range(n) if q != t]
+            table = [0.0] * (1 << (n - 1))
+            while j < len(gates) and gates[j].name == "ry" and gates[j].qubits[0] == t \
+                    and len(gates[j].controls) == n - 1 and gates[j].angle[0] == "param":
+                ctrl = dict(gates[j].controls)
+                table[sum(ctrl[q] << p for p, q in enumerate(controls))] += angle_of(gates[j])
+                j += 1
+            qc.append(UCRYGate(table), [t] + controls)
+            i = j
+            continue
+        if g.controls:
+            qs = list(g.control_qubits)
+            state = sum(v << p for p, (_, v) in enumerate(g.controls))
+            base = RYGate(angle_of(g)) if g.name == "ry" else CZGate() if g.name == "cz" else CXGate()
+            qc.append(base.control(len(qs), ctrl_state=state), qs + list(g.qubits))
+        elif g.name == "ry":
+            qc.ry(angle_of(g), g.qubits[0])
         elif g.name == "cz":
             qc.cz(*g.qubits)
         else:
             qc.cx(*g.qubits)
+        i += 1
     qc.metadata = {"qubits": circuit.n_qubits, "inputs": circuit.n_inputs}
     if pv is not None:
         qc.metadata["theta"] = values
@@ -98,10 +135,14 @@ def frame_matrices(module: torch.nn.Module) -> np.ndarray:
     return out.detach().cpu().numpy()
 
 
-def _pauli_angles(module: PauliFrame) -> np.ndarray:
-    with torch.no_grad():
-        theta = module.angles().detach().to(torch.float64)
-    return theta.cpu().numpy()
+def frame_circuit(module: FrameModule) -> tuple[Circuit, str] | None:
+    """The circuit description of a circuit-shaped frame (``pauli`` of any size, ``givens``) and
+    its method name; ``None`` for frames that have no circuit of their own."""
+    if isinstance(module, PauliFrame):
+        return pauli_frame_circuit(module.n, module.layers, module.k), "pauli"
+    if isinstance(module, GivensFrame):
+        return givens_circuit(module.n, butterfly_pairs(module.n, module.n_layers)), "givens"
+    return None
 
 
 def _frame_circuits(module: torch.nn.Module, node: str | None, param: str | None, *, parameters: bool,
@@ -109,13 +150,16 @@ def _frame_circuits(module: torch.nn.Module, node: str | None, param: str | None
     """One circuit per batch element of a unitary node's parametrization module."""
     label = node or "frame"
     out = []
-    if isinstance(module, PauliFrame) and is_pow2(module.n) and module.n > 1:
+    described = frame_circuit(module) if isinstance(module, FrameModule) else None
+    if described is not None:
+        circ, method = described
         n, k = module.n, module.k
-        nq = n.bit_length() - 1
-        circ = pauli_circuit(nq, module.layers)
-        for b, theta in enumerate(_pauli_angles(module)):
-            qc = circuit_to_qiskit(circ, torch.from_numpy(theta), parameters=parameters, name=label)
-            qc.metadata.update(method="pauli", layers=module.layers, bits=module.bits)
+        with torch.no_grad():
+            angles = module.angles().detach().to(torch.float64).cpu()
+        for b, theta in enumerate(angles):
+            qc = circuit_to_qiskit(circ, theta, parameters=parameters, name=label, multiplex=method == "givens")
+            qc.metadata.update(method=method, bits=module.bits,
+                               **({"layers": module.layers} if method == "pauli" else {"layers": module.n_layers}))
             out.append((qc, b))
     else:
         frames = frame_matrices(module)

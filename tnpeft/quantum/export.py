@@ -32,10 +32,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tnpeft.errors import AdapterFileError, ConfigError
+from tnpeft.errors import AdapterFileError, ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json
 from tnpeft.graph import graph_modules
-from tnpeft.quantum.compile import to_qiskit
+from tnpeft.quantum.compile import batch_key, circuit_names, to_qiskit
 from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,7 +95,10 @@ def export_circuits(source: Any, directory: str | os.PathLike, *, adapter_name: 
             :func:`tnpeft.quantum.to_qiskit`).
 
     Returns:
-        the index (also written to ``directory/index.json``).
+        the index (also written to ``directory/index.json``). A node that cannot be compiled (e.g.
+        a Cayley frame too large to synthesize) does not stop the export: it is listed under
+        ``"skipped"`` with its name (``"<module path>:<node>"``) and the reason, and every other
+        circuit is written.
 
     Raises:
         ConfigError: the source has no unitary node, ``qnn`` node or hyper-network.
@@ -105,9 +108,20 @@ def export_circuits(source: Any, directory: str | os.PathLike, *, adapter_name: 
     modules = graph_modules(source, adapter_name)
     d = Path(directory)
     entries: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     stems: set[str] = set()
+    found = 0
     for path, module in modules.items():
-        circuits = to_qiskit(module, parameters=parameters, max_synthesis_qubits=max_synthesis_qubits)
+        circuits: dict[str, QuantumCircuit] = {}
+        for name in circuit_names(module):
+            found += 1
+            try:
+                got = to_qiskit(module, name, parameters=parameters, max_synthesis_qubits=max_synthesis_qubits)
+            except TNPeftError as e:
+                skipped.append({"name": f"{path}:{name}" if path else name, "reason": str(e)})
+                continue
+            for qc in got if isinstance(got, list) else [got]:
+                circuits[batch_key(name, qc.metadata.get("batch_index") or [])] = qc
         for key, qc in circuits.items():
             text, vectors, phase = qasm3_text(qc)
             stem = _file_stem(path, key)
@@ -129,12 +143,12 @@ def export_circuits(source: Any, directory: str | os.PathLike, *, adapter_name: 
             if theta is not None:
                 entry["theta"] = theta
             entries.append(entry)
-    if not entries:
-        names = ", ".join(repr(m.graph.name or "graph") for m in modules.values())
+    if not found:
+        names = ", ".join(sorted({repr(m.graph.name or "graph") for m in modules.values()}))
         raise ConfigError(f"{names} has no unitary node, 'qnn' node or hyper-network: there is no circuit to export",
                           field="source")
     index = {"format": FORMAT, "version": VERSION, "qasm_version": 3, "qiskit": qiskit.__version__,
-             "circuits": entries}
+             "circuits": entries, "skipped": skipped}
     atomic_write_json(d / INDEX_NAME, index)
     return index
 

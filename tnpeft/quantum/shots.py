@@ -15,6 +15,7 @@ probabilities ``|U_ij|²`` (:func:`estimate_unitary`).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,10 @@ from tnpeft.errors import ConfigError, GraphError
 from tnpeft.graph import Graph, GraphModule, Unitary, resolve_graph_module
 from tnpeft.quantum.backends import sample_probabilities
 from tnpeft.quantum.compile import frame_matrices, to_qiskit
+from tnpeft.quantum.synthesis import apply_circuit_columns
 
 if TYPE_CHECKING:  # pragma: no cover
+    from qiskit import QuantumCircuit
     from qiskit.providers import BackendV2
 
 
@@ -128,47 +131,79 @@ class UnitaryEstimate(ShotReport):
         return f"{self.node or 'frame'} {self.exact.shape[0]}×{self.exact.shape[1]}: {super().__str__()}"
 
 
-def estimate_unitary(source: Any, node: str | None = None, backend: BackendV2 | None = None, *, shots: int = 4096,
-                     index: int | tuple[int, ...] | None = None, seed: int | None = None, delta: float = 1e-3,
-                     sampler: Any = None, optimization_level: int = 1,
-                     max_synthesis_qubits: int | None = None) -> UnitaryEstimate:
-    """Estimate a unitary node's ``|U_ij|²`` from ``shots`` shots per column on ``backend``.
-
-    ``source``/``node``/``index`` select one frame as in :func:`tnpeft.quantum.to_qiskit` (a batched
-    node needs ``index``). Exact values come from the node's parameters in float64.
-    """
+def _column_circuits(qc: QuantumCircuit, k: int, label: str) -> list[QuantumCircuit]:
     from qiskit import QuantumCircuit
 
-    kw = {} if max_synthesis_qubits is None else {"max_synthesis_qubits": max_synthesis_qubits}
-    if isinstance(source, (Graph, GraphModule)):
-        graph, module = resolve_graph_module(source)
-        if node is None:
-            unitary = [n for n, nd in graph.nodes.items() if isinstance(nd, Unitary) and n not in graph.generated]
-            if len(unitary) != 1:
-                raise GraphError(f"the graph has unitary nodes {unitary}; name the one to estimate with node=")
-            node = unitary[0]
-        if not isinstance(graph.nodes.get(node), Unitary):
-            raise GraphError(f"node {node!r} is not a unitary node of the graph (unitary nodes: "
-                             f"{[n for n, nd in graph.nodes.items() if isinstance(nd, Unitary)]})", node=node)
-        frames = module.get_submodule(node)
-    else:
-        frames = source
-    qc = to_qiskit(source, node, index=index, **kw) if node is not None else to_qiskit(source, index=index, **kw)
-    if isinstance(qc, list):
-        raise GraphError(f"node {node!r} is batched ({len(qc)} frames): choose one with index=", node=node)
-    batch = tuple(getattr(frames, "batch", ()))
-    flat = 0 if not batch else int(np.ravel_multi_index(tuple(qc.metadata["batch_index"]), batch))
-    u = frame_matrices(frames)[flat]
-    n_rows, k = u.shape
-    circuits = []
+    out = []
     for j in range(k):
-        c = QuantumCircuit(qc.num_qubits, name=f"{node or 'frame'}_col{j}")
+        c = QuantumCircuit(qc.num_qubits, name=f"{label}_col{j}")
         for q in range(qc.num_qubits):
             if (j >> q) & 1:
                 c.x(q)
         c.compose(qc, inplace=True)
-        circuits.append(c)
-    probs = sample_probabilities(circuits, backend, shots=shots, seed=seed, sampler=sampler,
+        out.append(c)
+    return out
+
+
+def circuit_frame(qc: QuantumCircuit) -> np.ndarray:
+    """The frame a circuit implements, ``(rows, cols)`` real: its first ``cols`` basis states
+    mapped through it, restricted to the first ``rows`` amplitudes (``rows``/``cols`` from the
+    metadata :func:`tnpeft.quantum.to_qiskit` writes, else the whole register)."""
+    md = qc.metadata or {}
+    dim = 1 << qc.num_qubits
+    rows, cols = int(md.get("rows", dim)), int(md.get("cols", dim))
+    states = np.zeros((dim, cols))
+    states[np.arange(cols), np.arange(cols)] = 1.0
+    return apply_circuit_columns(qc, states)[:rows].real
+
+
+def estimate_unitary(source: Any, node: str | None = None, backend: BackendV2 | None = None, *, shots: int = 4096,
+                     index: int | tuple[int, ...] | None = None, seed: int | None = None, delta: float = 1e-3,
+                     sampler: Any = None, optimization_level: int = 1,
+                     max_synthesis_qubits: int | None = None) -> UnitaryEstimate | dict[str, UnitaryEstimate]:
+    """Estimate a unitary node's ``|U_ij|²`` from ``shots`` shots per column on ``backend``.
+
+    ``source`` is a graph or graph module with ``node``/``index`` selecting one frame as in
+    :func:`tnpeft.quantum.to_qiskit` (a batched node needs ``index``; exact values come from the
+    node's parameters in float64), a frame module, a ``QuantumCircuit`` that
+    :func:`~tnpeft.quantum.to_qiskit` returned (or any circuit: exact values from simulating it),
+    or the ``{name: circuit}`` dict it returns (→ ``{name: UnitaryEstimate}`` for its unitary
+    circuits).
+    """
+    from qiskit import QuantumCircuit
+
+    if isinstance(source, Mapping):
+        return {name: estimate_unitary(qc, None, backend, shots=shots, seed=seed, delta=delta, sampler=sampler,
+                                       optimization_level=optimization_level)
+                for name, qc in source.items() if (qc.metadata or {}).get("kind", "unitary") == "unitary"}
+    if isinstance(source, QuantumCircuit):
+        u = circuit_frame(source)
+        label = node or (source.metadata or {}).get("node") or source.name
+        qc = source
+    else:
+        kw = {} if max_synthesis_qubits is None else {"max_synthesis_qubits": max_synthesis_qubits}
+        if isinstance(source, (Graph, GraphModule)):
+            graph, module = resolve_graph_module(source)
+            if node is None:
+                unitary = [n for n, nd in graph.nodes.items() if isinstance(nd, Unitary) and n not in graph.generated]
+                if len(unitary) != 1:
+                    raise GraphError(f"the graph has unitary nodes {unitary}; name the one to estimate with node=")
+                node = unitary[0]
+            if not isinstance(graph.nodes.get(node), Unitary):
+                raise GraphError(f"node {node!r} is not a unitary node of the graph (unitary nodes: "
+                                 f"{[n for n, nd in graph.nodes.items() if isinstance(nd, Unitary)]})", node=node)
+            frames = module.get_submodule(node)
+        else:
+            frames = source
+        qc = to_qiskit(source, node, index=index, **kw) if node is not None else to_qiskit(source, index=index, **kw)
+        if isinstance(qc, list):
+            raise GraphError(f"node {node!r} is batched ({len(qc)} frames): choose one with index=", node=node)
+        batch = tuple(getattr(frames, "batch", ()))
+        flat = 0 if not batch else int(np.ravel_multi_index(tuple(qc.metadata["batch_index"]), batch))
+        u = frame_matrices(frames)[flat]
+        label = node or "frame"
+    n_rows, k = u.shape
+    probs = sample_probabilities(_column_circuits(qc, k, label), backend, shots=shots, seed=seed, sampler=sampler,
                                  optimization_level=optimization_level)
     est = probs[:, :n_rows].T
-    return UnitaryEstimate(est, u ** 2, shots, delta, node=node, leakage=1.0 - est.sum(axis=0))
+    return UnitaryEstimate(est, u ** 2, shots, delta, node=label, leakage=1.0 - est.sum(axis=0))

@@ -49,17 +49,59 @@ def orthogonal_completion(frame: np.ndarray, n_qubits: int | None = None) -> np.
 
 def apply_circuit_columns(circuit: QuantumCircuit, states: np.ndarray) -> np.ndarray:
     """Apply ``circuit`` (global phase included) to the columns of ``states`` (``2ⁿ × m``, basis
-    index = little-endian bit string): a small exact simulator for checking syntheses, linear in
-    the gate count."""
-    n = circuit.num_qubits
+    index = little-endian bit string): a small exact simulator for checking circuits, linear in
+    the gate count. A controlled gate acts as its base gate on the basis states its controls
+    select (never as a ``2^{k+1}``-dimensional matrix); a gate on more than six qubits without a
+    cheaper form is applied through its definition."""
+    from qiskit.circuit import ControlledGate
+
     psi = np.array(states, dtype=complex)
+    psi = _apply(circuit, psi, list(range(circuit.num_qubits)), circuit.num_qubits, ControlledGate)
+    return psi * np.exp(1j * float(circuit.global_phase))
+
+
+def _apply(circuit, psi: np.ndarray, wires: list[int], n: int, controlled_type) -> np.ndarray:
     m = psi.shape[1]
-    where = {q: i for i, q in enumerate(circuit.qubits)}
+    where = {q: wires[i] for i, q in enumerate(circuit.qubits)}
     for inst in circuit.data:
         op = inst.operation
         qs = [where[q] for q in inst.qubits]
-        mat = np.asarray(op.to_matrix(), dtype=complex)
+        base_mat = None
+        if isinstance(op, controlled_type) and op.num_ctrl_qubits:
+            try:
+                base_mat = np.asarray(op.base_gate.to_matrix(), dtype=complex)
+            except Exception:  # a controlled custom gate: through its definition below
+                base_mat = None
+        if base_mat is not None:
+            k = op.num_ctrl_qubits
+            ctrl, tgt = qs[:k], qs[k:]
+            mat = base_mat
+            idx = np.arange(1 << n)
+            sel = np.ones(1 << n, dtype=bool)
+            for p, q in enumerate(ctrl):
+                sel &= ((idx >> q) & 1) == ((op.ctrl_state >> p) & 1)
+            # the selected states, grouped by their target bits: rows of the base gate
+            base = idx[sel & np.all([((idx >> q) & 1) == 0 for q in tgt], axis=0)]
+            offsets = [sum(((c >> j) & 1) << q for j, q in enumerate(tgt)) for c in range(1 << len(tgt))]
+            block = np.stack([psi[base + o] for o in offsets])          # (2^t, states, m)
+            new = np.tensordot(mat, block, axes=(1, 0))
+            psi = psi.copy()
+            for c, o in enumerate(offsets):
+                psi[base + o] = new[c]
+            continue
         r = len(qs)
+        mat = None
+        if r <= 6:
+            try:
+                mat = np.asarray(op.to_matrix(), dtype=complex)
+            except Exception:  # a custom gate (e.g. read back from QASM) known by its definition only
+                mat = None
+        if mat is None:
+            if op.definition is None:
+                raise ConfigError(f"gate {op.name!r} has neither a matrix nor a definition", field="circuit")
+            psi = _apply(op.definition, psi, qs, n, controlled_type)
+            psi = psi * np.exp(1j * float(op.definition.global_phase))
+            continue
         if r == 0:
             psi = psi * mat[0, 0]
             continue
@@ -67,7 +109,7 @@ def apply_circuit_columns(circuit: QuantumCircuit, states: np.ndarray) -> np.nda
         t = np.moveaxis(psi.reshape((2,) * n + (m,)), axes, range(r)).reshape(1 << r, -1)
         t = (mat @ t).reshape((2,) * n + (m,))
         psi = np.ascontiguousarray(np.moveaxis(t, range(r), axes)).reshape(1 << n, m)
-    return psi * np.exp(1j * float(circuit.global_phase))
+    return psi
 
 
 #: largest entry of ``circuit·v − M·v`` (Gaussian probes ``v`` on the node's columns) accepted from
@@ -124,7 +166,7 @@ def synthesize_frame(frame: np.ndarray, *, name: str | None = None,
         cx = round(22 / 48 * 4 ** nq - 1.5 * 2 ** nq + 5 / 3)
         raise ConfigError(f"{where}synthesizing a frame with {n_rows} rows needs {nq} qubits and about {cx:,} CX "
                           f"gates; the limit is {max_qubits} qubits (raise max_synthesis_qubits to allow it, or use "
-                          "param 'pauli' with a power-of-two size, which compiles to its own small circuit)",
+                          "param 'pauli' or 'givens', which compile to circuits of their own at any size)",
                           field="max_synthesis_qubits")
     full = orthogonal_completion(u, nq)
     probes = np.zeros((full.shape[0], 2))

@@ -11,42 +11,37 @@ from tnpeft.draw import draw_graph
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_json
 from tnpeft.nn import AdapterConfig, inject, print_trainable_parameters, tn_layers, trainable_parameters
-from tnpeft.quantum import export_circuits
+from tnpeft.quantum import circuit_names, export_circuits
+from tnpeft.quantum.resources import resource_report
 from tnpeft.train.datasets import infer_task, load_classification, load_lm, load_model
 from tnpeft.train.loop import TrainConfig, fit
 
 
-def write_artifacts(model, out: Path) -> dict[str, Any]:
+def write_artifacts(model, out: Path, adapter_name: str = "default") -> dict[str, Any]:
     """The tensor diagram of the first adapted layer (``diagram.svg``) and, for adapters with
-    circuits, their OpenQASM 3 files (``circuits/``). Returns their paths."""
-    layers = list(tn_layers(model))
+    circuits, the OpenQASM 3 files of every adapted module's circuits (``circuits/``, with
+    ``index.json``) and their resources (``circuits/resources.json``: qubits, gates, depth, raw,
+    decomposed into CX and on a generic heavy-hex backend). Returns what was written."""
+    layers = [(p, lay) for p, lay in tn_layers(model) if adapter_name in lay.tn_adapters]
     if not layers:
         return {}
     path, layer = layers[0]
-    graph = layer.tn_adapters[layer.active_adapters[0]].graph if layer.active_adapters else None
-    if graph is None:
-        return {}
+    graph = layer.tn_adapters[adapter_name].graph
     arts: dict[str, Any] = {}
     draw_graph(graph, out / "diagram.svg", title=f"{graph.name} on {path}")
     arts["diagram"] = str(out / "diagram.svg")
-    circuits = _export_circuits(layer.tn_adapters[layer.active_adapters[0]], out / "circuits")
-    if circuits:
-        arts["circuits"] = circuits
+    if not any(circuit_names(lay.tn_adapters[adapter_name]) for _, lay in layers):
+        return arts
+    try:  # a node that cannot be compiled is listed in the index; the others are written
+        index = export_circuits(model, out / "circuits", adapter_name=adapter_name)
+        report = resource_report(model, "generic", adapter_name=adapter_name)
+    except TNPeftError as e:
+        arts["circuits"] = f"not exported: {e}"
+        return arts
+    atomic_write_json(out / "circuits" / "resources.json", report.to_dict())
+    arts["circuits"] = str(out / "circuits")
+    arts["circuit_resources"] = {**report.totals(), "summary": report.summary(), "skipped": index["skipped"]}
     return arts
-
-
-def _export_circuits(module, directory: Path) -> str | None:
-    """QASM 3 files of the adapter's circuits (unitary and QNN nodes, hyper-networks), if any; the folder,
-    or the reason they could not be exported."""
-    g = module.graph
-    has = g.hypernetworks or any(n.kind == "unitary" or getattr(n, "fn", "") == "qnn" for n in g.nodes.values())
-    if not has:
-        return None
-    try:
-        export_circuits(module, directory)
-    except TNPeftError as e:  # e.g. a frame too large to synthesize exactly: say so, keep the run's outputs
-        return f"not exported: {e}"
-    return str(directory)
 
 
 def run_training(model: str, data: str, method: str, hparams: dict[str, Any], out: str | Path, *,
