@@ -80,6 +80,8 @@ def main() -> None:
         print(f"wrote {OUT / name}.svg")
     draw_circuit(quantum_peft(64, 64, rank=8, layers=1), "U", OUT / "quantum_peft_circuit.svg")
     print(f"wrote {OUT / 'quantum_peft_circuit'}.svg")
+    draw_circuit(quantum_peft(768, 768, rank=8, layers=1), "V", OUT / "quantum_peft_768_circuit.svg")
+    print(f"wrote {OUT / 'quantum_peft_768_circuit'}.svg")
     draw_floors(OUT.parent / "images" / "floors.svg")
     print(f"wrote {OUT.parent / 'images' / 'floors.svg'}")
 

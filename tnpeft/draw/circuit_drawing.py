@@ -1,29 +1,38 @@
-"""Draw a Pauli-parameterized unitary node as its quantum circuit (RY rotations and CZ gates),
-following the circuit description the frame itself is computed from
-(:func:`tnpeft.params.circuit.pauli_circuit`)."""
+"""Draw a graph's circuit-shaped parts as quantum circuits: a ``pauli`` unitary node of any size
+(the whole cosine–sine construction, its parts shaded and named), a ``givens`` node, a QNN node,
+a QPA hyper-network — each from the circuit description the node itself is computed from."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from tnpeft.errors import GraphError
-from tnpeft.graph import Graph, GraphModule, Unitary, resolve_graph_module
-from tnpeft.params.circuit import Circuit, circuit_angle_count, pauli_circuit
+from tnpeft.graph import Graph, GraphModule, Nonlinear, Unitary, resolve_graph_module
+from tnpeft.params.circuit import Circuit, pauli_circuit
+from tnpeft.params.frame_circuits import flatten_blocks, givens_circuit, pauli_frame
+from tnpeft.params.unitary import GivensFrame, PauliFrame, butterfly_pairs
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
+_RY = "#DD8452"
+_DATA = "#55A868"
+_BANDS = ("#E8EEF7", "#F7EDE4")
+
 
 def circuit_moments(n_qubits: int, layers: int) -> list[list[tuple]]:
-    """The Pauli circuit as moments (columns) of gates: ``("ry", qubit, angle index)`` and
-    ``("cz", q1, q2)``, in the order the frame applies them."""
+    """The power-of-two Pauli circuit as moments (columns) of gates: ``("ry", qubit, angle index)``
+    and ``("cz", q1, q2)``, in the order the frame applies them."""
     return moments(pauli_circuit(n_qubits, layers))
 
 
 def moments(circuit: Circuit) -> list[list[tuple]]:
-    """A circuit's gates grouped into columns: a new column starts when a gate of another kind
-    follows, or a gate would share a qubit with one already in the column."""
+    """An uncontrolled circuit's gates grouped into columns: a new column starts when a gate of
+    another kind follows, or a gate would share a qubit with one already in the column."""
     cols: list[list[tuple]] = []
     busy: set[int] = set()
     kind = None
@@ -42,51 +51,152 @@ def _entry(g) -> tuple:
     return ("ry", g.qubits[0], g.angle[1]) if g.name == "ry" else (g.name, *g.qubits)
 
 
+def node_circuit(source: Graph | GraphModule, node: str) -> tuple[Circuit, list[str], list[float | None], str]:
+    """What :func:`draw_circuit` draws for ``node``: the circuit, a part label per gate, the angle
+    value per gate (``None`` for data inputs and unrotated gates) and a title."""
+    graph, module = resolve_graph_module(source)
+    if node in graph.hypernetworks:
+        net = module.get_submodule(node)
+        theta = net.theta.detach().to(torch.float64).tolist()
+        c = net.circuit
+        return (c, [""] * len(c.gates), _values(c, theta),
+                f"{node}: QPA hyper-network circuit on {c.n_qubits} qubits, {net.shape.layers} blocks of RY + CX "
+                f"ladder; probabilities of its first {net.shape.n_chunks} basis states feed the mapping network")
+    if node not in graph.nodes:
+        raise GraphError(f"no node or hyper-network named {node!r}; the graph has {list(graph.nodes)}"
+                         f"{' and ' + str(list(graph.hypernetworks)) if graph.hypernetworks else ''}", node=node)
+    nd = graph.nodes[node]
+    m = module.get_submodule(node) if node not in graph.generated else None
+    if isinstance(nd, Nonlinear) and nd.fn == "qnn":
+        c = m.circuit
+        theta = m.theta.detach().to(torch.float64).tolist()
+        o = m.opts
+        return (c, [""] * len(c.gates), _values(c, theta),
+                f"{node}: QNN on {c.n_qubits} qubits — {c.n_inputs} features angle-encoded (x), {o.layers} "
+                f"trainable layer(s), {o.entangler.upper()} ladder, read-out {o.readout}, fusion {o.fusion}")
+    if isinstance(nd, Unitary) and isinstance(m, (PauliFrame, GivensFrame)):
+        n, k = nd.sizes[-2:]
+        theta = m.angles().detach().to(torch.float64).reshape(-1, m.theta.shape[-1])[0].tolist()
+        batch = f" (batch element 0 of {tuple(nd.batch_shape)})" if nd.batch_shape else ""
+        if isinstance(m, PauliFrame):
+            tagged = flatten_blocks(pauli_frame(n, m.layers), k)
+            c = Circuit(max(1, (n - 1).bit_length()), tuple(g for g, _ in tagged), len(theta))
+            how = "its power-of-two circuit" if n & (n - 1) == 0 else "the whole cosine–sine split"
+            legend = "; ● control on 1, ○ on 0" if c.is_controlled else ""
+            title = (f"{node}: Pauli frame {n}×{k} as one circuit on {c.n_qubits} qubits ({how}, {m.layers} layer(s))"
+                     f"{batch}{legend}")
+            labels = [lab for _, lab in tagged] if c.is_controlled else [""] * len(tagged)
+            return c, labels, _values(c, theta), title
+        pairs = butterfly_pairs(n, m.n_layers)
+        c = givens_circuit(n, pairs)
+        layer_of = [f"layer {i} (rows i ↔ i + {1 << (b[0] - a[0]).bit_length() - 1 if a else 0})"
+                    for i, (a, b) in enumerate(pairs) for _ in a]
+        return (c, layer_of, _values(c, theta),
+                f"{node}: Givens butterfly {n}×{k} on {c.n_qubits} qubits, {m.n_layers} layer(s){batch}")
+    what = f"a {nd.kind} node" + (f" with param {nd.param!r}" if isinstance(nd, Unitary) else "")
+    raise GraphError(f"node {node!r} is {what}; the circuit view draws unitary nodes with param 'pauli' or "
+                     "'givens', 'qnn' nonlinear nodes and hyper-networks", node=node)
+
+
+def _values(c: Circuit, theta: list[float]) -> list[float | None]:
+    return [theta[g.angle[1]] * g.factor if g.name == "ry" and g.angle[0] == "param" else None for g in c.gates]
+
+
+def _common_controls(circuit: Circuit, labels: list[str]) -> list[tuple[tuple[int, int], ...]]:
+    """Per gate: the controls every gate of its part shares (drawn once for the part)."""
+    common: dict[str, set] = {}
+    for g, lab in zip(circuit.gates, labels):
+        common[lab] = set(g.controls) if lab not in common else common[lab] & set(g.controls)
+    return [tuple(sorted(common[lab])) if lab else () for lab in labels]
+
+
+def _columns(c: Circuit, labels: list[str], shared: list[tuple]) -> list[int]:
+    """A column per gate: as early as the gates before it on its span allow (controls drawn with
+    the part excluded); a new part of the construction starts a new column."""
+    free = [0] * c.n_qubits
+    cols = []
+    start = 0
+    for i, g in enumerate(c.gates):
+        if i and labels[i] != labels[i - 1]:
+            start = max(free)
+        qs = list(g.qubits) + [q for q, v in g.controls if (q, v) not in shared[i]]
+        lo, hi = min(qs), max(qs)
+        col = max([start] + free[lo:hi + 1])
+        for q in range(lo, hi + 1):
+            free[q] = col + 1
+        cols.append(col)
+    return cols
+
+
 def draw_circuit(source: Graph | GraphModule, node: str, path: str | Path | None = None, *, dpi: int = 150) -> Figure:
-    """Draw unitary node ``node`` (param ``pauli``) of a graph (its ``module``'s values) or of a
-    :class:`GraphModule` (e.g. a trained layer's ``layer.tn_adapters[name]``) as its circuit,
-    with the current angles. For a non-power-of-two size the circuit of the power-of-two block
-    ``B₁`` is drawn (the cosine–sine split around it is named in the title)."""
+    """Draw ``node`` of a graph (its ``module``'s values) or of a :class:`GraphModule` (e.g. a
+    trained layer's ``layer.tn_adapters[name]``) as its circuit, with the current angles: a
+    ``pauli`` unitary node of any size (the whole construction, its parts shaded and named), a
+    ``givens`` node, a ``qnn`` node (data inputs as ``x_j``) or a QPA hyper-network. Qubit ``n−1``
+    (the most significant bit of a row index) is drawn on top."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    graph, module = resolve_graph_module(source)
-    if node not in graph.nodes:
-        raise GraphError(f"no node named {node!r}; the graph has {list(graph.nodes)}", node=node)
-    nd = graph.nodes[node]
-    if not isinstance(nd, Unitary) or nd.param != "pauli":
-        raise GraphError(f"node {node!r} is a {nd.kind} node{' with param ' + repr(nd.param) if isinstance(nd, Unitary) else ''}; "
-                         "the circuit view draws unitary nodes with param 'pauli'", node=node)
-    n, k = nd.sizes[-2:]
-    layers = nd.options.get("layers", 1)
-    n1 = 1 << (n.bit_length() - 1)
-    q = n1.bit_length() - 1
-    frame = module.get_submodule(node)
-    theta = frame.theta.detach().reshape(-1, frame.theta.shape[-1])[0]
-    theta = theta[: circuit_angle_count(q, layers)].tolist()
-    cols = circuit_moments(q, layers)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(cols), 0.9 + 0.55 * max(q, 1)))
+    circuit, labels, values, title = node_circuit(source, node)
+    nq = circuit.n_qubits
+    shared = _common_controls(circuit, labels)
+    cols = _columns(circuit, labels, shared) if circuit.gates else []
+    width = (max(cols) + 1) if cols else 1
+    step = 0.62 if width < 80 else 0.5
+    fig_w = min(120.0, max(6.0, 1.6 + step * width))
+    fig, ax = plt.subplots(figsize=(fig_w, 2.2 + 0.5 * nq))
     ax.axis("off")
-    for w in range(q):
-        ax.plot([-0.6, len(cols) - 0.4], [-w, -w], color="black", lw=1, zorder=1)
-        ax.text(-0.7, -w, f"q{w}", ha="right", va="center", fontsize=9)
-    for c, col in enumerate(cols):
-        for gate in col:
-            if gate[0] == "ry":
-                _, wq, ai = gate
-                ax.add_patch(plt.Rectangle((c - 0.32, -wq - 0.22), 0.64, 0.44, facecolor="#DD8452", edgecolor="black",
-                                           zorder=3))
-                ax.text(c, -wq + 0.02, f"RY\n{theta[ai]:.2f}", ha="center", va="center", fontsize=6.5, zorder=4)
-            else:
-                _, a, b = gate
-                ax.plot([c, c], [-a, -b], color="black", lw=1.4, zorder=2)
-                ax.plot([c, c], [-a, -b], "o", color="black", ms=6, zorder=3)
-    split = "" if n == n1 else f"; N = {n} uses a cosine–sine split around this {n1}-row block"
-    ax.set_title(f"{node}: Pauli circuit on {q} qubits, {layers} layer(s), first {k} columns{split}", fontsize=9)
-    ax.set_xlim(-1.2, len(cols) - 0.3)
-    ax.set_ylim(-q + 0.5, 0.6)
+    y = {q: (nq - 1 - q) * -1.0 for q in range(nq)}          # qubit n−1 on top
+    for q in range(nq):
+        ax.plot([-0.7, width - 0.3], [y[q], y[q]], color="black", lw=0.9, zorder=1)
+        ax.text(-0.8, y[q], f"q{q}", ha="right", va="center", fontsize=8)
+    # the parts of the construction as shaded bands with their names
+    spans: list[tuple[str, int, int, tuple]] = []
+    for lab, col, common in zip(labels, cols, shared):
+        if lab and spans and spans[-1][0] == lab:
+            spans[-1] = (lab, spans[-1][1], max(spans[-1][2], col), common)
+        elif lab:
+            spans.append((lab, col, col, common))
+    for i, (lab, a, b, common) in enumerate(spans):
+        ax.add_patch(plt.Rectangle((a - 0.45, -nq + 0.45), b - a + 0.9, nq + 0.1, facecolor=_BANDS[i % 2],
+                                   edgecolor="none", zorder=0))
+        cond = ", ".join(f"q{q}={v}" for q, v in common)
+        text = lab + (f"; all gates controlled on {cond}" if cond else "")
+        ax.text((a + b) / 2, 0.55 + 1.0 * (i % 2), textwrap.fill(text, max(22, int(2.8 * (b - a + 1)))),
+                ha="center", va="bottom", fontsize=6.5, color="#333333", linespacing=1.0)
+        for q, val in common:   # the part's shared controls: one bar on the control wire
+            ax.plot([a - 0.35, b + 0.35], [y[q], y[q]], color="black", lw=3.0, zorder=2, solid_capstyle="butt")
+            ax.plot([a - 0.35, b + 0.35], [y[q], y[q]], "o", ms=6, mfc="black" if val else "white", mec="black",
+                    zorder=4)
+    for g, col, v, common in zip(circuit.gates, cols, values, shared):
+        own = [(q, val) for q, val in g.controls if (q, val) not in common]
+        qs = list(g.qubits) + [q for q, _ in own]
+        ax.plot([col, col], [y[min(qs, key=lambda q: y[q])], y[max(qs, key=lambda q: y[q])]], color="black", lw=1.0,
+                zorder=2)
+        for q, val in own:
+            ax.plot(col, y[q], "o", ms=5.5, mfc="black" if val else "white", mec="black", zorder=4)
+        if g.name == "ry":
+            t = g.qubits[0]
+            data = g.angle[0] == "input"
+            ax.add_patch(plt.Rectangle((col - 0.34, y[t] - 0.24), 0.68, 0.48, facecolor=_DATA if data else _RY,
+                                       edgecolor="black", lw=0.8, zorder=3))
+            text = f"x{g.angle[1]}" if data else f"{v:.2f}"
+            ax.text(col, y[t] + 0.02, f"RY\n{text}", ha="center", va="center", fontsize=5.5, zorder=5)
+        elif g.name == "cz":
+            for q in g.qubits:
+                ax.plot(col, y[q], "o", ms=5.5, color="black", zorder=4)
+        else:  # cx: control dot, target ⊕
+            c, t = g.qubits
+            ax.plot(col, y[c], "o", ms=5.5, color="black", zorder=4)
+            ax.add_patch(plt.Circle((col, y[t]), 0.2, facecolor="white", edgecolor="black", lw=1.0, zorder=4))
+            ax.plot([col - 0.2, col + 0.2], [y[t], y[t]], color="black", lw=1.0, zorder=5)
+            ax.plot([col, col], [y[t] - 0.2, y[t] + 0.2], color="black", lw=1.0, zorder=5)
+    top = 2.6 if spans else 0.6
+    ax.set_xlim(-1.3, width)
+    ax.set_ylim(-nq + 0.3, top)
+    ax.set_title(textwrap.fill(title, max(60, int(fig_w * 11))), fontsize=9)
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
