@@ -260,6 +260,21 @@ def suite_memory(a, out):
     out["peak_rss_mb"] = {k: v["peak"] / 2**20 for k, v in res.items()}
 
 
+def suite_circuits(a, out):
+    """Two-qubit gates of Pauli frames at the widths real models have: decomposed into CX, under the
+    closed form, and on a generic heavy-hex backend (counts, not times: deterministic)."""
+    from tnpeft.adapters import quantum_peft
+    from tnpeft.quantum.resources import resource_report
+
+    widths = [384, 768, 1000, 2304, 3072, 4096, 11008]
+    t0 = time.perf_counter()
+    r = resource_report({str(n): quantum_peft(n, 64, rank=8) for n in widths})
+    rows = {c.module: c for c in r.circuits if c.node == "V"}
+    out["C1"] = {n: {"qubits": rows[str(n)].qubits, "cx": rows[str(n)].cx, "bound": rows[str(n)].bound,
+                     "backend_two_qubit": rows[str(n)].backend_two_qubit} for n in widths}
+    out["C1_seconds"] = time.perf_counter() - t0
+
+
 def suite_compile(a, out):
     base = build_gpt2(a.layers)
     eager = tn(base, "lora", GPT2_TARGETS, r=8, alpha=16)
@@ -331,6 +346,10 @@ def main(argv=None) -> int:
         f"{k} {v:.1e}" for k, v in p7["orthogonality_error_at_generator_norm_1.1"].items()), flush=True)
     suite_minilm(a, out)
     print(f"  P1  tnpeft-LoRA / peft-LoRA step (MiniLM, real)     {out['P1_minilm']:.3f}   target ≤ 1.00", flush=True)
+    suite_circuits(a, out)
+    print("  C1  Pauli frame (K=8, L=1) CX decomposed / closed form: " + ", ".join(
+        f"{n}: {v['cx']:,}/{v['bound']:,}" for n, v in out["C1"].items())
+        + f"   target ≤ 1 each  ({out['C1_seconds']:.0f} s for the report)", flush=True)
     if a.compile:
         suite_compile(a, out)
         print(f"      torch.compile'd / eager tnpeft-LoRA step        {out['compiled_over_eager']:.3f}   "

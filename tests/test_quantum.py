@@ -81,8 +81,8 @@ def test_operator_restricted_to_columns_is_the_node(param, data):
         assert qc.num_qubits == max(1, math.ceil(math.log2(n)))
         assert np.abs(op[:n, :k] - u).max() < 1e-6
         assert np.abs(op[n:, :k]).max(initial=0.0) < 1e-6     # the columns stay inside the node's rows
-        pow2_pauli = param == "pauli" and n > 1 and n & (n - 1) == 0
-        assert qc.metadata["method"] == ("pauli" if pow2_pauli else "synthesis")
+        # circuit-shaped frames compile from their own description at every size
+        assert qc.metadata["method"] == (param if param in ("pauli", "givens") else "synthesis")
 
 
 def test_pauli_node_is_exactly_its_ry_cz_circuit():
@@ -385,3 +385,41 @@ def test_sampling_needs_bound_parameters():
     qc = to_qiskit(qwthn(8, 8, r=4), "Q")
     with pytest.raises(ConfigError, match="unbound"):
         sample_probabilities([qc])
+
+
+# ------------------------------------------------------------------------------ every width, per module
+def test_export_degrades_per_node_and_names_what_it_skipped(tmp_path):
+    pytest.importorskip("qiskit_qasm3_import")
+    import tnpeft
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(300, 8), torch.nn.ReLU(), torch.nn.Linear(8, 6))
+    # module 0's V is a 300-row Cayley frame: 9 qubits, over the synthesis limit; its U and module 2 compile
+    model = tnpeft.inject(model, tnpeft.AdapterConfig("quantum_peft", ["0", "2"], rank=2, param="cayley"))
+    index = export_circuits(model, tmp_path / "c")
+    assert [s["name"] for s in index["skipped"]] == ["0:V"]
+    assert "9 qubits" in index["skipped"][0]["reason"] and "'pauli' or 'givens'" in index["skipped"][0]["reason"]
+    assert [e["name"] for e in index["circuits"]] == ["0:U", "2:V", "2:U"]
+    assert set(load_circuits(tmp_path / "c")) == {"0:U", "2:V", "2:U"}
+
+
+def test_run_path_takes_what_the_compile_path_returns(noiseless):
+    from qiskit.primitives import StatevectorSampler
+
+    g = float64(quantum_peft(16, 8, rank=2, layers=1), seed=3)
+    circuits = to_qiskit(g)                      # {"V": …, "U": …}: 4 and 3 qubits
+    probs = sample_probabilities(circuits, noiseless, shots=2000, seed=1)
+    assert set(probs) == {"V", "U"} and probs["V"].shape == (16,) and probs["U"].shape == (8,)
+    one = sample_probabilities(circuits["V"], noiseless, shots=2000, seed=1)
+    assert one.shape == (16,) and abs(one.sum() - 1) < 1e-9
+    # any V2 sampler plugs in, with or without a backend to transpile to
+    exact = np.abs(Operator(circuits["V"]).data[:, 0]) ** 2
+    sv = sample_probabilities(circuits["V"], sampler=StatevectorSampler(seed=2), shots=20000)
+    assert np.abs(sv - exact).max() < 0.02
+    est = estimate_unitary(circuits["V"], backend=noiseless, shots=4096, seed=4)
+    want = g.tensor("V").detach().numpy() ** 2
+    assert np.abs(est.exact - want).max() < 1e-12 and est.within_bound
+    both = estimate_unitary(circuits, backend=noiseless, shots=4096, seed=4)
+    assert set(both) == {"V", "U"} and both["U"].exact.shape == (8, 2)
+    with pytest.raises(ConfigError, match="one width"):
+        sample_probabilities([circuits["V"], circuits["U"]], noiseless)
