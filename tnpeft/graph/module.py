@@ -17,6 +17,7 @@ from torch import nn
 
 from tnpeft.contract import ContractionPlan, count_cache_hit, plan_for
 from tnpeft.errors import GraphError, NotMergeableError
+from tnpeft.graph.direct import DirectStep, direct_step
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
 from tnpeft.graph.schedule import ContractStep
 from tnpeft.params import HYPERNETWORKS, NONLINEAR_MAPS, UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
@@ -94,6 +95,20 @@ class GraphModule(nn.Module):
         for name, net in graph.hypernetworks.items():
             self.add_module(name, HYPERNETWORKS[net.kind].build(graph.generated_size(name), dtype=dtype, device=device,
                                                                 rng=rng, **net.options))
+        # stages whose one frame is applied to the activation instead of being formed
+        self._direct_steps: dict[int, DirectStep] = {}
+        k = 0
+        for step in graph.schedule:
+            if isinstance(step, ContractStep):
+                if len(step.inputs) == 1 and len(step.nodes) == 1 and step.nodes[0] not in graph.generated:
+                    name = step.nodes[0]
+                    d = direct_step(graph.nodes[name], self._modules.get(name),
+                                    (_BATCH,) + graph.activations[step.inputs[0]], (_BATCH,) + step.exits,
+                                    graph.size_dict)
+                    if d is not None:
+                        self._direct_steps[k] = d
+                        self._modules[name].leave_scope()   # never formed on the hot path: no batching
+                k += 1
         # direct references for nodes whose tensor is a parameter: no module call on the hot path
         self._direct = {name for name, node in graph.nodes.items() if name not in graph.generated and
                         (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None))}
@@ -215,8 +230,12 @@ class GraphModule(nn.Module):
         k = 0
         for step in g.schedule:
             if isinstance(step, ContractStep):
-                ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
-                acts[step.output] = plans[k](*ops)
+                d = self._direct_steps.get(k)
+                if d is not None:
+                    acts[step.output] = d.run(self._modules[d.node], acts[step.inputs[0]])
+                else:
+                    ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
+                    acts[step.output] = plans[k](*ops)
                 k += 1
             else:
                 acts[step.output] = self._fns[step.node](acts[step.input])
@@ -224,6 +243,44 @@ class GraphModule(nn.Module):
         if g.scale != 1.0:
             out = out * g.scale
         return out.reshape(*lead, g.out_features)
+
+    def accumulate(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out + scale · contract(graph, dropout(x))`` computed into ``out`` in place when it can be
+        (an additive graph whose output is one index, ``out`` of the adapter's dtype and
+        contiguous): the last contraction is then one ``addmm_`` into the base layer's output, with
+        no adapter-sized temporary. Returns the result (``out`` itself, or a new tensor)."""
+        g = self.graph
+        if (g.mode != "add" or len(g.out_inds) != 1 or out.dtype != x.dtype or not out.is_contiguous()
+                or x.shape[-1] != g.in_features or not isinstance(g.schedule[-1], ContractStep)
+                or torch.compiler.is_compiling()):   # compiled graphs fuse the add themselves
+            return out + self(x).to(out.dtype)
+        h = x.reshape(self._in_shape)
+        if g.dropout and self.training:
+            h = F.dropout(h, g.dropout, True)
+        plans = self._stage_plans(h.shape[0], h.dtype, h.device)
+        acts: dict[int, torch.Tensor] = {0: h}
+        k = 0
+        last = len(g.schedule) - 1
+        for n, step in enumerate(g.schedule):
+            if isinstance(step, ContractStep):
+                d = self._direct_steps.get(k)
+                if d is not None:
+                    acts[step.output] = d.run(self._modules[d.node], acts[step.inputs[0]])
+                    if n == last:
+                        out.view(-1, g.out_features).add_(acts[step.output].reshape(-1, g.out_features),
+                                                          alpha=g.scale)
+                        return out
+                    k += 1
+                    continue
+                ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
+                if n == last:
+                    plans[k].accumulate(out.view(-1, g.out_features), *ops, alpha=g.scale)
+                    return out
+                acts[step.output] = plans[k](*ops)
+                k += 1
+            else:
+                acts[step.output] = self._fns[step.node](acts[step.input])
+        raise AssertionError("unreachable: the last step is a contraction")  # pragma: no cover
 
     def dense(self, scaled: bool = False) -> torch.Tensor:
         """ΔW, shape ``(out_features, in_features)``: the whole linear network contracted."""

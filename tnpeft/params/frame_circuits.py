@@ -158,6 +158,7 @@ def pauli_frame_circuit(n: int, layers: int, k: int | None = None) -> Circuit:
 
 # ------------------------------------------------------------------------------ torch kernel
 GROUP = 4  # qubits whose rotations are fused into one 2^4×2^4 Kronecker factor
+_WIDE = 512  # below this many columns per row group, a factor is applied with its axis moved first
 
 
 @cache
@@ -239,8 +240,15 @@ def run_kernel(circuit: Circuit | tuple, state: torch.Tensor, cos: torch.Tensor,
             r = rot[:, j]
             d = mat.shape[-1]
             mat = (r[:, :, None, :, None] * mat[:, None, :, None, :]).reshape(g, 2 * d, 2 * d)
-        view = state.reshape(g, dim >> (lo + size), 1 << size, (1 << lo) * k)
-        state = torch.matmul(mat.unsqueeze(1), view).reshape(g, dim, k)
+        h, w = dim >> (lo + size), (1 << lo) * k
+        if w >= _WIDE or h == 1:
+            # the rows below the block are wide enough: one broadcast matmul over the blocks above
+            state = torch.matmul(mat.unsqueeze(1), state.reshape(g, h, 1 << size, w)).reshape(g, dim, k)
+        else:
+            # few columns per row group (the lowest qubits): move the block's axis first, one bmm with
+            # long rows — a broadcast matmul of many tiny matrices is ~100× slower here
+            view = state.reshape(g, h, 1 << size, w).transpose(1, 2).reshape(g, 1 << size, h * w)
+            state = torch.bmm(mat, view).reshape(g, 1 << size, h, w).transpose(1, 2).reshape(g, dim, k)
     return state
 
 

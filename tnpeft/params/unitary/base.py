@@ -55,6 +55,13 @@ class FrameModule(nn.Module):
         self.__dict__["scope"] = scope
         scope.register(self)
 
+    def leave_scope(self) -> None:
+        """Stop being computed with the scope's other frames (a frame applied without its matrix)."""
+        scope = self.scope
+        if scope is not None:
+            scope.unregister(self)
+        self.__dict__["scope"] = None
+
     def param(self) -> torch.Tensor:
         """The one trainable tensor, shape ``(*batch, *tail)``."""
         raise NotImplementedError
@@ -88,6 +95,17 @@ class FrameModule(nn.Module):
         """This module's frames re-evaluated from its parameters in float64, ``(G, N, K)`` (for
         export and checks: independent of the training dtype)."""
         return self._compute(self.flat_param().detach().to(torch.float64))
+
+    def direct_cost(self) -> float | None:
+        """Work per vector of :meth:`apply` relative to a dense product with the frame (``N·K``
+        multiply-adds), or ``None`` when the frame cannot be applied without being formed."""
+        return None
+
+    def apply(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+        """``U`` applied to every vector of ``h`` ``(M, G, K)`` → ``(M, G, N)`` (``Uᵀ``, ``(M, G, N)`` →
+        ``(M, G, K)``, with ``adjoint``) without forming ``U``; only where :meth:`direct_cost` is
+        not ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} is applied through its matrix")
 
     def forward(self) -> torch.Tensor:
         if self.scope is not None:

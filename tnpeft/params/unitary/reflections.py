@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from tnpeft.params.unitary.base import AngleFrame, FrameModule, eye_frames, init_angles, quantize_ste
+from tnpeft.params.unitary.butterfly import apply_factors, block_diagonal, butterfly_blocks, monarch_factors
 
 
 class HouseholderFrame(FrameModule):
@@ -60,7 +61,12 @@ def givens_count(n: int, layers: int | None = None) -> int:
 class GivensFrame(AngleFrame):
     """Butterfly layers of disjoint Givens rotations: layer ``l`` rotates rows ``i`` and
     ``i + 2^(l mod ⌈log₂N⌉)``. ``⌈log₂ N⌉`` layers (the default) connect every row with every other,
-    as in an FFT. Exactly orthogonal; ``O(N·K)`` per layer; never a dense permutation."""
+    as in an FFT. Exactly orthogonal; ``O(N·K)`` per layer; never a dense permutation.
+
+    Each layer is applied on a strided view of the rows — ``(blocks, 2, stride, K)``, the pairs
+    being the two halves of each block — with the layer's angles scattered into a
+    ``(blocks, stride)`` table (zero, the identity, where a pair would leave the ``N`` rows):
+    contiguous element-wise work, no row gathers or scatters."""
 
     def __init__(self, n: int, k: int, batch=(), layers: int | None = None, bits: int | None = None,
                  init: str = "random", dtype=None, device=None, rng=None):
@@ -68,9 +74,7 @@ class GivensFrame(AngleFrame):
         self.bits = bits
         self.n_layers = layers or max(1, (n - 1).bit_length())
         pairs = butterfly_pairs(n, self.n_layers)
-        for i, (a, b) in enumerate(pairs):
-            self.register_buffer(f"_a{i}", torch.tensor(a, dtype=torch.long, device=device), persistent=False)
-            self.register_buffer(f"_b{i}", torch.tensor(b, dtype=torch.long, device=device), persistent=False)
+        self.__dict__["_layout"] = _layout(n, pairs)   # plain data: where each layer's angles go
         self.theta = init_angles((*self.batch, sum(len(a) for a, _ in pairs)), init, dtype, device, rng)
 
     def options_key(self) -> tuple:
@@ -80,17 +84,84 @@ class GivensFrame(AngleFrame):
         """The angles the rotations use, ``(G, count)``: quantized when the frame has ``bits``."""
         return quantize_ste(self.flat_param(), self.bits)
 
+    @property
+    def size(self) -> int:
+        """The rows the butterfly runs on: ``N`` rounded up to a power of two (extra rows stay 0)."""
+        return 1 << max(1, (self.n - 1).bit_length())
+
     def _compute(self, flat: torch.Tensor) -> torch.Tensor:
         theta = quantize_ste(flat, self.bits)
-        m = eye_frames(self.n, self.k, theta.shape[0], theta)
-        off = 0
-        for i in range(self.n_layers):
-            ia, ib = getattr(self, f"_a{i}"), getattr(self, f"_b{i}")
-            if ia.numel() == 0:
+        g = theta.shape[0]
+        m, off, layout = eye_frames(self.n, self.k, g, theta), 0, self._layout
+        if 8 * self.k >= self.n and self.n > 2:
+            # a wide frame: while the strides grow 1, 2, 4, … the product is block diagonal, so the
+            # first layers are built block by block (Σ size·2ᵗ⁺¹ work instead of N·K per layer)
+            first = min(self.n_layers, self.size.bit_length() - 1)
+            tables = self._angle_tables(theta)[:first]
+            m = block_diagonal(butterfly_blocks(*(t for _, t in tables)))[:, :self.n, :self.k]
+            off, layout = sum(c for *_, c, _f in self._layout[:first]), self._layout[first:]
+        for stride, rows, slots, count, full in layout:
+            if not count:
                 continue
-            t = theta[:, off:off + ia.numel()].unsqueeze(2)
-            off += ia.numel()
+            t = theta[:, off:off + count]
+            off += count
+            if not full:   # pairs that would leave the rows: the identity (angle 0) in those slots
+                t = t.new_zeros(g, (rows // (2 * stride)) * stride).index_copy(1, slots.to(t.device), t)
+            t = t.reshape(g, rows // (2 * stride), 1, stride, 1)
             c, s = torch.cos(t), torch.sin(t)
-            xa, xb = m[:, ia], m[:, ib]
-            m = m.index_copy(1, ia, c * xa - s * xb).index_copy(1, ib, s * xa + c * xb)
+            x = m if rows == self.n else torch.cat((m, m.new_zeros(g, rows - self.n, self.k)), 1)
+            v = x.reshape(g, rows // (2 * stride), 2, stride, self.k)
+            x0, x1 = v[:, :, :1], v[:, :, 1:]
+            m = torch.cat((c * x0 - s * x1, s * x0 + c * x1), 2).reshape(g, rows, self.k)[:, :self.n]
         return m
+
+    def _angle_tables(self, theta: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """Per layer, its stride and its angles ``(G, size / 2·stride, stride)`` (0, the identity,
+        where a pair would leave the ``N`` rows)."""
+        g, size, off, tables = theta.shape[0], self.size, 0, []
+        for stride, _rows, slots, count, _full in self._layout:
+            if not count:
+                continue
+            t = theta[:, off:off + count]
+            off += count
+            if count != (size // (2 * stride)) * stride:
+                t = t.new_zeros(g, (size // (2 * stride)) * stride).index_copy(1, slots.to(t.device), t)
+            tables.append((stride, t.reshape(g, size // (2 * stride), stride)))
+        return tables
+
+    def direct_cost(self) -> float | None:
+        if self.n < 4:
+            return None
+        # per vector: one multiply-add per block row of every factor, against N·K for the frame
+        d = self.size.bit_length() - 1
+        r, q = 1 << (d // 2), self.size >> (d // 2)
+        strides = [s for s, *_rest in self._layout if _rest[2]]
+        runs = sum(1 for i, s in enumerate(strides) if i == 0 or (s < r) != (strides[i - 1] < r) or s < strides[i - 1])
+        per_run = (r + q) / 2
+        return runs * per_run * self.size / (self.n * self.k)
+
+    def apply(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+        theta = quantize_ste(self.flat_param(), self.bits)
+        dtype = h.dtype
+        work = h.float() if dtype in (torch.bfloat16, torch.float16) else h
+        width = self.n if adjoint else self.k
+        if width < self.size:
+            work = torch.nn.functional.pad(work, (0, self.size - width))
+        out = apply_factors(work, monarch_factors(self._angle_tables(theta.to(work.dtype)), self.size), adjoint)
+        return out[..., :self.k if adjoint else self.n].to(dtype)
+
+
+def _layout(n: int, pairs) -> tuple:
+    """Per layer: (stride, rows padded to a multiple of 2·stride, the slots of its angles in the
+    ``(blocks, stride)`` table, how many angles, whether they fill the table)."""
+    out = []
+    for a, b in pairs:
+        if not a:
+            out.append((1, n, None, 0, True))
+            continue
+        stride = b[0] - a[0]
+        rows = -(-n // (2 * stride)) * 2 * stride
+        slots = torch.tensor([(i // (2 * stride)) * stride + i % stride for i in a], dtype=torch.long)
+        full = len(a) == (rows // (2 * stride)) * stride
+        out.append((stride, rows, slots, len(a), full))
+    return tuple(out)

@@ -36,6 +36,11 @@ class FrameScope:
         """Make ``member`` part of this scope (done when the module is built)."""
         self._members.add(member)
 
+    def unregister(self, member: FrameModule) -> None:
+        """Take ``member`` out of this scope and of any group it was batched with."""
+        self._members.discard(member)
+        self._groups.clear()
+
     def frame(self, member: FrameModule) -> torch.Tensor:
         """``member``'s frames ``(*batch, N, K)``, computed with its group if needed."""
         if member not in self._members:
