@@ -76,7 +76,9 @@ def test_merge_unmerge_round_trip(make):
     tnpeft.unmerge(m)
     for n, lay in tn_layers(m):
         torch.testing.assert_close(lay.base_layer.weight, weights[n], atol=1e-6, rtol=0)
-    torch.testing.assert_close(run(), y, atol=1e-6, rtol=1e-6)
+    # the restored weights differ from the originals by float32 rounding of W + ΔW (|ΔW| ≫ |W| here), so
+    # the output agrees to that rounding times the fan-in, as the merged output above does
+    torch.testing.assert_close(run(), y, atol=1e-5, rtol=1e-5)
 
 
 def test_merge_and_unload_leaves_no_adapter_layers():

@@ -148,6 +148,46 @@ class ContractionPlan:
             self._final = f"{self._s(ops[0])}->{self._s(self.output)}"
         self.steps = tuple(steps)
         self.order = labels[0]
+        # whether the last pairwise step is one matrix product that can accumulate into an output
+        self._last_linear = _linear_orientation(*last) if (last := self._last_operands()) else None
+
+    def _last_operands(self) -> tuple | None:
+        if not self.path or self._final is not None:
+            return None
+        ops = list(self.inputs)
+        for i, j in self.path[:-1]:
+            a, b = ops[i], ops[j]
+            rest = [o for k, o in enumerate(ops) if k not in (i, j)]
+            keep = set(self.output).union(*rest) if rest else set(self.output)
+            first, second = (b, a) if len(b) > len(a) else (a, b)
+            for k in sorted((i, j), reverse=True):
+                del ops[k]
+            ops.append(tuple(dict.fromkeys(ind for ind in first + second if ind in keep)))
+        i, j = self.path[-1]
+        return ops[i], ops[j], self.output
+
+    def accumulate(self, out: torch.Tensor, *arrays: torch.Tensor, alpha: float = 1.0) -> None:
+        """``out += alpha · contract(arrays)``, in place. When the last pairwise step is one matrix
+        product (LoRA's ``h·Bᵀ``, Quantum-PEFT's ``(h·Λ)·Uᵀ``) it is one ``addmm_`` into ``out`` — no
+        output-sized temporary, no separate scale and add; ``out`` must then be the 2-D
+        ``(rows, features)`` view of the result. Otherwise the contraction is added."""
+        if self._last_linear is None or out.dim() != 2:
+            out.add_(self(*arrays).reshape(out.shape), alpha=alpha)
+            return
+        ops = list(arrays)
+        for i, j, _, kernel in self.steps[:-1]:
+            a, b = ops[i], ops[j]
+            if i > j:
+                del ops[i], ops[j]
+            else:
+                del ops[j], ops[i]
+            ops.append(kernel(a, b))
+        i, j, _, _ = self.steps[-1]
+        a, b = ops[i], ops[j]
+        if self._last_linear == "ab":      # out = a · bᵀ
+            out.addmm_(a, b.t(), alpha=alpha)
+        else:                              # out = b · aᵀ
+            out.addmm_(b, a.t(), alpha=alpha)
 
     def _s(self, inds: Sequence[str]) -> str:
         return "".join(self._sym[i] for i in inds)
@@ -216,6 +256,18 @@ def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...], e
     if fb + fa == out:
         return (lambda x, y: F.linear(y, x)) if linear else (lambda x, y: torch.tensordot(y, x, dims=(pb, pa)))
     return lambda x, y: torch.einsum(eq, x, y)
+
+
+def _linear_orientation(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]) -> str | None:
+    """``"ab"`` when the step ``a, b → out`` is ``a · bᵀ`` on 2-D operands sharing their last index
+    (``F.linear(a, b)``), ``"ba"`` for ``b · aᵀ``, else ``None``."""
+    if len(a) != 2 or len(b) != 2 or len(out) != 2 or a[1] != b[1] or a[1] in out:
+        return None
+    if (a[0], b[0]) == out:
+        return "ab"
+    if (b[0], a[0]) == out:
+        return "ba"
+    return None
 
 
 def check_optimizer(optimize: object) -> None:

@@ -105,7 +105,8 @@ class TNLinear(nn.Module):
             p_dtype = module.param_dtype
             if h.dtype != p_dtype and not torch.is_autocast_enabled():
                 h = h.to(p_dtype)
-            result = result + module(h).to(result.dtype)
+            # the adapter's last product accumulates into the base output (one addmm_, no temporary)
+            result = module.accumulate(result, h)
         return result
 
     # ------------------------------------------------------------------ merge
