@@ -138,6 +138,8 @@ def print_table(summary: dict[str, Any]) -> str:
             lines.append(f"  circuits of {r['adapter']:<13} {r['circuit_resources']['summary']}  ({r['circuits']})")
         elif r.get("circuits"):
             lines.append(f"  circuits of {r['adapter']:<13} {r['circuits']}")
+        else:
+            lines.append(f"  circuits of {r['adapter']:<13} none: its graph has no unitary, QNN or hyper-network node")
     lines.append(f"total wall time {summary['wall_seconds']:.0f} s")
     return "\n".join(lines)
 
