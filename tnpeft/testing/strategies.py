@@ -97,7 +97,7 @@ def networks(draw, max_nodes: int = 6, max_bond: int = 4, max_leg: int = 5) -> G
     """Random valid linear networks of any shape: trees and cycles of dense nodes, parallel bonds,
     hyperedges (an index on three or more nodes), input and output legs split over several nodes
     and shared by two, an index passing straight through, disconnected factors (a Kronecker
-    product), and diagonal nodes on bonds, hyperedges or legs."""
+    product; a factor may carry input legs only), and diagonal nodes on bonds, hyperedges or legs."""
     n = draw(st.integers(1, max_nodes))
     inds: list[dict[str, int]] = [dict() for _ in range(n)]
     root = list(range(n))
@@ -128,8 +128,9 @@ def networks(draw, max_nodes: int = 6, max_bond: int = 4, max_leg: int = 5) -> G
             holders = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=min(n, 2), unique=True))
             attach(f"{side}{k}", draw(st.integers(1, max_leg)), holders)
             legs[side].append(f"{side}{k}")
-    for c in sorted({find(i) for i in range(n)}):   # every factor feeds an output
-        if not any(find(i) == c and any(x in legs["o"] for x in inds[i]) for i in range(n)):
+    for c in sorted({find(i) for i in range(n)}):   # every factor feeds an output or reads an input
+        has = {side: any(find(i) == c and any(x in legs[side] for x in inds[i]) for i in range(n)) for side in "io"}
+        if not has["o"] and not (has["i"] and draw(st.booleans())):
             name = f"o{len(legs['o'])}"
             attach(name, draw(st.integers(1, max_leg)), [c])
             legs["o"].append(name)
