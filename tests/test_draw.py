@@ -39,6 +39,9 @@ def test_generated_graphs_draw_clean(g):
     ends = {e for s in d.segments for e in s.ends}
     assert {f"in:{i}" for i in g.in_inds} | {f"out:{i}" for i in g.out_inds} <= ends
     assert set(g.size_dict) <= {i for s in d.segments for i in s.inds}
+    texts = " | ".join(t.text for t in d.texts)
+    assert all(f"{i}={n}" in texts for i, n in g.size_dict.items())
+    assert all(n in texts for n in g.nodes)
 
 
 def test_the_checks_catch_what_they_check():

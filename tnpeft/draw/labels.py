@@ -78,15 +78,17 @@ class Scene:
         return None
 
 
-def place_labels(layout: Layout, measure: Callable[[str, str], tuple[float, float]]) -> tuple[list[Label], list[str]]:
-    """Place the labels of ``layout``; returns the placed labels and the texts that found no room."""
+def place_labels(layout: Layout, measure: Callable[[str, str], tuple[float, float]],
+                 far: bool = False) -> tuple[list[Label], list[str]]:
+    """Place the labels of ``layout`` (``far``: also a little away from a crowded line); returns the
+    placed labels and, for those that found no room, what they name (``"b2=1 (T1–T2)"``)."""
     scene = Scene(layout)
     failed: list[str] = []
     verts = layout.vertices
 
-    def put(text: str, role: str, spots: list[Point]) -> None:
+    def put(text: str, role: str, spots: list[Point], where: str = "") -> None:
         if scene.place(text, role, measure(text, role), spots) is None:
-            failed.append(text)
+            failed.append(f"{text} ({where})" if where else text)
 
     for v in verts.values():
         if v.kind == "hyper":   # the box's own text sits inside it
@@ -109,7 +111,8 @@ def place_labels(layout: Layout, measure: Callable[[str, str], tuple[float, floa
     for link in layout.links:
         if link.label and link.style != "leg" and link.text:
             extra = (len(link.lines) - 1) * 0.5 * 0.09
-            put(link.text, "index", _along(link.route, measure(link.text, "index"), extra))
+            ends = "–".join(e.split(":", 1)[-1] if e.startswith("dot:") else e for e in (link.a, link.b))
+            put(link.text, "index", _along(link.route, measure(link.text, "index"), extra, far), ends)
     return scene.labels, failed
 
 
@@ -132,7 +135,7 @@ def _around(x: float, y: float, r: float, size: tuple[float, float]) -> list[Poi
     return spots
 
 
-def _along(route: list[Point], size: tuple[float, float], extra: float) -> list[Point]:
+def _along(route: list[Point], size: tuple[float, float], extra: float, far: bool = False) -> list[Point]:
     """Spots beside a route: at fractions of its length, on its upper (or right) side first."""
     w, h = size
     lengths = [math.hypot(q[0] - p[0], q[1] - p[1]) for p, q in zip(route, route[1:])]
@@ -140,7 +143,8 @@ def _along(route: list[Point], size: tuple[float, float], extra: float) -> list[
     if total == 0:
         return []
     spots = []
-    for frac in (0.5, 0.38, 0.62, 0.27, 0.73, 0.17, 0.83):
+    fracs = (0.5, 0.38, 0.62, 0.27, 0.73, 0.17, 0.83, 0.1, 0.9)
+    for frac, away in [(f, 1.0) for f in fracs] + ([(f, 2.2) for f in fracs] if far else []):
         s = frac * total
         for (p, q), L in zip(zip(route, route[1:]), lengths):
             if s <= L or L == lengths[-1]:
@@ -153,7 +157,7 @@ def _along(route: list[Point], size: tuple[float, float], extra: float) -> list[
         if (abs(dx) >= abs(dy) and ny < 0) or (abs(dx) < abs(dy) and nx < 0):
             nx, ny = -nx, -ny   # above a horizontal-ish line, right of a vertical-ish one first
         for ux, uy in ((nx, ny), (-nx, -ny)):
-            reach = abs(ux) * w / 2 + abs(uy) * h / 2 + CLEAR * 0.6 + extra
+            reach = (abs(ux) * w / 2 + abs(uy) * h / 2) * away + CLEAR * 0.6 + extra
             spots.append((px + ux * reach, py + uy * reach))
     return spots
 

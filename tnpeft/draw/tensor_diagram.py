@@ -150,12 +150,12 @@ def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
     from matplotlib.figure import Figure
 
     spread = 1.0
-    for _ in range(6):   # more room until every label finds a free spot
+    for attempt in range(6):   # more room until every label finds a free spot beside its line
         layout = build_layout(graph, _measure, spread)
-        labels, failed = place_labels(layout, _measure)
+        labels, failed = place_labels(layout, _measure, far=attempt == 5)
         if not failed:
             break
-        spread *= 1.25
+        spread *= 1.25 if attempt < 4 else 1.0
     xs, ys = _extent(layout, labels)
     cx = (xs[0] + xs[1]) / 2
     cap = _caption(graph, title)
@@ -163,6 +163,10 @@ def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
     labels.append(Label(cap, "caption", cx, ys[1] + 0.3 + ch / 2, cw, ch))
     legend = _legend_labels(_legend_items(graph, layout), cx, ys[0] - 0.35)
     labels += [lab for _, lab in legend]
+    if failed:   # labels that found no room in the drawing are named under it
+        note = "not labelled in the drawing: " + "; ".join(failed)
+        nw, nh = _measure(note, "legend")
+        labels.append(Label(note, "legend", cx, min(lab.box[1] for lab in labels) - 0.12 - nh / 2, nw, nh))
     x0 = min([xs[0]] + [lab.box[0] - 0.3 for lab in labels if lab.role in ("caption", "legend")]) - MARGIN
     x1 = max([xs[1]] + [lab.box[2] for lab in labels if lab.role in ("caption", "legend")]) + MARGIN
     y0 = min(lab.box[1] for lab in labels) - MARGIN
