@@ -93,7 +93,7 @@ def test_every_figure_has_its_bound_and_both_kinds_of_values_are_checked():
     for c in r.checks:
         assert c.threshold is not None and c.relation and c.quantity, c
     text = str(r)
-    assert "the values it holds" in text and "random values (the topology)" in text
+    assert "the values it holds" in text and "random values (the topology; gradients of L = ⟨y, t⟩" in text
     assert "max|UᵀU − I|" in text and "≤ tol 1e-05" in text
     assert "Σ|∂L/∂θ|" in text and "> threshold 1e-10" in text
     assert "held 27 = closed form 27" in text

@@ -125,7 +125,8 @@ class VerifyReport:
                 f"{len(self.skipped)} skipped")
         lines = [head]
         many = len(self.modules) > 1
-        groups = (("held", "the values it holds"), ("random", "random values (the topology)"))
+        groups = (("held", "the values it holds"),
+                  ("random", "random values (the topology; gradients of L = ⟨y, t⟩ for random x and t)"))
         for values, title in groups:
             for mod in (self.modules or [""]):
                 checks = [c for c in self.checks if c.values == values and c.module == mod and not c.skipped]
