@@ -1,27 +1,20 @@
-"""Render the tensor diagrams the docs show (checked in under docs/diagrams/).
+"""Render the tensor diagrams the docs show (SVG, checked in under docs/diagrams/): the gallery of
+tnpeft.testing.gallery, the circuit view and the floors of the package.
 
-    .venv/bin/python docs/render_diagrams.py
+    .venv/bin/python docs/render_diagrams.py          # SVG into docs/diagrams/
+    .venv/bin/python docs/render_diagrams.py --png DIR # also PNG copies into DIR (to look at)
 """
 
+import sys
 from pathlib import Path
 
 import torch
 
-from tnpeft.adapters import adalora, lora, mpo, oft, qpa, quantum_peft, qwthn
-from tnpeft.draw import draw_circuit, draw_graph
+from tnpeft.adapters import quantum_peft
+from tnpeft.draw import draw_circuit, tensor_diagram
+from tnpeft.testing.gallery import GALLERY
 
 OUT = Path(__file__).parent / "diagrams"
-
-DIAGRAMS = {
-    "lora": lambda: lora(768, 768, r=8),
-    "adalora": lambda: adalora(768, 768, r=12, target_r=8),
-    "quantum_peft": lambda: quantum_peft(768, 768, rank=8),
-    "oft": lambda: oft(768, 768, block_size=32),
-    "oft_butterfly": lambda: oft(768, 768, block_size=32, butterfly=True),
-    "qpa": lambda: qpa(768, 50257, r=4, chunk_size=2048),
-    "qwthn": lambda: qwthn(768, 2304, r=8),
-    "mpo": lambda: mpo(768, 2304, r=8),
-}
 
 
 FLOORS = [  # top to bottom, as tests/test_architecture.py checks them
@@ -74,9 +67,13 @@ def draw_floors(path: Path) -> None:
 
 
 def main() -> None:
+    png = Path(sys.argv[sys.argv.index("--png") + 1]) if "--png" in sys.argv else None
     torch.manual_seed(0)
-    for name, make in DIAGRAMS.items():
-        draw_graph(make(), OUT / f"{name}.svg")
+    for name, make in GALLERY.items():
+        diagram = tensor_diagram(make())
+        diagram.save(OUT / f"{name}.svg")
+        if png is not None:
+            diagram.save(png / f"{name}.png", dpi=110)
         print(f"wrote {OUT / name}.svg")
     draw_circuit(quantum_peft(64, 64, rank=8, layers=1), "U", OUT / "quantum_peft_circuit.svg")
     print(f"wrote {OUT / 'quantum_peft_circuit'}.svg")

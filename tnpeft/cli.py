@@ -3,9 +3,14 @@
     tnpeft count ADAPTER --in-features N --out-features M [name=value ...] [--json]
     tnpeft draw ADAPTER --in-features N --out-features M [name=value ...] -o FILE.svg|.png
     tnpeft verify ADAPTER --in-features N --out-features M [name=value ...] [--json]
-    tnpeft train [--model minilm|smollm2|DIR] [--data tweets|hamlet|FILE] [--adapter NAME] [name=value ...]
+    tnpeft export-circuits ADAPTER --in-features N --out-features M [name=value ...] -o DIR
+    tnpeft train [--model minilm|smollm2|DIR] [--data tweets|hamlet|FILE] [--adapter ADAPTER] [name=value ...]
                  [--out DIR] [--epochs E] [--max-steps N] ... [--json]
     tnpeft demo [--out DIR] [--full] [--json]
+
+ADAPTER is a registered method (``lora``), a builder of your own (``mypkg.topos:ttlora``, given
+the layer sizes and name=value hyper-parameters) or a graph ``.json`` file; ``--adapter-dir DIR``
+(a saved adapter) takes its place in every verb (see :mod:`tnpeft.adapters.specs`).
 """
 
 from __future__ import annotations
@@ -31,15 +36,25 @@ def _parse_hparams(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _source(args: argparse.Namespace) -> tuple[str, Any]:
+    """(label, source) of the adapter a verb names: see :mod:`tnpeft.adapters.specs`."""
+    from tnpeft.adapters.specs import adapter_source
+
+    return adapter_source(args.adapter, args.adapter_dir, args.in_features, args.out_features,
+                          _parse_hparams(args.hparams), args.imports)
+
+
 def cmd_count(args: argparse.Namespace) -> int:
-    from tnpeft.adapters import get_builder
+    from tnpeft.graph import graph_modules
 
-    hp = _parse_hparams(args.hparams)
-    from tnpeft.adapters import check_hparams
-
-    check_hparams(args.adapter, hp)
-    g = get_builder(args.adapter)(args.in_features, args.out_features, **hp)
-    dense = args.in_features * args.out_features
+    label, source = _source(args)
+    mods = graph_modules(source)
+    if len(mods) > 1:
+        return _count_modules(label, mods, args.json)
+    g = next(iter(mods.values())).graph
+    hp = g.meta.get("hparams") or _parse_hparams(args.hparams)
+    n_in, n_out = g.in_features, g.out_features
+    dense = n_in * n_out
     total = g.num_parameters()
     generated = g.num_generated()
     lora_eq = g.meta.get("lora_parameters", generated or None)
@@ -50,12 +65,12 @@ def cmd_count(args: argparse.Namespace) -> int:
         if lora_eq:
             extra["lora_same_rank_parameters"] = lora_eq
             extra["fraction_of_lora"] = total / lora_eq
-        print(json.dumps({"adapter": args.adapter, "in_features": args.in_features, "out_features": args.out_features,
-                          "hparams": g.meta.get("hparams", hp), "nodes": g.parameter_table(), "parameters": total,
-                          "dense_parameters": dense, "fraction_of_dense": total / dense, **extra}, indent=2))
+        print(json.dumps({"adapter": label, "in_features": n_in, "out_features": n_out, "hparams": hp,
+                          "nodes": g.parameter_table(), "parameters": total, "dense_parameters": dense,
+                          "fraction_of_dense": total / dense, **extra}, indent=2))
         return 0
-    hps = ", ".join(f"{k}={v}" for k, v in g.meta.get("hparams", hp).items())
-    print(f"{args.adapter}  {args.in_features} → {args.out_features}  ({hps})")
+    hps = ", ".join(f"{k}={v}" for k, v in hp.items())
+    print(f"{label}  {n_in} → {n_out}" + (f"  ({hps})" if hps else ""))
     rows = [(r["node"], r["kind"], ", ".join(f"{i}={s}" for i, s in r["inds"].items()), f"{r['parameters']:,}")
             for r in g.parameter_table()]
     w = [max(len(x[i]) for x in rows + [("node", "kind", "indices", "parameters")]) for i in range(4)]
@@ -74,32 +89,46 @@ def cmd_count(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build(args: argparse.Namespace):
-    from tnpeft.adapters import check_hparams, get_builder
-
-    hp = _parse_hparams(args.hparams)
-    check_hparams(args.adapter, hp)
-    return get_builder(args.adapter)(args.in_features, args.out_features, **hp)
+def _count_modules(label: str, mods: dict[str, Any], as_json: bool) -> int:
+    """A saved adapter's count: one row per adapted module, and the total."""
+    rows = [(p, m.graph) for p, m in mods.items()]
+    total = sum(g.num_parameters() for _, g in rows)
+    if as_json:
+        print(json.dumps({"adapter": label, "parameters": total, "modules": [
+            {"module": p, "name": g.name, "in_features": g.in_features, "out_features": g.out_features,
+             "parameters": g.num_parameters(), "nodes": g.parameter_table()} for p, g in rows]}, indent=2))
+        return 0
+    print(f"{label}: {len(rows)} adapted modules, {total:,} trainable parameters")
+    cells = [(p, g.name or "graph", f"{g.in_features} → {g.out_features}", f"{g.num_parameters():,}") for p, g in rows]
+    head = ("module", "adapter", "in → out", "parameters")
+    w = [max(len(c[i]) for c in cells + [head]) for i in range(4)]
+    for c in [head] + cells:
+        print(f"{c[0]:<{w[0]}}  {c[1]:<{w[1]}}  {c[2]:<{w[2]}}  {c[3]:>{w[3]}}")
+    print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
+    return 0
 
 
 def cmd_draw(args: argparse.Namespace) -> int:
-    g = _build(args)
     if not args.output.lower().endswith((".svg", ".png", ".pdf")):
         raise ConfigError(f"output {args.output!r} must end in .svg, .png or .pdf", field="output")
+    from tnpeft.adapters.specs import pick_module
     from tnpeft.draw import draw_circuit, draw_graph
 
+    label, source = _source(args)
+    path, module = pick_module(source, args.module)
     if args.circuit:
-        draw_circuit(g, args.circuit, args.output)
+        draw_circuit(module, args.circuit, args.output)
     else:
-        draw_graph(g, args.output)
-    print(f"wrote {args.output}")
+        draw_graph(module.graph, args.output, title=f"{module.graph.name or 'adapter'} on {path}" if path else None)
+    print(f"wrote {args.output}" + (f" (module {path} of {label})" if path else ""))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from tnpeft.verification import verify
 
-    report = verify(_build(args), tol=args.tol)
+    _, source = _source(args)
+    report = verify(source, tol=args.tol)
     print(report.to_json() if args.json else report)
     return 0 if report.ok else 1
 
@@ -118,6 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tnpeft.adapters.specs import import_user_module, train_method
     from tnpeft.train.loop import TrainConfig, TrainingInterrupted
     from tnpeft.train.pipeline import parse_test_size, run_training
 
@@ -128,8 +158,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if targets and "," in targets:
         targets = [t for t in targets.split(",") if t]
     excl = [t for t in args.exclude_modules.split(",") if t] if args.exclude_modules is not None else None
+    for name in args.imports or ():
+        import_user_module(name)
+    hparams = _parse_hparams(args.hparams)
+    if args.adapter_dir is not None:
+        if args.adapter is not None or hparams:
+            raise ConfigError("--adapter-dir trains on from a saved adapter (its topology and values); drop --adapter "
+                              "and name=value", field="adapter_dir")
+        method: Any = None
+    else:
+        method = train_method(args.adapter or "lora", hparams)
     try:
-        metrics = run_training(args.model, args.data, args.adapter, _parse_hparams(args.hparams), args.out,
+        metrics = run_training(args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
                                task=args.task, target_modules=targets, exclude_modules=excl,
                                train_size=args.train_size, test_size=parse_test_size(args.test_size),
                                text_column=args.text_column, label_column=args.label_column, config=cfg,
@@ -143,32 +183,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _adapter_source(args: argparse.Namespace) -> Any:
-    """A built adapter graph (ADAPTER with sizes and name=value) or a saved adapter folder."""
-    if (args.adapter is None) == (args.adapter_dir is None):
-        raise ConfigError("give an adapter name with --in-features and --out-features, or --adapter-dir DIR "
-                          "(one of the two)", field="adapter")
-    if args.adapter_dir is not None:
-        if args.hparams or args.export_in is not None or args.export_out is not None:
-            raise ConfigError("--adapter-dir reads the sizes and hyper-parameters from the saved adapter; drop "
-                              "--in-features, --out-features and name=value", field="adapter_dir")
-        return args.adapter_dir
-    if not (isinstance(args.export_in, int) and isinstance(args.export_out, int)
-            and args.export_in > 0 and args.export_out > 0):
-        raise ConfigError(f"adapter {args.adapter!r} needs positive --in-features and --out-features",
-                          field="in_features")
-    from tnpeft.adapters import check_hparams, get_builder
-
-    hp = _parse_hparams(args.hparams)
-    check_hparams(args.adapter, hp)
-    return get_builder(args.adapter)(args.export_in, args.export_out, **hp)
-
-
 def cmd_export_circuits(args: argparse.Namespace) -> int:
     """Write an adapter's circuits as OpenQASM 3 files with an index (see tnpeft.quantum.export)."""
     from tnpeft.quantum import export_circuits
 
-    index = export_circuits(_adapter_source(args), args.output, max_synthesis_qubits=args.max_synthesis_qubits)
+    _, source = _source(args)
+    index = export_circuits(source, args.output, max_synthesis_qubits=args.max_synthesis_qubits)
     if args.json:
         print(json.dumps(index, indent=2))
         return 0
@@ -190,7 +210,8 @@ def cmd_circuits(args: argparse.Namespace) -> int:
     from tnpeft.quantum.resources import resource_report
 
     backend = None if args.backend == "none" else "generic"
-    report = resource_report(_adapter_source(args), backend, max_synthesis_qubits=args.max_synthesis_qubits,
+    _, source = _source(args)
+    report = resource_report(source, backend, max_synthesis_qubits=args.max_synthesis_qubits,
                              optimization_level=args.optimization_level)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -202,31 +223,41 @@ def cmd_circuits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapter_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments that name an adapter: see tnpeft.adapters.specs."""
+    p.add_argument("adapter", nargs="?", help="a method name (lora, quantum_peft, …), a builder of your own as "
+                                              "module.path:function, or a graph .json file (or use --adapter-dir)")
+    p.add_argument("--in-features", type=int, help="the layer's input size (for a method or builder)")
+    p.add_argument("--out-features", type=int, help="the layer's output size (for a method or builder)")
+    p.add_argument("hparams", nargs="*", help="hyper-parameters as name=value (values parsed as JSON)")
+    p.add_argument("--adapter-dir", metavar="DIR", help="a folder written by tnpeft.save_adapter (instead of ADAPTER)")
+    p.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                   help="import MODULE first (e.g. one registering a unitary parametrization); repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tnpeft", description="Tensor-network parameter-efficient fine-tuning.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("count", help="count an adapter's trainable parameters for one layer")
-    c.add_argument("adapter", help="adapter name, e.g. lora")
-    c.add_argument("--in-features", type=int, required=True)
-    c.add_argument("--out-features", type=int, required=True)
-    c.add_argument("hparams", nargs="*", help="hyper-parameters as name=value (values parsed as JSON)")
+    c = sub.add_parser("count", help="count an adapter's trainable parameters for one layer (or a saved adapter's)")
+    _adapter_arguments(c)
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_count)
 
     for verb, helptext in (("draw", "draw an adapter's tensor diagram (SVG, PNG or PDF)"),
-                           ("verify", "check an adapter graph: orthogonality, counts, forward, merge, gradients")):
+                           ("verify", "check an adapter: its values (finite, orthogonal, counts, forward, merge) and "
+                                      "its topology (random values, gradients)")):
         v = sub.add_parser(verb, help=helptext)
-        v.add_argument("adapter", help="adapter name, e.g. quantum_peft")
-        v.add_argument("--in-features", type=int, required=True)
-        v.add_argument("--out-features", type=int, required=True)
-        v.add_argument("hparams", nargs="*", help="hyper-parameters as name=value")
+        _adapter_arguments(v)
         if verb == "draw":
             v.add_argument("-o", "--output", required=True, help="file to write: .svg, .png or .pdf")
-            v.add_argument("--circuit", metavar="NODE", help="draw this (pauli) unitary node as its circuit")
+            v.add_argument("--circuit", metavar="NODE", help="draw this node as its circuit (a pauli or givens unitary node, a QNN node or a hyper-network)")
+            v.add_argument("--module", metavar="PATH", help="the adapted module of a saved adapter to draw "
+                                                            "(default: the first)")
             v.set_defaults(func=cmd_draw)
         else:
-            v.add_argument("--tol", type=float, default=1e-5)
+            v.add_argument("--tol", type=float, default=1e-5, help="tolerance of orthogonality, forward and merge "
+                                                                    "(relative errors; default 1e-5)")
             v.add_argument("--json", action="store_true", help="print JSON")
             v.set_defaults(func=cmd_verify)
 
@@ -246,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="fine-tune a model on a dataset with any adapter (resumable)")
     t.add_argument("--model", default="minilm", help="minilm, smollm2, or a local model folder (default minilm)")
     t.add_argument("--data", default="tweets", help="tweets, hamlet, or a .csv / .jsonl / .txt file (default tweets)")
-    t.add_argument("--adapter", default="lora", help="adapter name (default lora)")
+    t.add_argument("--adapter", help="a method name, a builder of your own as module.path:function, or a graph .json "
+                                     "file (default lora)")
+    t.add_argument("--adapter-dir", metavar="DIR", help="train on from a saved adapter (its graphs and values)")
+    t.add_argument("--import", dest="imports", action="append", metavar="MODULE", help="import MODULE first")
     t.add_argument("hparams", nargs="*", help="adapter hyper-parameters as name=value, e.g. r=8")
     t.add_argument("--out", default="runs/train", help="output folder: checkpoint/, adapter/, metrics.json, curves.png")
     t.add_argument("--task", choices=["classification", "causal_lm"], help="default: inferred from --data")
@@ -275,11 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                            ("circuits", "report an adapter's circuit resources: qubits, gates, depth, raw, decomposed "
                                         "and on a backend")):
         x = sub.add_parser(verb, help=helptext)
-        x.add_argument("adapter", nargs="?", help="adapter name, e.g. quantum_peft (or use --adapter-dir)")
-        x.add_argument("--in-features", type=int, dest="export_in")
-        x.add_argument("--out-features", type=int, dest="export_out")
-        x.add_argument("hparams", nargs="*", help="hyper-parameters as name=value")
-        x.add_argument("--adapter-dir", help="a folder written by tnpeft.save_adapter (instead of ADAPTER)")
+        _adapter_arguments(x)
         x.add_argument("--max-synthesis-qubits", type=int, default=8,
                        help="largest register a frame without a circuit of its own (cayley, exp, taylor, "
                             "householder) is synthesized on (default 8)")

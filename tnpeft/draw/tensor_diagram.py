@@ -2,19 +2,29 @@
 
 Notation (as in the Quantum-PEFT and tensor-network literature): a filled circle is a dense
 tensor, an open circle with a slash a diagonal one, a half-filled circle a unitary (orthonormal
-columns), a delay symbol (flat back, round front) a nonlinear map. Edges carry their index name and
-size; open legs run to the figure's edges (input on the left, output on the right); an index shared
-by three or more nodes meets at a small black dot (a copy tensor), except that a diagonal node on
-an index shared with two others is drawn inline between them. Trainable nodes have a coloured
-outline. A hyper-network (QPA's) is a box above the nodes it fills, with dashed arrows. The layout
-is deterministic and runs left to right in data-flow order.
+columns), a delay symbol (flat back towards its input, round front towards its output) a nonlinear
+map, a small black dot a copy tensor (an index shared by three or more nodes or open legs).
+Trainable nodes have a coloured outline. A hyper-network (QPA's) is a box with dashed arrows to
+the nodes it fills. Bonds carry their index name and size; open legs end free, inputs below the
+nodes and outputs above them (:mod:`tnpeft.draw.layout` says where everything goes,
+:mod:`tnpeft.draw.labels` where the texts go).
+
+:func:`tensor_diagram` returns the figure with its geometry — every shape, every line and every
+text box measured by matplotlib's renderer — so that the layout can be checked; :func:`draw_graph`
+saves it. The drawing is deterministic: the same graph gives byte-identical SVG.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tnpeft.draw.geometry import DOT_R, Layout, Point
+from tnpeft.draw.labels import Label, place_labels
+from tnpeft.draw.layout import build_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -22,190 +32,283 @@ if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.graph import Graph
 
 _FILL = {"dense": "#4C72B0", "diagonal": "white", "unitary": "#DD8452", "nonlinear": "#55A868",
-         "hypernetwork": "#8172B3"}
+         "hyper": "#8172B3"}
 _TRAIN = "#C44E52"
 _FROZEN = "#555555"
-R = 0.28
+INCH = 0.62          # inches per data unit
+MARGIN = 0.25
+_FONTS = {"index": (8, "normal"), "node": (10, "bold"), "box": (9, "bold"), "caption": (9.5, "normal"),
+          "legend": (8, "normal")}
+_RC = {"font.family": "DejaVu Sans", "text.hinting": "no_hinting", "text.hinting_factor": 1, "svg.hashsalt": "tnpeft", "svg.fonttype": "path", "path.simplify": False}
 
 
-def _levels(graph: Graph) -> dict[str, int]:
-    """Column of each node: one right of the rightmost earlier node (in data-flow order) it shares an
-    index with, so chains run left to right and nodes that share nothing stack in one column."""
-    level: dict[str, int] = {}
-    for n in graph.nodes:
-        inds = set(graph.nodes[n].inds)
-        prev = [level[m] for m in level if inds & set(graph.nodes[m].inds)]
-        level[n] = max(prev) + 1 if prev else 0
-    return level
+@dataclass(frozen=True)
+class Shape:
+    """A drawn symbol: ``disk`` (a node or a copy-tensor dot; ``r`` its radius) or ``box``."""
+
+    id: str
+    kind: str
+    x: float
+    y: float
+    r: float = 0.0
+    half_w: float = 0.0
+    half_h: float = 0.0
 
 
-def _symbol(ax, x, y, kind: str, trainable: bool) -> None:
-    from matplotlib.patches import Circle, FancyBboxPatch, Wedge
+@dataclass(frozen=True)
+class Segment:
+    """One drawn line (a polyline, in data units) and the ids of the two shapes it joins (an open
+    leg's free end is ``in:<index>`` / ``out:<index>``)."""
+
+    points: tuple[Point, ...]
+    ends: tuple[str, str]
+    inds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """A drawn text with its box ``(x0, y0, x1, y1)`` in data units, measured by the renderer."""
+
+    text: str
+    role: str
+    box: tuple[float, float, float, float]
+
+
+@dataclass
+class Diagram:
+    """A rendered tensor diagram: the matplotlib figure and its geometry."""
+
+    figure: Any
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    segments: list[Segment] = field(default_factory=list)
+    texts: list[TextBox] = field(default_factory=list)
+    spread: float = 1.0
+
+    def save(self, path: str | Path, *, dpi: int = 150) -> Path:
+        """Write the figure (``.svg``, ``.png`` or ``.pdf``); SVG and PDF carry no date, so equal
+        graphs give equal files."""
+        import matplotlib
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with matplotlib.rc_context(_RC):
+            meta = {"Date": None} if path.suffix.lower() == ".svg" else (
+                {"CreationDate": None} if path.suffix.lower() == ".pdf" else None)
+            self.figure.savefig(path, dpi=dpi, metadata=meta)
+        return path
+
+
+@lru_cache(maxsize=4096)
+def _measure(text: str, role: str) -> tuple[float, float]:
+    """Width and height of ``text`` in data units, as the renderer lays it out."""
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        fig, renderer = _scratch()
+        size, weight = _FONTS[role]
+        t = fig.text(0, 0, text, fontsize=size, fontweight=weight, ha="center", va="center")
+        bb = t.get_window_extent(renderer)
+        t.remove()
+    return bb.width / fig.dpi / INCH, bb.height / fig.dpi / INCH
+
+
+@lru_cache(maxsize=1)
+def _scratch():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 2), dpi=100)
+    return fig, FigureCanvasAgg(fig).get_renderer()
+
+
+def _caption(graph: Graph, title: str | None) -> str:
+    name = title or graph.name or "adapter"
+    mode = " (transforms the layer input)" if graph.mode == "input" else ""
+    gen = f", generating {graph.num_generated():,} values" if graph.hypernetworks else ""
+    return (f"{name}: {graph.in_features:,} → {graph.out_features:,}{mode}\n"
+            f"scale {graph.scale:.4g} · {graph.num_parameters():,} trainable parameters{gen}")
+
+
+def _legend_items(graph: Graph, layout: Layout) -> list[tuple[str, str]]:
+    kinds = {v.kind for v in layout.vertices.values()}
+    items = [(k, k) for k in ("dense", "diagonal", "unitary", "nonlinear") if k in kinds]
+    if "dot" in kinds:
+        items.append(("dot", "copy tensor"))
+    if "hyper" in kinds:
+        items.append(("hyper", "hyper-network"))
+    trained = [bool(n.num_parameters()) and k not in graph.generated for k, n in graph.nodes.items()]
+    frozen = [not t and k not in graph.generated for t, k in zip(trained, graph.nodes)]
+    return items + [(k, text) for k, text, on in (("trainable", "trainable", any(trained)),
+                                                  ("frozen", "generated", bool(graph.generated)),
+                                                  ("frozen", "frozen", any(frozen))) if on]
+
+
+def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
+    """Lay out and draw ``graph``; return the figure with its measured geometry (nothing is saved)."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    spread = 1.0
+    for attempt in range(6):   # more room until every label finds a free spot beside its line
+        layout = build_layout(graph, _measure, spread)
+        labels, failed = place_labels(layout, _measure, far=attempt == 5)
+        if not failed:
+            break
+        spread *= 1.25 if attempt < 4 else 1.0
+    xs, ys = _extent(layout, labels)
+    cx = (xs[0] + xs[1]) / 2
+    cap = _caption(graph, title)
+    cw, ch = _measure(cap, "caption")
+    labels.append(Label(cap, "caption", cx, ys[1] + 0.3 + ch / 2, cw, ch))
+    legend = _legend_labels(_legend_items(graph, layout), cx, ys[0] - 0.35)
+    labels += [lab for _, lab in legend]
+    if failed:   # labels that found no room in the drawing are named under it
+        note = "not labelled in the drawing: " + "; ".join(failed)
+        nw, nh = _measure(note, "legend")
+        labels.append(Label(note, "legend", cx, min(lab.box[1] for lab in labels) - 0.12 - nh / 2, nw, nh))
+    x0 = min([xs[0]] + [lab.box[0] - 0.3 for lab in labels if lab.role in ("caption", "legend")]) - MARGIN
+    x1 = max([xs[1]] + [lab.box[2] for lab in labels if lab.role in ("caption", "legend")]) + MARGIN
+    y0 = min(lab.box[1] for lab in labels) - MARGIN
+    y1 = max(lab.box[3] for lab in labels) + MARGIN
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=((x1 - x0) * INCH, (y1 - y0) * INCH), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_aspect("equal", adjustable="box")
+        ax.axis("off")
+        diagram = Diagram(fig, spread=spread)
+        _draw(ax, graph, layout, diagram)
+        for kind, lab in legend:
+            if kind is not None:
+                _legend_symbol(ax, kind, lab.x - lab.w / 2 - 0.2, lab.y)
+        artists = []
+        for lab in labels:
+            size, weight = _FONTS[lab.role]
+            color = "#333333" if lab.role in ("index", "legend") else "black"
+            artists.append((lab, ax.text(lab.x, lab.y, lab.text, fontsize=size, fontweight=weight, ha="center",
+                                         va="center", color="white" if lab.role == "box" else color, zorder=6)))
+        renderer = fig.canvas.get_renderer()
+        inv = ax.transData.inverted()
+        for lab, art in artists:
+            bb = art.get_window_extent(renderer).transformed(inv)
+            diagram.texts.append(TextBox(lab.text, lab.role, (bb.x0, bb.y0, bb.x1, bb.y1)))
+    return diagram
+
+
+def _extent(layout: Layout, labels: list[Label]) -> tuple[tuple[float, float], tuple[float, float]]:
+    xs, ys = [], []
+    for v in layout.vertices.values():
+        xs += [v.x - v.half_w, v.x + v.half_w]
+        ys += [v.y - v.half_h, v.y + v.half_h]
+    for link in layout.links:
+        for line in link.lines:
+            xs += [p[0] for p in line]
+            ys += [p[1] for p in line]
+    for lab in labels:
+        xs += [lab.box[0], lab.box[2]]
+        ys += [lab.box[1], lab.box[3]]
+    return (min(xs), max(xs)), (min(ys), max(ys))
+
+
+def _legend_labels(items: list[tuple[str, str]], cx: float, top: float) -> list[tuple[str | None, Label]]:
+    sizes = [_measure(text, "legend") for _, text in items]
+    step = [0.38 + w + 0.3 for w, _ in sizes]
+    x = cx - (sum(step) - 0.3) / 2
+    out = []
+    for (kind, text), (w, h), st in zip(items, sizes, step):
+        out.append((kind, Label(text, "legend", x + 0.38 + w / 2, top - 0.2, w, h)))
+        x += st
+    return out
+
+
+def _draw(ax, graph: Graph, layout: Layout, diagram: Diagram) -> None:
+    from matplotlib.patches import Circle, FancyBboxPatch, Polygon
+
+    for link in layout.links:
+        dashed = link.style == "arrow"
+        for line in link.lines:
+            ax.plot([p[0] for p in line], [p[1] for p in line], color=_FILL["hyper"] if dashed else "black",
+                    lw=1.4 if dashed else 1.2, ls="--" if dashed else "-", zorder=1, solid_capstyle="butt")
+            diagram.segments.append(Segment(tuple(line), (link.a, link.b), link.inds))
+        if dashed:   # an arrowhead where the route meets the filled node
+            node = layout.vertices[link.b if layout.vertices[link.a].kind == "hyper" else link.a]
+            tip, back = _arrow_tip(link.route, node)
+            if tip is not None:
+                ax.add_patch(Polygon(back + [tip], closed=True, color=_FILL["hyper"], zorder=2))
+    for v in layout.vertices.values():
+        if v.kind == "dot":
+            ax.add_patch(Circle((v.x, v.y), DOT_R, color="black", zorder=4))
+            diagram.shapes[v.id] = Shape(v.id, "disk", v.x, v.y, r=DOT_R)
+        elif v.kind == "hyper":
+            ax.add_patch(FancyBboxPatch((v.x - v.half_w + 0.05, v.y - v.half_h + 0.05), 2 * v.half_w - 0.1,
+                                        2 * v.half_h - 0.1, boxstyle="round,pad=0.05", facecolor=_FILL["hyper"],
+                                        edgecolor=_TRAIN, lw=2.0, zorder=3))
+            diagram.shapes[v.id] = Shape(v.id, "box", v.x, v.y, half_w=v.half_w, half_h=v.half_h)
+        elif v.kind in _FILL:
+            node = graph.nodes[v.id]
+            _symbol(ax, v.x, v.y, v.half_w, v.kind, bool(node.num_parameters()) and v.id not in graph.generated)
+            diagram.shapes[v.id] = Shape(v.id, "disk", v.x, v.y, r=v.half_w)
+
+
+def _arrow_tip(route: list[Point], node) -> tuple[Point | None, list[Point]]:
+    pts = route if math.hypot(route[-1][0] - node.x, route[-1][1] - node.y) < 1e-9 else route[::-1]
+    (x0, y0), (x1, y1) = pts[-2], pts[-1]
+    L = math.hypot(x1 - x0, y1 - y0)
+    if L <= node.half_w + 0.15:
+        return None, []
+    ux, uy = (x1 - x0) / L, (y1 - y0) / L
+    tip = (x1 - ux * (node.half_w + 0.02), y1 - uy * (node.half_w + 0.02))
+    bx, by = tip[0] - ux * 0.16, tip[1] - uy * 0.16
+    return tip, [(bx - uy * 0.06, by + ux * 0.06), (bx + uy * 0.06, by - ux * 0.06)]
+
+
+def _symbol(ax, x: float, y: float, r: float, kind: str, trainable: bool) -> None:
+    from matplotlib.patches import Circle, Rectangle, Wedge
 
     edge = _TRAIN if trainable else _FROZEN
-    lw = 2.4 if trainable else 1.4
+    lw = 2.2 if trainable else 1.3
     if kind == "dense":
-        ax.add_patch(Circle((x, y), R, facecolor=_FILL[kind], edgecolor=edge, lw=lw, zorder=3))
+        ax.add_patch(Circle((x, y), r, facecolor=_FILL[kind], edgecolor=edge, lw=lw, zorder=3))
     elif kind == "diagonal":
-        ax.add_patch(Circle((x, y), R, facecolor="white", edgecolor=edge, lw=lw, zorder=3))
-        d = R * 0.7
+        ax.add_patch(Circle((x, y), r, facecolor="white", edgecolor=edge, lw=lw, zorder=3))
+        d = r * 0.7
         ax.plot([x - d, x + d], [y - d, y + d], color=edge, lw=lw, zorder=4)
     elif kind == "unitary":
-        ax.add_patch(Circle((x, y), R, facecolor="white", edgecolor=edge, lw=lw, zorder=3))
-        ax.add_patch(Wedge((x, y), R, 90, 270, facecolor=_FILL[kind], edgecolor="none", zorder=3.5))
-        ax.add_patch(Circle((x, y), R, facecolor="none", edgecolor=edge, lw=lw, zorder=4))
-    else:  # nonlinear: the delay symbol
-        ax.add_patch(FancyBboxPatch((x - R, y - R), R, 2 * R, boxstyle="square,pad=0", facecolor=_FILL[kind],
-                                    edgecolor=edge, lw=lw, zorder=3))
-        ax.add_patch(Wedge((x, y), R, -90, 90, facecolor=_FILL[kind], edgecolor=edge, lw=lw, zorder=3))
+        ax.add_patch(Circle((x, y), r, facecolor="white", edgecolor="none", zorder=3))
+        ax.add_patch(Wedge((x, y), r, 90, 270, facecolor=_FILL[kind], edgecolor="none", zorder=3.5))
+        ax.add_patch(Circle((x, y), r, facecolor="none", edgecolor=edge, lw=lw, zorder=4))
+    else:  # nonlinear: the delay symbol, flat towards its input (below), round towards its output
+        ax.add_patch(Rectangle((x - r, y - r), 2 * r, r, facecolor=_FILL[kind], edgecolor="none", zorder=3))
+        ax.add_patch(Wedge((x, y), r, 0, 180, facecolor=_FILL[kind], edgecolor="none", zorder=3))
+        t = [math.pi * k / 24 for k in range(25)]
+        xs = [x - r, x + r, x + r] + [x + r * math.cos(a) for a in t] + [x - r, x - r]
+        ys = [y - r, y - r, y] + [y + r * math.sin(a) for a in t] + [y, y - r]
+        ax.plot(xs, ys, color=edge, lw=lw, zorder=4)
 
 
-def _delay_marker():
-    """The delay symbol as a marker path: a flat back and a round front."""
-    import numpy as np
-    from matplotlib.path import Path as MPath
+def _legend_symbol(ax, kind: str, x: float, y: float) -> None:
+    from matplotlib.patches import Circle, FancyBboxPatch
 
-    t = np.linspace(-np.pi / 2, np.pi / 2, 16)
-    verts = [(-1.0, -1.0), (0.0, -1.0)] + [(np.cos(a), np.sin(a)) for a in t] + [(0.0, 1.0), (-1.0, 1.0), (-1.0, -1.0)]
-    return MPath(verts, closed=True)
+    if kind in ("dense", "diagonal", "unitary", "nonlinear"):
+        _symbol(ax, x, y, 0.13, kind, False)
+    elif kind == "dot":
+        ax.add_patch(Circle((x, y), DOT_R, color="black", zorder=4))
+    elif kind == "hyper":
+        ax.add_patch(FancyBboxPatch((x - 0.13, y - 0.09), 0.26, 0.18, boxstyle="round,pad=0.02",
+                                    facecolor=_FILL["hyper"], edgecolor="none", zorder=3))
+    else:
+        ax.plot([x - 0.15, x + 0.15], [y, y], color=_TRAIN if kind == "trainable" else _FROZEN,
+                lw=2.2 if kind == "trainable" else 1.3)
 
 
 def draw_graph(graph: Graph, path: str | Path | None = None, *, title: str | None = None,
                dpi: int = 150) -> Figure:
     """Draw ``graph``; save to ``path`` (``.svg``, ``.png`` or ``.pdf``) if given; return the figure."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import FancyBboxPatch
-
-    order = list(graph.nodes)
-    level = _levels(graph)
-    cols: dict[int, list[str]] = defaultdict(list)
-    for n in order:
-        cols[level[n]].append(n)
-    pos: dict[str, tuple[float, float]] = {}
-    for c, names in cols.items():
-        for j, n in enumerate(names):
-            pos[n] = (1.8 * c, (len(names) - 1) / 2 * 1.4 - 1.4 * j)
-    width = 1.8 * (max(cols) if cols else 0)
-    left, right = -1.6, width + 1.6
-    heights = [len(v) for v in cols.values()]
-    fig_h = 2.2 + 1.0 * max(heights) + (1.2 if graph.hypernetworks else 0.0)
-    name = title or graph.name or "adapter"
-    mode = "  (transforms the layer input)" if graph.mode == "input" else ""
-    gen = f" generating {graph.num_generated():,} values" if graph.hypernetworks else ""
-    caption = (f"{name}: {graph.in_features:,} → {graph.out_features:,}, scale {graph.scale:.4g}, "
-               f"{graph.num_parameters():,} trainable parameters{gen}{mode}")
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * (right - left), 0.085 * len(caption)), fig_h))
-    ax.set_aspect("equal")
-    ax.axis("off")
-    size = graph.size_dict
-
-    holders: dict[str, list[str]] = defaultdict(list)
-    for n in order:
-        for i in graph.nodes[n].inds:
-            holders[i].append(n)
-
-    def label(x, y, ind, dy=0.16):
-        ax.text(x, y + dy, f"{ind}={size[ind]}", ha="center", va="bottom", fontsize=8, color="#333333", zorder=5)
-
-    def edge(a, b, ind, bend=0.0):
-        (x1, y1), (x2, y2) = a, b
-        if bend:
-            import numpy as np
-
-            t = np.linspace(0, 1, 30)
-            xs = x1 + (x2 - x1) * t
-            ys = y1 + (y2 - y1) * t + bend * 4 * t * (1 - t)
-            ax.plot(xs, ys, color="black", lw=1.2, zorder=1)
-            label(xs[15], ys[15], ind)
-        else:
-            ax.plot([x1, x2], [y1, y2], color="black", lw=1.2, zorder=1)
-            label((x1 + x2) / 2, (y1 + y2) / 2, ind)
-
-    pair_count: dict[tuple[str, str], int] = defaultdict(int)
-
-    def link(a: str, b: str, ind: str) -> None:
-        key = tuple(sorted((a, b)))
-        k = pair_count[key]
-        pair_count[key] += 1
-        gap = abs(order.index(a) - order.index(b))
-        same_row = pos[a][1] == pos[b][1]
-        bend = (0.45 * ((k + 1) // 2) * (1 if k % 2 else -1)) if k else (0.7 if gap > 1 and same_row else 0.0)
-        edge(pos[a], pos[b], ind, bend=bend)
-
-    for ind, hs in holders.items():
-        hs = sorted(hs, key=lambda h: (pos[h][0], order.index(h)))
-        is_in, is_out = ind in graph.in_inds, ind in graph.out_inds
-        diags = [h for h in hs if graph.nodes[h].kind == "diagonal"]
-        others = [h for h in hs if h not in diags]
-        if is_in or is_out or len(hs) == 2:
-            for a, b in zip(hs, hs[1:]):  # a chain through the holders, in data-flow order
-                link(a, b, ind)
-        elif len(diags) == 1 and len(others) == 2:
-            a, b = others
-            link(a, diags[0], ind)
-            link(diags[0], b, ind)
-        else:  # a hyperedge: a copy-tensor dot
-            xs = [pos[h][0] for h in hs]
-            ys = [pos[h][1] for h in hs]
-            hub = (sum(xs) / len(xs), min(ys) - 0.75)
-            ax.plot(*hub, "o", color="black", ms=5, zorder=4)
-            for h in hs:
-                ax.plot([pos[h][0], hub[0]], [pos[h][1], hub[1]], color="black", lw=1.2, zorder=1)
-            label(hub[0], hub[1], ind, dy=-0.38)
-
-    for legs, x_edge, side in ((graph.in_inds, left, -1), (graph.out_inds, right, 1)):
-        for k, ind in enumerate(legs):
-            hs = sorted(holders[ind], key=lambda h: (pos[h][0], order.index(h)))
-            h = hs[0] if side < 0 else hs[-1]
-            x, y = pos[h]
-            yy = y + ((len(legs) - 1) / 2 - k) * 0.5
-            ax.plot([x_edge, x], [yy, y], color="black", lw=1.2, zorder=1)
-            ax.text(x_edge + side * 0.05, yy + 0.06, f"{ind}={size[ind]}", fontsize=8,
-                    ha="left" if side < 0 else "right", va="bottom", color="#333333")
-    for n in order:
-        node = graph.nodes[n]
-        _symbol(ax, *pos[n], node.kind, bool(node.num_parameters()) and n not in graph.generated)
-        text = f"{n}\n({node.fn})" if node.kind == "nonlinear" else n
-        ax.text(pos[n][0], pos[n][1] - R - 0.1, text, ha="center", va="top", fontsize=10, fontweight="bold", zorder=5)
-
-    top = max(p[1] for p in pos.values()) if pos else 0.0
-    for gname, gen in graph.hypernetworks.items():  # a hyper-network box above the nodes it fills
-        xs = [pos[o][0] for o in gen.outputs]
-        gx, gy = sum(xs) / len(xs), top + 1.25
-        ax.add_patch(FancyBboxPatch((gx - 0.55, gy - 0.25), 1.1, 0.5, boxstyle="round,pad=0.05",
-                                    facecolor=_FILL["hypernetwork"], edgecolor=_TRAIN, lw=2.4, zorder=3))
-        ax.text(gx, gy, f"{gname} ({gen.kind})", ha="center", va="center", fontsize=9, fontweight="bold",
-                color="white", zorder=4)
-        for o in gen.outputs:
-            ox, oy = pos[o]
-            ax.annotate("", xy=(ox, oy + R + 0.02), xytext=(gx, gy - 0.3),
-                        arrowprops={"arrowstyle": "->", "ls": "--", "color": _FILL["hypernetwork"], "lw": 1.4}, zorder=2)
-        pos[f"__{gname}"] = (gx, gy + 0.3)
-    handles = [Line2D([], [], marker="o", ls="", mfc=_FILL["dense"], mec="black", ms=10, label="dense"),
-               Line2D([], [], marker="$\\oslash$", ls="", color="black", ms=12, label="diagonal"),
-               Line2D([], [], marker="o", ls="", mfc=_FILL["unitary"], mec="black", ms=10, fillstyle="left",
-                      markerfacecoloralt="white", label="unitary"),
-               Line2D([], [], marker=_delay_marker(), ls="", mfc=_FILL["nonlinear"], mec="black", ms=11,
-                      label="nonlinear"),
-               Line2D([], [], marker="s", ls="", mfc=_FILL["hypernetwork"], mec="black", ms=10, label="hyper-network"),
-               Line2D([], [], color=_TRAIN, lw=2.4, label="trainable"),
-               Line2D([], [], color=_FROZEN, lw=1.4, label="frozen")]
-    present = {graph.nodes[n].kind for n in order} | ({"hyper-network"} if graph.hypernetworks else set())
-    handles = [h for h in handles if h.get_label() in present or h.get_label() in ("trainable", "frozen")]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(handles), fontsize=8,
-              frameon=False, handletextpad=0.3, columnspacing=1.0)
-    ax.set_title(caption, fontsize=10)
-    ys = [p[1] for p in pos.values()]
-    ax.set_xlim(left - 0.2, right + 0.2)
-    ax.set_ylim(min(ys) - 1.0, max(ys) + 0.9)
-    fig.tight_layout()
+    diagram = tensor_diagram(graph, title=title)
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plt.rcParams["svg.hashsalt"] = "tnpeft"  # deterministic SVG ids
-        fig.savefig(path, dpi=dpi, metadata={"Date": None} if path.suffix == ".svg" else None)
-    return fig
+        diagram.save(path, dpi=dpi)
+    return diagram.figure

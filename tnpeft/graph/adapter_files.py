@@ -31,9 +31,9 @@ VERSION = 1
 _RENAMED = ((".generator", ".skew_factor"),)
 
 
-def check_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+def check_state(module: nn.Module, state: dict[str, torch.Tensor], where: str, finite: bool = True) -> None:
     """Raise :class:`AdapterFileError` unless ``state`` has exactly the module's keys, shapes and
-    floating dtypes, and only finite values."""
+    floating dtypes, and (with ``finite``) only finite values."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
@@ -46,7 +46,7 @@ def check_state(module: nn.Module, state: dict[str, torch.Tensor], where: str) -
             raise AdapterFileError(f"{where}: tensor {k!r} has shape {tuple(got.shape)}, expected {tuple(v.shape)}")
         if not got.is_floating_point():
             raise AdapterFileError(f"{where}: tensor {k!r} has dtype {got.dtype}, expected a floating-point dtype")
-        if not torch.isfinite(got).all():
+        if finite and not torch.isfinite(got).all():
             raise AdapterFileError(f"{where}: tensor {k!r} holds NaN or infinite values")
 
 
@@ -108,9 +108,11 @@ def read_adapter(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str
     return cfg, graphs, tensors
 
 
-def split_adapter_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], source: str) -> dict[str, dict[str, torch.Tensor]]:
+def split_adapter_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], source: str,
+                        finite: bool = True) -> dict[str, dict[str, torch.Tensor]]:
     """A saved adapter's tensors per module path (``modules_to_save`` entries left out), each set
-    checked against its graph's keys, shapes and dtypes without allocating anything."""
+    checked against its graph's keys, shapes and dtypes (and, with ``finite``, values) without
+    allocating anything."""
     per: dict[str, dict[str, torch.Tensor]] = {p: {} for p in graphs}
     # longest module path first, so "a.b" never claims a key of "a.b.c"
     paths = sorted(graphs, key=len, reverse=True)
@@ -128,15 +130,17 @@ def split_adapter_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tenso
         except (RuntimeError, TypeError, ValueError, OverflowError) as e:  # sizes torch cannot even describe
             raise AdapterFileError(f"{source}, module {path!r}: the graph cannot be built ({e})") from None
         per[path] = upgrade_state(meta, per[path])
-        check_state(meta, per[path], f"{source}, module {path!r}")
+        check_state(meta, per[path], f"{source}, module {path!r}", finite)
     return per
 
 
-def read_adapter_modules(directory: str | os.PathLike, dtype: torch.dtype = torch.float64) -> dict[str, GraphModule]:
+def read_adapter_modules(directory: str | os.PathLike, dtype: torch.dtype = torch.float64,
+                         finite: bool = True) -> dict[str, GraphModule]:
     """The saved adapter's graph modules with their values (``dtype``, default float64), by module
-    path — for working with a saved adapter without the model it was trained on (export, checks)."""
+    path — for working with a saved adapter without the model it was trained on (export, checks).
+    ``finite=False`` reads NaN and infinite values too (for :func:`tnpeft.verify`, which reports them)."""
     _, graphs, tensors = read_adapter(directory)
-    per = split_adapter_state(graphs, tensors, f"adapter {str(directory)!r}")
+    per = split_adapter_state(graphs, tensors, f"adapter {str(directory)!r}", finite)
     out = {}
     for path, g in graphs.items():
         module = GraphModule(g, dtype=dtype)

@@ -29,9 +29,9 @@ def save_graph(source: Graph | GraphModule, directory: str | os.PathLike) -> Non
     atomic_write_json(d / "graph.json", meta)
 
 
-def load_graph(directory: str | os.PathLike) -> Graph:
+def load_graph(directory: str | os.PathLike, finite: bool = True) -> Graph:
     """Read a graph written by :func:`save_graph`; its ``module`` holds the saved values (JSON is
-    parsed as data; no code is executed)."""
+    parsed as data; no code is executed). ``finite=False`` accepts NaN and infinite values."""
     d = Path(directory)
     meta = read_json(d / "graph.json", "graph file")
     if not isinstance(meta, dict):
@@ -42,6 +42,6 @@ def load_graph(directory: str | os.PathLike) -> Graph:
     except TNPeftError as e:
         raise AdapterFileError(f"graph file {str(d / 'graph.json')!r}: {e}") from None
     state = upgrade_state(graph.module, read_safetensors(d / "graph.safetensors", checksum))
-    check_state(graph.module, state, f"weights file {str(d / 'graph.safetensors')!r}")
+    check_state(graph.module, state, f"weights file {str(d / 'graph.safetensors')!r}", finite)
     graph.module.load_state_dict(state)
     return graph

@@ -85,11 +85,16 @@ def build_schedule(nodes: list[Node], in_inds: tuple[str, ...], out_inds: tuple[
     for c in comps:
         inds = list(dict.fromkeys(i for n in c for i in n.inds))
         entries = [i for i in inds if i in sources]
-        if not any(i in sinks for i in inds):
-            raise UnreachableLegError(
-                f"node(s) {[n.name for n in c]} feed nothing: no path joins them to open leg "
-                f"{out_index!r} or to a nonlinear node's input", node=c[0].name)
         infos.append((c, inds, entries, set(dict.fromkeys(source_of[i] for i in entries))))
+    # a part that reaches no output is a factor of the stage it reads with (an input-only factor of a
+    # Kronecker product); alone it would feed nothing
+    feeds = [any(i in sinks for i in info[1]) for info in infos]
+    for info, f in zip(infos, feeds):
+        if not f and not info[2]:
+            raise UnreachableLegError(
+                f"node(s) {[n.name for n in info[0]]} carry no open leg and share no index with the rest of the "
+                "graph: they would contract to a constant factor (the graph's scale is one); join them to the "
+                "other nodes by a shared index, or remove them", node=info[0][0].name)
     fed = [k for k, info in enumerate(infos) if info[3]]
     unfed = [k for k, info in enumerate(infos) if not info[3]]
     if unfed and (nonlin or not fed):
@@ -121,6 +126,13 @@ def build_schedule(nodes: list[Node], in_inds: tuple[str, ...], out_inds: tuple[
     groups: dict[int, list[int]] = defaultdict(list)
     for k in range(len(infos)):
         groups[find(k)].append(k)
+    for members in groups.values():
+        if not any(feeds[k] for k in members):
+            c = infos[members[0]][0]
+            raise UnreachableLegError(
+                f"node(s) {[n.name for k in members for n in infos[k][0]]} feed nothing: no path joins them to open "
+                f"leg {out_index!r} or to a nonlinear node's input; connect them to a later node by a shared index, "
+                "or remove them", node=c[0].name)
 
     # event-driven: a stage waits for the activations it reads, a nonlinear node for its inputs;
     # ready items run in the order of their first node in the graph
@@ -192,10 +204,8 @@ def build_schedule(nodes: list[Node], in_inds: tuple[str, ...], out_inds: tuple[
             n = nonlin[ident]
             src = {avail[i] for i in n.inputs}
             if len(src) != 1 or set(acts[next(iter(src))]) != set(n.inputs):
-                got = [acts[s] for s in src]
-                raise GraphError(
-                    f"nonlinear node {n.name!r} takes indices {n.inputs}, but the stage(s) before it produce "
-                    f"{got}; its inputs must be exactly one stage's output", node=n.name)
+                raise GraphError(_partial_input_message(n, [acts[a] for a in sorted(src)], sorted(src) == [0],
+                                                        schedule, nodes), node=n.name)
             a = next(iter(src))
             if acts[a] != n.inputs:  # same set, other order: the node defines the order it reads
                 raise GraphError(f"nonlinear node {n.name!r} lists inputs {n.inputs} but the stage before it "
@@ -230,6 +240,24 @@ def build_schedule(nodes: list[Node], in_inds: tuple[str, ...], out_inds: tuple[
     if unused:
         raise UnreachableLegError(f"a stage output with indices {acts[unused[0]]} is used by nothing")
     return Schedule(tuple(schedule), tuple(acts), tuple(order))
+
+
+def _partial_input_message(n: Nonlinear, got: list[tuple[str, ...]], from_input: bool,
+                           schedule: list[ContractStep | ApplyStep], nodes: list[Node]) -> str:
+    """Why nonlinear node ``n`` cannot read its inputs, and what to do about it."""
+    where = "the layer input" if from_input else "the stage before it"
+    if len(got) > 1:
+        return (f"nonlinear node {n.name!r} takes indices {n.inputs}, which come from {len(got)} different stage "
+                f"outputs {got}; a nonlinear node maps one whole activation: join the nodes producing them into "
+                "one connected stage (a shared bond), or give each part its own nonlinear node")
+    extra = [i for i in got[0] if i not in n.inputs]
+    holders = sorted({m.name for m in nodes if not isinstance(m, Nonlinear) and set(m.inds) & set(extra)},
+                     key=[m.name for m in nodes].index)
+    why = (f"; {extra} reach it through node(s) {holders}, which contract together with the nodes before it "
+           "because they read the same activation" if holders and not from_input else "")
+    return (f"nonlinear node {n.name!r} takes indices {n.inputs}, but {where} carries {got[0]}{why}. A nonlinear "
+            f"node maps a whole activation: list {extra} among its inputs (and outputs) too, or contract them "
+            "away with a linear node before it")
 
 
 def _components(linear: list[Node]) -> list[list[Node]]:

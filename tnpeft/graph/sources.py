@@ -40,15 +40,18 @@ def resolve_graph_module(source: Any) -> tuple[Graph, GraphModule]:
     raise ConfigError(f"expected a tnpeft Graph or GraphModule, got {type(source).__name__}", field="source")
 
 
-def graph_modules(source: Any, adapter_name: str = "default") -> dict[str, GraphModule]:
+def graph_modules(source: Any, adapter_name: str = "default", *, finite: bool = True) -> dict[str, GraphModule]:
     """The graph modules (structure and values) of ``source``, by module path (``""`` for a single
     graph): a Graph or GraphModule, a ``{path: Graph | GraphModule}`` mapping, a saved adapter folder
-    (values read as float64), a graph folder or ``.json`` graph file, or any source a higher floor
-    registered (a model with injected adapters: adapter ``adapter_name``)."""
+    (values read as float64), a graph folder or ``.json`` graph file (default values), or any source
+    a higher floor registered (a model with injected adapters: adapter ``adapter_name``).
+
+    Files are read as data (JSON and safetensors; no code runs) and checked; ``finite=False`` lets
+    NaN and infinite values through, for tools that report them (:func:`tnpeft.verify`)."""
     if isinstance(source, (Graph, GraphModule)):
         return {"": resolve_graph_module(source)[1]}
     if isinstance(source, (str, os.PathLike)):
-        return _from_path(Path(source))
+        return _from_path(Path(source), finite)
     if isinstance(source, Mapping):
         out: dict[str, GraphModule] = {}
         for path, g in source.items():
@@ -66,11 +69,11 @@ def graph_modules(source: Any, adapter_name: str = "default") -> dict[str, Graph
                       field="source")
 
 
-def _from_path(p: Path) -> dict[str, GraphModule]:
+def _from_path(p: Path, finite: bool = True) -> dict[str, GraphModule]:
     if p.is_dir() and (p / CONFIG_NAME).exists():
-        return read_adapter_modules(p)
+        return read_adapter_modules(p, finite=finite)
     if p.is_dir() and (p / "graph.json").exists():
-        return {"": load_graph(p).module}
+        return {"": load_graph(p, finite).module}
     if p.is_file() and p.suffix.lower() == ".json":
         data = read_json(p, "graph file")
         try:

@@ -1,7 +1,7 @@
 """hypothesis strategies that generate valid adapter graphs.
 
     from hypothesis import given
-    from tnpeft.testing.strategies import linear_graphs
+    from tnpeft.testing.strategies import linear_graphs, networks
 
     @given(linear_graphs())
     def test_my_property(graph): ...
@@ -90,6 +90,64 @@ def adapter_graphs(draw, max_features: int = 48) -> Graph:
     butterfly = n // s >= 2 and draw(st.booleans())
     return oft(n, m, block_size=s, butterfly=butterfly,
                param=draw(st.sampled_from(["cayley", "exp", "householder", "givens"])))
+
+
+@st.composite
+def networks(draw, max_nodes: int = 6, max_bond: int = 4, max_leg: int = 5) -> Graph:
+    """Random valid linear networks of any shape: trees and cycles of dense nodes, parallel bonds,
+    hyperedges (an index on three or more nodes), input and output legs split over several nodes
+    and shared by two, an index passing straight through, disconnected factors (a Kronecker
+    product; a factor may carry input legs only), and diagonal nodes on bonds, hyperedges or legs."""
+    n = draw(st.integers(1, max_nodes))
+    inds: list[dict[str, int]] = [dict() for _ in range(n)]
+    root = list(range(n))
+
+    def find(a: int) -> int:
+        while root[a] != a:
+            a = root[a]
+        return a
+
+    def attach(name: str, size: int, holders: list[int]) -> None:
+        for h in holders:
+            inds[h][name] = size
+        for h in holders[1:]:
+            root[find(h)] = find(holders[0])
+
+    for i in range(1, n):   # a random forest: mostly one tree
+        if draw(st.integers(0, 5)):
+            attach(f"b{i}", draw(st.integers(1, max_bond)), [i, draw(st.integers(0, i - 1))])
+    for k in range(draw(st.integers(0, 2)) if n > 1 else 0):   # cycles and parallel bonds
+        attach(f"e{k}", draw(st.integers(1, max_bond)),
+               draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2, unique=True)))
+    for k in range(draw(st.integers(0, 2)) if n > 2 else 0):   # hyperedges
+        attach(f"h{k}", draw(st.integers(1, max_bond)),
+               draw(st.lists(st.integers(0, n - 1), min_size=3, max_size=min(n, 4), unique=True)))
+    legs: dict[str, list[str]] = {"i": [], "o": []}
+    for side in ("i", "o"):
+        for k in range(draw(st.integers(1, 3))):
+            holders = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=min(n, 2), unique=True))
+            attach(f"{side}{k}", draw(st.integers(1, max_leg)), holders)
+            legs[side].append(f"{side}{k}")
+    for c in sorted({find(i) for i in range(n)}):   # every factor feeds an output or reads an input
+        has = {side: any(find(i) == c and any(x in legs[side] for x in inds[i]) for i in range(n)) for side in "io"}
+        if not has["o"] and not (has["i"] and draw(st.booleans())):
+            name = f"o{len(legs['o'])}"
+            attach(name, draw(st.integers(1, max_leg)), [c])
+            legs["o"].append(name)
+    if draw(st.booleans()):   # an index in both legs: the update is block-diagonal in it
+        attach("p", draw(st.integers(1, 3)), [draw(st.integers(0, n - 1))])
+        legs["i"].append("p")
+        legs["o"].append("p")
+    nodes: list = []
+    for i, d in enumerate(inds):
+        order = draw(st.permutations(list(d)))
+        nodes.append(Dense(f"T{i}", tuple(order), tuple(d[x] for x in order), init="normal"))
+    sizes = {k: v for d in inds for k, v in d.items()}
+    for k in range(draw(st.integers(0, 2))):
+        ind = draw(st.sampled_from(sorted(sizes)))
+        if not any(isinstance(x, Diagonal) and x.inds == (ind,) for x in nodes):
+            nodes.append(Diagonal(f"D{k}", (ind,), (sizes[ind],), init="normal"))
+    return Graph(nodes, in_index=tuple(legs["i"]), out_index=tuple(legs["o"]), name="network")
 
 
 def graphs() -> st.SearchStrategy[Graph]:

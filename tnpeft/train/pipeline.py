@@ -4,13 +4,14 @@ diagram and circuits."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tnpeft.adapters import check_hparams
 from tnpeft.draw import draw_graph
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_json
-from tnpeft.nn import AdapterConfig, inject, print_trainable_parameters, tn_layers, trainable_parameters
+from tnpeft.nn import AdapterConfig, inject, load_adapter, print_trainable_parameters, tn_layers, trainable_parameters
+from tnpeft.nn.model import saved_modules
 from tnpeft.quantum import circuit_names, export_circuits
 from tnpeft.quantum.resources import resource_report
 from tnpeft.train.datasets import infer_task, load_classification, load_lm, load_model
@@ -44,20 +45,22 @@ def write_artifacts(model, out: Path, adapter_name: str = "default") -> dict[str
     return arts
 
 
-def run_training(model: str, data: str, method: str, hparams: dict[str, Any], out: str | Path, *,
+def run_training(model: str, data: str, method: str | Callable[..., Any], hparams: dict[str, Any], out: str | Path, *,
                  task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
                  train_size: int | None = None, test_size: int | float | None = None, text_column: str = "text",
                  label_column: str = "label", config: TrainConfig | None = None, resume: bool = True,
                  progress: bool = True, stop_after: int | None = None, quiet: bool = False,
-                 return_model: bool = False) -> Any:
-    """Load ``model`` and ``data``, inject adapter method ``method`` with ``hparams``, train with :func:`fit` and
-    write the outputs into ``out``. Returns the metrics (also in ``out/metrics.json``), or
-    ``(metrics, model, tokenizer, test split)`` with ``return_model``."""
+                 return_model: bool = False, adapter_dir: str | Path | None = None) -> Any:
+    """Load ``model`` and ``data``, inject adapter method ``method`` (a registered name or a builder
+    function) with ``hparams`` — or, with ``adapter_dir``, load that saved adapter to train on — train
+    with :func:`fit` and write the outputs into ``out``. Returns the metrics (also in
+    ``out/metrics.json``), or ``(metrics, model, tokenizer, test split)`` with ``return_model``."""
     task = task or infer_task(data)
     config = config or TrainConfig()
     config.task = task
     config.check()
-    check_hparams(method, hparams)
+    if adapter_dir is None:
+        check_hparams(method, hparams)
     out = Path(out)
     if task == "classification":
         train, test = load_classification(data, text_column=text_column, label_column=label_column,
@@ -68,10 +71,18 @@ def run_training(model: str, data: str, method: str, hparams: dict[str, Any], ou
         loaded = load_model(model, task, seed=config.seed)
         train, test = load_lm(data, loaded.tokenizer, block=config.max_length, text_column=text_column,
                               train_size=train_size, test_size=0.1 if test_size is None else test_size)
-    cfg = AdapterConfig(method, target_modules or loaded.target_modules,
-                               exclude_modules=exclude_modules if exclude_modules is not None else loaded.exclude_modules,
-                               modules_to_save=loaded.modules_to_save, **hparams)
-    m = inject(loaded.model, cfg)
+    if adapter_dir is not None:   # train on from a saved adapter: its graphs, values and saved modules
+        loaded.model.requires_grad_(False)
+        m = load_adapter(loaded.model, adapter_dir, is_trainable=True)
+        for name in saved_modules(m, "default"):
+            m.get_submodule(name).requires_grad_(True)
+        method, targets = f"adapter {str(adapter_dir)!r}", [p for p, _ in tn_layers(m)]
+    else:
+        cfg = AdapterConfig(method, target_modules or loaded.target_modules,
+                            exclude_modules=exclude_modules if exclude_modules is not None else loaded.exclude_modules,
+                            modules_to_save=loaded.modules_to_save, **hparams)
+        m = inject(loaded.model, cfg)
+        method, targets = cfg.method if not isinstance(method, str) else method, cfg.target_modules
     counts = trainable_parameters(m)
     if not quiet:
         print(f"{loaded.name}: {method} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
@@ -79,7 +90,8 @@ def run_training(model: str, data: str, method: str, hparams: dict[str, Any], ou
               f"held out ({task})")
         print_trainable_parameters(m)
     info = {"model": loaded.name, "data": str(data), "method": method, "hparams": hparams,
-            "target_modules": cfg.target_modules, "label_names": getattr(train, "label_names", None)}
+            "target_modules": targets if isinstance(targets, str) else list(targets),
+            "label_names": getattr(train, "label_names", None)}
     metrics = fit(m, loaded.tokenizer, train, test, config, out, resume=resume, progress=progress,
                   stop_after=stop_after, desc=f"{method} on {loaded.name}", run_info=info)
     metrics["adapter_parameters"] = counts.trainable - sum(

@@ -1,0 +1,304 @@
+"""Each adapter's own cost: time (and memory) it adds to the frozen model's step, against peft LoRA's.
+
+A training step is mostly the frozen model, so whole-step ratios hide the adapter. The figure here
+is the **overhead** ``T_adapter − T_base``: ``T_base`` is the same step with no adapter, inputs
+requiring grad so that backward still runs through every layer; the ratio divides by peft LoRA
+r=8's overhead on the same model. Steps of all models are interleaved (order flipped every round)
+so that drift hits all alike; figures are medians. Forward-only (inference, unmerged) overhead and
+peak-memory overhead (peak minus the frozen model's, each model in a fresh process) likewise.
+
+    python benchmarks/overhead.py                 # GPT-2 shape (4 layers, 768 wide) and the real MiniLM
+    python benchmarks/overhead.py --quick         # 2 layers, few steps: a smoke test
+    python benchmarks/overhead.py --device cuda --llama   # a Llama-shaped model on a GPU (bf16 autocast)
+    python benchmarks/overhead.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
+BERT_TARGETS = ["query", "key", "value", "dense"]
+LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+#: ratio of overheads each adapter must stay under: against peft LoRA r=8, or against a named reference
+TARGETS: dict[str, tuple[float, str]] = {
+    "lora": (0.90, "peft_lora"), "quantum_peft": (1.00, "peft_lora"), "quantum_peft_L2": (1.10, "peft_lora"),
+    "adalora": (1.00, "peft_adalora"), "oft": (1.00, "peft_oft"), "qpa": (1.20, "peft_lora"),
+    "qwthn": (1.50, "peft_lora"), "mpo": (1.20, "lora"),
+}
+
+
+# ------------------------------------------------------------------------------------------ models
+def gpt2(layers: int, width: int = 768):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=layers, n_embd=width, n_head=12, n_positions=1024, resid_pdrop=0.0,
+                                      embd_pdrop=0.0, attn_pdrop=0.0))
+
+
+def llama(layers: int, width: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=width, intermediate_size=int(width * 2.75) // 64 * 64,
+                                        num_hidden_layers=layers, num_attention_heads=max(1, width // 128),
+                                        num_key_value_heads=max(1, width // 128), vocab_size=32000))
+
+
+def minilm():
+    from transformers import AutoModel
+
+    from tnpeft.train.data import minilm_path
+
+    torch.manual_seed(0)
+    return AutoModel.from_pretrained(minilm_path())
+
+
+def _equal_count_bond(base, targets) -> int:
+    """The MPO bond whose parameter count is closest to LoRA r=8's on these targets."""
+    import tnpeft
+    from tnpeft.nn.layer import LINEAR_TYPES, layer_sizes
+
+    sizes = [layer_sizes(m) for n, m in base.named_modules() if isinstance(m, LINEAR_TYPES)
+             and any(n == t or n.endswith("." + t) for t in targets)]
+    lora_n = sum(8 * (a + b) for a, b in sizes)
+    best = min(range(1, 65), key=lambda b: abs(sum(tnpeft.adapters.mpo(a, c, r=8, bond=b).num_parameters()
+                                                  for a, c in sizes) - lora_n))
+    return best
+
+
+def adapters(kind: str, base, targets, total_steps: int) -> dict:
+    """The models to compare: the frozen base, peft's references, and tnpeft's adapters."""
+    from peft import AdaLoraConfig, LoraConfig, OFTConfig, get_peft_model
+
+    import tnpeft
+
+    conv1d = kind == "gpt2"
+    fan = {"fan_in_fan_out": True} if conv1d else {}
+
+    def tn(method, **hp):
+        return tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig(method, targets, **hp))
+
+    out = {"base": copy.deepcopy(base).requires_grad_(False)}
+    out["peft_lora"] = get_peft_model(copy.deepcopy(base), LoraConfig(r=8, lora_alpha=16, target_modules=targets,
+                                                                      **fan))
+    out["lora"] = tn("lora", r=8, alpha=16)
+    out["peft_adalora"] = get_peft_model(copy.deepcopy(base), AdaLoraConfig(
+        init_r=12, target_r=8, total_step=total_steps, target_modules=targets, **fan))
+    out["adalora"] = tn("adalora", r=12, target_r=8, total_step=total_steps)
+    out["quantum_peft"] = tn("quantum_peft", rank=8, layers=1)
+    out["quantum_peft_L2"] = tn("quantum_peft", rank=8, layers=2)
+    if not conv1d:  # peft's OFT takes nn.Linear only
+        out["peft_oft"] = get_peft_model(copy.deepcopy(base), OFTConfig(r=0, oft_block_size=32, target_modules=targets))
+    out["oft"] = tn("oft", block_size=32)
+    out["qwthn"] = tn("qwthn", r=8)
+    out["qpa"] = tn("qpa", r=8, chunk_size=192, hidden=[32, 32], qnn_layers=4)
+    out["mpo"] = tn("mpo", r=8, bond=_equal_count_bond(base, targets))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ steps
+def make_inputs(kind: str, model, batch: int, seq: int, device, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (batch, seq), generator=g).to(device)
+    return ids
+
+
+def step_fn(kind: str, name: str, model, device, autocast: bool):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+    embed = model.get_input_embeddings()
+    count = [0]
+
+    def run(ids, train: bool = True):
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        if not train:
+            model.eval()
+            with torch.no_grad(), ctx:
+                model(inputs_embeds=embed(ids))
+            return
+        model.train()
+        emb = embed(ids).detach().requires_grad_()          # backward runs through every layer
+        with ctx:
+            out = model(inputs_embeds=emb, labels=ids) if kind != "bert" else model(inputs_embeds=emb)
+            loss = out.loss if kind != "bert" else out.last_hidden_state.float().pow(2).mean()
+        loss.backward()
+        if opt is not None:
+            opt.step()
+            count[0] += 1
+            if name == "peft_adalora":   # peft's AdaLoRA asks for this after every step
+                model.base_model.update_and_allocate(count[0])
+            opt.zero_grad(set_to_none=True)
+
+    return run
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict, inputs: list, warmup: int, train: bool, device) -> dict[str, float]:
+    for x in inputs[:warmup]:
+        for f in fns.values():
+            f(x, train)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i, x in enumerate(inputs[warmup:]):
+        for k in (list(fns) if i % 2 == 0 else list(reversed(fns))):
+            _sync(device)
+            t0 = time.perf_counter()
+            fns[k](x, train)
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ------------------------------------------------------------------------------------------ memory
+def _memory_child(kind: str, name: str, layers: int, width: int, batch: int, seq: int, device: str,
+                  autocast: bool) -> None:
+    import resource
+
+    dev = torch.device(device)
+    base = build_base(kind, layers, width)
+    targets = TARGETS_OF[kind]
+    models = adapters(kind, base, targets, 100) if name != "base" else {"base": base.requires_grad_(False)}
+    model = models[name].to(dev)
+    del models, base
+    run = step_fn(kind, name, model, dev, autocast)
+    ids = make_inputs(kind, model, batch, seq, dev, 0)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        run(ids, True)
+    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps({"peak": peak}))
+
+
+def memory(kind: str, names: list[str], a) -> dict[str, float]:
+    out = {}
+    for name in ["base"] + [n for n in names if n != "base"]:
+        cmd = [sys.executable, __file__, "--_memory", f"{kind}:{name}", "--layers", str(a.layers), "--width",
+               str(a.width), "--batch", str(a.batch), "--seq", str(a.seq), "--device", a.device]
+        if a.autocast:
+            cmd.append("--autocast")
+        p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[name] = json.loads(p.stdout.strip().splitlines()[-1])["peak"]
+    return {k: (v - out["base"]) / 2**20 for k, v in out.items() if k != "base"}
+
+
+TARGETS_OF = {"gpt2": GPT2_TARGETS, "bert": BERT_TARGETS, "llama": LLAMA_TARGETS}
+
+
+def build_base(kind: str, layers: int, width: int):
+    return gpt2(layers, width) if kind == "gpt2" else minilm() if kind == "bert" else llama(layers, width)
+
+
+# ------------------------------------------------------------------------------------------ suite
+def suite(kind: str, a) -> dict:
+    import tnpeft
+
+    device = torch.device(a.device)
+    base = build_base(kind, a.layers, a.width)
+    targets = TARGETS_OF[kind]
+    models = adapters(kind, base, targets, a.warmup + a.steps + 4)
+    for m in models.values():
+        m.to(device)
+    fns = {k: step_fn(kind, k, m, device, a.autocast) for k, m in models.items()}
+    batch, seq = (32, 48) if kind == "bert" else (a.batch, a.seq)
+    inputs = [make_inputs(kind, models["base"], batch, seq, device, s) for s in range(a.warmup + a.steps)]
+    step = interleaved(fns, inputs, a.warmup, True, device)
+    fwd = interleaved(fns, inputs[: a.warmup + max(4, a.steps // 2)], a.warmup, False, device)
+    over = {k: step[k] - step["base"] for k in step if k != "base"}
+    fover = {k: fwd[k] - fwd["base"] for k in fwd if k != "base"}
+    mem = memory(kind, list(models), a) if a.memory else {}
+    res = {"model": kind, "layers": a.layers, "tokens": f"{batch}x{seq}", "device": a.device,
+           "step_ms": {k: v * 1e3 for k, v in step.items()}, "forward_ms": {k: v * 1e3 for k, v in fwd.items()},
+           "overhead_ms": {k: v * 1e3 for k, v in over.items()},
+           "forward_overhead_ms": {k: v * 1e3 for k, v in fover.items()}, "memory_overhead_mb": mem,
+           "trainable": {k: sum(p.numel() for p in m.parameters() if p.requires_grad) for k, m in models.items()},
+           "ratio": {}, "forward_ratio": {}, "memory_ratio": {}, "step_ratio": {}, "targets": {}}
+    for k in over:
+        ref = TARGETS.get(k, (None, "peft_lora"))[1]
+        ref = ref if ref in over else "peft_lora"
+        res["ratio"][k] = over[k] / over[ref] if over[ref] > 0 else float("nan")
+        res["forward_ratio"][k] = fover[k] / fover["peft_lora"] if fover["peft_lora"] > 0 else float("nan")
+        res["step_ratio"][k] = step[k] / step["peft_lora"]
+        if mem and mem.get("peft_lora", 0) > 0:
+            res["memory_ratio"][k] = mem[k] / mem["peft_lora"]
+        if k in TARGETS:
+            res["targets"][k] = {"target": TARGETS[k][0], "against": ref, "met": res["ratio"][k] <= TARGETS[k][0]}
+    res["plan_stats"] = tnpeft.plan_stats().as_dict()
+    return res
+
+
+def print_suite(res: dict) -> None:
+    print(f"  {res['model']} ({res['layers']} layers, {res['tokens']} tokens, {res['device']}): "
+          f"base step {res['step_ms']['base']:.0f} ms, forward {res['forward_ms']['base']:.0f} ms")
+    print(f"    {'adapter':<16}{'trainable':>11}{'step ms':>9}{'overhead':>10}{'ratio':>8}{'target':>16}"
+          f"{'fwd ovh':>9}{'fwd ratio':>10}{'mem MB':>8}{'mem ratio':>10}{'whole step':>11}")
+    for k, ov in res["overhead_ms"].items():
+        t = res["targets"].get(k)
+        tgt = f"≤ {t['target']:.2f} {t['against'].replace('peft_', 'p.')}" + (" ✓" if t["met"] else " ✗") if t else ""
+        mem = res["memory_overhead_mb"].get(k)
+        mr = res["memory_ratio"].get(k)
+        print(f"    {k:<16}{res['trainable'][k]:>11,}{res['step_ms'][k]:>9.0f}{ov:>10.1f}{res['ratio'][k]:>8.2f}{tgt:>16}"
+              f"{res['forward_overhead_ms'][k]:>9.1f}{res['forward_ratio'][k]:>10.2f}"
+              f"{'' if mem is None else f'{mem:8.0f}'}{'' if mr is None else f'{mr:10.2f}'}"
+              f"{res['step_ratio'][k]:>11.3f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--width", type=int, default=768)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--models", default="gpt2,bert", help="comma-separated: gpt2, bert (the real MiniLM), llama")
+    p.add_argument("--llama", action="store_true", help="the GPU shape: Llama, 16 layers, 2048 wide, 8×512 tokens")
+    p.add_argument("--autocast", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--no-memory", dest="memory", action="store_false")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--_memory", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a._memory:
+        kind, name = a._memory.split(":")
+        _memory_child(kind, name, a.layers, a.width, a.batch, a.seq, a.device, a.autocast)
+        return 0
+    if a.llama:
+        a.models, a.layers, a.width, a.batch, a.seq = "llama", 16, 2048, 8, 512
+    if a.quick:
+        a.layers, a.steps, a.warmup, a.seq = 2, 4, 1, 64
+    out = {}
+    print(f"adapter overheads on {a.device} ({torch.get_num_threads()} threads)", flush=True)
+    for kind in a.models.split(","):
+        out[kind] = suite(kind, a)
+        print_suite(out[kind])
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

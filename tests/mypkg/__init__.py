@@ -1,0 +1,1 @@
+"""A user's own package, as the command-line tests import it: ``tnpeft draw mypkg.topos:ttlora …``."""
