@@ -166,14 +166,15 @@ class ContractionPlan:
         i, j = self.path[-1]
         return ops[i], ops[j], self.output
 
-    def accumulate(self, out: torch.Tensor, *arrays: torch.Tensor, alpha: float = 1.0) -> None:
-        """``out += alpha · contract(arrays)``, in place. When the last pairwise step is one matrix
-        product (LoRA's ``h·Bᵀ``, Quantum-PEFT's ``(h·Λ)·Uᵀ``) it is one ``addmm_`` into ``out`` — no
-        output-sized temporary, no separate scale and add; ``out`` must then be the 2-D
-        ``(rows, features)`` view of the result. Otherwise the contraction is added."""
+    def accumulate(self, out: torch.Tensor, *arrays: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """``out + alpha · contract(arrays)``. When the last pairwise step is one matrix product
+        (LoRA's ``h·Bᵀ``, Quantum-PEFT's ``(h·Λ)·Uᵀ``) it is one ``addmm`` with ``out`` as its
+        addend — no output-sized temporary, no separate scale and add — written into ``out`` in
+        place when no gradient is recorded (in place under autograd would make the backward copy
+        ``out``'s base). ``out`` must then be the 2-D ``(rows, features)`` view of the result.
+        Otherwise the contraction is added. Returns the sum (``out`` itself when in place)."""
         if self._last_linear is None or out.dim() != 2:
-            out.add_(self(*arrays).reshape(out.shape), alpha=alpha)
-            return
+            return out + alpha * self(*arrays).reshape(out.shape)
         ops = list(arrays)
         for i, j, _, kernel in self.steps[:-1]:
             a, b = ops[i], ops[j]
@@ -184,10 +185,10 @@ class ContractionPlan:
             ops.append(kernel(a, b))
         i, j, _, _ = self.steps[-1]
         a, b = ops[i], ops[j]
-        if self._last_linear == "ab":      # out = a · bᵀ
-            out.addmm_(a, b.t(), alpha=alpha)
-        else:                              # out = b · aᵀ
-            out.addmm_(b, a.t(), alpha=alpha)
+        m1, m2 = (a, b.t()) if self._last_linear == "ab" else (b, a.t())     # out + m1 · m2
+        if torch.is_grad_enabled():
+            return torch.addmm(out, m1, m2, alpha=alpha)
+        return out.addmm_(m1, m2, alpha=alpha)
 
     def _s(self, inds: Sequence[str]) -> str:
         return "".join(self._sym[i] for i in inds)

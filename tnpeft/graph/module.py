@@ -245,10 +245,10 @@ class GraphModule(nn.Module):
         return out.reshape(*lead, g.out_features)
 
     def accumulate(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``out + scale · contract(graph, dropout(x))`` computed into ``out`` in place when it can be
-        (an additive graph whose output is one index, ``out`` of the adapter's dtype and
-        contiguous): the last contraction is then one ``addmm_`` into the base layer's output, with
-        no adapter-sized temporary. Returns the result (``out`` itself, or a new tensor)."""
+        """``out + scale · contract(graph, dropout(x))``. For an additive graph whose output is one
+        index (``out`` of the adapter's dtype and contiguous) the last contraction is one ``addmm``
+        with the base layer's output as its addend — no adapter-sized temporary, no separate scale
+        and add — and in place when no gradient is recorded. Returns the result."""
         g = self.graph
         if (g.mode != "add" or len(g.out_inds) != 1 or out.dtype != x.dtype or not out.is_contiguous()
                 or x.shape[-1] != g.in_features or not isinstance(g.schedule[-1], ContractStep)
@@ -267,15 +267,12 @@ class GraphModule(nn.Module):
                 if d is not None:
                     acts[step.output] = d.run(self._modules[d.node], acts[step.inputs[0]])
                     if n == last:
-                        out.view(-1, g.out_features).add_(acts[step.output].reshape(-1, g.out_features),
-                                                          alpha=g.scale)
-                        return out
+                        return out + g.scale * acts[step.output].reshape(out.shape)
                     k += 1
                     continue
                 ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
                 if n == last:
-                    plans[k].accumulate(out.view(-1, g.out_features), *ops, alpha=g.scale)
-                    return out
+                    return plans[k].accumulate(out.view(-1, g.out_features), *ops, alpha=g.scale).view(out.shape)
                 acts[step.output] = plans[k](*ops)
                 k += 1
             else:

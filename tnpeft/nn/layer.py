@@ -105,7 +105,7 @@ class TNLinear(nn.Module):
             p_dtype = module.param_dtype
             if h.dtype != p_dtype and not torch.is_autocast_enabled():
                 h = h.to(p_dtype)
-            # the adapter's last product accumulates into the base output (one addmm_, no temporary)
+            # the adapter's last product takes the base output as its addend (one addmm, no temporary)
             result = module.accumulate(result, h)
         return result
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 
 from tnpeft.params.circuit import pauli_circuit
-from tnpeft.params.frame_circuits import apply_frame, compile_frame, kernel_ops, pauli_count, pauli_frame, run_kernel
+from tnpeft.params.frame_circuits import pauli_count, pauli_frame
+from tnpeft.params.frame_kernel import (
+    compile_frame,
+    compile_program,
+    factor_matrices,
+    kernel_ops,
+    run_kernel,
+    run_program,
+)
 from tnpeft.params.unitary.base import AngleFrame, eye_frames, init_angles, quantize_ste
 
 __all__ = ["PauliFrame", "apply_circuit", "is_pow2", "pauli_count"]
@@ -21,7 +29,7 @@ def is_pow2(n: int) -> bool:
 
 def apply_circuit(state: torch.Tensor, theta: torch.Tensor, n_qubits: int, layers: int) -> torch.Tensor:
     """Apply the two-design circuit on ``n_qubits`` (angles ``theta`` of shape (G, count)) to the
-    columns of ``state`` (G, 2ⁿ, K), with its fused kernel (:func:`~tnpeft.params.frame_circuits.run_kernel`)."""
+    columns of ``state`` (G, 2ⁿ, K), with its fused kernel (:func:`~tnpeft.params.frame_kernel.run_kernel`)."""
     half = theta / 2
     return run_kernel(kernel_ops(pauli_circuit(n_qubits, layers)), state, torch.cos(half), torch.sin(half))
 
@@ -60,4 +68,6 @@ class PauliFrame(AngleFrame):
         theta = quantize_ste(flat, self.bits)
         half = theta / 2
         state = eye_frames(self.n, self.k, theta.shape[0], theta)
-        return apply_frame(self._kernel, state, theta, torch.cos(half), torch.sin(half))
+        program = compile_program(self._kernel)
+        mats = factor_matrices(program, torch.cos(half), torch.sin(half))
+        return run_program(program, state, theta[:, list(program.cs_angles)], mats)
