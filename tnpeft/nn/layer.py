@@ -149,10 +149,20 @@ class TNLinear(nn.Module):
         """``scale · ΔW`` of adapter ``name`` in the base weight's layout (transposed for Conv1D)."""
         return delta_weight(self.tn_adapters[name], self.fan_in_fan_out)
 
+    def _input_mode(self, name: str) -> bool:
+        return self.tn_adapters[name].graph.mode == "input"
+
     def merge_order(self, adapter_names: Iterable[str] | None = None) -> list[str]:
-        """The adapters :meth:`merge` would add, in order, after checking that it can: every name is
-        an adapter of this layer, linear, and input-mode ones come before additive ones. Adapters
-        already merged are left out (with a warning)."""
+        """The adapters :meth:`merge` would add, in order, after checking that it can.
+
+        Every name must be a linear adapter of this layer; adapters already merged are left out
+        (with a warning). Multiplicative (input-mode) adapters go first — inactive ones, then the
+        active ones last-applied first, so that ``W' = W D_k ⋯ D_1`` computes what
+        ``W (D_k ⋯ D_1 x)`` did — then additive ones. A merge that would change what the layer
+        computes is refused: a multiplicative adapter after an additive one is merged, and any merge
+        that leaves an active adapter unmerged next to a merged one on a layer with a multiplicative
+        adapter (its update does not commute with the others: merge the layer's active adapters at once).
+        """
         names = list(adapter_names) if adapter_names is not None else list(self.active_adapters)
         for name in names:
             if name not in self.tn_adapters:
@@ -168,13 +178,22 @@ class TNLinear(nn.Module):
                 warnings.warn(f"adapter {name!r} is already merged; skipping", stacklevel=3)
             else:
                 todo.append(name)
-        # multiplicative (input-mode) adapters first: the forward is base(R x) + ΔW x = (W R + ΔW) x
-        todo.sort(key=lambda n: self.tn_adapters[n].graph.mode != "input")
-        if any(self.tn_adapters[n].graph.mode == "input" for n in todo) and any(
-                self.tn_adapters[m].graph.mode != "input" for m in self.merged_adapters):
-            first = next(n for n in todo if self.tn_adapters[n].graph.mode == "input")
+        if not todo:
+            return todo
+        active = self.active_adapters
+        todo.sort(key=lambda n: (0, -active.index(n) if n in active else -len(active) - 1)
+                  if self._input_mode(n) else (1, 0))
+        first = next((n for n in todo if self._input_mode(n)), None)
+        if first is not None and any(not self._input_mode(m) for m in self.merged_adapters):
             raise AdapterStateError(f"merge input-mode adapter {first!r} before additive ones (unmerge them first): "
                                     "W' = W R + ΔW depends on the order")
+        after = self.merged_adapters + todo
+        pending = [n for n in active if n not in after]
+        multiplicative = next((n for n in after + pending if self._input_mode(n)), None)
+        if pending and multiplicative is not None:
+            raise AdapterStateError(f"adapter {multiplicative!r} is multiplicative (input-mode): merging {todo} would "
+                                    f"leave {pending} running unmerged on the merged weight, which computes something "
+                                    "else; merge the layer's active adapters together (tnpeft.merge(model))")
         return todo
 
     def merge(self, adapter_names: Iterable[str] | None = None, safe_merge: bool = False) -> None:
@@ -196,9 +215,13 @@ class TNLinear(nn.Module):
         self.merged_adapters.extend(todo)
 
     def unmerge(self, adapter_names: Iterable[str] | None = None) -> None:
-        """Subtract merged adapters' updates from the base weight again (all merged ones by default;
-        names that are not merged are skipped). The new weight is computed in full before it is written."""
+        """Take merged adapters' updates out of the base weight again, last merged first (all merged
+        ones by default; names that are not merged are skipped). When a multiplicative (input-mode)
+        adapter is merged, every merged adapter of the layer comes out: its update does not commute
+        with the others. The new weight is computed in full before it is written."""
         names = list(adapter_names) if adapter_names is not None else list(self.merged_adapters)
+        if any(n in names for n in self.merged_adapters) and any(map(self._input_mode, self.merged_adapters)):
+            names = list(self.merged_adapters)
         todo = [n for n in reversed(self.merged_adapters) if n in names]
         if not todo:
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from tnpeft.errors import AdapterStateError
-from tnpeft.nn.model import activate, active_adapter_names, adapter_names, set_submodule, tn_layers
+from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 
 
@@ -83,7 +83,9 @@ def delete_adapter(model: nn.Module, adapter_name: str) -> nn.Module:
     its record; the other adapters keep their state. Layers left without adapters stay wrapped
     (they compute their base output). Unknown names raise :class:`AdapterStateError`."""
     _check_names(model, [adapter_name])
-    remaining = [n for n in active_adapter_names(model) if n != adapter_name]
+    remaining: list[str] = []            # the active adapters, in the order they run
+    for _, layer in tn_layers(model):
+        remaining += [n for n in layer.active_adapters if n != adapter_name and n not in remaining]
     with transaction(model) as tx:
         for _, layer in tn_layers(model):
             if adapter_name in layer.tn_adapters:

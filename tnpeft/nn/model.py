@@ -292,13 +292,13 @@ def saved_modules(model: nn.Module, adapter_name: str) -> list[str]:
 
 
 def adapter_names(model: nn.Module) -> list[str]:
-    """Names of every adapter on the model, in the order they were added."""
-    names: list[str] = []
+    """Names of every adapter on the model, in the order they were added (the order of the records
+    tnpeft keeps; adapters added to layers by hand follow, in model order)."""
+    found: dict[str, None] = {}
     for _, layer in tn_layers(model):
-        for n in layer.tn_adapters:
-            if n not in names:
-                names.append(n)
-    return names
+        found.update(dict.fromkeys(layer.tn_adapters))
+    recorded = [n for n in getattr(model, CONFIGS_ATTR, {}) if n in found]
+    return recorded + [n for n in found if n not in recorded]
 
 
 def active_adapter_names(model: nn.Module) -> list[str]:
@@ -310,7 +310,9 @@ def active_adapter_names(model: nn.Module) -> list[str]:
 def set_adapter(model: nn.Module, names: str | list[str]) -> None:
     """Make ``names`` the active adapter(s): they run in the forward pass and are trainable;
     every other adapter is inactive and frozen, and so is the base model. Merged adapters that are
-    not among ``names`` are unmerged first (their update leaves the weights). All or nothing."""
+    not among ``names`` are unmerged first (their update leaves the weights); so is every merged
+    adapter of a layer where a multiplicative (input-mode) adapter would otherwise run unmerged next
+    to merged ones. All or nothing."""
     names = [names] if isinstance(names, str) else list(names)
     known = adapter_names(model)
     for n in names:
@@ -319,6 +321,10 @@ def set_adapter(model: nn.Module, names: str | list[str]) -> None:
     with transaction(model) as tx:
         for _, layer in tn_layers(model):
             leaving = [n for n in layer.merged_adapters if n not in names]
+            pending = [n for n in names if n in layer.tn_adapters and n not in layer.merged_adapters]
+            if pending and layer.merged_adapters and any(
+                    layer.tn_adapters[n].graph.mode == "input" for n in layer.merged_adapters + pending):
+                leaving = list(layer.merged_adapters)  # unmerged next to merged ones, they would compute else
             if leaving:
                 tx.backup(layer.base_layer.weight)
                 layer.unmerge(leaving)

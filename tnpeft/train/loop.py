@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from tnpeft.adapters import METHODS, TrainingHook
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_json, ensure_dir
-from tnpeft.nn import adapter_method, save_adapter, trainable_parameters
+from tnpeft.nn import adapter_method, save_adapter, tn_layers, trainable_parameters
 from tnpeft.nn.model import active_adapter_names
 from tnpeft.train.checkpoint import Checkpoint
 from tnpeft.train.datasets import ClassificationData, LMData
@@ -137,6 +137,10 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ConfigError("the model has no trainable parameter; inject an adapter first", field="model")
+    merged = sorted({n for _, layer in tn_layers(model) for n in layer.merged_adapters if n in layer.active_adapters})
+    if merged:   # a merged adapter's forward is the frozen weight: it would get no gradient
+        raise ConfigError(f"adapter(s) {merged} are merged into the base weights and cannot be trained; unmerge them "
+                          "first (tnpeft.unmerge)", field="model")
     names = [n for n, _ in named]
     opt = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
     hooks = method_hooks(model, total)
