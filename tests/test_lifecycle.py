@@ -31,13 +31,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from safetensors.torch import load, save
+from snapshots import same_snapshot, snapshot
 
 import tnpeft
 import tnpeft.nn.merging as merging
 from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
 from tnpeft.fileio import sha256
 from tnpeft.nn import TNLinear, tn_layers
-from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR
+from tnpeft.nn.transaction import CONFIGS_ATTR
 
 NAMES = ["a", "b", "c"]
 SOME_NAME = st.sampled_from(NAMES * 4 + ["nope"])     # now and then a name the model does not have
@@ -80,30 +81,6 @@ def reference_delta(method: str, v: dict[str, torch.Tensor]) -> torch.Tensor:
     if method == "lora2":
         return 1.5 * (v["B.weight"].double() @ v["A.weight"].double())
     return 0.5 * (v["P.weight"].double() * v["L.weight"].double()) @ v["Q.weight"].double()
-
-
-def snapshot(model: torch.nn.Module) -> dict:
-    """Everything a failed call must leave as it was."""
-    return {
-        "modules": [(n, type(m).__name__, id(m), m.training) for n, m in model.named_modules()],
-        "params": [(n, id(p), p.requires_grad, p.detach().clone()) for n, p in
-                   model.named_parameters(remove_duplicate=False)],
-        "buffers": [(n, id(b), b.clone()) for n, b in model.named_buffers(remove_duplicate=False)],
-        "layers": [(n, list(m.tn_adapters), list(m.active_adapters), list(m.merged_adapters), m.disabled)
-                   for n, m in tn_layers(model)],
-        "configs": copy.deepcopy(getattr(model, CONFIGS_ATTR, None)),
-        "scope": id(getattr(model, SCOPE_ATTR, None)),
-    }
-
-
-def same_snapshot(a: dict, b: dict) -> bool:
-    def eq(x, y):
-        if isinstance(x, torch.Tensor):
-            return isinstance(y, torch.Tensor) and x.dtype == y.dtype and torch.equal(x, y)
-        if isinstance(x, (list, tuple)):
-            return type(x) is type(y) and len(x) == len(y) and all(eq(p, q) for p, q in zip(x, y))
-        return x == y
-    return a.keys() == b.keys() and all(eq(a[k], b[k]) for k in a)
 
 
 class _RaiseAt:

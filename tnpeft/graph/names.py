@@ -21,6 +21,12 @@ RESERVED_NAMES = frozenset(dir(nn.Module)) | frozenset(vars(nn.Module())) | {"gr
 RESERVED_INDEX_PREFIX = "__"
 
 
+def reserved_name(name: str) -> bool:
+    """Whether a node or hyper-network may not be called ``name``: it starts with ``_`` or is an
+    attribute of torch's modules (also one another library added to ``nn.Module`` after import)."""
+    return name.startswith("_") or name in RESERVED_NAMES or hasattr(nn.Module, name)
+
+
 def check_name(what: str, name: Any, node: str | None = None) -> None:
     """Raise :class:`GraphError` unless ``name`` is a valid, unreserved name for a ``what``
     (``"node"``, ``"hyper-network"`` or ``"index"``; ``node`` names the node an index belongs to)."""
@@ -33,7 +39,7 @@ def check_name(what: str, name: Any, node: str | None = None) -> None:
             "(letters, digits, underscores, not starting with a digit)",
             node=at, index=name if what == "index" and isinstance(name, str) else None,
         )
-    if own and (name.startswith("_") or name in RESERVED_NAMES):
+    if own and reserved_name(name):
         raise GraphError(f"{what} name {name!r} is reserved: it would shadow an attribute of the torch module "
                          "that holds the graph's values; names must not start with '_' nor be one of torch's "
                          "module attributes (training, forward, state_dict, ...)", node=name)
@@ -72,7 +78,7 @@ def adapter_name_problem(name: Any) -> str | None:
     if not isinstance(name, str) or not _ADAPTER_NAME.match(name):
         return (f"adapter name {name!r} must be a non-empty name of letters, digits, '_' or '-' (no dots), "
                 "not starting with a digit")
-    if name.startswith("_") or name in RESERVED_ADAPTER_NAMES:
+    if name.startswith("_") or name in RESERVED_ADAPTER_NAMES or hasattr(nn.ModuleDict, name):
         return (f"adapter name {name!r} is reserved: it would shadow an attribute of the torch module that holds a "
                 "layer's adapters; names must not start with '_' nor be one of its attributes (training, keys, ...)")
     return None
