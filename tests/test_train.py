@@ -238,3 +238,16 @@ def test_every_cli_train_error_is_one_line_naming_the_argument_or_file(tiny_run,
         assert len(err) == 1 and err[0].startswith("tnpeft: error: "), (args, err)
         assert needle in err[0], (needle, err[0])
         assert "Traceback" not in err[0]
+
+
+def test_every_cli_demo_error_is_one_line_naming_the_argument(tmp_path, capsys):
+    from tnpeft.cli import main
+
+    (tmp_path / "a_file").write_text("x")
+    for args, needle in ((["--adapters", "nope"], "--adapters"), (["--adapters", ","], "--adapters"),
+                         (["--batch-size", "0"], "batch_size"), (["--epochs", "0"], "epochs"),
+                         (["--train-size", "-2"], "--train-size"), (["--test-size", "0"], "--test-size"),
+                         (["--out", str(tmp_path / "a_file")], "a_file")):
+        rc = main(["demo", "--out", str(tmp_path / "out")] + args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and needle in err[0], (args, err)
