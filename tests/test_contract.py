@@ -4,6 +4,8 @@ cache key, and its contraction tree stays on the plan; failures are tnpeft error
 import pytest
 import torch
 from conftest import tiny_gpt2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tnpeft
 from tnpeft.contract import ContractionPlan, plan_for, plan_stats, reset_plan_cache
@@ -68,3 +70,46 @@ def test_a_bad_optimizer_is_named_when_configured():
     inputs, output, sizes = chain()
     with pytest.raises(ConfigError, match="cannot plan"):
         ContractionPlan(inputs, output, sizes, optimize="no-such-preset")
+
+
+@st.composite
+def networks(draw):
+    """Random networks of 2–4 operands over up to 7 indices (hyperedges, summed-out and kept indices)."""
+    letters = "abcdefg"
+    sizes = {i: draw(st.integers(1, 3)) for i in letters}
+    n_ops = draw(st.integers(2, 4))
+    ops = [tuple(draw(st.lists(st.sampled_from(letters), min_size=1, max_size=4, unique=True))) for _ in range(n_ops)]
+    present = sorted({i for o in ops for i in o})
+    out = tuple(draw(st.lists(st.sampled_from(present), max_size=len(present), unique=True)))
+    return ops, out, sizes
+
+
+@settings(max_examples=60, deadline=None)
+@given(net=networks(), force_bmm=st.booleans(), seed=st.integers(0, 2**16))
+def test_plans_equal_einsum_through_every_kernel(net, force_bmm, seed):
+    import tnpeft.contract.plan as plan_mod
+
+    ops, out, sizes = net
+    g = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(*[sizes[i] for i in o], generator=g, dtype=torch.float64) for o in ops]
+    want = torch.einsum(",".join("".join(o) for o in ops) + "->" + "".join(out), *xs)
+    old = plan_mod._MAX_KERNEL_DIMS
+    plan_mod._MAX_KERNEL_DIMS = 0 if force_bmm else old       # every step as a batched matrix product
+    try:
+        got = ContractionPlan(ops, out, sizes, optimize="greedy")(*xs)
+    finally:
+        plan_mod._MAX_KERNEL_DIMS = old
+    torch.testing.assert_close(got, want)
+
+
+def test_any_number_of_distinct_indices_is_planned():
+    n = 120
+    inputs = [(f"i{k}", f"i{k + 1}") for k in range(n)]
+    sizes = {f"i{k}": 2 for k in range(n + 1)}
+    plan = ContractionPlan(inputs, ("i0", f"i{n}"), sizes, optimize="greedy")
+    xs = [torch.randn(2, 2, dtype=torch.float64) / 1.5 for _ in range(n)]
+    want = xs[0]
+    for t in xs[1:]:
+        want = want @ t
+    torch.testing.assert_close(plan(*xs), want)
+    assert len(plan.equation.split("->")[0].split(",")) == n     # printable, with symbols beyond the 52 letters

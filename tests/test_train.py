@@ -172,3 +172,82 @@ def test_cli_train_errors_name_the_field(tmp_path, capsys):
     assert "no text column 'text'" in capsys.readouterr().err
     assert main(["train", "--model", str(tmp_path / "nope"), "--data", "hamlet", "--out", str(tmp_path / "o")]) == 2
     assert "neither a built-in" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from tnpeft.train.data import hamlet
+
+    root = tmp_path_factory.mktemp("cli")
+    model = _tiny_folder(root / "model")
+    text = root / "text.txt"
+    text.write_text(hamlet()[:3000])
+    return root, model, text
+
+
+def _bad_inputs(root, model, text):
+    import os
+    import shutil
+
+    (root / "a_file").write_text("x")
+    big = root / "big.csv"
+    big.write_text("text,label\nok,0\n\"" + "a" * 140_000 + "\",1\nb,0\n")
+    deep = root / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    pickled = root / "pickled"
+    pickled.mkdir(exist_ok=True)
+    shutil.copy(model / "config.json", pickled / "config.json")
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    if not (root / "zero.txt").exists():
+        os.symlink("/dev/zero", root / "zero.txt")
+    if not (root / "fifo.txt").exists():
+        os.mkfifo(root / "fifo.txt")
+    base = ["train", "--model", str(model), "--data", str(text), "--max-length", "16", "--max-steps", "2", "--json"]
+    yield base + ["--test-size", "nan"], "--test-size"
+    yield base + ["--test-size", "-3"], "--test-size"
+    yield base + ["--test-size", "2.5"], "--test-size"
+    yield base + ["--train-size", "-2"], "--train-size"
+    yield base + ["--train-size", "0"], "--train-size"
+    yield base + ["--out", str(root / "a_file")], "a_file"
+    yield base + ["--out", str(root / "a_file" / "sub")], "a_file"
+    yield base + ["--lr", "nan"], "lr"
+    yield base + ["--weight-decay", "-1"], "weight_decay"
+    yield base + ["--batch-size", "0"], "batch_size"
+    yield base + ["--epochs", "0"], "epochs"
+    yield ["train", "--model", str(model), "--data", str(big)], "line 3"
+    yield ["train", "--model", str(model), "--data", str(deep)], "deep.jsonl"
+    yield ["train", "--model", str(pickled), "--data", str(text)], "pytorch_model.bin"
+    yield ["train", "--model", str(root / "a_file"), "--data", str(text)], "a_file"
+    yield ["train", "--model", str(model), "--data", str(root / "zero.txt")], "is a device"
+    yield ["train", "--model", str(model), "--data", str(root / "fifo.txt")], "is a FIFO"
+    yield ["train", "--model", str(model), "--data", str(root / "missing.csv")], "does not exist"
+    yield ["train", "--model", str(model), "--data", str(root)], "expected a .csv"
+
+
+def test_every_cli_train_error_is_one_line_naming_the_argument_or_file(tiny_run, capsys):
+    from tnpeft.cli import main
+
+    root, model, text = tiny_run
+    cases = list(_bad_inputs(root, model, text))
+    for args, needle in cases:
+        if "--out" not in args:
+            args = args + ["--out", str(root / "out")]
+        rc = main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc != 0, args
+        assert len(err) == 1 and err[0].startswith("tnpeft: error: "), (args, err)
+        assert needle in err[0], (needle, err[0])
+        assert "Traceback" not in err[0]
+
+
+def test_every_cli_demo_error_is_one_line_naming_the_argument(tmp_path, capsys):
+    from tnpeft.cli import main
+
+    (tmp_path / "a_file").write_text("x")
+    for args, needle in ((["--adapters", "nope"], "--adapters"), (["--adapters", ","], "--adapters"),
+                         (["--batch-size", "0"], "batch_size"), (["--epochs", "0"], "epochs"),
+                         (["--train-size", "-2"], "--train-size"), (["--test-size", "0"], "--test-size"),
+                         (["--out", str(tmp_path / "a_file")], "a_file")):
+        rc = main(["demo", "--out", str(tmp_path / "out")] + args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and needle in err[0], (args, err)

@@ -10,6 +10,8 @@ from tnpeft.contract import ContractionPlan, plan_stats
 from tnpeft.errors import (
     AdapterFileError,
     AdapterStateError,
+    BudgetError,
+    CheckpointError,
     ConfigError,
     DanglingIndexError,
     GraphError,
@@ -19,6 +21,7 @@ from tnpeft.errors import (
     TargetModuleError,
     TNPeftError,
     UnreachableLegError,
+    WriteError,
 )
 from tnpeft.graph import (
     Dense,
@@ -36,6 +39,7 @@ from tnpeft.nn import (
     AdapterConfig,
     TNLinear,
     adapter_names,
+    delete_adapter,
     disable_adapters,
     export_peft,
     import_peft,
@@ -58,9 +62,10 @@ __all__ = [
     "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "HyperNetwork", "save_graph", "load_graph",
     "graph_modules", "adapters", "draw", "quantum",
     "AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
-    "disable_adapters", "adapter_names", "trainable_parameters", "print_trainable_parameters",
+    "disable_adapters", "delete_adapter", "adapter_names", "trainable_parameters", "print_trainable_parameters",
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",
     "TNPeftError", "GraphError", "IndexSizeError", "DanglingIndexError", "UnreachableLegError", "NodeKindError",
     "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",
+    "BudgetError", "CheckpointError", "WriteError",
     "verify", "VerifyReport", "__version__",
 ]

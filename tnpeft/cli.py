@@ -340,8 +340,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except TNPeftError as e:
-        print(f"tnpeft: error: {e}", file=sys.stderr)
+        print(f"tnpeft: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("tnpeft: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:   # the system refused a read or write tnpeft did not foresee (a full disk, ...)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"tnpeft: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

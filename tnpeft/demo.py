@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
-from tnpeft.errors import NotMergeableError
+from tnpeft.errors import ConfigError, NotMergeableError
 from tnpeft.fileio import atomic_write_json
 from tnpeft.nn import load_adapter, merge
 from tnpeft.train.data import minilm_path
 from tnpeft.train.datasets import load_model
-from tnpeft.train.pipeline import run_training
+from tnpeft.train.pipeline import check_run_arguments, run_training
 from tnpeft.train.plots import moving_average, save_png
 from tnpeft.train.train_config import TrainConfig
 
@@ -79,7 +79,14 @@ def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_siz
     evaluate on ``test_size`` held-out tweets and print one comparison table. Every run is
     resumable (run the command again after an interruption). Returns the results."""
     out = Path(out_dir)
+    known = [a[0] for a in DEMO_ADAPTERS]
+    unknown = [a for a in adapters or [] if a not in known]
+    if unknown or adapters == []:
+        raise ConfigError(f"--adapters {','.join(adapters or [])!r}: expected a comma-separated subset of "
+                          f"{','.join(known)}", field="adapters")
     chosen = [a for a in DEMO_ADAPTERS if adapters is None or a[0] in adapters]
+    TrainConfig(epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed).check()  # before any work
+    check_run_arguments(out, train_size, test_size)
     print(f"MiniLM ({minilm_path()}) on tweet sentiment (negative / neutral / positive): "
           f"{'all' if train_size is None else f'{train_size:,}'} training and {test_size:,} held-out tweets, "
           f"{epochs} epoch(s), {len(chosen)} adapters on every linear layer of the encoder + a new head")

@@ -42,6 +42,12 @@ class NodeKindError(GraphError):
     """A node's kind (or a parametrization / function name) is not one tnpeft knows."""
 
 
+class BudgetError(GraphError):
+    """A graph is larger than tnpeft's size budgets allow (:mod:`tnpeft.params.limits`): a tensor
+    with more elements, a graph with more nodes or parameters than the limits. Checked on the graph,
+    before anything is allocated."""
+
+
 class NotMergeableError(TNPeftError):
     """The adapter's update is not a fixed matrix (it contains a nonlinear stage) and cannot be merged."""
 
@@ -69,3 +75,32 @@ class AdapterStateError(TNPeftError):
 class AdapterFileError(TNPeftError):
     """A saved adapter (config JSON or safetensors weights) is missing, truncated, tampered with or
     does not match the model it is loaded into."""
+
+
+class CheckpointError(TNPeftError):
+    """A training checkpoint (``checkpoint/``: ``trainer_state.json``, ``optimizer.json``,
+    ``optimizer.safetensors``, ``adapter/``) is missing a field, has a field of the wrong type or
+    value, or does not fit the run it is resumed into.
+
+    Attributes:
+        path: the file at fault.
+        field: the field (or tensor) at fault, if one is.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.field = field
+
+
+class WriteError(TNPeftError):
+    """A file or folder cannot be written where it was asked for (a file stands where a folder must
+    be, a folder where a file must be, no permission, a full disk).
+
+    Attributes:
+        path: the path that could not be written.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path

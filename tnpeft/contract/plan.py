@@ -13,6 +13,7 @@ contraction tree stays on the plan (``plan.tree``) for inspection and plotting
 
 from __future__ import annotations
 
+import math
 import string
 import time
 from dataclasses import dataclass
@@ -24,6 +25,22 @@ import torch.nn.functional as F
 from tnpeft.errors import ConfigError, GraphError
 
 _SYMBOLS = string.ascii_letters  # torch.einsum accepts only [a-zA-Z]
+
+
+# torch's tensordot and einsum take tensors of at most 64 dimensions; steps with high-order operands
+# go through a permute + batched matrix product instead
+_MAX_KERNEL_DIMS = 24
+
+
+def _display_symbol(k: int) -> str:
+    """The ``k``-th symbol of a printed equation: letters, then other Unicode letters."""
+    return _SYMBOLS[k] if k < len(_SYMBOLS) else chr(0x100 + k - len(_SYMBOLS))
+
+
+def _letters(*groups: Sequence[str]) -> dict[str, str] | None:
+    """Einsum letters for the indices of one small equation, or ``None`` if it has more than 52."""
+    inds = list(dict.fromkeys(i for g in groups for i in g))
+    return None if len(inds) > len(_SYMBOLS) else {ind: _SYMBOLS[k] for k, ind in enumerate(inds)}
 
 
 @dataclass
@@ -97,10 +114,12 @@ class ContractionPlan:
         self.names = tuple(names) if names is not None else tuple(f"T{i}" for i in range(len(self.inputs)))
         self.optimize = optimize
         all_inds = list(dict.fromkeys(i for t in self.inputs for i in t))
-        if len(all_inds) > len(_SYMBOLS):
-            raise GraphError(f"a network with {len(all_inds)} distinct indices exceeds the {len(_SYMBOLS)} "
-                             "einsum symbols torch supports")
-        self._sym = {ind: _SYMBOLS[k] for k, ind in enumerate(all_inds)}
+        missing = [i for i in self.output if i not in all_inds]
+        if missing:
+            raise GraphError(f"the output index {missing[0]!r} occurs in no operand", index=missing[0])
+        # display symbols only: every pairwise step maps its own indices to einsum letters, so a
+        # network may have any number of distinct indices
+        self._sym = {ind: _display_symbol(k) for k, ind in enumerate(all_inds)}
 
         if len(self.inputs) > 1:
             import cotengra as ctg
@@ -135,7 +154,7 @@ class ContractionPlan:
             else:  # the last step writes the output's index order directly: no transpose after
                 out = self.output
             eq = f"{self._s(a)},{self._s(b)}->{self._s(out)}"
-            steps.append((i, j, eq, _pair_kernel(a, b, out, eq, self.size_dict)))
+            steps.append((i, j, eq, _pair_kernel(a, b, out)))
             label = f"({labels[i]}·{labels[j]})"
             for k in sorted((i, j), reverse=True):
                 del ops[k]
@@ -143,9 +162,7 @@ class ContractionPlan:
             ops.append(out)
             labels.append(label)
             self._order.append(label)
-        self._final: str | None = None
-        if ops[0] != self.output:
-            self._final = f"{self._s(ops[0])}->{self._s(self.output)}"
+        self._final = None if ops[0] == self.output else _unary_kernel(ops[0], self.output)
         self.steps = tuple(steps)
         self.order = labels[0]
         # whether the last pairwise step is one matrix product that can accumulate into an output
@@ -209,7 +226,7 @@ class ContractionPlan:
             ops.append(kernel(a, b))
         out = ops[0]
         if self._final is not None:
-            out = torch.einsum(self._final, out)
+            out = self._final(out)
         return out
 
     def __repr__(self) -> str:
@@ -228,25 +245,30 @@ class ContractionPlan:
         return "\n".join(lines)
 
 
-def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...], eq: str, sizes: dict[str, int]):
+def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):
     """The cheapest torch call for one pairwise step.
 
     A plain contraction (no shared index kept) whose output order is ``free(a) + free(b)`` or the
     reverse is a single matrix product: ``F.linear`` for the common ``(f, c)·(g, c)`` case — the
     very kernel ``nn.Linear`` and peft use — and ``tensordot`` otherwise. Hyperedges (a shared index
-    that stays, e.g. a diagonal's scale) and anything else go to ``torch.einsum``.
+    that stays, e.g. a diagonal's scale) and anything else go to ``torch.einsum`` with the step's own
+    letters, or — for a step with more than 52 distinct indices — to a batched matrix product.
+    Shapes are read from the operands at run time (the batch size varies within a plan's bucket).
     """
+    if max(len(a), len(b), len(out)) > _MAX_KERNEL_DIMS:
+        return _bmm_kernel(a, b, out)
     shared = set(a) & set(b)
     contracted = [i for i in a if i in shared and i not in out]
     for small, big, swap in ((a, b, False), (b, a, True)):
         # an element-wise scale (a diagonal node on a hyperedge): broadcasting, no einsum
         if big == out and set(small) <= set(big) and list(small) == sorted(small, key=big.index):
-            view = tuple(sizes[i] if i in small else 1 for i in big)
+            pos = tuple(big.index(i) for i in small)
+            n = len(big)
             if swap:
-                return lambda x, y: x * y.reshape(view)
-            return lambda x, y: y * x.reshape(view)
+                return lambda x, y: x * _broadcast(y, pos, n)
+            return lambda x, y: y * _broadcast(x, pos, n)
     if not contracted or (shared & set(out)):
-        return lambda x, y: torch.einsum(eq, x, y)
+        return _einsum_kernel(a, b, out)
     fa = tuple(i for i in a if i not in shared)
     fb = tuple(i for i in b if i not in shared)
     pa = [a.index(c) for c in contracted]
@@ -256,6 +278,21 @@ def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...], e
         return (lambda x, y: F.linear(x, y)) if linear else (lambda x, y: torch.tensordot(x, y, dims=(pa, pb)))
     if fb + fa == out:
         return (lambda x, y: F.linear(y, x)) if linear else (lambda x, y: torch.tensordot(y, x, dims=(pb, pa)))
+    return _einsum_kernel(a, b, out)
+
+
+def _broadcast(t: torch.Tensor, pos: tuple[int, ...], n: int) -> torch.Tensor:
+    shape = [1] * n
+    for p, d in zip(pos, t.shape):
+        shape[p] = d
+    return t.reshape(shape)
+
+
+def _einsum_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):
+    sym = _letters(a, b, out)
+    if sym is None:
+        return _bmm_kernel(a, b, out)
+    eq = f"{''.join(sym[i] for i in a)},{''.join(sym[i] for i in b)}->{''.join(sym[i] for i in out)}"
     return lambda x, y: torch.einsum(eq, x, y)
 
 
@@ -269,6 +306,54 @@ def _linear_orientation(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, 
     if (b[0], a[0]) == out:
         return "ba"
     return None
+
+
+def _bmm_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):
+    """Any pairwise step as one batched matrix product: indices kept by both operands and the
+    output are the batch, shared ones not kept are contracted; indices of one operand that neither
+    the other nor the output has are summed out first."""
+    sum_a = [k for k, i in enumerate(a) if i not in b and i not in out]
+    sum_b = [k for k, i in enumerate(b) if i not in a and i not in out]
+    a2 = tuple(i for i in a if i in b or i in out)
+    b2 = tuple(i for i in b if i in a or i in out)
+    batch = [i for i in a2 if i in b2 and i in out]
+    con = [i for i in a2 if i in b2 and i not in out]
+    fa = [i for i in a2 if i not in b2]
+    fb = [i for i in b2 if i not in a2]
+    perm_a = [a2.index(i) for i in batch + fa + con]
+    perm_b = [b2.index(i) for i in batch + con + fb]
+    mid = batch + fa + fb
+    perm_out = [mid.index(i) for i in out]
+    nb, nfa, nc = len(batch), len(fa), len(con)
+
+    def kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if sum_a:
+            x = x.sum(sum_a)
+        if sum_b:
+            y = y.sum(sum_b)
+        x = x.permute(perm_a)
+        y = y.permute(perm_b)
+        bs, fas, cs = x.shape[:nb], x.shape[nb:nb + nfa], x.shape[nb + nfa:]
+        fbs = y.shape[nb + nc:]
+        z = torch.bmm(x.reshape(math.prod(bs), math.prod(fas), math.prod(cs)),
+                      y.reshape(math.prod(bs), math.prod(cs), math.prod(fbs)))
+        return z.reshape(tuple(bs) + tuple(fas) + tuple(fbs)).permute(perm_out)
+
+    return kernel
+
+
+def _unary_kernel(inds: tuple[str, ...], out: tuple[str, ...]):
+    """One operand to the output: indices the output lacks summed out, the rest permuted."""
+    drop = [k for k, i in enumerate(inds) if i not in out]
+    kept = [i for i in inds if i in out]
+    perm = [kept.index(i) for i in out]
+
+    def kernel(x: torch.Tensor) -> torch.Tensor:
+        if drop:
+            x = x.sum(drop)
+        return x.permute(perm)
+
+    return kernel
 
 
 def check_optimizer(optimize: object) -> None:

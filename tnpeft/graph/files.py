@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tnpeft.errors import AdapterFileError, TNPeftError
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, sha256, tensors_to_bytes
-from tnpeft.graph.adapter_files import check_state, upgrade_state
+from tnpeft.graph.adapter_files import cast_state, check_state, upgrade_state
 from tnpeft.graph.graph import Graph
 from tnpeft.graph.module import GraphModule
 
@@ -33,6 +33,8 @@ def load_graph(directory: str | os.PathLike, finite: bool = True) -> Graph:
     """Read a graph written by :func:`save_graph`; its ``module`` holds the saved values (JSON is
     parsed as data; no code is executed). ``finite=False`` accepts NaN and infinite values."""
     d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise AdapterFileError(f"graph folder {str(d)!r} is a file, not a folder")
     meta = read_json(d / "graph.json", "graph file")
     if not isinstance(meta, dict):
         raise AdapterFileError(f"graph file {str(d / 'graph.json')!r} must hold a JSON object")
@@ -41,7 +43,11 @@ def load_graph(directory: str | os.PathLike, finite: bool = True) -> Graph:
         graph = Graph.from_dict(meta)
     except TNPeftError as e:
         raise AdapterFileError(f"graph file {str(d / 'graph.json')!r}: {e}") from None
-    state = upgrade_state(graph.module, read_safetensors(d / "graph.safetensors", checksum))
-    check_state(graph.module, state, f"weights file {str(d / 'graph.safetensors')!r}", finite)
+    module = GraphModule(graph, device="meta")        # the bound on the weights file, allocating nothing
+    limit = (16 << 20) + 8 * sum(t.numel() for t in module.state_dict().values())
+    where = f"weights file {str(d / 'graph.safetensors')!r}"
+    state = upgrade_state(module, read_safetensors(d / "graph.safetensors", checksum, max_bytes=limit))
+    check_state(module, state, where)                 # before graph.module allocates its values
+    state = cast_state(graph.module, state, where, finite)
     graph.module.load_state_dict(state)
     return graph

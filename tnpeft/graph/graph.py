@@ -14,13 +14,29 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from tnpeft.errors import DanglingIndexError, GraphError, IndexSizeError, NotMergeableError, UnreachableLegError
+from tnpeft.errors import (
+    BudgetError,
+    DanglingIndexError,
+    GraphError,
+    IndexSizeError,
+    NotMergeableError,
+    UnreachableLegError,
+)
+from tnpeft.fileio import parse_json
 from tnpeft.graph.hypernetwork import HyperNetwork
 from tnpeft.graph.module import GraphModule
+from tnpeft.graph.names import check_elements
 from tnpeft.graph.nodes import Dense, Node, Nonlinear, Unitary, node_from_dict
 from tnpeft.graph.schedule import ApplyStep, ContractStep, build_schedule
+from tnpeft.params import limits
 
 FORMAT_VERSION = 1
+
+
+def _check_count(what: str, n: int) -> None:
+    if n > limits.MAX_NODES:
+        raise BudgetError(f"a graph has {n:,} {what}; the limit is {limits.MAX_NODES:,} "
+                          "(tnpeft.params.limits.MAX_NODES)")
 
 
 class Graph:
@@ -59,6 +75,7 @@ class Graph:
         nodes = list(nodes)
         if not nodes:
             raise GraphError("a graph needs at least one node")
+        _check_count("nodes", len(nodes))
         for n in nodes:
             if not isinstance(n, Node):
                 raise GraphError(f"graph nodes must be Node objects (Dense, Diagonal, Unitary, Nonlinear), "
@@ -145,8 +162,34 @@ class Graph:
                 owner.setdefault(ind, n.name)
         return sizes
 
+    def check_budget(self) -> None:
+        """Raise :class:`BudgetError` unless a module of this graph fits tnpeft's allocation
+        budgets (:mod:`tnpeft.params.limits`): every node tensor (a dense or diagonal node, a unitary
+        node's frames, a generated node) and every node's parameters at most ``MAX_TENSOR_ELEMENTS``
+        elements, all node tensors together at most ``MAX_GRAPH_ELEMENTS``, and at most
+        ``MAX_PARAMETERS`` trainable parameters. :class:`GraphModule` calls it before it allocates
+        anything; it reads the graph alone."""
+        for n in self._nodes_list:
+            for what, count in (("its tensor", n.elements), ("its parameters", n.num_parameters())):
+                check_elements(n.name, what, count)
+        elements = sum(n.elements for n in self._nodes_list)
+        if elements > limits.MAX_GRAPH_ELEMENTS:
+            big = max(self._nodes_list, key=lambda n: n.elements)
+            raise BudgetError(f"graph {self.name or ''!s}: its node tensors have {elements:,} elements together "
+                              f"(node {big.name!r} alone {big.elements:,}); the limit is "
+                              f"{limits.MAX_GRAPH_ELEMENTS:,} (tnpeft.params.limits.MAX_GRAPH_ELEMENTS)", node=big.name)
+        params = self.num_parameters()
+        if params > limits.MAX_PARAMETERS:
+            rows = [(n.name, n.num_parameters()) for n in self._nodes_list if n.name not in self.generated]
+            rows += [(k, g.shape(self.generated_size(k)).num_parameters) for k, g in self.hypernetworks.items()]
+            big_name, big = max(rows, key=lambda r: r[1])
+            raise BudgetError(f"graph {self.name or ''!s}: {params:,} trainable parameters ({big_name!r} alone "
+                              f"{big:,}); the limit is {limits.MAX_PARAMETERS:,} "
+                              "(tnpeft.params.limits.MAX_PARAMETERS)", node=big_name)
+
     @staticmethod
     def _check_hypernetworks(nets: list[Any], by_name: dict[str, Node]) -> dict[str, HyperNetwork]:
+        _check_count("hyper-networks", len(nets))
         out: dict[str, HyperNetwork] = {}
         owner: dict[str, str] = {}
         for g in nets:
@@ -281,6 +324,7 @@ class Graph:
             raise GraphError(f"unknown graph field(s) {sorted(extra)}; expected some of {sorted(allowed)}")
         if not isinstance(d.get("nodes"), list):
             raise GraphError("graph field 'nodes' must be a list of node objects")
+        _check_count("nodes", len(d["nodes"]))
         meta = d.get("meta", {})
         if not isinstance(meta, dict):
             raise GraphError("graph field 'meta' must be an object")
@@ -290,18 +334,18 @@ class Graph:
         gens = d.get("hypernetworks", d.get("generators", []))   # files of tnpeft 0.1 say 'generators'
         if not isinstance(gens, list):
             raise GraphError("graph field 'hypernetworks' must be a list of hyper-network objects")
+        _check_count("hyper-networks", len(gens))
         return cls([node_from_dict(n) for n in d["nodes"]], in_index=legs["in_index"], out_index=legs["out_index"],
                    scale=d.get("scale", 1.0), dropout=d.get("dropout", 0.0), name=d.get("name", ""), meta=meta,
                    mode=d.get("mode", "add"), hypernetworks=[HyperNetwork.from_dict(g) for g in gens])
 
     @classmethod
     def from_json(cls, text: str) -> Graph:
-        """Parse JSON text written by :meth:`to_json`."""
-        try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise GraphError(f"graph JSON does not parse: {e}") from None
-        return cls.from_dict(d)
+        """Parse JSON text written by :meth:`to_json` (nested at most
+        :data:`tnpeft.fileio.MAX_JSON_DEPTH` deep)."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise GraphError(f"graph JSON must be text, got {type(text).__name__}")
+        return cls.from_dict(parse_json(text, "graph JSON", error=GraphError))
 
     # ---------------------------------------------------------------- values (conveniences)
     @property

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tnpeft.errors import ConfigError, GraphError, NodeKindError
-from tnpeft.graph.nodes import check_name
+from tnpeft.graph.names import check_name
 from tnpeft.params import HYPERNETWORKS
 
 

@@ -70,11 +70,15 @@ class GraphModule(nn.Module):
             default the graph has its own.
         optimize: the contraction optimizer handed to cotengra (a preset name such as ``"auto"``,
             ``"greedy"``, ``"optimal"``, or an optimizer object); plans are cached per optimizer.
+
+    Raises :class:`~tnpeft.errors.BudgetError` before allocating anything if the graph exceeds the
+    allocation budgets (:meth:`tnpeft.Graph.check_budget`).
     """
 
     def __init__(self, graph: Graph, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  rng: torch.Generator | None = None, scope: FrameScope | None = None, optimize: object = "auto"):
         super().__init__()
+        graph.check_budget()           # sizes bounded before anything is allocated
         self.graph = graph
         self.optimize = optimize
         scope = scope if scope is not None else FrameScope()

@@ -8,36 +8,12 @@ tensors live in :class:`tnpeft.graph.GraphModule`.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tnpeft.errors import ConfigError, GraphError, IndexSizeError, NodeKindError
-from tnpeft.params import DENSE_INITS, DIAGONAL_INITS, FUNCTIONS, NONLINEAR_MAPS, UNITARY_PARAMS
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def check_name(what: str, name: Any, node: str | None = None) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        where = f"node {node!r}: " if node and what != "node" else ""
-        raise GraphError(
-            f"{where}{what} name {name!r} is not valid; expected a non-empty identifier "
-            "(letters, digits, underscores, not starting with a digit)",
-            node=node if what != "node" else (name if isinstance(name, str) else None),
-        )
-
-
-MAX_SIZE = 1 << 40
-
-
-def _check_size(node: str, index: str, size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_SIZE:
-        raise IndexSizeError(
-            f"node {node!r}: index {index!r} has size {size!r}; expected a positive integer up to 2^40",
-            node=node, index=index,
-        )
-    return size
+from tnpeft.errors import BudgetError, ConfigError, GraphError, IndexSizeError, NodeKindError
+from tnpeft.graph.names import check_name, check_size
+from tnpeft.params import DENSE_INITS, DIAGONAL_INITS, FUNCTIONS, NONLINEAR_MAPS, UNITARY_PARAMS, limits
 
 
 @dataclass(frozen=True)
@@ -57,6 +33,9 @@ class Node:
         object.__setattr__(self, "sizes", tuple(self.sizes))
         if len(self.inds) == 0:
             raise GraphError(f"node {self.name!r} has no index; expected at least one", node=self.name)
+        if len(self.inds) > limits.MAX_NODE_INDICES:
+            raise BudgetError(f"node {self.name!r} has {len(self.inds)} indices; the limit is "
+                              f"{limits.MAX_NODE_INDICES}", node=self.name)
         if len(self.inds) != len(self.sizes):
             raise GraphError(
                 f"node {self.name!r} names {len(self.inds)} indices {self.inds} but gives "
@@ -65,7 +44,7 @@ class Node:
             )
         for ind, size in zip(self.inds, self.sizes):
             check_name("index", ind, self.name)
-            _check_size(self.name, ind, size)
+            check_size(self.name, ind, size)
         if len(set(self.inds)) != len(self.inds):
             dup = next(i for i in self.inds if self.inds.count(i) > 1)
             raise GraphError(
@@ -76,6 +55,11 @@ class Node:
         if not isinstance(self.trainable, bool):
             raise GraphError(f"node {self.name!r}: trainable must be true or false, got {self.trainable!r}",
                              node=self.name)
+
+    @property
+    def elements(self) -> int:
+        """Elements of the node's materialized tensor (0 for a nonlinear node, which has none)."""
+        return math.prod(self.sizes)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -212,10 +196,12 @@ class Unitary(Node):
                              f"{list(p.options)}, not {sorted(unknown)}", node=self.name)
         for opt in ("layers", "intrinsic_rank", "bits", "order"):
             v = self.options.get(opt)
+            hi = limits.MAX_ANGLE_BITS if opt == "bits" else 4096
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if opt == "order" else 1)
-                                  or v > 4096):
-                raise GraphError(f"unitary node {self.name!r}: option {opt!r} must be a positive integer up to 4096, "
-                                 f"got {v!r}", node=self.name)
+                                  or v > hi):
+                raise GraphError(f"unitary node {self.name!r}: option {opt!r} must be a positive integer up to {hi}, "
+                                 f"got {v!r}" + (" (2^52 levels already resolve angles to float64 precision)"
+                                                 if opt == "bits" else ""), node=self.name)
         init = self.options.get("init", "random")
         if init not in ("random", "identity") or (init == "identity" and not p.identity_init):
             raise GraphError(f"unitary node {self.name!r}: init {init!r} is not available for param {self.param!r}"
@@ -288,6 +274,10 @@ class Nonlinear(Node):
 
     def __hash__(self) -> int:
         return hash((self.name, self.inds, self.sizes, self.fn, tuple(sorted(self.options.items()))))
+
+    @property
+    def elements(self) -> int:
+        return 0
 
     @classmethod
     def elementwise(cls, name: str, inputs: dict[str, int] | tuple[str, ...], outputs: tuple[str, ...],

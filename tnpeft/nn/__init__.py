@@ -2,6 +2,7 @@
 
 from tnpeft.nn.config import AdapterConfig
 from tnpeft.nn.layer import TNLinear
+from tnpeft.nn.merging import delete_adapter, merge, merge_and_unload, unload, unmerge
 from tnpeft.nn.model import (
     ParameterCount,
     adapter_config,
@@ -11,14 +12,10 @@ from tnpeft.nn.model import (
     disable_adapters,
     find_targets,
     inject,
-    merge,
-    merge_and_unload,
     print_trainable_parameters,
     set_adapter,
     tn_layers,
     trainable_parameters,
-    unload,
-    unmerge,
 )
 from tnpeft.nn.peft_compat import export_peft, import_peft
 from tnpeft.nn.saving import load_adapter, save_adapter
@@ -26,4 +23,4 @@ from tnpeft.nn.saving import load_adapter, save_adapter
 __all__ = ["AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
            "disable_adapters", "adapter_names", "adapter_modules", "adapter_config", "adapter_method", "find_targets",
            "tn_layers", "trainable_parameters", "print_trainable_parameters", "ParameterCount", "save_adapter",
-           "load_adapter", "import_peft", "export_peft"]
+           "load_adapter", "import_peft", "export_peft", "delete_adapter"]

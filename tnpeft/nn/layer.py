@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from tnpeft.errors import AdapterStateError, GraphError
+from tnpeft.errors import AdapterStateError, BudgetError, ConfigError, GraphError, NotMergeableError
 from tnpeft.graph import Graph, GraphModule, delta_weight, merged_weight, unmerged_weight
 from tnpeft.params.unitary import FrameScope
 
@@ -31,6 +32,26 @@ def layer_sizes(layer: nn.Module) -> tuple[int, int]:
     raise TypeError(type(layer).__name__)
 
 
+def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | None = None,
+                   scope: FrameScope | None = None, optimize: object = "auto", where: str = "") -> GraphModule:
+    """A new :class:`GraphModule` of ``graph`` for ``base_layer``: parameters on the base weight's
+    device, float32 (float64 if the base weight is), in the base layer's train/eval mode. An
+    allocation failure is a :class:`ConfigError` naming ``where``; nothing else is changed."""
+    w = base_layer.weight
+    dtype = w.dtype if w.dtype == torch.float64 else torch.float32
+    try:
+        module = GraphModule(graph, dtype=dtype, device=w.device, rng=rng, scope=scope, optimize=optimize)
+    except BudgetError as e:
+        if where and e.args:
+            e.args = (where + e.args[0],) + e.args[1:]
+        raise
+    except (RuntimeError, MemoryError) as e:   # the allocator: sizes within the budgets, but not in memory
+        raise ConfigError(f"{where}the adapter's {graph.num_parameters():,} parameters cannot be allocated on "
+                          f"{w.device}: {str(e).splitlines()[0][:200]}") from None
+    module.train(base_layer.training)
+    return module
+
+
 class TNLinear(nn.Module):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and adds the outputs of its active adapters:
 
@@ -40,8 +61,12 @@ class TNLinear(nn.Module):
         base_layer: the wrapped layer (its weight is what ``merge`` changes).
         tn_adapters: ``nn.ModuleDict`` of adapter name → :class:`~tnpeft.graph.GraphModule`.
         active_adapters: names used in the forward pass.
-        merged_adapters: names currently added into ``base_layer``'s weight.
+        merged_adapters: names currently added into ``base_layer``'s weight (they act whether or not
+            they are active, until unmerged).
         disabled: when True the layer computes ``base(x)`` only (merged adapters are unmerged first).
+
+    ``merge``, ``unmerge`` and ``delete_adapter`` compute the new weight before they write it: on
+    error the layer is unchanged.
     """
 
     def __init__(self, base_layer: nn.Module):
@@ -55,13 +80,11 @@ class TNLinear(nn.Module):
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
+        self.train(base_layer.training)
 
     # ------------------------------------------------------------------ adapters
-    def add_adapter(self, name: str, graph: Graph, rng: torch.Generator | None = None,
-                    scope: FrameScope | None = None, optimize: object = "auto") -> GraphModule:
-        """Attach ``graph`` as adapter ``name`` (parameters on the base weight's device, float32 or
-        the base dtype if that is float64; initial values drawn with ``rng``; frames batched with
-        the other layers in ``scope``; plans made by cotengra's ``optimize``)."""
+    def check_graph(self, name: str, graph: Graph) -> None:
+        """Raise unless ``graph`` fits this layer under the new adapter name ``name``."""
         if name in self.tn_adapters:
             raise AdapterStateError(f"this layer already has an adapter named {name!r}")
         want = (self.in_features, self.in_features) if graph.mode == "input" else (self.in_features, self.out_features)
@@ -69,14 +92,27 @@ class TNLinear(nn.Module):
             raise GraphError(f"adapter {name!r} maps {graph.in_features} → {graph.out_features} features but the "
                              f"layer needs {want[0]} → {want[1]}"
                              + (" (an input-mode adapter transforms the layer's input)" if graph.mode == "input" else ""))
-        w = self.base_layer.weight
-        dtype = w.dtype if w.dtype == torch.float64 else torch.float32
-        module = GraphModule(graph, dtype=dtype, device=w.device, rng=rng, scope=scope, optimize=optimize)
+
+    def attach_adapter(self, name: str, module: GraphModule) -> GraphModule:
+        """Register a built :class:`GraphModule` as adapter ``name`` (active; in this layer's mode)."""
+        self.check_graph(name, module.graph)
+        module.train(self.training)
         self.tn_adapters[name] = module
         self.active_adapters.append(name)
         return module
 
+    def add_adapter(self, name: str, graph: Graph, rng: torch.Generator | None = None,
+                    scope: FrameScope | None = None, optimize: object = "auto") -> GraphModule:
+        """Attach ``graph`` as adapter ``name`` (parameters on the base weight's device, float32 or
+        the base dtype if that is float64; initial values drawn with ``rng``; frames batched with
+        the other layers in ``scope``; plans made by cotengra's ``optimize``)."""
+        self.check_graph(name, graph)
+        return self.attach_adapter(name, adapter_module(self.base_layer, graph, rng, scope, optimize))
+
     def delete_adapter(self, name: str) -> None:
+        """Remove adapter ``name`` (unmerging it first if it is merged)."""
+        if name not in self.tn_adapters:
+            raise AdapterStateError(f"no adapter named {name!r} on this layer; it has {list(self.tn_adapters)}")
         if name in self.merged_adapters:
             self.unmerge([name])
         del self.tn_adapters[name]
@@ -114,50 +150,100 @@ class TNLinear(nn.Module):
         """``scale · ΔW`` of adapter ``name`` in the base weight's layout (transposed for Conv1D)."""
         return delta_weight(self.tn_adapters[name], self.fan_in_fan_out)
 
-    def merge(self, adapter_names: Iterable[str] | None = None, safe_merge: bool = False) -> None:
-        """Add the active (or named) adapters' updates into the base weight.
+    def _input_mode(self, name: str) -> bool:
+        return self.tn_adapters[name].graph.mode == "input"
 
-        With ``safe_merge`` the new weight is checked for NaN/inf before it replaces the old one.
+    def merge_order(self, adapter_names: Iterable[str] | None = None) -> list[str]:
+        """The adapters :meth:`merge` would add, in order, after checking that it can.
+
+        Every name must be a linear adapter of this layer; adapters already merged are left out
+        (with a warning). Multiplicative (input-mode) adapters go first — inactive ones, then the
+        active ones last-applied first, so that ``W' = W D_k ⋯ D_1`` computes what
+        ``W (D_k ⋯ D_1 x)`` did — then additive ones. A merge that would change what the layer
+        computes is refused: a multiplicative adapter after an additive one is merged, and any merge
+        that leaves an active adapter unmerged next to a merged one on a layer with a multiplicative
+        adapter (its update does not commute with the others: merge the layer's active adapters at once).
         """
         names = list(adapter_names) if adapter_names is not None else list(self.active_adapters)
-        # multiplicative (input-mode) adapters first: the forward is base(R x) + ΔW x = (W R + ΔW) x
-        names.sort(key=lambda n: n not in self.tn_adapters or self.tn_adapters[n].graph.mode != "input")
-        w = self.base_layer.weight
         for name in names:
             if name not in self.tn_adapters:
                 raise AdapterStateError(f"no adapter named {name!r} on this layer; it has {list(self.tn_adapters)}")
+            g = self.tn_adapters[name].graph
+            if not g.is_linear:
+                bad = next((n.name for n in g.nodes.values() if n.kind == "nonlinear"), "?")
+                raise NotMergeableError(f"adapter {name!r} has nonlinear node {bad!r}: its update depends on the "
+                                        "input and cannot be merged into the weight")
+        todo = []
+        for name in dict.fromkeys(names):
             if name in self.merged_adapters:
-                warnings.warn(f"adapter {name!r} is already merged; skipping", stacklevel=2)
-                continue
-            input_mode = self.tn_adapters[name].graph.mode == "input"
-            if input_mode and any(self.tn_adapters[m].graph.mode != "input" for m in self.merged_adapters):
-                raise AdapterStateError(f"merge input-mode adapter {name!r} before additive ones (unmerge them first): "
-                                        "W' = W R + ΔW depends on the order")
-            with torch.no_grad():
-                module = self.tn_adapters[name]
-                if input_mode or safe_merge:
-                    new = merged_weight(module, w.data, self.fan_in_fan_out)
-                    if safe_merge and not torch.isfinite(new).all():
-                        raise AdapterStateError(f"merging adapter {name!r} gives NaN or infinite weights; not merged")
-                    w.data.copy_(new)
-                else:  # in place: no second weight-sized tensor
-                    w.data.add_(delta_weight(module, self.fan_in_fan_out).to(w.dtype))
-            self.merged_adapters.append(name)
+                warnings.warn(f"adapter {name!r} is already merged; skipping", stacklevel=3)
+            else:
+                todo.append(name)
+        if not todo:
+            return todo
+        active = self.active_adapters
+        todo.sort(key=lambda n: (0, -active.index(n) if n in active else -len(active) - 1)
+                  if self._input_mode(n) else (1, 0))
+        first = next((n for n in todo if self._input_mode(n)), None)
+        if first is not None and any(not self._input_mode(m) for m in self.merged_adapters):
+            raise AdapterStateError(f"merge input-mode adapter {first!r} before additive ones (unmerge them first): "
+                                    "W' = W R + ΔW depends on the order")
+        after = self.merged_adapters + todo
+        pending = [n for n in active if n not in after]
+        multiplicative = next((n for n in after + pending if self._input_mode(n)), None)
+        if pending and multiplicative is not None:
+            raise AdapterStateError(f"adapter {multiplicative!r} is multiplicative (input-mode): merging {todo} would "
+                                    f"leave {pending} running unmerged on the merged weight, which computes something "
+                                    "else; merge the layer's active adapters together (tnpeft.merge(model))")
+        return todo
+
+    def merge(self, adapter_names: Iterable[str] | None = None, safe_merge: bool = False) -> None:
+        """Add the active (or named) adapters' updates into the base weight.
+
+        The new weight is computed in full before it replaces the old one; with ``safe_merge`` it is
+        also checked for NaN/inf first. On error the weight is unchanged."""
+        todo = self.merge_order(adapter_names)
+        if not todo:
+            return
+        w = self.base_layer.weight
+        with torch.no_grad():
+            new = w.detach()
+            for name in todo:
+                new = self._weight_arith(merged_weight, name, new)
+            if safe_merge and not torch.isfinite(new).all():
+                raise AdapterStateError(f"merging adapter(s) {todo} gives NaN or infinite weights; not merged")
+            w.copy_(new)
+        self.merged_adapters.extend(todo)
 
     def unmerge(self, adapter_names: Iterable[str] | None = None) -> None:
-        """Subtract merged adapters' updates from the base weight again (all merged ones by default)."""
+        """Take merged adapters' updates out of the base weight again, last merged first (all merged
+        ones by default; names that are not merged are skipped). When a multiplicative (input-mode)
+        adapter is merged, every merged adapter of the layer comes out: its update does not commute
+        with the others. The new weight is computed in full before it is written."""
         names = list(adapter_names) if adapter_names is not None else list(self.merged_adapters)
+        if any(n in names for n in self.merged_adapters) and any(map(self._input_mode, self.merged_adapters)):
+            names = list(self.merged_adapters)
+        todo = [n for n in reversed(self.merged_adapters) if n in names]
+        if not todo:
+            return
         w = self.base_layer.weight
-        for name in reversed(names):
-            if name not in self.merged_adapters:
-                continue
-            with torch.no_grad():
-                module = self.tn_adapters[name]
-                if module.graph.mode == "input":
-                    w.data.copy_(unmerged_weight(module, w.data, self.fan_in_fan_out))
-                else:  # in place
-                    w.data.sub_(delta_weight(module, self.fan_in_fan_out).to(w.dtype))
-            self.merged_adapters.remove(name)
+        with torch.no_grad():
+            new = w.detach()
+            for name in todo:
+                new = self._weight_arith(unmerged_weight, name, new)
+            w.copy_(new)
+        self.merged_adapters = [n for n in self.merged_adapters if n not in todo]
+
+    def _weight_arith(self, fn, name: str, w: torch.Tensor) -> torch.Tensor:
+        try:
+            out = fn(self.tn_adapters[name], w, self.fan_in_fan_out)
+        except torch.linalg.LinAlgError as e:   # an input-mode update that is not invertible
+            raise AdapterStateError(f"adapter {name!r}: its input-mode update cannot be inverted to unmerge it "
+                                    f"({str(e).splitlines()[0]})") from None
+        except (RuntimeError, MemoryError) as e:
+            raise AdapterStateError(f"adapter {name!r}: the {math.prod(w.shape):,}-element weight update cannot be "
+                                    f"computed: {str(e).splitlines()[0][:200]}") from None
+        return out
 
     def extra_repr(self) -> str:
         return f"active={self.active_adapters}, merged={self.merged_adapters}, disabled={self.disabled}"

@@ -1,5 +1,5 @@
 """Model-level operations: inject adapters into a transformers (or any torch) model, switch,
-disable, merge, unload, count."""
+disable, count. Every call that changes the model is all or nothing (:mod:`tnpeft.nn.transaction`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from torch import nn
 
 from tnpeft.errors import AdapterStateError, ConfigError, GraphError, TargetModuleError, TNPeftError
 from tnpeft.graph import Graph, GraphModule, register_source
+from tnpeft.graph.names import adapter_name_problem
 from tnpeft.nn.config import AdapterConfig
-from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
+from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, adapter_module, layer_sizes
+from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
 
-_CONFIGS_ATTR = "tnpeft_configs"
-_SCOPE_ATTR = "_tnpeft_frame_scope"
 _SEQ_CLS_HEADS = ("classifier", "score")
 
 
@@ -77,7 +77,7 @@ def _model_source(source: object, adapter_name: str) -> dict[str, GraphModule] |
 def adapter_config(model: nn.Module, adapter_name: str = "default") -> dict[str, Any] | None:
     """The JSON record adapter ``adapter_name`` was injected (or loaded) with: method, targets,
     ``modules_to_save``, hyper-parameters; ``None`` if the model has none."""
-    return getattr(model, _CONFIGS_ATTR, {}).get(adapter_name)
+    return getattr(model, CONFIGS_ATTR, {}).get(adapter_name)
 
 
 def adapter_method(model: nn.Module, adapter_name: str = "default") -> str | None:
@@ -121,10 +121,33 @@ def find_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
 
 
 # ---------------------------------------------------------------------- inject
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name`` by ``new``."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def check_adapter_name(name: object) -> str:
+    """``name`` if it can name an adapter, else :class:`ConfigError` (field ``adapter_name``)."""
+    problem = adapter_name_problem(name)
+    if problem:
+        raise ConfigError(problem, field="adapter_name")
+    return name  # type: ignore[return-value]
+
+
+def enclosing_adapter_layer(model: nn.Module, path: str) -> str | None:
+    """The path of the :class:`TNLinear` that ``path`` lies strictly inside (its base layer, an
+    adapter's own modules), or ``None``."""
+    parts = path.split(".")
+    m: nn.Module = model
+    for k, part in enumerate(parts[:-1]):
+        m = m._modules.get(part)   # walking the tree without raising
+        if m is None:
+            return None
+        if isinstance(m, TNLinear):
+            return ".".join(parts[:k + 1])
+    return None
 
 
 def build_graphs(model: nn.Module, config: AdapterConfig, targets: list[str]) -> dict[str, Graph]:
@@ -153,29 +176,46 @@ def build_graphs(model: nn.Module, config: AdapterConfig, targets: list[str]) ->
     return graphs
 
 
-def attach_graphs(model: nn.Module, graphs: dict[str, Graph], adapter_name: str,
-                  config: dict[str, Any], rng: torch.Generator | None = None) -> None:
-    """Wrap each named module in a :class:`TNLinear` (if not yet) and add the graph as ``adapter_name``
-    (initial values drawn with ``rng``; ``config`` is the JSON record kept with it)."""
-    for name in graphs:
-        layer = model.get_submodule(name)
-        if isinstance(layer, TNLinear) and adapter_name in layer.tn_adapters:
-            raise AdapterStateError(f"module {name!r} already has an adapter named {adapter_name!r}; pick another "
-                                    "name or delete it first")
-    scope = getattr(model, _SCOPE_ATTR, None)
-    if scope is None:
-        scope = FrameScope()  # one per model: equal-shaped frames of all layers are built together
-        setattr(model, _SCOPE_ATTR, scope)
+def build_modules(model: nn.Module, graphs: dict[str, Graph], adapter_name: str, rng: torch.Generator | None = None,
+                  optimize: object = "auto") -> tuple[FrameScope, dict[str, GraphModule]]:
+    """The value modules of adapter ``adapter_name`` for each path's graph, built (and checked to fit)
+    without changing the model: ``(the model's frame scope, {path: GraphModule})``. Install them
+    with :func:`install_modules`."""
     for name, g in graphs.items():
+        layer = model.get_submodule(name)
+        if isinstance(layer, TNLinear):
+            layer.check_graph(adapter_name, g)
+            if adapter_name in layer.tn_adapters:
+                raise AdapterStateError(f"module {name!r} already has an adapter named {adapter_name!r}; pick "
+                                        "another name or delete it first")
+    scope = getattr(model, SCOPE_ATTR, None) or FrameScope()  # one per model: frames of all layers built together
+    modules: dict[str, GraphModule] = {}
+    for name, g in graphs.items():
+        layer = model.get_submodule(name)
+        base = layer.base_layer if isinstance(layer, TNLinear) else layer
+        module = adapter_module(base, g, rng=rng, scope=scope, optimize=optimize, where=f"module {name!r}: ")
+        if isinstance(layer, TNLinear):
+            module.train(layer.training)
+        modules[name] = module
+    return scope, modules
+
+
+def install_modules(model: nn.Module, adapter_name: str, scope: FrameScope, modules: dict[str, GraphModule],
+                    record: dict[str, Any]) -> None:
+    """Put modules built by :func:`build_modules` into the model (wrapping each layer in a
+    :class:`TNLinear` if it is not one yet, in the layer's train/eval mode) and keep ``record``, the
+    adapter's JSON record. Call it inside a :func:`~tnpeft.nn.transaction.transaction`."""
+    if getattr(model, SCOPE_ATTR, None) is None:
+        setattr(model, SCOPE_ATTR, scope)
+    for name, module in modules.items():
         layer = model.get_submodule(name)
         if not isinstance(layer, TNLinear):
             layer = TNLinear(layer)
-            _set_submodule(model, name, layer)
-        layer.add_adapter(adapter_name, g, rng=rng, scope=scope, optimize=config.get("optimize", "auto"))
-    if not hasattr(model, _CONFIGS_ATTR):
-        setattr(model, _CONFIGS_ATTR, {})
-    getattr(model, _CONFIGS_ATTR)[adapter_name] = config
-    set_adapter(model, adapter_name)
+            set_submodule(model, name, layer)
+        layer.attach_adapter(adapter_name, module)
+    if not hasattr(model, CONFIGS_ATTR):
+        setattr(model, CONFIGS_ATTR, {})
+    getattr(model, CONFIGS_ATTR)[adapter_name] = record
 
 
 def inject(model: nn.Module, config: AdapterConfig, adapter_name: str = "default",
@@ -184,36 +224,65 @@ def inject(model: nn.Module, config: AdapterConfig, adapter_name: str = "default
     make it the active adapter and return the model (changed in place). ``rng`` (a
     ``torch.Generator``) draws the initial values reproducibly.
 
-    Every graph is built and checked before the model is touched: on error the model is unchanged.
+    Every graph is built and checked against the size budgets, and every value module allocated,
+    before the model is touched; new modules follow the host layer's train/eval mode. On any error
+    the model is exactly as it was.
     """
     if not isinstance(config, AdapterConfig):
         raise ConfigError(f"inject takes an AdapterConfig, got {type(config).__name__}")
-    if not isinstance(adapter_name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", adapter_name):
-        raise ConfigError(f"adapter_name {adapter_name!r} must be a non-empty name of letters, digits, '_' or '-'",
-                          field="adapter_name")
+    check_adapter_name(adapter_name)
+    if adapter_name in adapter_names(model):
+        raise AdapterStateError(f"the model already has an adapter named {adapter_name!r}; pick another name or "
+                                "delete it first (tnpeft.delete_adapter)")
     targets = find_targets(model, config)
     saved = find_modules_to_save(model, config.modules_to_save, set(targets))
     graphs = build_graphs(model, config, targets)
+    scope, modules = build_modules(model, graphs, adapter_name, rng, config.optimize)
     record = config.to_dict()
     record["modules_to_save"] = saved
-    attach_graphs(model, graphs, adapter_name, record, rng)
+    with transaction(model):
+        install_modules(model, adapter_name, scope, modules, record)
+        set_adapter(model, adapter_name)
     return model
 
 
+def check_saved_paths(model: nn.Module, paths: list[str], targets: set[str], error: type[TNPeftError],
+                      where: str = "") -> None:
+    """Raise ``error`` unless every path of ``modules_to_save`` names a whole module that is not an
+    adapted layer, does not contain one (or a target), does not lie inside one, and does not
+    overlap another saved path."""
+    adapted = targets | {n for n, _ in tn_layers(model)}
+    for k, p in enumerate(paths):
+        inside = enclosing_adapter_layer(model, p)
+        clash = next((t for t in sorted(adapted) if t == p or t.startswith(p + ".") or p.startswith(t + ".")), None)
+        if inside is not None or clash is not None:
+            what = (f"lies inside the adapted layer {inside!r}" if inside is not None else
+                    "is an adapted layer" if clash == p else
+                    f"contains the adapted layer {clash!r}" if clash.startswith(p + ".") else
+                    f"lies inside the adapted layer {clash!r}")
+            raise error(f"{where}modules_to_save entry {p!r} {what}; a saved module must be a whole module "
+                        "apart from the adapted ones")
+        other = next((q for q in paths[:k] if q == p or q.startswith(p + ".") or p.startswith(q + ".")), None)
+        if other is not None:
+            raise error(f"{where}modules_to_save entries {other!r} and {p!r} overlap")
+
+
 def find_modules_to_save(model: nn.Module, names: tuple[str, ...] | list[str], targets: set[str]) -> list[str]:
-    """Full dotted names of the modules listed in ``modules_to_save`` (exact names or dotted suffixes)."""
+    """Full dotted names of the modules listed in ``modules_to_save`` (exact names or dotted
+    suffixes), checked not to overlap the adapted layers or each other."""
     found: list[str] = []
     for want in names:
         hits = [n for n, _ in model.named_modules() if n and (n == want or n.endswith("." + want))]
-        hits = [h for h in hits if not any(h.startswith(f) for f in found)]
+        hits = [h for h in hits if not any(h == f or h.startswith(f + ".") for f in found)]
         if not hits:
             raise TargetModuleError(f"modules_to_save entry {want!r} matches no module of the model",
                                     field="modules_to_save")
-        for h in hits:
-            if h in targets:
-                raise TargetModuleError(f"module {h!r} is both adapted and in modules_to_save; choose one",
-                                        field="modules_to_save")
         found.extend(hits)
+    try:
+        check_saved_paths(model, found, targets, TargetModuleError)
+    except TargetModuleError as e:
+        e.field = "modules_to_save"
+        raise
     return found
 
 
@@ -223,13 +292,13 @@ def saved_modules(model: nn.Module, adapter_name: str) -> list[str]:
 
 
 def adapter_names(model: nn.Module) -> list[str]:
-    """Names of every adapter on the model, in the order they were added."""
-    names: list[str] = []
+    """Names of every adapter on the model, in the order they were added (the order of the records
+    tnpeft keeps; adapters added to layers by hand follow, in model order)."""
+    found: dict[str, None] = {}
     for _, layer in tn_layers(model):
-        for n in layer.tn_adapters:
-            if n not in names:
-                names.append(n)
-    return names
+        found.update(dict.fromkeys(layer.tn_adapters))
+    recorded = [n for n in getattr(model, CONFIGS_ATTR, {}) if n in found]
+    return recorded + [n for n in found if n not in recorded]
 
 
 def active_adapter_names(model: nn.Module) -> list[str]:
@@ -240,12 +309,30 @@ def active_adapter_names(model: nn.Module) -> list[str]:
 
 def set_adapter(model: nn.Module, names: str | list[str]) -> None:
     """Make ``names`` the active adapter(s): they run in the forward pass and are trainable;
-    every other adapter is inactive and frozen, and so is the base model."""
+    every other adapter is inactive and frozen, and so is the base model. Merged adapters that are
+    not among ``names`` are unmerged first (their update leaves the weights); so is every merged
+    adapter of a layer where a multiplicative (input-mode) adapter would otherwise run unmerged next
+    to merged ones. All or nothing."""
     names = [names] if isinstance(names, str) else list(names)
     known = adapter_names(model)
     for n in names:
         if n not in known:
             raise AdapterStateError(f"no adapter named {n!r} on this model; it has {known}")
+    with transaction(model) as tx:
+        for _, layer in tn_layers(model):
+            leaving = [n for n in layer.merged_adapters if n not in names]
+            pending = [n for n in names if n in layer.tn_adapters and n not in layer.merged_adapters]
+            if pending and layer.merged_adapters and any(
+                    layer.tn_adapters[n].graph.mode == "input" for n in layer.merged_adapters + pending):
+                leaving = list(layer.merged_adapters)  # unmerged next to merged ones, they would compute else
+            if leaving:
+                tx.backup(layer.base_layer.weight)
+                layer.unmerge(leaving)
+        activate(model, names)
+
+
+def activate(model: nn.Module, names: list[str]) -> None:
+    """Set which adapters run and train (the flags only; see :func:`set_adapter`)."""
     for p in model.parameters():
         p.requires_grad_(False)
     for n in names:
@@ -272,41 +359,6 @@ def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, b in zip(layers, before):
             m.disabled = b
-
-
-def merge(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> nn.Module:
-    """Add the active (or named) adapters into the base weights; their forward then costs nothing."""
-    for _, layer in tn_layers(model):
-        names = [n for n in adapter_names if n in layer.tn_adapters] if adapter_names is not None else None
-        layer.merge(names, safe_merge=safe_merge)
-    return model
-
-
-def unmerge(model: nn.Module) -> nn.Module:
-    """Subtract every merged adapter from the base weights again."""
-    for _, layer in tn_layers(model):
-        layer.unmerge()
-    return model
-
-
-def unload(model: nn.Module, merge_first: bool = False) -> nn.Module:
-    """Replace every :class:`TNLinear` by its base layer (after merging the active adapters if
-    ``merge_first``) and return the plain model. ``merge_and_unload`` is ``unload(model, True)``."""
-    for name, layer in list(tn_layers(model)):
-        if merge_first:
-            layer.merge()
-        else:
-            layer.unmerge()
-        _set_submodule(model, name, layer.base_layer)
-    for attr in (_CONFIGS_ATTR, _SCOPE_ATTR):
-        if hasattr(model, attr):
-            delattr(model, attr)
-    return model
-
-
-def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Merge the active adapters into the base weights and remove every adapter layer."""
-    return unload(model, merge_first=True)
 
 
 class ParameterCount(NamedTuple):

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from tnpeft.adapters import lora
-from tnpeft.errors import AdapterFileError, AdapterStateError
+from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
 from tnpeft.graph import Dense, Graph
-from tnpeft.nn.model import attach_graphs, tn_layers
-from tnpeft.nn.saving import fill_and_activate, linear_sizes_at
+from tnpeft.graph.adapter_files import VALUE_DTYPES, cast_state
+from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, tn_layers
+from tnpeft.nn.saving import linear_sizes_at, put_adapter
 
 _PREFIX = "base_model.model."
 _KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
@@ -37,24 +38,70 @@ def _pattern_value(pattern: dict, path: str, default):
     return default
 
 
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_config(cfg: dict, src: str) -> None:
+    """Every field tnpeft reads from a peft LoRA config, checked for its type and range."""
+    def bad(field: str, want: str) -> AdapterFileError:
+        return AdapterFileError(f"{src}: field {field!r} is {cfg.get(field)!r}; expected {want}")
+
+    for field, ok in (("bias", "none"), ("use_dora", False), ("lora_bias", False)):
+        if cfg.get(field, ok) not in (ok, None):
+            raise AdapterFileError(f"{src}: field {field!r} is {cfg.get(field)!r}; tnpeft imports plain LoRA "
+                                   f"({field}={ok!r})")
+    r = cfg.get("r")
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        raise bad("r", "a positive integer")
+    if cfg.get("lora_alpha") is not None and not _number(cfg["lora_alpha"]):
+        raise bad("lora_alpha", "a finite number")
+    p = cfg.get("lora_dropout")
+    if p is not None and not (_number(p) and 0 <= p < 1):
+        raise bad("lora_dropout", "a number in [0, 1)")
+    if cfg.get("use_rslora") is not None and not isinstance(cfg["use_rslora"], bool):
+        raise bad("use_rslora", "true or false")
+    if cfg.get("fan_in_fan_out") is not None and not isinstance(cfg["fan_in_fan_out"], bool):
+        raise bad("fan_in_fan_out", "true or false")
+    for field, valid, want in (("rank_pattern", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                                "positive integers"), ("alpha_pattern", _number, "finite numbers")):
+        pat = cfg.get(field)
+        if pat is None:
+            continue
+        if not isinstance(pat, dict):
+            raise bad(field, f"an object mapping module patterns to {want}")
+        for key, value in pat.items():
+            try:
+                re.compile(key)
+            except re.error as e:
+                raise AdapterFileError(f"{src}: field {field!r}: key {key!r} is not a valid regular expression "
+                                       f"({e})") from None
+            if not valid(value):
+                raise AdapterFileError(f"{src}: field {field!r}: {key!r} maps to {value!r}; expected {want}")
+
+
 def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
                 is_trainable: bool = False) -> nn.Module:
     """Load a peft LoRA checkpoint folder into ``model`` as tnpeft LoRA adapter ``adapter_name``.
 
     Supports per-module ranks and alphas (``rank_pattern``/``alpha_pattern``), rsLoRA scaling and
     dropout. Checkpoints with trained biases, DoRA, embedding or convolution LoRA are refused with a
-    clear error. Everything is checked before the model changes.
+    clear error, and so is a config field of the wrong type (``"use_rslora": "false"``), a regular
+    expression that does not compile, a tensor that is not a 2-D floating-point matrix, and values
+    that are not finite in the adapter's dtype. Everything is checked and built before the model
+    changes; on any error it is exactly as it was. New modules follow the host layers' train/eval mode.
     """
+    check_adapter_name(adapter_name)
+    if adapter_name in adapter_names(model):
+        raise AdapterStateError(f"the model already has an adapter named {adapter_name!r}; pick another name or "
+                                "delete it first")
     d = Path(directory)
     cfg = read_json(d / "adapter_config.json", "peft adapter config")
     src = f"peft checkpoint {str(d)!r}"
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
         raise AdapterFileError(f"{src}: field 'peft_type' is {cfg.get('peft_type') if isinstance(cfg, dict) else None!r}; "
                                "only LoRA checkpoints ('LORA') can be imported")
-    for field, ok in (("bias", "none"), ("use_dora", False)):
-        if cfg.get(field, ok) not in (ok, None):
-            raise AdapterFileError(f"{src}: field {field!r} is {cfg.get(field)!r}; tnpeft imports plain LoRA "
-                                   f"({field}={ok!r})")
+    _check_config(cfg, src)
     tensors = read_safetensors(d / "adapter_model.safetensors")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, v in tensors.items():
@@ -67,26 +114,34 @@ def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
         raise AdapterFileError(f"{src}: the weights file holds no LoRA tensors")
     rank_pattern = cfg.get("rank_pattern") or {}
     alpha_pattern = cfg.get("alpha_pattern") or {}
-    graphs, values = {}, {}
+    graphs, raw = {}, {}
     for path, ab in pairs.items():
         if set(ab) != {"A", "B"}:
             raise AdapterFileError(f"{src}: module {path!r} has lora_{'A' if 'A' in ab else 'B'} but not its partner")
         n_in, n_out = linear_sizes_at(model, path, src)
         a, b = ab["A"], ab["B"]
+        for which, t in (("lora_A", a), ("lora_B", b)):
+            if t.ndim != 2 or t.dtype not in VALUE_DTYPES:
+                raise AdapterFileError(f"{src}: module {path!r}: {which} is a {t.ndim}-D {t.dtype} tensor; expected "
+                                       "a matrix of float16, bfloat16, float32 or float64")
         r = a.shape[0]
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != n_in or tuple(b.shape) != (n_out, r):
+        if a.shape[1] != n_in or tuple(b.shape) != (n_out, r) or r < 1:
             raise AdapterFileError(f"{src}: module {path!r} maps {n_in} → {n_out} but lora_A is {tuple(a.shape)} and "
                                    f"lora_B is {tuple(b.shape)}; expected ({r}, {n_in}) and ({n_out}, {r})")
         r_cfg = _pattern_value(rank_pattern, path, cfg.get("r", r))
         if r_cfg != r:
             raise AdapterFileError(f"{src}: module {path!r} has rank {r} in its weights but {r_cfg} in its config")
         alpha = _pattern_value(alpha_pattern, path, cfg.get("lora_alpha", 8))
-        graphs[path] = lora(n_in, n_out, r=r, alpha=alpha, dropout=float(cfg.get("lora_dropout", 0.0) or 0.0),
-                            use_rslora=bool(cfg.get("use_rslora", False)))
-        values[path] = {"A.weight": a, "B.weight": b}
-    attach_graphs(model, graphs, adapter_name, {"method": "lora", "imported_from": "peft",
-                                                "target_modules": sorted(graphs)})
-    return fill_and_activate(model, adapter_name, values, is_trainable)
+        try:
+            graphs[path] = lora(n_in, n_out, r=r, alpha=alpha, dropout=float(cfg.get("lora_dropout") or 0.0),
+                                use_rslora=bool(cfg.get("use_rslora") or False))
+        except TNPeftError as e:
+            raise AdapterFileError(f"{src}: module {path!r}: {e}") from None
+        raw[path] = {"A.weight": a, "B.weight": b}
+    scope, modules = build_modules(model, graphs, adapter_name)
+    values = {p: cast_state(modules[p], raw[p], f"{src}, module {p!r}") for p in graphs}
+    record = {"method": "lora", "imported_from": "peft", "target_modules": sorted(graphs)}
+    return put_adapter(model, adapter_name, scope, modules, values, {}, record, is_trainable)
 
 
 def _is_lora(g: Graph) -> bool:

@@ -4,7 +4,8 @@
 
 The config holds every adapted module's graph as JSON (so any topology, built-in or a user's,
 loads without its builder code) and the checksum of the weights file. Loading reads data only —
-JSON and safetensors, never pickle — and checks everything before the model is touched.
+JSON and safetensors, never pickle — checks everything and builds every new module before the
+model is touched, and is all or nothing (:mod:`tnpeft.nn.transaction`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,22 @@ from torch import nn
 
 from tnpeft.errors import AdapterFileError, AdapterStateError
 from tnpeft.fileio import atomic_write_pair, sha256, tensors_to_bytes
-from tnpeft.graph import Graph, read_adapter, split_adapter_state
-from tnpeft.graph.adapter_files import CONFIG_NAME, FORMAT, SAVED_PREFIX, VERSION, WEIGHTS_NAME, check_state
+from tnpeft.graph import Graph, GraphModule, read_adapter, split_adapter_state
+from tnpeft.graph.adapter_files import CONFIG_NAME, FORMAT, SAVED_PREFIX, VERSION, WEIGHTS_NAME, cast_state
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
-from tnpeft.nn.model import adapter_config, attach_graphs, saved_modules, set_adapter, tn_layers
+from tnpeft.nn.model import (
+    adapter_config,
+    build_modules,
+    check_adapter_name,
+    check_saved_paths,
+    enclosing_adapter_layer,
+    install_modules,
+    saved_modules,
+    set_adapter,
+    tn_layers,
+)
+from tnpeft.nn.transaction import transaction
+from tnpeft.params.unitary import FrameScope
 
 
 def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
@@ -90,8 +103,11 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
     return d
 
 
-def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], source: str) -> dict[str, dict]:
+def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], source: str,
+                 targets: set[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """The values of the saved whole modules, checked and cast to the model's dtypes."""
     paths = list((cfg.get("config") or {}).get("modules_to_save") or [])
+    check_saved_paths(model, paths, targets, AdapterFileError, where=f"{source}: ")
     out: dict[str, dict[str, torch.Tensor]] = {p: {} for p in paths}
     for key, v in tensors.items():
         if not key.startswith(SAVED_PREFIX):
@@ -106,7 +122,7 @@ def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], 
             module = model.get_submodule(path)
         except AttributeError:
             raise AdapterFileError(f"{source}: the model has no module {path!r} (listed in modules_to_save)") from None
-        check_state(module, state, f"{source}, saved module {path!r}")
+        out[path] = cast_state(module, state, f"{source}, saved module {path!r}")
     return out
 
 
@@ -115,13 +131,16 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
     """Load a saved adapter into ``model`` and make it active.
 
     If the model has no adapter of that name, the saved graphs are injected into the same module
-    paths; if it has one (e.g. to resume training), the structures must be equal and the values
-    are replaced. Every check — files, checksum, module paths, layer sizes, keys, shapes — runs
-    before anything changes; on error the model is untouched. ``is_trainable=False`` (peft's
-    default) loads the adapter frozen, for inference.
+    paths (new modules follow the host layers' train/eval mode); if it has one (e.g. to resume
+    training), the structures must be equal and the values are replaced — unless that adapter is
+    merged into the weights: then loading is refused (unmerge first), because new values under a
+    merged adapter would leave its old update in the weights. Every check — files, checksum, module
+    paths, layer sizes, keys, shapes, dtypes, finite values in the dtype they are stored in — runs
+    and every new module is built before anything changes; on any error the model is exactly as it
+    was. ``is_trainable=False`` (peft's default) loads the adapter frozen, for inference.
     """
     cfg, graphs, tensors = read_adapter(directory)
-    name = adapter_name or cfg.get("adapter_name") or "default"
+    name = check_adapter_name(adapter_name) if adapter_name is not None else cfg.get("adapter_name", "default")
     source = f"adapter {str(directory)!r}"
     for path, g in graphs.items():
         sizes = linear_sizes_at(model, path, source)
@@ -129,8 +148,9 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
             raise AdapterFileError(f"{source}: module {path!r} maps {sizes[0]} → {sizes[1]} features but the saved "
                                    f"adapter maps {g.in_features} → {g.out_features}")
     per = split_adapter_state(graphs, tensors, source)
-    saved = _saved_state(model, cfg, tensors, source)
+    saved = _saved_state(model, cfg, tensors, source, set(graphs))
     existing = {p: lay for p, lay in tn_layers(model) if name in lay.tn_adapters}
+    scope: FrameScope | None = None
     if existing:
         if set(existing) != set(graphs):
             raise AdapterFileError(f"{source}: the model's adapter {name!r} sits on {len(existing)} modules, the saved one "
@@ -138,15 +158,50 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
         for p, layer in existing.items():
             if not layer.tn_adapters[name].graph.same_values_layout(graphs[p]):
                 raise AdapterFileError(f"{source}: module {p!r}: the saved graph differs from the model's adapter {name!r}")
+            if name in layer.merged_adapters:
+                raise AdapterStateError(f"adapter {name!r} is merged into the weights of {p!r}; unmerge it first "
+                                        "(tnpeft.unmerge) or load under another adapter_name")
+        modules = {p: layer.tn_adapters[name] for p, layer in existing.items()}
     else:
-        attach_graphs(model, graphs, name, cfg.get("config") or {"method": None, "loaded_from": str(directory)})
-    for path, state in saved.items():
-        model.get_submodule(path).load_state_dict(state)
-    return fill_and_activate(model, name, per, is_trainable)
+        scope, modules = build_modules(model, graphs, name)
+    values = {p: cast_state(modules[p], per[p], f"{source}, module {p!r}") for p in graphs}
+    record = cfg.get("config") or {"method": None, "loaded_from": str(directory)}
+    return put_adapter(model, name, scope, modules, values, saved, record if not existing else None, is_trainable)
+
+
+def put_adapter(model: nn.Module, name: str, scope: FrameScope | None, modules: dict[str, GraphModule],
+                values: dict[str, dict[str, torch.Tensor]], saved: dict[str, dict[str, torch.Tensor]],
+                record: dict | None, is_trainable: bool) -> nn.Module:
+    """The one change of a load, all or nothing: install new ``modules`` (when ``record`` is given),
+    copy checked ``values`` into them and ``saved`` into whole modules, make adapter ``name`` active,
+    and freeze it unless ``is_trainable``."""
+    with transaction(model) as tx:
+        if record is not None:
+            install_modules(model, name, scope or FrameScope(), modules, record)
+        for path, state in values.items():
+            if record is None:                      # values replaced in an existing adapter
+                for t in modules[path].state_dict().values():
+                    tx.backup(t)
+            modules[path].load_state_dict(state)
+        for path, state in saved.items():
+            module = model.get_submodule(path)
+            for t in module.state_dict().values():
+                tx.backup(t)
+            module.load_state_dict(state)
+        set_adapter(model, name)
+        if not is_trainable:
+            for module in modules.values():
+                module.requires_grad_(False)
+    return model
 
 
 def linear_sizes_at(model: nn.Module, path: str, source: str) -> tuple[int, int]:
-    """``(in, out)`` of the linear layer at ``path``, or :class:`AdapterFileError` naming ``source``."""
+    """``(in, out)`` of the linear layer at ``path``, or :class:`AdapterFileError` naming ``source``
+    (also for a path inside an adapted layer: its base layer or an adapter's own modules)."""
+    inside = enclosing_adapter_layer(model, path)
+    if inside is not None:
+        raise AdapterFileError(f"{source}: module path {path!r} lies inside the adapted layer {inside!r} (its base "
+                               "layer or an adapter's own modules); adapters go on the layer itself")
     try:
         layer = model.get_submodule(path)
     except AttributeError:
@@ -156,18 +211,3 @@ def linear_sizes_at(model: nn.Module, path: str, source: str) -> tuple[int, int]
     if isinstance(layer, LINEAR_TYPES):
         return layer_sizes(layer)
     raise AdapterFileError(f"{source}: module {path!r} is a {type(layer).__name__}, not a linear layer")
-
-
-def fill_and_activate(model: nn.Module, name: str, values: dict[str, dict[str, torch.Tensor]],
-                      is_trainable: bool) -> nn.Module:
-    """Copy checked values into adapter ``name`` per module path, make it active, and freeze it
-    unless ``is_trainable``."""
-    for path, layer in tn_layers(model):
-        if path in values:
-            layer.tn_adapters[name].load_state_dict(values[path])
-    set_adapter(model, name)
-    if not is_trainable:
-        for _, layer in tn_layers(model):
-            if name in layer.tn_adapters:
-                layer.tn_adapters[name].requires_grad_(False)
-    return model

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import tnpeft.params.limits as limits
 from tnpeft.errors import ConfigError
 from tnpeft.params.circuit import Circuit, probabilities, qpa_circuit, simulate
 
@@ -87,9 +88,9 @@ def qpa_shape(m: int, chunk_size: int | None = None, layers: int = 8, hidden: An
         raise ConfigError(f"{where}preset must be one of {QPA_PRESETS}, got {preset!r}", field="preset")
     n_ch = math.ceil(m / chunk_size)
     qubits = max(1, math.ceil(math.log2(n_ch))) if n_ch > 1 else 1
-    if qubits > 24:
-        raise ConfigError(f"{where}{n_ch} chunks need {qubits} qubits; raise chunk_size (expected at most 24 "
-                          "qubits)", field="chunk_size")
+    if qubits > limits.MAX_QUBITS:
+        raise ConfigError(f"{where}{n_ch:,} chunks need {qubits} qubits; raise chunk_size (expected at most "
+                          f"{limits.MAX_QUBITS} qubits)", field="chunk_size")
     return QPAShape(m, chunk_size, n_ch, qubits, layers, (qubits + 1, *hidden, chunk_size), preset)
 
 
@@ -107,26 +108,29 @@ class QPAHyperNetwork(nn.Module):
         self.shape = s = qpa_shape(m, **options)
         self.circuit: Circuit = qpa_circuit(s.qubits, s.layers)
         dtype = dtype or torch.get_default_dtype()
-        theta = torch.rand(s.circuit_parameters, generator=rng, dtype=torch.float64) * (2 * math.pi) - math.pi
+        meta = torch.device(device or "cpu").type == "meta"   # shapes only: draw nothing
+        theta = torch.empty(s.circuit_parameters, dtype=dtype, device=device) if meta else \
+            torch.rand(s.circuit_parameters, generator=rng, dtype=torch.float64) * (2 * math.pi) - math.pi
         self.theta = nn.Parameter(theta.to(dtype=dtype, device=device))
         layers: list[nn.Module] = []
         w = s.widths
         for i, (a, b) in enumerate(zip(w[:-1], w[1:])):
             lin = nn.Linear(a, b, dtype=dtype, device=device)
             bound = 1.0 / math.sqrt(a)
-            with torch.no_grad():
-                lin.weight.copy_((torch.rand(b, a, generator=rng, dtype=torch.float64) * 2 - 1) * bound)
-                lin.bias.copy_((torch.rand(b, generator=rng, dtype=torch.float64) * 2 - 1) * bound)
-                if i == len(w) - 2 and s.preset == "tnpeft":
-                    lin.weight.mul_(0.02 * math.sqrt(3.0))   # output std ≈ 0.02 for unit-variance inputs
-                    lin.bias.zero_()
+            if not meta:
+                with torch.no_grad():
+                    lin.weight.copy_((torch.rand(b, a, generator=rng, dtype=torch.float64) * 2 - 1) * bound)
+                    lin.bias.copy_((torch.rand(b, generator=rng, dtype=torch.float64) * 2 - 1) * bound)
+                    if i == len(w) - 2 and s.preset == "tnpeft":
+                        lin.weight.mul_(0.02 * math.sqrt(3.0))   # output std ≈ 0.02 for unit-variance inputs
+                        lin.bias.zero_()
             layers.append(lin)
             if s.preset == "tnpeft" and i < len(w) - 2:
                 layers.append(nn.Tanh())
         self.mlp = nn.Sequential(*layers)
-        i = torch.arange(s.n_chunks)
-        bits = ((i[:, None] >> torch.arange(s.qubits)) & 1).to(torch.float64) * 2 - 1
-        self.register_buffer("bits", bits.to(dtype=dtype, device=device), persistent=False)
+        i = torch.arange(s.n_chunks, device=device)
+        bits = ((i[:, None] >> torch.arange(s.qubits, device=device)) & 1).to(dtype) * 2 - 1
+        self.register_buffer("bits", bits, persistent=False)
 
     def set_probabilities(self, probs: torch.Tensor | None) -> None:
         """Use ``probs`` (e.g. measured on a quantum backend) instead of the simulated circuit until

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import tnpeft.params.limits as limits
 from tnpeft.errors import ConfigError
 from tnpeft.params.circuit import Circuit, encoding_rounds, expect_z, probabilities, qnn_circuit, simulate
 
@@ -57,14 +58,18 @@ def qnn_options(in_size: int, out_size: int, node: str | None = None, **options:
     if unknown:
         raise ConfigError(f"{where}the qnn map takes options {sorted(allowed)}, not {sorted(unknown)}",
                           field=sorted(unknown)[0])
+    for what, size in (("input", in_size), ("output", out_size)):
+        if size > limits.MAX_QNN_INPUTS:
+            raise ConfigError(f"{where}the qnn map reads {size:,} {what} features; expected at most "
+                              f"{limits.MAX_QNN_INPUTS:,} (each input is one encoding gate)", field="inputs")
     qubits = options.get("qubits") or default_qubits(in_size)
     layers = options.get("layers", 2)
     for key, v, lo in (("qubits", qubits, 1), ("layers", layers, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= 4096:
             raise ConfigError(f"{where}option {key!r} must be a positive integer up to 4096, got {v!r}", field=key)
-    if qubits > 20:
+    if qubits > limits.MAX_QUBITS:
         raise ConfigError(f"{where}option 'qubits'={qubits}: the statevector would hold 2^{qubits} amplitudes "
-                          "per sample; expected at most 20", field="qubits")
+                          f"per sample; expected at most {limits.MAX_QUBITS}", field="qubits")
     o = QNNOptions(qubits, layers, options.get("entangler", "cz"), options.get("readout", "probs"),
                    options.get("fusion", "product"))
     if o.entangler not in ("cz", "cx"):
@@ -104,7 +109,10 @@ class QNNMap(nn.Module):
         self.out_shape = tuple(out_shape)
         self.opts = qnn_options(self.in_size, self.out_size, node=node, **options)
         self.circuit: Circuit = qnn_circuit(self.opts.qubits, self.opts.layers, self.in_size, self.opts.entangler)
-        theta = torch.rand(self.circuit.n_params, generator=rng, dtype=torch.float64) * (2 * math.pi) - math.pi
+        if torch.device(device or "cpu").type == "meta":   # shapes only: draw nothing
+            theta = torch.empty(self.circuit.n_params, dtype=dtype, device=device)
+        else:
+            theta = torch.rand(self.circuit.n_params, generator=rng, dtype=torch.float64) * (2 * math.pi) - math.pi
         self.theta = nn.Parameter(theta.to(dtype=dtype or torch.get_default_dtype(), device=device))
         if self.opts.fusion == "linear":
             self.a = nn.Parameter(torch.ones(self.in_size, dtype=dtype, device=device))

@@ -9,7 +9,6 @@ that ``transformers`` loads (``from_pretrained``; nothing is fetched from a hub)
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from tnpeft.errors import ConfigError
+from tnpeft.fileio import parse_json, read_regular_bytes
 from tnpeft.train.data import SENTIMENT_LABELS, hamlet, load_smollm2, minilm_path, tweet_sentiment
 from tnpeft.train.models import MeanPoolClassifier
 
@@ -46,6 +46,8 @@ class LMData:
 
 
 BUILTIN_DATA = {"tweets": "classification", "hamlet": "causal_lm"}
+#: the largest data file read (.csv, .jsonl, .txt)
+MAX_DATA_BYTES = 4 << 30
 BUILTIN_MODELS = ("minilm", "smollm2")
 
 
@@ -57,31 +59,40 @@ def infer_task(data: str) -> str:
     return "causal_lm" if str(data).endswith(".txt") else "classification"
 
 
+def _data_error(message: str) -> ConfigError:
+    return ConfigError(message, field="data")
+
+
+def read_data_text(path: Path) -> str:
+    """The text of a data file: a regular file of at most :data:`MAX_DATA_BYTES`, UTF-8 (latin-1
+    if it is not)."""
+    raw = read_regular_bytes(path, "data file", MAX_DATA_BYTES, error=_data_error)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise ConfigError(f"data file {str(path)!r} does not exist", field="data")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".json"):
+        raise ConfigError(f"data file {str(path)!r}: expected a .csv, .jsonl or .txt file", field="data")
+    text = read_data_text(path)
     if suffix == ".csv":
-        raw = path.read_bytes()
+        reader = csv.DictReader(text.splitlines())
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        return list(csv.DictReader(text.splitlines()))
-    if suffix in (".jsonl", ".json"):
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: line {n} is not valid JSON ({e.msg})", field="data") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path}: line {n} must be a JSON object, got {type(row).__name__}", field="data")
-            rows.append(row)
-        return rows
-    raise ConfigError(f"data file {str(path)!r}: expected a .csv, .jsonl or .txt file", field="data")
+            return list(reader)
+        except csv.Error as e:   # e.g. a cell longer than the csv module's limit of 131,072 characters
+            raise ConfigError(f"data file {str(path)!r}, line {reader.line_num + 1}: {e}", field="data") from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        row = parse_json(line, f"{path}: line {n}", error=_data_error)
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}: line {n} must be a JSON object, got {type(row).__name__}", field="data")
+        rows.append(row)
+    return rows
 
 
 def _column(rows: list[dict[str, Any]], col: str, path: str, what: str) -> list[Any]:
@@ -136,10 +147,8 @@ def load_lm(data: str, tokenizer, *, block: int = 128, text_column: str = "text"
     if data == "hamlet":
         text = hamlet()
     elif str(data).endswith(".txt"):
-        p = Path(data)
-        if not p.exists():
-            raise ConfigError(f"data file {data!r} does not exist", field="data")
-        text = p.read_text(encoding="utf-8", errors="replace")
+        text = read_regular_bytes(Path(data), "data file", MAX_DATA_BYTES, error=_data_error).decode(
+            "utf-8", errors="replace")
     else:
         rows = _rows(Path(data))
         text = "\n\n".join(str(t) for t in _column(rows, text_column, data, "text") if t)
@@ -157,6 +166,33 @@ def load_lm(data: str, tokenizer, *, block: int = 128, text_column: str = "text"
     return LMData(train), LMData(test)
 
 
+def _load_folder(path: Path, model: str, task: str):
+    """``(tokenizer, model)`` from a local folder: safetensors weights only (never a pickle), and every
+    failure a :class:`ConfigError` naming the folder."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model {model!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor a folder with a "
+                          "config.json", field="model")
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
+        raise ConfigError(f"model folder {model!r} holds no safetensors weights" +
+                          (f" (only {', '.join(pickles[:3])}: tnpeft never unpickles weights; convert them to "
+                           "safetensors)" if pickles else "") , field="model")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"model folder {model!r}: its tokenizer cannot be loaded: {str(e).splitlines()[0][:300]}",
+                          field="model") from None
+    try:
+        cls = AutoModelForCausalLM if task == "causal_lm" else AutoModel
+        base = cls.from_pretrained(str(path), use_safetensors=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"model folder {model!r} cannot be loaded: {str(e).splitlines()[0][:300]}",
+                          field="model") from None
+    return tok, base
+
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -172,10 +208,11 @@ def load_model(model: str, task: str, num_labels: int = 2, seed: int = 0) -> Loa
     the encoder in :class:`~tnpeft.train.models.MeanPoolClassifier` (a new head, trained and saved
     with the adapter)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()         # one line per error on stderr, no bars from loading
     torch.manual_seed(seed)
     if model == "minilm":
         if task != "classification":
@@ -191,11 +228,7 @@ def load_model(model: str, task: str, num_labels: int = 2, seed: int = 0) -> Loa
         name = "SmolLM2-135M-Instruct"
     else:
         path = Path(model)
-        if not (path / "config.json").exists():
-            raise ConfigError(f"model {model!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor a folder with a "
-                              "config.json", field="model")
-        tok = AutoTokenizer.from_pretrained(str(path))
-        base = (AutoModelForCausalLM if task == "causal_lm" else AutoModel).from_pretrained(str(path))
+        tok, base = _load_folder(path, model, task)
         name = path.name
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -37,15 +37,17 @@ def evaluate(model: nn.Module, tokenizer, data, task: str = "classification", ba
     model.eval()
     preds: list[int] = []
     losses: list[tuple[float, int]] = []
-    for i in tqdm(range(0, len(data), batch_size), desc=desc, leave=False, disable=not progress):
-        idx = list(range(i, min(len(data), i + batch_size)))
-        batch = make_batch(task, data, idx, tokenizer, max_length)
-        out = model(**batch)
-        if task == "classification":
-            preds.extend(out["logits"].argmax(-1).tolist())
-        else:
-            losses.append((float(out["loss"]), len(idx)))
-    model.train(was_training)
+    try:
+        for i in tqdm(range(0, len(data), batch_size), desc=desc, leave=False, disable=not progress):
+            idx = list(range(i, min(len(data), i + batch_size)))
+            batch = make_batch(task, data, idx, tokenizer, max_length)
+            out = model(**batch)
+            if task == "classification":
+                preds.extend(out["logits"].argmax(-1).tolist())
+            else:
+                losses.append((float(out["loss"]), len(idx)))
+    finally:
+        model.train(was_training)
     if task == "classification":
         n_classes = max(len(data.label_names), max(data.labels) + 1)
         acc = sum(p == g for p, g in zip(preds, data.labels)) / len(data)

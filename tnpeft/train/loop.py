@@ -9,7 +9,13 @@ of the seed and the step number, and a checkpoint (:mod:`tnpeft.train.checkpoint
 adapter, the optimizer's state and the state of every training hook the adapters' methods declare
 (as safetensors + JSON, never pickle). Running the same command again after an interruption
 (Ctrl-C, a killed process, a crash) continues from the last checkpoint and ends with the same
-weights as an uninterrupted run.
+weights as an uninterrupted run, bit for bit.
+
+A Ctrl-C may land anywhere. The optimizer's update and the recording of the step are one unit:
+while they run, SIGINT is deferred (:class:`DeferredInterrupt`) and acted on as soon as the step
+is recorded, so a checkpoint's step always counts exactly the updates its weights hold. A Ctrl-C
+anywhere else (forward, backward, evaluation, a checkpoint being written) leaves the last complete
+step as the state to checkpoint.
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -28,8 +37,8 @@ from tqdm.auto import tqdm
 
 from tnpeft.adapters import METHODS, TrainingHook
 from tnpeft.errors import ConfigError, TNPeftError
-from tnpeft.fileio import atomic_write_json, read_json
-from tnpeft.nn import adapter_method, save_adapter, trainable_parameters
+from tnpeft.fileio import atomic_write_json, ensure_dir
+from tnpeft.nn import adapter_method, save_adapter, tn_layers, trainable_parameters
 from tnpeft.nn.model import active_adapter_names
 from tnpeft.train.checkpoint import Checkpoint
 from tnpeft.train.datasets import ClassificationData, LMData
@@ -37,7 +46,7 @@ from tnpeft.train.evaluation import evaluate, macro_f1, make_batch
 from tnpeft.train.plots import moving_average, plot_curves, save_png
 from tnpeft.train.train_config import TASKS, TrainConfig
 
-__all__ = ["fit", "method_hooks", "TrainingInterrupted", "TrainConfig", "TASKS", "ClassificationData", "LMData",
+__all__ = ["fit", "method_hooks", "TrainingInterrupted", "DeferredInterrupt", "TrainConfig", "TASKS", "ClassificationData", "LMData",
            "evaluate", "macro_f1", "moving_average", "plot_curves", "save_png"]
 
 
@@ -47,6 +56,51 @@ class TrainingInterrupted(TNPeftError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
+
+
+class DeferredInterrupt:
+    """SIGINT handling for a training run: outside :meth:`critical` sections a SIGINT raises
+    ``KeyboardInterrupt`` at once, as Python's default handler does; inside one it is remembered and
+    raised when the section ends, so that the section (an optimizer step and its recording) runs
+    whole. Installed only in the main thread (signal handlers live there); elsewhere it does nothing."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self._depth = 0
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum, frame) -> None:
+        if self._depth:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    @contextmanager
+    def critical(self, raise_after: bool = True) -> Iterator[None]:
+        """A section a SIGINT does not cut: it is raised (as ``KeyboardInterrupt``) after the section,
+        or dropped with ``raise_after=False`` (the section already answers an interrupt)."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self.pending and not self._depth:
+            self.pending = False
+            if raise_after:
+                raise KeyboardInterrupt
 
 
 def method_hooks(model: nn.Module, total_step: int) -> dict[str, TrainingHook]:
@@ -75,8 +129,7 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
     Raises :class:`TrainingInterrupted` when stopped early (after writing a checkpoint).
     """
     config.check()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir, "output folder")
     if len(train) == 0:
         raise ConfigError("the training set is empty", field="train")
     spe = math.ceil(len(train) / config.batch_size)
@@ -84,6 +137,10 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ConfigError("the model has no trainable parameter; inject an adapter first", field="model")
+    merged = sorted({n for _, layer in tn_layers(model) for n in layer.merged_adapters if n in layer.active_adapters})
+    if merged:   # a merged adapter's forward is the frozen weight: it would get no gradient
+        raise ConfigError(f"adapter(s) {merged} are merged into the base weights and cannot be trained; unmerge them "
+                          "first (tnpeft.unmerge)", field="model")
     names = [n for n, _ in named]
     opt = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
     hooks = method_hooks(model, total)
@@ -96,13 +153,13 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
     start = 0
     found = ckpt.find() if resume else None
     if found is not None:
-        state = read_json(found / "trainer_state.json", "checkpoint state")
-        if state.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+        state = ckpt.read_state(found, total)
+        if state["fingerprint"] != json.loads(json.dumps(fingerprint)):
             raise ConfigError(f"{out} holds a checkpoint of a different run (other data, model or settings); use "
                               "another output directory, or resume=False / --no-resume to start over",
                               field="out")
-        state = ckpt.load(found, model, opt, names, hooks)
-        start, history = int(state["step"]), state["history"]
+        state = ckpt.load(found, model, opt, names, hooks, total)
+        start, history = state["step"], state["history"]
         if progress:
             tqdm.write(f"resuming {desc} from step {start} of {total} ({found})")
     elif not resume and ckpt.find() is not None:
@@ -124,61 +181,65 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
         history["eval"].append({"step": step, **m})
         return m
 
-    if config.eval_every and start == 0 and not history["eval"]:
-        run_eval(0)                                    # the starting point of the held-out curve
-    model.train()
-    bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, unit="step")
-    step = start
-    t0 = time.perf_counter()
-    try:
-        for step in range(start, total):
-            epoch, i = divmod(step, spe)
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size].tolist()
-            torch.manual_seed(config.seed * 1_000_003 + step)       # dropout etc.: a function of the step
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            loss = model(**make_batch(config.task, train, idx, tokenizer, config.max_length))["loss"]
-            if not torch.isfinite(loss):
-                raise ConfigError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "
-                                  f"rate (lr={config.lr})", field="lr")
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            history["train_loss"].append(loss.item())
-            recent = history["train_loss"][-20:]
-            bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
-            bar.update()
-            done = step + 1
-            if config.eval_every and done % config.eval_every == 0 and done < total:
-                m = run_eval(done)
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", **{f"eval_{k}": f"{v:.3f}" for k, v in m.items()})
-            history["seconds"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if stop_after is not None and done == stop_after and done < total:
+    with DeferredInterrupt() as guard:     # a Ctrl-C never splits an update from its record
+        bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, unit="step")
+        step = start
+        t0 = time.perf_counter()
+        try:
+            evaluated = {e["step"] for e in history["eval"]}
+            if config.eval_every and start % config.eval_every == 0 and start < total and start not in evaluated:
+                run_eval(start)       # the starting point of the held-out curve (or one an interrupt cut short)
+            model.train()
+            for step in range(start, total):
+                epoch, i = divmod(step, spe)
+                order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+                idx = order[i * config.batch_size:(i + 1) * config.batch_size].tolist()
+                torch.manual_seed(config.seed * 1_000_003 + step)       # dropout etc.: a function of the step
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step)
+                loss = model(**make_batch(config.task, train, idx, tokenizer, config.max_length))["loss"]
+                if not torch.isfinite(loss):
+                    raise ConfigError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "
+                                      f"rate (lr={config.lr})", field="lr")
+                loss.backward()
+                with guard.critical():             # the update and its record are one unit
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    history["train_loss"].append(loss.item())
+                recent = history["train_loss"][-20:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
+                bar.update()
+                done = step + 1
+                if config.eval_every and done % config.eval_every == 0 and done < total:
+                    m = run_eval(done)
+                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", **{f"eval_{k}": f"{v:.3f}" for k, v in m.items()})
+                history["seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if stop_after is not None and done == stop_after and done < total:
+                    save_ckpt(done)
+                    raise TrainingInterrupted(f"stopped after step {done} of {total}; run again to resume", done)
+                if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total:
+                    save_ckpt(done)
+            bar.close()
+            if not history["eval"] or history["eval"][-1]["step"] != total:
+                run_eval(total)
+            save_ckpt(total)
+            save_adapter(model, out / "adapter")
+        except KeyboardInterrupt:
+            done = len(history["train_loss"])
+            bar.close()
+            with guard.critical(raise_after=False):    # a second Ctrl-C waits for this checkpoint
                 save_ckpt(done)
-                raise TrainingInterrupted(f"stopped after step {done} of {total}; run again to resume", done)
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total:
-                save_ckpt(done)
-    except KeyboardInterrupt:
-        done = len(history["train_loss"])
-        bar.close()
-        save_ckpt(done)
-        raise TrainingInterrupted(f"interrupted after step {done} of {total}; checkpoint written to "
-                                  f"{ckpt.dir} — run the same command again to resume", done) from None
-    bar.close()
-    if not history["eval"] or history["eval"][-1]["step"] != total:
-        run_eval(total)
-    save_ckpt(total)
-    save_adapter(model, out / "adapter")
-    counts = trainable_parameters(model)
-    losses = history["train_loss"]
-    metrics = {"task": config.task, "steps": total, "epochs": config.epochs, "train_size": len(train),
-               "test_size": len(test), "trainable_parameters": counts.trainable, "total_parameters": counts.total,
-               "train_seconds": round(history["seconds"], 1), "first_loss": losses[0] if losses else None,
-               "last_loss_avg20": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
-               "final": history["eval"][-1], "eval_history": history["eval"], "config": asdict(config),
-               "adapter_dir": str(out / "adapter"), **(run_info or {})}
-    atomic_write_json(out / "metrics.json", metrics)
-    plot_curves(history, out / "curves.png", title=desc)
-    return metrics
+            raise TrainingInterrupted(f"interrupted after step {done} of {total}; checkpoint written to "
+                                      f"{ckpt.dir} — run the same command again to resume", done) from None
+        counts = trainable_parameters(model)
+        losses = history["train_loss"]
+        metrics = {"task": config.task, "steps": total, "epochs": config.epochs, "train_size": len(train),
+                   "test_size": len(test), "trainable_parameters": counts.trainable, "total_parameters": counts.total,
+                   "train_seconds": round(history["seconds"], 1), "first_loss": losses[0] if losses else None,
+                   "last_loss_avg20": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
+                   "final": history["eval"][-1], "eval_history": history["eval"], "config": asdict(config),
+                   "adapter_dir": str(out / "adapter"), **(run_info or {})}
+        atomic_write_json(out / "metrics.json", metrics)
+        plot_curves(history, out / "curves.png", title=desc)
+        return metrics

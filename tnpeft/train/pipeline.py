@@ -3,6 +3,7 @@ diagram and circuits."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,6 +63,7 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
     if adapter_dir is None:
         check_hparams(method, hparams)
     out = Path(out)
+    check_run_arguments(out, train_size, test_size)
     if task == "classification":
         train, test = load_classification(data, text_column=text_column, label_column=label_column,
                                           train_size=train_size, test_size=2000 if test_size is None else test_size,
@@ -108,11 +110,28 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
 
 
 def parse_test_size(v: str | None) -> int | float | None:
+    """``--test-size``: a number of held-out rows (an integer ≥ 1) or a fraction in (0, 1)."""
     if v is None:
         return None
     try:
         x = float(v)
     except ValueError:
-        raise ConfigError(f"--test-size must be a number (rows, or a fraction below 1), got {v!r}",
-                          field="test_size") from None
+        x = math.nan
+    if not math.isfinite(x) or x <= 0 or (x >= 1 and x != int(x)):
+        raise ConfigError(f"--test-size must be a number of rows (an integer ≥ 1) or a fraction in (0, 1), got {v!r}",
+                          field="test_size")
     return x if x < 1 else int(x)
+
+
+def check_run_arguments(out: Path, train_size: Any, test_size: Any) -> None:
+    """The checks of :func:`run_training`'s own arguments, before a model or data set is loaded."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; the output must be a folder (it is created if needed)",
+                          field="out")
+    if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1):
+        raise ConfigError(f"--train-size must be a positive integer, got {train_size!r}", field="train_size")
+    if test_size is not None and (isinstance(test_size, bool) or not isinstance(test_size, (int, float))
+                                  or not math.isfinite(test_size) or test_size <= 0
+                                  or (test_size >= 1 and test_size != int(test_size))):
+        raise ConfigError(f"--test-size must be a number of rows (an integer ≥ 1) or a fraction in (0, 1), got "
+                          f"{test_size!r}", field="test_size")

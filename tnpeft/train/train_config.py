@@ -41,5 +41,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a non-negative integer, got {v!r}", field=name)
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ConfigError(f"max_steps must be a positive integer, got {self.max_steps!r}", field="max_steps")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}", field="lr")
+        if self.max_steps is not None and isinstance(self.max_steps, bool):
+            raise ConfigError(f"max_steps must be a positive integer, got {self.max_steps!r}", field="max_steps")
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or \
+                    (name == "lr" and v == 0):
+                raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number, "
+                                  f"got {v!r}", field=name)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+import tnpeft.params.limits as limits
+
 if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.params.unitary.scope import FrameScope
 
@@ -29,11 +31,18 @@ def init_angles(shape, init: str, dtype, device, rng: torch.Generator | None) ->
 
 
 def quantize_ste(theta: torch.Tensor, bits: int | None) -> torch.Tensor:
-    """Round angles to ``2^bits`` levels on the circle; the gradient passes straight through."""
-    if not bits:
+    """Round angles to ``2^bits`` levels on the circle; the gradient passes straight through.
+
+    Beyond 20 bits the rounding is done in float64 (in float32 the level index would lose digits,
+    and the step ``2π/2^bits`` underflows for ``bits ≥ 130``); beyond
+    :data:`~tnpeft.params.limits.MAX_ANGLE_BITS` the grid is finer than float64 resolves angles, and
+    the angles are returned as they are (graphs refuse such ``bits``)."""
+    if not bits or bits > limits.MAX_ANGLE_BITS:
         return theta
-    step = 2 * math.pi / (1 << bits)
-    return theta + (torch.round(theta / step) * step - theta).detach()
+    step = math.ldexp(2 * math.pi, -bits)
+    work = theta if bits <= 20 or theta.dtype == torch.float64 else theta.double()
+    q = (torch.round(work / step) * step).to(theta.dtype)
+    return theta + (q - theta).detach()
 
 
 class FrameModule(nn.Module):

@@ -52,10 +52,20 @@ def butterfly_pairs(n: int, layers: int) -> tuple[tuple[tuple[int, ...], tuple[i
     return tuple(out)
 
 
+def _pairs_at(n: int, stride: int) -> int:
+    # rows i < n - stride whose block i // stride is even: the pairs one butterfly layer rotates
+    q, r = divmod(max(0, n - stride), 2 * stride)
+    return q * stride + min(r, stride)
+
+
 def givens_count(n: int, layers: int | None = None) -> int:
-    """Angles of the ``givens`` frame of size ``n``: one per rotated pair of rows, over all layers."""
+    """Angles of the ``givens`` frame of size ``n``: one per rotated pair of rows, over all layers
+    (closed form: nothing is enumerated)."""
     layers = layers or max(1, (n - 1).bit_length())
-    return sum(len(a) for a, _ in butterfly_pairs(n, layers))
+    depth = max(1, (n - 1).bit_length())
+    full, rest = divmod(layers, depth)
+    per = [_pairs_at(n, 1 << s) for s in range(depth)]
+    return full * sum(per) + sum(per[:rest])
 
 
 class GivensFrame(AngleFrame):
