@@ -112,3 +112,47 @@ def test_a_deep_copy_batches_from_its_second_forward():
         assert len(calls) == 3  # then one batched pass per shape
     finally:
         cls._compute = orig
+
+
+def _qpa_model():
+    base = tiny_gpt2()
+    return tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig("qpa", ["c_attn", "c_proj", "c_fc"], r=2,
+                                                                    chunk_size=16, hidden=[8, 8], qnn_layers=2))
+
+
+def test_qpa_hypernetworks_of_one_shape_run_as_one_batch():
+    from tnpeft.params.hypernetworks import QPAHyperNetwork
+
+    m = _qpa_model()
+    nets = [g for g in m.modules() if isinstance(g, QPAHyperNetwork)]
+    assert len({g.shape for g in nets}) < len(nets)        # several layers share a shape
+    ref = copy.deepcopy(m)
+    for g in (g for g in ref.modules() if isinstance(g, QPAHyperNetwork)):
+        g.__dict__["scope"] = None                             # each one alone
+    with torch.no_grad():
+        for p in list(m.parameters()):
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+        ref.load_state_dict(m.state_dict())
+    ids = torch.randint(0, 97, (2, 10))
+    for model in (m, ref):
+        model(ids, labels=ids).loss.backward()
+    torch.testing.assert_close(m(ids).logits, ref(ids).logits, atol=1e-6, rtol=1e-6)
+    for (n1, p1), (n2, p2) in zip(m.named_parameters(), ref.named_parameters()):
+        assert n1 == n2
+        if p1.grad is not None or p2.grad is not None:
+            torch.testing.assert_close(p1.grad, p2.grad, atol=1e-6, rtol=1e-5)
+    # and the batch is computed once per forward: one simulation per shape
+    calls = []
+    orig = QPAHyperNetwork.compute_group
+
+    def counting(members):
+        calls.append(len(members))
+        return orig(members)
+
+    QPAHyperNetwork.compute_group = staticmethod(counting)
+    try:
+        m(ids, labels=ids).loss.backward()
+        assert sum(calls) == len(nets) and len(calls) == len({g.shape for g in nets})
+    finally:
+        QPAHyperNetwork.compute_group = staticmethod(orig)

@@ -97,8 +97,11 @@ class GraphModule(nn.Module):
             elif name not in graph.generated:
                 self.add_module(name, build_param(node, dtype, device, rng, scope))
         for name, net in graph.hypernetworks.items():
-            self.add_module(name, HYPERNETWORKS[net.kind].build(graph.generated_size(name), dtype=dtype, device=device,
-                                                                rng=rng, **net.options))
+            gen = HYPERNETWORKS[net.kind].build(graph.generated_size(name), dtype=dtype, device=device, rng=rng,
+                                                **net.options)
+            if hasattr(gen, "join_scope"):   # hyper-networks of one shape across layers run as one batch
+                gen.join_scope(scope)
+            self.add_module(name, gen)
         # stages whose one frame is applied to the activation instead of being formed
         self._direct_steps: dict[int, DirectStep] = {}
         k = 0

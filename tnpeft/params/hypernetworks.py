@@ -165,7 +165,52 @@ class QPAHyperNetwork(nn.Module):
             f = probs * float(1 << s.qubits) - 1.0
         return torch.cat([f[:, None].to(self.bits.dtype), self.bits], dim=1)
 
+    # the scope protocol (tnpeft.params.unitary.scope): hyper-networks of one shape across the
+    # layers of a model run as one batched circuit simulation and one batched MLP
+    def join_scope(self, scope) -> None:
+        """Compute this hyper-network together with the scope's others of the same shape."""
+        self.__dict__["scope"] = scope
+        scope.register(self)
+
+    def batch_key(self) -> tuple:
+        return (type(self), self.shape, tuple(type(m) for m in self.mlp))
+
+    def scope_device(self) -> tuple:
+        return self.theta.dtype, self.theta.device
+
+    def scope_version(self) -> tuple:
+        return tuple(p._version for p in self.parameters())
+
+    def compute_alone(self) -> torch.Tensor:
+        return self._generate(None)
+
+    @staticmethod
+    def compute_group(members: list[QPAHyperNetwork]) -> list[torch.Tensor]:
+        if len(members) == 1:
+            return [members[0]._generate(None)]
+        first, s = members[0], members[0].shape
+        work = torch.promote_types(first.theta.dtype, torch.float32)
+        thetas = torch.stack([m.theta for m in members]).to(work)
+        probs = probabilities(simulate(first.circuit, thetas))[:, : s.n_chunks].to(first.theta.dtype)
+        x = torch.stack([m.features(p) for m, p in zip(members, probs)])      # (G, n_ch, N_q + 1)
+        for j, layer in enumerate(first.mlp):
+            if isinstance(layer, nn.Linear):
+                w = torch.stack([m.mlp[j].weight for m in members])          # (G, out, in)
+                b = torch.stack([m.mlp[j].bias for m in members])
+                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            else:
+                x = layer(x)
+        out = x.reshape(len(members), -1)[:, : s.m]
+        if s.preset == "reference":
+            out = out - out.mean(1, keepdim=True)
+        return list(out.unbind(0))
+
     def forward(self, probs: torch.Tensor | None = None) -> torch.Tensor:
+        if probs is None and self.probability_override is None and self.__dict__.get("scope") is not None:
+            return self.__dict__["scope"].frame(self)
+        return self._generate(probs)
+
+    def _generate(self, probs: torch.Tensor | None) -> torch.Tensor:
         s = self.shape
         if probs is None:
             probs = self.probabilities()

@@ -2,7 +2,8 @@
 
 A nonlinear node whose ``fn`` names a map here (rather than an element-wise function) owns a
 small module. The ``qnn`` map reads its input features as rotation angles, runs a real circuit
-(:func:`tnpeft.params.circuit.qnn_circuit`) with the batched statevector simulator and reads out
+(:func:`tnpeft.params.circuit.qnn_circuit`) for all tokens at once (:mod:`tnpeft.params.token_circuit`:
+a few matrix products per encoding round) and reads out
 measurement probabilities or ``⟨Z⟩`` values; a *fusion* combines that read-out ``q`` with the
 input ``h``:
 
@@ -27,6 +28,7 @@ from torch import nn
 import tnpeft.params.limits as limits
 from tnpeft.errors import ConfigError
 from tnpeft.params.circuit import Circuit, encoding_rounds, expect_z, probabilities, qnn_circuit, simulate
+from tnpeft.params.token_circuit import run_token_program, token_program
 
 FUSIONS = ("product", "linear", "none")
 READOUTS = ("probs", "z")
@@ -121,7 +123,11 @@ class QNNMap(nn.Module):
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """The scaled read-out ``q`` for features ``h`` of shape ``(rows, in)``."""
         work = torch.promote_types(h.dtype, torch.float32)
-        state = simulate(self.circuit, self.theta.to(work), h.to(work))
+        program = token_program(self.circuit)
+        if program is not None and h.dim() == 2:
+            state = run_token_program(program, self.circuit.n_qubits, self.theta.to(work), h.to(work))
+        else:
+            state = simulate(self.circuit, self.theta.to(work), h.to(work))
         if self.opts.readout == "probs":
             q = probabilities(state) * float(1 << self.opts.qubits)
         else:

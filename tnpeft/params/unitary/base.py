@@ -116,6 +116,23 @@ class FrameModule(nn.Module):
         not ``None``."""
         raise NotImplementedError(f"{type(self).__name__} is applied through its matrix")
 
+    # the scope protocol (tnpeft.params.unitary.scope)
+    def scope_device(self) -> tuple:
+        p = self.param()
+        return p.dtype, p.device
+
+    def scope_version(self) -> int:
+        return self.param()._version
+
+    def compute_alone(self) -> torch.Tensor:
+        return self.frames(self.flat_param()).reshape(*self.batch, self.n, self.k)
+
+    @staticmethod
+    def compute_group(members: list[FrameModule]) -> list[torch.Tensor]:
+        flats = [m.flat_param() for m in members]
+        frames = members[0].frames(torch.cat(flats) if len(flats) > 1 else flats[0])
+        return [f.reshape(*m.batch, m.n, m.k) for m, f in zip(members, frames.split([x.shape[0] for x in flats]))]
+
     def forward(self) -> torch.Tensor:
         if self.scope is not None:
             return self.scope.frame(self)

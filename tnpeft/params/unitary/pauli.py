@@ -68,6 +68,8 @@ class PauliFrame(AngleFrame):
         theta = quantize_ste(flat, self.bits)
         half = theta / 2
         state = eye_frames(self.n, self.k, theta.shape[0], theta)
+        if self._kernel is None:   # N = 1: nothing to rotate
+            return state.clone()
         program = compile_program(self._kernel)
         mats = factor_matrices(program, torch.cos(half), torch.sin(half))
         return run_program(program, state, theta[:, list(program.cs_angles)], mats)

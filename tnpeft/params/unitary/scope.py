@@ -1,4 +1,8 @@
-"""Cross-layer batching: frames of equal shape in one scope are materialized in one pass."""
+"""Cross-layer batching: members of equal shape in one scope are computed in one pass.
+
+A member (a frame, a hyper-network) provides ``batch_key()`` (what must match to batch),
+``scope_device()`` (its dtype and device), ``scope_version()`` (changes when its parameters do),
+``compute_alone()`` and ``compute_group(members)`` (a list of results, one per member)."""
 
 from __future__ import annotations
 
@@ -42,23 +46,21 @@ class FrameScope:
         self._groups.clear()
 
     def frame(self, member: FrameModule) -> torch.Tensor:
-        """``member``'s frames ``(*batch, N, K)``, computed with its group if needed."""
+        """``member``'s result (a frame's ``(*batch, N, K)``), computed with its group if needed."""
         if member not in self._members:
             # a module this scope has not seen (e.g. in a deep copy, whose scope starts empty): compute
             # it alone this time and batch it with its peers from the next forward on, instead of
             # recomputing a growing group once per newcomer
             self._members.add(member)
             self._groups.clear()
-            return member.frames(member.flat_param()).reshape(*member.batch, member.n, member.k)
-        p = member.param()
-        key = (member.batch_key(), p.dtype, p.device)
+            return member.compute_alone()
+        key = (member.batch_key(), *member.scope_device())
         group = self._groups.get(key)
         if group is None:
             # every registered module of the same shape, options, dtype and device joins at once
             group = self._groups[key] = _FrameGroup()
             for m in self._members:
-                q = m.param()
-                if (m.batch_key(), q.dtype, q.device) == key:
+                if (m.batch_key(), *m.scope_device()) == key:
                     group.members.add(m)
         return group.get(member)
 
@@ -75,7 +77,7 @@ class _FrameGroup:
             self.members.add(m)
             self.cache = weakref.WeakKeyDictionary()
         entry = self.cache.get(m)
-        if (entry is None or m in self.consumed or entry[1] != m.param()._version
+        if (entry is None or m in self.consumed or entry[1] != m.scope_version()
                 or self.grad != torch.is_grad_enabled()):
             self._recompute()
             entry = self.cache[m]
@@ -84,10 +86,9 @@ class _FrameGroup:
 
     def _recompute(self) -> None:
         members = list(self.members)
-        flats = [m.flat_param() for m in members]
-        frames = members[0].frames(torch.cat(flats) if len(flats) > 1 else flats[0])
+        results = type(members[0]).compute_group(members)
         self.cache = weakref.WeakKeyDictionary()
-        for m, f in zip(members, frames.split([x.shape[0] for x in flats])):
-            self.cache[m] = (f.reshape(*m.batch, m.n, m.k), m.param()._version)
+        for m, r in zip(members, results):
+            self.cache[m] = (r, m.scope_version())
         self.consumed = weakref.WeakSet()
         self.grad = torch.is_grad_enabled()
