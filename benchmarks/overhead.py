@@ -60,13 +60,18 @@ def llama(layers: int, width: int):
                                         num_key_value_heads=max(1, width // 128), vocab_size=32000))
 
 
-def minilm():
+def minilm(layers: int | None = None):
+    """The real all-MiniLM-L6-v2 (its first ``layers`` layers when given: a smoke test)."""
     from transformers import AutoModel
 
     from tnpeft.train.data import minilm_path
 
     torch.manual_seed(0)
-    return AutoModel.from_pretrained(minilm_path())
+    model = AutoModel.from_pretrained(minilm_path())
+    if layers is not None and layers < len(model.encoder.layer):
+        model.encoder.layer = model.encoder.layer[:layers]
+        model.config.num_hidden_layers = layers
+    return model
 
 
 def _sizes(base, targets):
@@ -107,15 +112,15 @@ def adapter_names(kind: str) -> list[str]:
     return names + ["oft", "qwthn", "qpa", "mpo", "tt_lora"]
 
 
-def build_adapter(name: str, kind: str, base, targets, total_steps: int):
-    """One of the models to compare (a deep copy of ``base``): the frozen base, peft's references,
-    or one of tnpeft's adapters."""
+def build_adapter(name: str, kind: str, base, targets, total_steps: int, copy_base: bool = True):
+    """One of the models to compare (a deep copy of ``base``, or ``base`` itself without
+    ``copy_base``): the frozen base, peft's references, or one of tnpeft's adapters."""
     from peft import AdaLoraConfig, LoraConfig, OFTConfig, get_peft_model
 
     import tnpeft
 
     fan = {"fan_in_fan_out": True} if kind == "gpt2" else {}
-    model = copy.deepcopy(base)
+    model = copy.deepcopy(base) if copy_base else base
 
     def tn(method, **hp):
         return tnpeft.inject(model, tnpeft.AdapterConfig(method, targets, **hp))
@@ -183,7 +188,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, inputs: list, warmup: int, train: bool, device) -> dict[str, float]:
+def interleaved(fns: dict, inputs: list, warmup: int, train: bool, device) -> dict[str, list[float]]:
+    """Per model, its time on each input after ``warmup``: every model runs input ``i`` before any
+    runs input ``i + 1`` (order flipped every round), so that the rounds pair the models."""
     for x in inputs[:warmup]:
         for f in fns.values():
             f(x, train)
@@ -195,7 +202,71 @@ def interleaved(fns: dict, inputs: list, warmup: int, train: bool, device) -> di
             fns[k](x, train)
             _sync(device)
             times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_overhead(times: dict[str, list[float]], base: str = "base") -> dict[str, float]:
+    """Each model's overhead over ``base``: the median over rounds of ``t_model − t_base`` of the
+    same round (a drift of the machine between rounds cancels; a difference of medians would not)."""
+    return {k: statistics.median(a - b for a, b in zip(v, times[base])) for k, v in times.items() if k != base}
+
+
+def square_frames(n: int = 3072, tokens: int = 512, repeats: int = 5, device: str = "cpu") -> dict:
+    """A square Givens frame (``N × N``, ⌈log₂N⌉ butterfly layers — OFT's rotation with one block
+    of the whole width): forward + backward of the matrix, and of the rotation applied to ``tokens``
+    activations, by tnpeft against the layer-by-layer formulation (each layer's pairs gathered
+    and written back, the way the rotation was computed before; kept here as the reference).
+    Also the largest difference of the two matrices (they are the same rotation)."""
+    from tnpeft.params.unitary import GivensFrame
+    from tnpeft.params.unitary.reflections import butterfly_pairs
+
+    dev = torch.device(device)
+    frame = GivensFrame(n, n, rng=torch.Generator().manual_seed(0)).to(dev)
+    pairs = [(torch.tensor(a, device=dev), torch.tensor(b, device=dev)) for a, b in butterfly_pairs(n, frame.n_layers)]
+
+    def layerwise(theta):
+        m, off = torch.eye(n, dtype=theta.dtype, device=dev).unsqueeze(0), 0
+        for ia, ib in pairs:
+            t = theta[:, off:off + ia.numel()].unsqueeze(2)
+            off += ia.numel()
+            c, s = torch.cos(t), torch.sin(t)
+            xa, xb = m[:, ia], m[:, ib]
+            m = m.index_copy(1, ia, c * xa - s * xb).index_copy(1, ib, s * xa + c * xb)
+        return m[0]
+
+    x = torch.randn(tokens, n, device=dev)
+
+    def timed(fn):
+        for _ in range(2):
+            fn()
+        ts = []
+        for _ in range(repeats):
+            _sync(dev)
+            t0 = time.perf_counter()
+            fn()
+            _sync(dev)
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    def ref_matrix():
+        layerwise(frame.flat_param()).sum().backward()
+
+    def tn_matrix():
+        frame().sum().backward()
+
+    def ref_apply():
+        (x @ layerwise(frame.flat_param())).square().sum().backward()
+
+    def tn_apply():
+        frame.apply(x.unsqueeze(1)).square().sum().backward()
+
+    with torch.no_grad():
+        err = float((layerwise(frame.flat_param()) - frame()).abs().max())
+    out = {"n": n, "tokens": tokens, "max_abs_difference": err}
+    for name, ref, new in (("matrix", ref_matrix, tn_matrix), ("apply", ref_apply, tn_apply)):
+        r, t = timed(ref), timed(new)
+        out[name] = {"reference_ms": r * 1e3, "tnpeft_ms": t * 1e3, "speedup": r / t}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ memory
@@ -206,7 +277,9 @@ def _memory_child(kind: str, name: str, layers: int, width: int, batch: int, seq
     dev = torch.device(device)
     base = build_base(kind, layers, width)
     targets = TARGETS_OF[kind]
-    model = build_adapter(name, kind, base, targets, 100).to(dev)
+    # no copy of the base: building must peak below a step, so that the process's high-water
+    # mark is the step's (model + activations + gradients + optimizer state)
+    model = build_adapter(name, kind, base, targets, 100, copy_base=False).to(dev)
     del base
     run = step_fn(kind, name, model, dev, autocast)
     ids = make_inputs(kind, model, batch, seq, dev, 0)
@@ -219,11 +292,16 @@ def _memory_child(kind: str, name: str, layers: int, width: int, batch: int, seq
     print(json.dumps({"peak": peak}))
 
 
+def tokens(kind: str, a) -> tuple[int, int]:
+    """Batch and sequence length of ``kind``'s inputs (MiniLM: 32 short sentences, as in training)."""
+    return ((8 if a.quick else 32), 48) if kind == "bert" else (a.batch, a.seq)
+
+
 def memory(kind: str, names: list[str], a) -> dict[str, float]:
     out = {}
     for name in ["base"] + [n for n in names if n != "base"]:
         cmd = [sys.executable, __file__, "--_memory", f"{kind}:{name}", "--layers", str(a.layers), "--width",
-               str(a.width), "--batch", str(a.batch), "--seq", str(a.seq), "--device", a.device]
+               str(a.width), "--batch", str(tokens(kind, a)[0]), "--seq", str(tokens(kind, a)[1]), "--device", a.device]
         if a.autocast:
             cmd.append("--autocast")
         p = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -235,7 +313,9 @@ TARGETS_OF = {"gpt2": GPT2_TARGETS, "bert": BERT_TARGETS, "llama": LLAMA_TARGETS
 
 
 def build_base(kind: str, layers: int, width: int):
-    return gpt2(layers, width) if kind == "gpt2" else minilm() if kind == "bert" else llama(layers, width)
+    if kind == "bert":   # the real model's 6 layers, or fewer in a smoke test
+        return minilm(layers if layers < 4 else None)
+    return gpt2(layers, width) if kind == "gpt2" else llama(layers, width)
 
 
 # ------------------------------------------------------------------------------------------ suite
@@ -252,12 +332,13 @@ def suite(kind: str, a) -> dict:
     for m in models.values():
         m.to(device)
     fns = {k: step_fn(kind, k, m, device, a.autocast) for k, m in models.items()}
-    batch, seq = (32, 48) if kind == "bert" else (a.batch, a.seq)
+    batch, seq = tokens(kind, a)
     inputs = [make_inputs(kind, models["base"], batch, seq, device, s) for s in range(a.warmup + a.steps)]
-    step = interleaved(fns, inputs, a.warmup, True, device)
-    fwd = interleaved(fns, inputs[: a.warmup + max(4, a.steps // 2)], a.warmup, False, device)
-    over = {k: step[k] - step["base"] for k in step if k != "base"}
-    fover = {k: fwd[k] - fwd["base"] for k in fwd if k != "base"}
+    step_times = interleaved(fns, inputs, a.warmup, True, device)
+    fwd_times = interleaved(fns, inputs[: a.warmup + max(4, a.steps // 2)], a.warmup, False, device)
+    step = {k: statistics.median(v) for k, v in step_times.items()}
+    fwd = {k: statistics.median(v) for k, v in fwd_times.items()}
+    over, fover = paired_overhead(step_times), paired_overhead(fwd_times)
     mem = memory(kind, list(models), a) if a.memory else {}
     res = {"model": kind, "layers": a.layers, "tokens": f"{batch}x{seq}", "device": a.device,
            "step_ms": {k: v * 1e3 for k, v in step.items()}, "forward_ms": {k: v * 1e3 for k, v in fwd.items()},
@@ -296,10 +377,38 @@ def print_suite(res: dict) -> None:
               f"{res['step_ratio'][k]:>11.3f}")
 
 
-def main(argv=None) -> int:
+def print_frames(fr: dict) -> None:
+    print(f"  square Givens frame N={fr['n']:,} (forward + backward), tnpeft against the layer-by-layer reference "
+          f"(same rotation: max |Δ| {fr['max_abs_difference']:.1e}):")
+    for name, what in (("matrix", "the N×N matrix"), ("apply", f"applied to {fr['tokens']} activations")):
+        r = fr[name]
+        print(f"    {what:<34}{r['reference_ms']:>9.0f} ms → {r['tnpeft_ms']:>7.0f} ms   {r['speedup']:6.1f}×   "
+              f"target ≥ {FRAME_SPEEDUP:.0f}×" + (" ✓" if r["speedup"] >= FRAME_SPEEDUP else " ✗"))
+
+
+#: how much faster than the layer-by-layer formulation a square Givens frame must be
+FRAME_SPEEDUP = 10.0
+
+
+def run(a) -> dict:
+    """Every suite ``a`` asks for (``a``: this script's parsed arguments), printed as it goes."""
+    out: dict = {}
+    print(f"adapter overheads on {a.device} ({torch.get_num_threads()} threads); overhead = median over "
+          "interleaved rounds of (T_adapter − T_base), ratio = overhead / the reference's", flush=True)
+    for kind in a.models.split(","):
+        out[kind] = suite(kind, a)
+        print_suite(out[kind])
+    if a.frames:
+        n, tokens = (1024, 128) if a.quick else (3072, 512)
+        out["square_givens"] = square_frames(n, tokens, repeats=3 if a.quick else 5, device=a.device)
+        print_frames(out["square_givens"])
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="2 layers, 4 steps, 64 tokens: a smoke test")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--batch", type=int, default=4)
@@ -314,8 +423,13 @@ def main(argv=None) -> int:
                    help="comma-separated subset (the frozen base, peft LoRA and each one's reference always run)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--no-frames", dest="frames", action="store_false", help="skip the square Givens frame figure")
     p.add_argument("--_memory", help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a._memory:
@@ -326,11 +440,7 @@ def main(argv=None) -> int:
         a.models, a.layers, a.width, a.batch, a.seq = "llama", 16, 2048, 8, 512
     if a.quick:
         a.layers, a.steps, a.warmup, a.seq = 2, 4, 1, 64
-    out = {}
-    print(f"adapter overheads on {a.device} ({torch.get_num_threads()} threads)", flush=True)
-    for kind in a.models.split(","):
-        out[kind] = suite(kind, a)
-        print_suite(out[kind])
+    out = run(a)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2, default=str)

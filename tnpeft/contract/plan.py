@@ -192,7 +192,7 @@ class ContractionPlan:
         Otherwise the contraction is added. Returns the sum (``out`` itself when in place)."""
         if self._last_linear is None or out.dim() != 2:
             return out + alpha * self(*arrays).reshape(out.shape)
-        ops = list(arrays)
+        ops = _autocast_operands(arrays)
         for i, j, _, kernel in self.steps[:-1]:
             a, b = ops[i], ops[j]
             if i > j:
@@ -216,7 +216,7 @@ class ContractionPlan:
         return ",".join(self._s(t) for t in self.inputs) + "->" + self._s(self.output)
 
     def __call__(self, *arrays: torch.Tensor) -> torch.Tensor:
-        ops = list(arrays)
+        ops = _autocast_operands(arrays)
         for i, j, _, kernel in self.steps:
             a, b = ops[i], ops[j]
             if i > j:
@@ -243,6 +243,20 @@ class ContractionPlan:
         for k, (_, _, eq, _) in enumerate(self.steps):
             lines.append(f"  step {k}: {eq}")
         return "\n".join(lines)
+
+
+def _autocast_operands(arrays: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The operands as a list; under autocast, floating-point ones in autocast's dtype — as autocast
+    itself casts the inputs of a matrix product (``tensordot`` and element-wise scales are not on
+    its list, and would otherwise meet a bfloat16 activation with a float32 weight)."""
+    ops = list(arrays)
+    if not ops:
+        return ops
+    dev = ops[0].device.type
+    if not torch.is_autocast_enabled(dev):
+        return ops
+    dt = torch.get_autocast_dtype(dev)
+    return [t.to(dt) if t.is_floating_point() and t.dtype != dt else t for t in ops]
 
 
 def _pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):

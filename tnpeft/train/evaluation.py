@@ -20,13 +20,23 @@ def macro_f1(pred: list[int], gold: list[int], n_classes: int) -> float:
     return sum(f1s) / n_classes
 
 
-def make_batch(task: str, data, idx: list[int], tokenizer, max_length: int) -> dict[str, torch.Tensor]:
+def make_batch(task: str, data, idx: list[int], tokenizer, max_length: int,
+               device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """The model inputs of examples ``idx`` (tokenized, padded, with labels), on ``device``."""
     if task == "classification":
         enc = tokenizer([data.texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-        return {**enc, "labels": torch.tensor([data.labels[j] for j in idx])}
-    ids = data.blocks[idx]
-    return {"input_ids": ids, "labels": ids}
+        batch = {**enc, "labels": torch.tensor([data.labels[j] for j in idx])}
+    else:
+        ids = data.blocks[idx]
+        batch = {"input_ids": ids, "labels": ids}
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else dict(batch)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the first one's device; CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -34,13 +44,14 @@ def evaluate(model: nn.Module, tokenizer, data, task: str = "classification", ba
              max_length: int = 48, desc: str = "eval", progress: bool = True) -> dict[str, float]:
     """Classification: ``accuracy`` and ``macro_f1``; causal LM: ``loss`` and ``perplexity``."""
     was_training = model.training
+    device = model_device(model)
     model.eval()
     preds: list[int] = []
     losses: list[tuple[float, int]] = []
     try:
         for i in tqdm(range(0, len(data), batch_size), desc=desc, leave=False, disable=not progress):
             idx = list(range(i, min(len(data), i + batch_size)))
-            batch = make_batch(task, data, idx, tokenizer, max_length)
+            batch = make_batch(task, data, idx, tokenizer, max_length, device)
             out = model(**batch)
             if task == "classification":
                 preds.extend(out["logits"].argmax(-1).tolist())

@@ -42,7 +42,7 @@ from tnpeft.nn import adapter_method, save_adapter, tn_layers, trainable_paramet
 from tnpeft.nn.model import active_adapter_names
 from tnpeft.train.checkpoint import Checkpoint
 from tnpeft.train.datasets import ClassificationData, LMData
-from tnpeft.train.evaluation import evaluate, macro_f1, make_batch
+from tnpeft.train.evaluation import evaluate, macro_f1, make_batch, model_device
 from tnpeft.train.plots import moving_average, plot_curves, save_png
 from tnpeft.train.train_config import TASKS, TrainConfig
 
@@ -142,6 +142,7 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
         raise ConfigError(f"adapter(s) {merged} are merged into the base weights and cannot be trained; unmerge them "
                           "first (tnpeft.unmerge)", field="model")
     names = [n for n, _ in named]
+    device = model_device(model)      # batches follow the model (CPU or GPU)
     opt = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
     hooks = method_hooks(model, total)
     for hook in hooks.values():
@@ -197,7 +198,7 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
                 torch.manual_seed(config.seed * 1_000_003 + step)       # dropout etc.: a function of the step
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step)
-                loss = model(**make_batch(config.task, train, idx, tokenizer, config.max_length))["loss"]
+                loss = model(**make_batch(config.task, train, idx, tokenizer, config.max_length, device))["loss"]
                 if not torch.isfinite(loss):
                     raise ConfigError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "
                                       f"rate (lr={config.lr})", field="lr")

@@ -95,10 +95,13 @@ class FrameModule(nn.Module):
         """The frames ``(G, N, K)`` of flat parameters ``(G, *tail)``, in the parameters' dtype.
 
         bfloat16 / float16 parameters: the frame is computed in float32 (orthonormal to ~1e-7) and
-        only the result is rounded to the parameters' dtype."""
-        if flat.dtype in (torch.bfloat16, torch.float16):
-            return self._compute(flat.float()).to(flat.dtype)
-        return self._compute(flat)
+        only the result is rounded to the parameters' dtype. Autocast is off while the frame is
+        built (a frame rounded factor by factor to bfloat16 would drift from orthonormal); the
+        products with it, outside, run under whatever autocast the caller chose."""
+        with torch.autocast(flat.device.type, enabled=False):
+            if flat.dtype in (torch.bfloat16, torch.float16):
+                return self._compute(flat.float()).to(flat.dtype)
+            return self._compute(flat)
 
     def frames_float64(self) -> torch.Tensor:
         """This module's frames re-evaluated from its parameters in float64, ``(G, N, K)`` (for
