@@ -246,6 +246,15 @@ def test_bad_input_is_one_line_before_any_work(args, words, tmp_path, capsys, mo
     assert not (tmp_path / "o").exists()
 
 
+def test_default_grids_centre_on_the_demo_rates():
+    from tnpeft.demo import DEMO_LR_CENTRES
+    from tnpeft.train.comparison import default_lrs
+
+    assert default_lrs(parse_adapter_spec("quantum_peft:rank=4"), DEMO_LR_CENTRES) == [6.7e-3, 2e-2, 6e-2]
+    assert default_lrs(parse_adapter_spec("peft_lora"), DEMO_LR_CENTRES) == [6.7e-4, 2e-3, 6e-3]
+    assert default_lrs(parse_adapter_spec("mpo:r=4"), DEMO_LR_CENTRES) == [6.7e-4, 2e-3, 6e-3]
+
+
 def test_an_empty_learning_rate_grid_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="empty"):
         compare(["lora"], lrs=[], steps=1, out=tmp_path / "o")

@@ -39,6 +39,9 @@ DEMO_ADAPTERS: list[tuple[str, dict[str, Any], float]] = [
     ("qpa", {"r": 4, "chunk_size": 32, "hidden": [16, 16], "qnn_layers": 4}, 2e-3),
 ]
 
+#: the centres of ``tnpeft compare``'s default learning-rate grids: the demo's rates (peft's LoRA as LoRA's)
+DEMO_LR_CENTRES: dict[str, float] = {name: lr for name, _, lr in DEMO_ADAPTERS} | {"peft_lora": DEMO_ADAPTERS[0][2]}
+
 
 def _check_reload(model, tokenizer, adapter_dir: Path, seed: int, max_length: int,
                   texts: list[str]) -> dict[str, float | None]:

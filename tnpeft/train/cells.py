@@ -291,6 +291,16 @@ def train_cell(ctx: Any, spec: AdapterSpec, lr: float, seed: int, d: Path, desc:
     return record
 
 
+def warm_up(ctx: Any, spec: AdapterSpec) -> None:
+    """One forward and backward pass of ``spec`` on a training batch, thrown away: torch's one-time
+    start-up allocations then fall before the first measured cell instead of inside it."""
+    model, tok, _ = build_model(ctx, spec, 0)
+    idx = list(range(min(ctx.batch_size, len(ctx.train))))
+    model(**make_batch(ctx.task, ctx.train, idx, tok, ctx.max_length))["loss"].backward()
+    del model
+    _trim()
+
+
 def evaluate_test(ctx: Any, spec: AdapterSpec, seed: int, d: Path) -> dict[str, Any]:
     """The test metrics of a finished cell, from its saved adapter (after selection)."""
     model, tok = load_trained(ctx, spec, seed, d)

@@ -34,20 +34,20 @@ from tqdm.auto import tqdm
 
 from tnpeft.errors import ConfigError
 from tnpeft.fileio import atomic_write_json, ensure_dir, read_json
-from tnpeft.train.cells import AdapterSpec, evaluate_test, parse_adapter_spec, train_cell
+from tnpeft.train.cells import AdapterSpec, evaluate_test, parse_adapter_spec, train_cell, warm_up
 from tnpeft.train.datasets import ClassificationData, LMData, infer_task, load_classification, load_lm, load_model
 from tnpeft.train.loop import TrainingInterrupted
 from tnpeft.train.pareto import format_table, plot_compare_curves, plot_pareto
 
 PROTOCOLS = ("grid", "tune-then-seeds")
-#: the centre of the default learning-rate grid per method (the demo's rates); others: DEFAULT_LR
-LR_CENTRES = {"lora": 2e-3, "adalora": 1e-2, "quantum_peft": 2e-2, "qwthn": 2e-3, "qpa": 2e-3, "peft_lora": 2e-3}
+#: the centre of the default learning-rate grid of a method ``lr_centres`` does not name
 DEFAULT_LR = 2e-3
 
 
-def default_lrs(spec: AdapterSpec) -> list[float]:
-    """The default grid of a spec: its method's centre ÷ 3, × 1, × 3 (two significant digits)."""
-    c = LR_CENTRES.get(spec.name, DEFAULT_LR)
+def default_lrs(spec: AdapterSpec, centres: dict[str, float] | None = None) -> list[float]:
+    """The default grid of a spec: its method's centre (``centres[name]``, else :data:`DEFAULT_LR`)
+    ÷ 3, × 1, × 3 (two significant digits)."""
+    c = (centres or {}).get(spec.name, DEFAULT_LR)
     return [float(f"{c / 3:.2g}"), c, float(f"{c * 3:.2g}")]
 
 
@@ -166,7 +166,7 @@ def _read_done(path: Path, want: str) -> dict[str, Any] | None:
 
 
 def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets", lrs: list[float] | None = None,
-            lr_grid: dict[str, list[float]] | None = None, seeds: list[int] = (0, 1, 2), steps: int | None = None,
+            lr_grid: dict[str, list[float]] | None = None, lr_centres: dict[str, float] | None = None, seeds: list[int] = (0, 1, 2), steps: int | None = None,
             epochs: int | None = None, train_size: int | None = None, val_size: int = 2000, test_size: int = 2000,
             batch_size: int = 32, max_length: int = 48, protocol: str = "grid", out: str | Path = "runs/compare",
             task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
@@ -174,7 +174,10 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
             progress: bool = True, quiet: bool = False) -> dict[str, Any]:
     """Compare ``adapters`` (spec texts, see :func:`tnpeft.train.cells.parse_adapter_spec`) on
     ``data`` with ``model``; write ``results.json``, ``pareto.png`` and ``curves.png`` into ``out``
-    and return the results. Rerunning with the same arguments resumes (finished cells are skipped)."""
+    and return the results. Rerunning with the same arguments resumes (finished cells are skipped).
+
+    Without ``lrs`` or an ``lr_grid`` entry an adapter's grid is centred on ``lr_centres[method]``
+    (``tnpeft compare`` passes the demo's rates, :data:`tnpeft.demo.DEMO_LR_CENTRES`)."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}", field="protocol")
     if not adapters:
@@ -193,7 +196,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
                          ("val_size", val_size, False), ("test_size", test_size, False),
                          ("batch_size", batch_size, False), ("max_length", max_length, False)):
         _pos_int(name, v, opt)
-    grid = {s.label: default_lrs(s) for s in specs}
+    grid = {s.label: default_lrs(s, lr_centres) for s in specs}
     if lrs is not None:
         lrs = _check_lrs(lrs, "--lrs")
         grid = {k: list(lrs) for k in grid}
@@ -223,6 +226,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
     bar = tqdm(total=n_cells + len(specs) * len(seeds), desc="compare", unit="cell", disable=not progress)
     cells: dict[tuple[str, float, int], dict[str, Any]] = {}
     done = 0
+    warm = [False]
 
     def run(spec: AdapterSpec, lr: float, seed: int) -> None:
         nonlocal done
@@ -231,6 +235,9 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
         rec = _read_done(d / "cell.json", h)
         if rec is None:
             bar.set_postfix_str(f"{spec.label} lr={lr:g} seed={seed}")
+            if not warm[0]:
+                warm_up(ctx, spec)
+                warm[0] = True
             rec = train_cell(ctx, spec, lr, seed, d, desc=f"{spec.label} lr={lr:g} s{seed}")
             rec.update(config_hash=h, config={**fp, "lr": lr, "seed": seed})
             atomic_write_json(d / "cell.json", rec)
@@ -288,8 +295,9 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
                   wall_seconds=time.perf_counter() - t_all, out=str(out))
     result["pareto_plot"] = str(out / "pareto.png")
     result["curves_plot"] = str(out / "curves.png")
-    plot_pareto(result["summary"], out / "pareto.png", key, maximize, title=f"{fp['model']} on {fp['data']}: "
-                f"test {key} vs adapter parameters (mean ± std over {len(seeds)} seed(s))")
+    plot_pareto(result["summary"], out / "pareto.png", key, maximize, title=f"{Path(model).name} on "
+                f"{Path(str(data)).name}: test {key} vs adapter parameters\n(mean ± std over {len(seeds)} seed(s), "
+                f"learning rate chosen on validation, protocol {protocol})")
     plot_compare_curves(result["summary"], cells, out / "curves.png")
     atomic_write_json(out / "results.json", result)
     if not quiet:

@@ -155,13 +155,15 @@ def format_table(result: dict[str, Any]) -> str:
     head = (f"{'adapter':<28}{'params':>10}{'head':>7}{'×LoRA8':>8}{'lr':>9}  "
             f"{('test acc %' if cls else 'test ppl'):>14}{('macro-F1 %' if cls else 'test loss'):>15}"
             f"{'step s':>8}{'peak MB':>9}")
+    w = max([len("adapter")] + [len(r["adapter"]) for r in rows]) + 2
+    head = f"{'adapter':<{w}}" + head[28:]
     lines = [head]
     for r in rows:
         ratio = "" if r["params_vs_lora_r8"] is None else f"{r['params_vs_lora_r8']:.3g}"
         lr = "diverged" if r["lr"] is None else f"{r['lr']:g}"
         step = "n/a" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
         mem = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
-        lines.append(f"{r['adapter'][:27]:<28}{r['adapter_parameters']:>10,}{r['head_parameters']:>7,}{ratio:>8}"
+        lines.append(f"{r['adapter']:<{w}}{r['adapter_parameters']:>10,}{r['head_parameters']:>7,}{ratio:>8}"
                      f"{lr:>9}  {_pm(r[f'test_{m1}_mean'], r[f'test_{m1}_std'], scale):>14}"
                      f"{_pm(r[f'test_{m2}_mean'], r[f'test_{m2}_std'], scale):>15}{step:>8}{mem:>9}")
     cfg = result["config"]
