@@ -7,6 +7,7 @@
     tnpeft train [--model minilm|smollm2|DIR] [--data tweets|hamlet|FILE] [--adapter ADAPTER] [name=value ...]
                  [--out DIR] [--epochs E] [--max-steps N] ... [--json]
     tnpeft demo [--out DIR] [--full] [--json]
+    tnpeft compare --adapters SPEC ... [--lrs LR ...] [--seeds S ...] (--steps N | --epochs E) [--protocol P] ...
 
 ADAPTER is a registered method (``lora``), a builder of your own (``mypkg.topos:ttlora``, given
 the layer sizes and name=value hyper-parameters) or a graph ``.json`` file; ``--adapter-dir DIR``
@@ -183,6 +184,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tnpeft.adapters.specs import import_user_module
+    from tnpeft.demo import DEMO_LR_CENTRES
+    from tnpeft.train.comparison import compare, parse_lr_grid
+    from tnpeft.train.loop import TrainingInterrupted
+
+    for name in args.imports or ():
+        import_user_module(name)
+    targets: Any = args.target_modules
+    if targets and "," in targets:
+        targets = [t for t in targets.split(",") if t]
+    excl = [t for t in args.exclude_modules.split(",") if t] if args.exclude_modules is not None else None
+    try:
+        result = compare(args.adapters, model=args.model, data=args.data, lrs=args.lrs,
+                         lr_grid=parse_lr_grid(args.lr_grid or []), lr_centres=DEMO_LR_CENTRES, seeds=args.seeds,
+                         steps=args.steps,
+                         epochs=args.epochs, train_size=args.train_size, val_size=args.val_size,
+                         test_size=args.test_size, batch_size=args.batch_size, max_length=args.max_length,
+                         protocol=args.protocol, out=args.out, task=args.task, target_modules=targets,
+                         exclude_modules=excl, text_column=args.text_column, label_column=args.label_column,
+                         progress=not args.json, quiet=args.json)
+    except TrainingInterrupted as e:
+        print(f"tnpeft: {e}", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_export_circuits(args: argparse.Namespace) -> int:
     """Write an adapter's circuits as OpenQASM 3 files with an index (see tnpeft.quantum.export)."""
     from tnpeft.quantum import export_circuits
@@ -304,6 +334,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     t.add_argument("--json", action="store_true", help="print the metrics as JSON (no progress bars)")
     t.set_defaults(func=cmd_train)
+
+    k = sub.add_parser("compare", help="compare adapters fairly: a learning-rate grid × seeds under one budget, the "
+                                       "rate chosen on validation, figures on a separate test split (resumable)")
+    k.add_argument("--adapters", nargs="+", required=True, metavar="SPEC",
+                   help="NAME[:key=value,...]: a method (lora:r=8), module.path:function[:...], a graph .json, or "
+                        "peft_lora[:r=8,alpha=16] (peft's own LoRA); the spec text labels the row")
+    k.add_argument("--lrs", nargs="+", type=float, metavar="LR", help="one learning-rate grid for every adapter "
+                   "(default: per method, its demo rate ÷3, ×1, ×3)")
+    k.add_argument("--lr-grid", nargs="+", metavar="ADAPTER=LR,LR", help="a grid for one adapter (its spec text "
+                   "or method name), e.g. quantum_peft=1e-2,2e-2,6e-2")
+    k.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    k.add_argument("--steps", type=int, help="training steps of every cell (or --epochs)")
+    k.add_argument("--epochs", type=int, help="epochs of every cell (or --steps)")
+    k.add_argument("--protocol", default="grid", help="grid (every rate × every seed) or tune-then-seeds (the "
+                   "grid on the first seed, the other seeds at the selected rate)")
+    k.add_argument("--model", default="minilm", help="minilm, smollm2, or a local model folder")
+    k.add_argument("--data", default="tweets", help="tweets, hamlet, or a .csv / .jsonl / .txt file")
+    k.add_argument("--task", choices=["classification", "causal_lm"], help="default: inferred from --data")
+    k.add_argument("--train-size", type=int, help="training examples / blocks (default: all the rest)")
+    k.add_argument("--val-size", type=int, default=2000, help="validation examples / blocks (selects the rate)")
+    k.add_argument("--test-size", type=int, default=2000, help="test examples / blocks (reported, never selected on)")
+    k.add_argument("--batch-size", type=int, default=32)
+    k.add_argument("--max-length", type=int, default=48, help="tokens per text (classification) or block (LM)")
+    k.add_argument("--target-modules", help="comma-separated names or a regex (default all-linear)")
+    k.add_argument("--exclude-modules", help="comma-separated names to leave alone")
+    k.add_argument("--text-column", default="text")
+    k.add_argument("--label-column", default="label")
+    k.add_argument("--import", dest="imports", action="append", metavar="MODULE", help="import MODULE first")
+    k.add_argument("--out", default="runs/compare", help="output folder: results.json, pareto.png, curves.png, cells/")
+    k.add_argument("--json", action="store_true", help="print the results as JSON (no progress bars)")
+    k.set_defaults(func=cmd_compare)
 
     for verb, helptext in (("export-circuits", "write an adapter's circuits as OpenQASM 3 files with an index.json"),
                            ("circuits", "report an adapter's circuit resources: qubits, gates, depth, raw, decomposed "

@@ -1,0 +1,271 @@
+"""``tnpeft compare`` on a tiny BERT: the learning rate is chosen on validation only, test metrics
+exist only for the selected cells, the statistics follow from the cell files, the JSON and the
+PNGs are written, a rerun trains nothing, and bad input is a one-line error before any work."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import statistics
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+import tnpeft.train.comparison as comparison
+from tnpeft.errors import ConfigError
+from tnpeft.train.cells import parse_adapter_spec
+from tnpeft.train.comparison import compare, parse_lr_grid, select_lr
+from tnpeft.train.pareto import pareto_front
+
+ADAPTERS = ["lora:r=2,alpha=4", "peft_lora:r=2,alpha=4"]
+LRS = [1e-3, 5e-2]
+SEEDS = [0, 1]
+
+
+def _tiny_bert(path: Path) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tnpeft.train.data import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _csv(path: Path, n: int = 240) -> Path:
+    rng = random.Random(0)
+    pos, neg, filler = "good great lovely happy".split(), "bad awful sad poor".split(), "the a day it was".split()
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for _ in range(n):
+            y = rng.random() < 0.5
+            words = [rng.choice(pos if y else neg)] + [rng.choice(filler) for _ in range(4)]
+            rng.shuffle(words)
+            w.writerow([" ".join(words), "pos" if y else "neg"])
+    return path
+
+
+def _args(root: Path, out: Path, **over) -> list[str]:
+    a = {"--model": str(root / "model"), "--data": str(root / "data.csv"), "--steps": "4", "--val-size": "40",
+         "--test-size": "40", "--batch-size": "16", "--max-length": "16", "--out": str(out)}
+    a.update(over)
+    return ["compare", "--adapters", *ADAPTERS, "--lrs", *map(str, LRS), "--seeds", *map(str, SEEDS),
+            *[x for kv in a.items() for x in kv], "--json"]
+
+
+class Counter:
+    """Wraps a function of :mod:`tnpeft.train.comparison` and records its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, *args, **kw):
+        self.calls.append(args[1:4])
+        return self.fn(*args, **kw)
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    from tnpeft.cli import main
+
+    root = tmp_path_factory.mktemp("compare")
+    _tiny_bert(root / "model")
+    _csv(root / "data.csv")
+    out = root / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        trains, tests = Counter(comparison.train_cell), Counter(comparison.evaluate_test)
+        mp.setattr(comparison, "train_cell", trains)
+        mp.setattr(comparison, "evaluate_test", tests)
+        assert main(_args(root, out)) == 0
+        first = (len(trains.calls), len(tests.calls))
+        assert main(_args(root, out)) == 0          # the rerun: every cell is done
+        second = (len(trains.calls) - first[0], len(tests.calls) - first[1])
+    return root, out, json.loads((out / "results.json").read_text()), first, second
+
+
+def _cell_files(out: Path) -> list[tuple[dict, dict | None]]:
+    found = []
+    for p in sorted(out.glob("cells/*/lr=*/seed=*/cell.json")):
+        t = p.parent / "test.json"
+        found.append((json.loads(p.read_text()), json.loads(t.read_text())["test"] if t.exists() else None))
+    return found
+
+
+def test_every_cell_trains_once_and_a_rerun_trains_nothing(grid_run):
+    _, _, res, first, second = grid_run
+    assert first == (len(ADAPTERS) * len(LRS) * len(SEEDS), len(ADAPTERS) * len(SEEDS))
+    assert second == (0, 0)
+    assert res["protocol"] == "grid" and res["protocol_cells"] == 8 and len(res["cells"]) == 8
+
+
+def test_the_rate_is_chosen_on_validation_and_only_its_cells_are_tested(grid_run):
+    _, out, res, _, _ = grid_run
+    files = _cell_files(out)
+    assert len(files) == 8
+    for label in ADAPTERS:
+        mine = [(c, t) for c, t in files if c["adapter"] == label]
+        by_lr: dict[float, list[float]] = {}
+        for c, _ in mine:
+            by_lr.setdefault(c["lr"], []).append(c["val"]["accuracy"])
+        want = select_lr(by_lr, maximize=True)
+        best = max(statistics.fmean(v) for v in by_lr.values())
+        assert statistics.fmean(by_lr[want]) == best
+        assert res["selection"][label]["lr"] == want
+        for c, t in mine:     # test metrics exist exactly for the selected rate's cells
+            assert (t is not None) == (c["lr"] == want)
+            assert "test" not in c                      # a cell file holds validation metrics only
+    for c in res["cells"]:
+        assert ("test" in c) == c["selected"]
+        assert c["val"] is not None and set(c["val"]) == {"accuracy", "macro_f1"}
+
+
+def test_select_lr_follows_validation_even_where_test_disagrees():
+    val = {1e-3: [0.70, 0.72], 1e-2: [0.60, 0.61]}
+    test = {1e-3: [0.50, 0.50], 1e-2: [0.90, 0.90]}     # the test set would pick the other rate
+    assert select_lr(val, maximize=True) == 1e-3 != select_lr(test, maximize=True)
+    assert select_lr({1e-3: [0.5], 3e-3: [0.5]}, True) == 1e-3           # ties: the smaller rate
+    assert select_lr({1e-3: [3.0], 3e-3: [2.0]}, maximize=False) == 3e-3  # perplexity: the lowest
+    assert select_lr({1e-3: [0.4, None], 3e-3: [0.3, 0.3]}, True) == 3e-3  # a diverged seed: not selectable
+    assert select_lr({1e-3: [None]}, True) is None
+
+
+def test_summary_statistics_follow_from_the_cell_files(grid_run):
+    _, out, res, _, _ = grid_run
+    files = _cell_files(out)
+    for row in res["summary"]:
+        tested = [(c, t) for c, t in files if c["adapter"] == row["adapter"] and t is not None]
+        assert row["seeds"] == len(tested) == len(SEEDS)
+        for m in ("accuracy", "macro_f1"):
+            xs = [t[m] for _, t in tested]
+            assert row[f"test_{m}_mean"] == pytest.approx(statistics.fmean(xs))
+            assert row[f"test_{m}_std"] == pytest.approx(statistics.stdev(xs))
+        assert row["step_seconds"] == pytest.approx(statistics.median(c["step_seconds_median"] for c, _ in tested))
+        assert row["adapter_parameters"] > 0 and row["head_parameters"] == 16 * 2 + 2
+    lora, peft = res["summary"]
+    assert lora["adapter_parameters"] == peft["adapter_parameters"]   # the same LoRA, counted the same
+
+
+def test_results_json_records_the_protocol_machine_and_every_cell(grid_run):
+    _, _, res, _, _ = grid_run
+    for k in ("version", "metric", "maximize", "cells", "selection", "summary", "protocol", "protocol_cells",
+              "config", "lr_grid", "seeds", "machine", "memory", "wall_seconds"):
+        assert k in res, k
+    assert res["metric"] == "accuracy" and res["maximize"] is True and res["seeds"] == SEEDS
+    assert res["lr_grid"] == {a: LRS for a in ADAPTERS}
+    assert {"cpu_count", "torch", "device"} <= set(res["machine"])
+    assert res["config"]["val_size"] == 40 and res["config"]["test_size"] == 40
+    for c in res["cells"]:
+        assert c["steps"] == 4 and c["step_seconds_median"] > 0 and c["diverged_at_step"] is None
+        assert c["peak_memory_mb"] is None or c["peak_memory_mb"] >= 0
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_the_pareto_plot_and_the_curves_are_pngs(grid_run):
+    _, out, _, _, _ = grid_run
+    w, h = _png_size(out / "pareto.png")
+    assert w >= 800 and h >= 500
+    w, h = _png_size(out / "curves.png")
+    assert w >= 400 and h >= 300
+
+
+def test_pareto_front():
+    pts = [(10, 0.7), (100, 0.8), (50, 0.6), (1000, 0.8), (5, 0.5)]
+    assert pareto_front(pts) == [0, 1, 4]
+    assert pareto_front([(10, 3.0), (100, 2.0), (50, 4.0)], maximize=False) == [0, 1]
+
+
+def test_tune_then_seeds_runs_the_grid_on_the_first_seed_only(grid_run, monkeypatch):
+    root, _, _, _, _ = grid_run
+    trains = Counter(comparison.train_cell)
+    monkeypatch.setattr(comparison, "train_cell", trains)
+    res = compare(["lora:r=2,alpha=4"], model=str(root / "model"), data=str(root / "data.csv"), lrs=LRS,
+                  seeds=[0, 1, 2], steps=3, val_size=40, test_size=40, batch_size=16, max_length=16,
+                  protocol="tune-then-seeds", out=root / "tts", progress=False, quiet=True)
+    chosen = res["selection"]["lora:r=2,alpha=4"]["lr"]
+    assert [(lr, s) for _, lr, s in trains.calls] == [(LRS[0], 0), (LRS[1], 0), (chosen, 1), (chosen, 2)]
+    assert res["protocol_cells"] == 4 and res["summary"][0]["seeds"] == 3
+    assert all(v["seeds"] == 1 for v in res["selection"]["lora:r=2,alpha=4"]["by_lr"].values())
+
+
+def test_a_changed_setting_in_the_same_folder_is_an_error(grid_run, capsys):
+    from tnpeft.cli import main
+
+    root, out, _, _, _ = grid_run
+    assert main(_args(root, out, **{"--train-size": "50"})) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "other settings" in err and "--out" in err
+
+
+def test_adapter_specs():
+    s = parse_adapter_spec("qpa:preset=reference,hidden=[16,16],r=4")
+    assert (s.name, s.hparams) == ("qpa", {"preset": "reference", "hidden": [16, 16], "r": 4})
+    s = parse_adapter_spec("mypkg.topos:ttlora:cores=2")
+    assert s.name == "mypkg.topos:ttlora" and s.hparams == {"cores": 2} and callable(s.method)
+    assert parse_adapter_spec("peft_lora").hparams == {"r": 8, "alpha": 16, "dropout": 0.0}
+    assert parse_lr_grid(["lora:r=1=1e-3,3e-3"]) == {"lora:r=1": [1e-3, 3e-3]}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--adapters", "nosuch:r=2"], ["nosuch", "unknown adapter"]),
+    (["--adapters", "lora:rank=2"], ["lora:rank=2", "rank"]),
+    (["--adapters", "peft_lora:rank=2"], ["peft_lora", "rank"]),
+    (["--adapters", "lora:r"], ["key=value"]),
+    (["--adapters", "lora", "--protocol", "best-of"], ["--protocol", "tune-then-seeds"]),
+    (["--adapters", "lora", "--lrs", "0"], ["learning rate", "0"]),
+    (["--adapters", "lora", "--lr-grid", "qpa=1e-3"], ["--lr-grid", "qpa"]),
+    (["--adapters", "lora", "--lr-grid", "lora=x"], ["--lr-grid", "lora=x"]),
+    (["--adapters", "lora", "--seeds", "0", "0"], ["--seeds"]),
+    (["--adapters", "lora", "lora"], ["twice"]),
+    (["--adapters", "lora", "--epochs", "1"], ["--steps", "--epochs"]),
+    (["--adapters", "lora", "--val-size", "0"], ["--val-size"]),
+])
+def test_bad_input_is_one_line_before_any_work(args, words, tmp_path, capsys, monkeypatch):
+    from tnpeft.cli import main
+
+    monkeypatch.setattr(comparison, "_load_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    argv = ["compare", *args, "--out", str(tmp_path / "o"), "--steps", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tnpeft: error:") and "\n" not in err
+    for w in words:
+        assert w in err, (w, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_grids_centre_on_the_demo_rates():
+    from tnpeft.demo import DEMO_LR_CENTRES
+    from tnpeft.train.comparison import default_lrs
+
+    assert default_lrs(parse_adapter_spec("quantum_peft:rank=4"), DEMO_LR_CENTRES) == [6.7e-3, 2e-2, 6e-2]
+    assert default_lrs(parse_adapter_spec("peft_lora"), DEMO_LR_CENTRES) == [6.7e-4, 2e-3, 6e-3]
+    assert default_lrs(parse_adapter_spec("mpo:r=4"), DEMO_LR_CENTRES) == [6.7e-4, 2e-3, 6e-3]
+
+
+def test_an_empty_learning_rate_grid_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="empty"):
+        compare(["lora"], lrs=[], steps=1, out=tmp_path / "o")
+
+
+def test_demo_pareto_plot_on_made_up_results(tmp_path):
+    from tnpeft.demo import STUDY_COMMAND, plot_demo_pareto
+
+    res = [{"adapter": "lora", "adapter_parameters": 160_000, "accuracy": 0.71},
+           {"adapter": "quantum_peft", "adapter_parameters": 9_000, "accuracy": 0.69},
+           {"adapter": "qpa", "adapter_parameters": 30_000, "accuracy": 0.66}]
+    plot_demo_pareto(res, 1000, tmp_path / "pareto.png")
+    assert _png_size(tmp_path / "pareto.png")[0] >= 800
+    assert STUDY_COMMAND.startswith("tnpeft compare ") and "--protocol tune-then-seeds" in STUDY_COMMAND

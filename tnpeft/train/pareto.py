@@ -1,0 +1,179 @@
+"""The figures and the table of a comparison: the Pareto plot (test metric against trainable
+parameters, log x, error bars, the front highlighted), the training curves of the selected cells,
+and the printed table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tnpeft.train.plots import moving_average, save_png
+
+# label offsets tried in turn (points), nearest first: the first that overlaps no label, point or bar wins
+_OFFSETS = [(7, 6), (7, -12), (-7, 6), (-7, -12), (7, 16), (7, -22), (-7, 16), (-7, -22), (0, 26), (0, -32),
+            (14, 30), (14, -36), (-14, 30), (-14, -36)]
+
+
+def pareto_front(points: list[tuple[float, float]], maximize: bool = True) -> list[int]:
+    """Indices of the points no other point beats: fewer (or as many) parameters and a better (or
+    equal) metric, one of the two strictly."""
+    sign = 1 if maximize else -1
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and sign * y2 >= sign * y) and (x2 < x or sign * y2 > sign * y)
+                   for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def _place_labels(ax, fig, xs: list[float], ys: list[float], es: list[float], labels: list[str],
+                  colors: list[str]) -> None:
+    """Write each label next to its point where it overlaps no point, error bar or label written
+    before (greedy)."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    taken = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+    boxes = [(px - 5, py - 5, px + 5, py + 5) for px, py in taken]
+    for x, y, e in zip(xs, ys, es):
+        (x0, y0), (x1, y1) = ax.transData.transform((x, y - e)), ax.transData.transform((x, y + e))
+        boxes.append((x0 - 4, y0, x1 + 4, y1))
+    axbox = ax.get_window_extent(r)
+    order = sorted(range(len(xs)), key=lambda i: (xs[i], ys[i]))
+    for i in order:
+        best = None
+        for dx, dy in _OFFSETS:
+            t = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=8,
+                            color=colors[i], ha="left" if dx >= 0 else "right",
+                            arrowprops=dict(arrowstyle="-", color="#999999", lw=0.5) if abs(dy) > 16 else None)
+            bb = t.get_window_extent(r)
+            box = (bb.x0, bb.y0, bb.x1, bb.y1)
+            inside = bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and bb.y1 <= axbox.y1
+            clash = any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes)
+            if inside and not clash:
+                best = box
+                break
+            t.remove()
+        if best is None:   # nowhere free: the first place, drawn anyway
+            t = ax.annotate(labels[i], (xs[i], ys[i]), xytext=_OFFSETS[0], textcoords="offset points", fontsize=8,
+                            color=colors[i])
+            bb = t.get_window_extent(r)
+            best = (bb.x0, bb.y0, bb.x1, bb.y1)
+        boxes.append(best)
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy", maximize: bool = True,
+                title: str = "", caption: str | None = None) -> None:
+    """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``) against ``adapter_parameters``
+    for every row, log x; the Pareto front drawn as a step line, its points filled."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get(f"test_{metric}_mean") is not None]
+    fig, ax = plt.subplots(figsize=(8.5, 5.4))
+    if not rows:
+        ax.text(0.5, 0.5, "no adapter has test results (every learning rate diverged?)", ha="center",
+                transform=ax.transAxes)
+        save_png(fig, path)
+        return
+    xs = [max(1, r["adapter_parameters"]) for r in rows]
+    ys = [r[f"test_{metric}_mean"] for r in rows]
+    es = [r.get(f"test_{metric}_std") or 0.0 for r in rows]
+    front = set(pareto_front(list(zip(xs, ys)), maximize))
+    cmap = plt.get_cmap("tab10")
+    colors = [matplotlib.colors.to_hex(cmap(i % 10)) for i in range(len(rows))]
+    for i in range(len(rows)):
+        ax.errorbar(xs[i], ys[i], yerr=es[i], fmt="o" if i in front else "o", ms=7, capsize=3, color=colors[i],
+                    mfc=colors[i] if i in front else "white", mew=1.6, zorder=3)
+    f = sorted(front, key=lambda i: xs[i])
+    if len(f) > 1:
+        ax.step([xs[i] for i in f], [ys[i] for i in f], where="post", color="#333333", lw=1, ls="--", zorder=2,
+                label="Pareto front (filled points)")
+    else:
+        ax.plot([], [], ls="--", color="#333333", label="Pareto front (filled points)")
+    ax.set_xscale("log")
+    lo, hi = min(xs), max(xs)
+    ax.set_xlim(lo / 2.2, hi * 3.5)
+    ymin, ymax = min(y - e for y, e in zip(ys, es)), max(y + e for y, e in zip(ys, es))
+    pad = max(ymax - ymin, 1e-3) * 0.25
+    ax.set_ylim(ymin - pad, ymax + pad)
+    ax.set_xlabel("trainable adapter parameters (log scale; the task head is the same for every row)")
+    ax.set_ylabel(f"test {metric}" + (" (higher is better)" if maximize else " (lower is better)"))
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right" if maximize else "upper right")
+    ax.set_title(title, fontsize=10)
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=7.5, color="#444444", ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
+    _place_labels(ax, fig, xs, ys, es, [r["adapter"] for r in rows], colors)
+    save_png(fig, path)
+
+
+def plot_compare_curves(rows: list[dict[str, Any]], cells: dict[tuple[str, float, int], dict[str, Any]],
+                        path: Path) -> None:
+    """One panel per adapter: the training loss (moving average) of each seed at the selected rate."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(rows))
+    cols = min(3, n)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
+    for ax, r in zip(axes.flat, rows):
+        for (label, lr, seed), rec in sorted(cells.items(), key=lambda kv: kv[0][2]):
+            if label == r["adapter"] and lr == r["lr"] and rec.get("train_loss"):
+                losses = rec["train_loss"]
+                k = max(1, len(losses) // 20)
+                ax.plot(range(1, len(losses) + 1), moving_average(losses, k), lw=1.2, label=f"seed {seed}")
+        ax.set_title(f"{r['adapter']}  (lr {r['lr']:g})" if r["lr"] is not None else f"{r['adapter']} (diverged)",
+                     fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("training loss", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    fig.suptitle("training loss at the selected learning rate (moving average over ~5 % of the steps)",
+                 fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def _pm(mean: float | None, std: float | None, scale: float = 1.0) -> str:
+    return "n/a" if mean is None else f"{mean * scale:.2f} ± {std * scale:.2f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The comparison table, the protocol and where the files are, as text."""
+    rows, cls = result["summary"], result["maximize"]
+    m1, m2 = ("accuracy", "macro_f1") if cls else ("perplexity", "loss")
+    scale = 100.0 if cls else 1.0
+    head = (f"{'adapter':<28}{'params':>10}{'head':>7}{'×LoRA8':>8}{'lr':>9}  "
+            f"{('test acc %' if cls else 'test ppl'):>14}{('macro-F1 %' if cls else 'test loss'):>15}"
+            f"{'step s':>8}{'peak MB':>9}")
+    w = max([len("adapter")] + [len(r["adapter"]) for r in rows]) + 2
+    head = f"{'adapter':<{w}}" + head[28:]
+    lines = [head]
+    for r in rows:
+        ratio = "" if r["params_vs_lora_r8"] is None else f"{r['params_vs_lora_r8']:.3g}"
+        lr = "diverged" if r["lr"] is None else f"{r['lr']:g}"
+        step = "n/a" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
+        mem = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        lines.append(f"{r['adapter']:<{w}}{r['adapter_parameters']:>10,}{r['head_parameters']:>7,}{ratio:>8}"
+                     f"{lr:>9}  {_pm(r[f'test_{m1}_mean'], r[f'test_{m1}_std'], scale):>14}"
+                     f"{_pm(r[f'test_{m2}_mean'], r[f'test_{m2}_std'], scale):>15}{step:>8}{mem:>9}")
+    cfg = result["config"]
+    n_sel = sum(c["selected"] for c in result["cells"])
+    lines += ["",
+              f"protocol {result['protocol']}: {result['protocol_cells']} training cells, learning rate chosen on "
+              f"{cfg['val_size']:,} validation examples ({'highest accuracy' if cls else 'lowest perplexity'}, mean "
+              f"over seeds), figures on {cfg['test_size']:,} test examples ({n_sel} cells tested); mean ± std over "
+              f"{len(result['seeds'])} seed(s)",
+              "params: the adapter's trainable parameters; head: the new task head's; step s: median seconds per "
+              "optimizer step; peak MB: " + result["memory"],
+              f"wrote {result['out']}/results.json, pareto.png, curves.png, cells/ (total {result['wall_seconds']:.0f} s)"]
+    return "\n".join(lines)
