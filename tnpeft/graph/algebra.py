@@ -132,6 +132,20 @@ def _cut(g: Graph) -> tuple[list[str], list[str], list[str]] | None:
     return [n for n in g.nodes if side[n] == 0], [n for n in g.nodes if side[n] == 1], cut
 
 
+def cut_rank(g: Graph) -> int | None:
+    """The rank of a linear graph's update as :func:`low_rank_factors` factors it (the product of
+    the cheapest cut's bonds, at most ``min(in, out)``), from the structure alone; for an
+    input-mode graph the rank its additive equivalent ``W (D − I)`` may reach (``in_features``);
+    ``None`` for a nonlinear graph."""
+    if not g.is_linear:
+        return None
+    full = min(g.in_features, g.out_features)
+    if g.mode == "input":
+        return full
+    cut = _cut(g)
+    return full if cut is None else min(full, math.prod(g.size_dict[i] for i in cut[2]))
+
+
 def low_rank_factors(module: GraphModule, scaled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, A)`` in float64 with ``B @ A`` equal to the module's update (``scale · ΔW`` when
     ``scaled``), ``B`` of shape ``(out_features, r)`` and ``A`` of ``(r, in_features)``, from the

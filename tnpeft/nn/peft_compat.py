@@ -27,7 +27,7 @@ from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read
 from tnpeft.graph import Dense, Graph, merged_weight
 from tnpeft.graph.adapter_files import VALUE_DTYPES, cast_state
 from tnpeft.graph.algebra import low_rank_factors, truncate_factors
-from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, tn_layers
+from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
 from tnpeft.nn.saving import linear_sizes_at, put_adapter
 
 _PREFIX = "base_model.model."
@@ -185,6 +185,7 @@ class PeftExport:
     path: Path
     merged: bool = False
     modules: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
+    notes: list[str] = dc_field(default_factory=list)
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -198,9 +199,22 @@ class PeftExport:
     def exact(self) -> bool:
         return all(m["exact"] for m in self.modules.values())
 
+    def summary(self) -> str:
+        """What was written, in a line (and one per note)."""
+        if self.merged:
+            head = (f"wrote {self.path}: the adapter is multiplicative (input-mode), which a LoRA checkpoint cannot "
+                    "hold; the folder holds the model with it merged (load it with from_pretrained)")
+        else:
+            ranks = sorted({m["rank"] for m in self.modules.values()})
+            hows = ", ".join(sorted({m["how"] for m in self.modules.values()}))
+            rank = ranks[0] if len(ranks) == 1 else f"{ranks[0]}–{ranks[-1]}"
+            head = (f"wrote {self.path}: a peft LoRA checkpoint of {len(self.modules)} modules (rank {rank}; {hows}); "
+                    + ("exact" if self.exact else f"SVD-compressed, largest relative error {self.max_error:.3g}"))
+        return "\n".join([head] + [f"note: {n}" for n in self.notes])
+
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "format": "merged-model" if self.merged else "peft-lora",
-                "exact": self.exact, "max_error": self.max_error, "modules": self.modules}
+                "exact": self.exact, "max_error": self.max_error, "modules": self.modules, "notes": self.notes}
 
 
 def _factors_for_peft(path: str, name: str, mod: Any, max_rank: int | None) -> tuple[torch.Tensor, torch.Tensor,
@@ -273,6 +287,10 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
         dropout.add(g.dropout)
         conv1d = conv1d or layer.fan_in_fan_out
         out.modules[path] = info
+    saved = saved_modules(model, adapter_name)
+    if saved:
+        out.notes.append(f"modules trained with the adapter ({', '.join(saved)}) are not part of a LoRA checkpoint "
+                         "and were not written; save them with the base model")
     if len(rslora) > 1:    # one flag per checkpoint: write rsLoRA modules as plain ones with alpha / √r · r
         for path in ranks:
             g = model.get_submodule(path).tn_adapters[adapter_name].graph
