@@ -31,14 +31,17 @@ from tnpeft.graph import (
     HyperNetwork,
     Nonlinear,
     Unitary,
+    compress,
     graph_modules,
     load_graph,
     save_graph,
+    weighted_sum,
 )
 from tnpeft.nn import (
     AdapterConfig,
     TNLinear,
     adapter_names,
+    add_weighted_adapter,
     delete_adapter,
     disable_adapters,
     export_peft,
@@ -60,9 +63,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "HyperNetwork", "save_graph", "load_graph",
-    "graph_modules", "adapters", "draw", "quantum",
+    "graph_modules", "weighted_sum", "compress", "adapters", "draw", "quantum",
     "AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
-    "disable_adapters", "delete_adapter", "adapter_names", "trainable_parameters", "print_trainable_parameters",
+    "disable_adapters", "delete_adapter", "add_weighted_adapter", "adapter_names", "trainable_parameters", "print_trainable_parameters",
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",
     "TNPeftError", "GraphError", "IndexSizeError", "DanglingIndexError", "UnreachableLegError", "NodeKindError",
     "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",

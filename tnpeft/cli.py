@@ -1,6 +1,9 @@
 """The ``tnpeft`` command.
 
+    tnpeft --version
+    tnpeft adapters [--json]
     tnpeft count ADAPTER --in-features N --out-features M [name=value ...] [--json]
+    tnpeft convert --adapter-dir DIR [--model minilm|smollm2|DIR] --to peft-lora -o OUT [--max-rank R]
     tnpeft draw ADAPTER --in-features N --out-features M [name=value ...] -o FILE.svg|.png
     tnpeft verify ADAPTER --in-features N --out-features M [name=value ...] [--json]
     tnpeft export-circuits ADAPTER --in-features N --out-features M [name=value ...] -o DIR
@@ -46,30 +49,52 @@ def _source(args: argparse.Namespace) -> tuple[str, Any]:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
+    from tnpeft.adapters.specs import count_modules, lora_same_rank, percent
     from tnpeft.graph import graph_modules
 
     label, source = _source(args)
     mods = graph_modules(source)
     if len(mods) > 1:
-        return _count_modules(label, mods, args.json)
+        print(count_modules(label, mods, args.json))
+        return 0
     g = next(iter(mods.values())).graph
     hp = g.meta.get("hparams") or _parse_hparams(args.hparams)
     n_in, n_out = g.in_features, g.out_features
     dense = n_in * n_out
     total = g.num_parameters()
     generated = g.num_generated()
-    lora_eq = g.meta.get("lora_parameters", generated or None)
+    lora_eq, lora_rank = lora_same_rank(g)
     if args.json:
         extra: dict[str, Any] = {}
         if generated:
             extra["generated_parameters"] = generated
         if lora_eq:
             extra["lora_same_rank_parameters"] = lora_eq
+            extra["lora_rank"] = lora_rank
             extra["fraction_of_lora"] = total / lora_eq
         print(json.dumps({"adapter": label, "in_features": n_in, "out_features": n_out, "hparams": hp,
                           "nodes": g.parameter_table(), "parameters": total, "dense_parameters": dense,
                           "fraction_of_dense": total / dense, **extra}, indent=2))
         return 0
+    hps = ", ".join(f"{k}={v}" for k, v in hp.items())
+    print(f"{label}  {n_in} → {n_out}" + (f"  ({hps})" if hps else ""))
+    rows = [(r["node"], r["kind"], ", ".join(f"{i}={s}" for i, s in r["inds"].items()), f"{r['parameters']:,}")
+            for r in g.parameter_table()]
+    w = [max(len(x[i]) for x in rows + [("node", "kind", "indices", "parameters")]) for i in range(4)]
+    print(f"{'node':<{w[0]}}  {'kind':<{w[1]}}  {'indices':<{w[2]}}  {'parameters':>{w[3]}}")
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}")
+    print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
+    print(f"a dense update of this layer has {dense:,} parameters; the adapter is {percent(total, dense)} of it")
+    if generated:
+        outs = ", ".join(o for k in g.hypernetworks for o in g.hypernetworks[k].outputs)
+        print(f"the hyper-network produces {generated:,} values (nodes {outs}), which are not trained themselves")
+    if lora_eq:
+        print(f"LoRA of the same rank (r={lora_rank}) has {lora_eq:,} parameters; the adapter trains "
+              f"{percent(total, lora_eq)} of that ({percent(lora_eq - total, lora_eq)} fewer)" if total <= lora_eq else
+              f"LoRA of the same rank (r={lora_rank}) has {lora_eq:,} parameters; the adapter trains "
+              f"{total / lora_eq:.2f}× that")
+    return 0
     hps = ", ".join(f"{k}={v}" for k, v in hp.items())
     print(f"{label}  {n_in} → {n_out}" + (f"  ({hps})" if hps else ""))
     rows = [(r["node"], r["kind"], ", ".join(f"{i}={s}" for i, s in r["inds"].items()), f"{r['parameters']:,}")
@@ -90,22 +115,34 @@ def cmd_count(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count_modules(label: str, mods: dict[str, Any], as_json: bool) -> int:
-    """A saved adapter's count: one row per adapted module, and the total."""
-    rows = [(p, m.graph) for p, m in mods.items()]
-    total = sum(g.num_parameters() for _, g in rows)
-    if as_json:
-        print(json.dumps({"adapter": label, "parameters": total, "modules": [
-            {"module": p, "name": g.name, "in_features": g.in_features, "out_features": g.out_features,
-             "parameters": g.num_parameters(), "nodes": g.parameter_table()} for p, g in rows]}, indent=2))
+def cmd_adapters(args: argparse.Namespace) -> int:
+    """List every registered adapter method (built-in and registered by --import modules)."""
+    from tnpeft.adapters import method_table
+    from tnpeft.adapters.specs import import_user_module
+
+    for name in args.imports or ():
+        import_user_module(name)
+    rows = method_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
         return 0
-    print(f"{label}: {len(rows)} adapted modules, {total:,} trainable parameters")
-    cells = [(p, g.name or "graph", f"{g.in_features} → {g.out_features}", f"{g.num_parameters():,}") for p, g in rows]
-    head = ("module", "adapter", "in → out", "parameters")
-    w = [max(len(c[i]) for c in cells + [head]) for i in range(4)]
-    for c in [head] + cells:
-        print(f"{c[0]:<{w[0]}}  {c[1]:<{w[1]}}  {c[2]:<{w[2]}}  {c[3]:>{w[3]}}")
-    print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
+    for r in rows:
+        print(r["name"] + (f"  ({r['paper']})" if r["paper"] else "") + ("  [training hook]" if r["training_hook"] else ""))
+        print("    " + (", ".join(f"{k}={v}" for k, v in r["hparams"].items()) or "(no hyper-parameters)"))
+        if r["aliases"]:
+            print("    aliases: " + ", ".join(f"{a} = {t}" for a, t in r["aliases"].items()))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a saved tnpeft adapter into a peft LoRA checkpoint for the model it was trained on."""
+    from tnpeft.adapters.specs import import_user_module
+    from tnpeft.train.convert import convert_adapter
+
+    for name in args.imports or ():
+        import_user_module(name)
+    ex = convert_adapter(args.adapter_dir, args.output, model=args.model, task=args.task, max_rank=args.max_rank)
+    print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.summary())
     return 0
 
 
@@ -266,8 +303,30 @@ def _adapter_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    __version__ = sys.modules["tnpeft"].__version__     # the package is imported before any of its modules
     p = argparse.ArgumentParser(prog="tnpeft", description="Tensor-network parameter-efficient fine-tuning.")
+    p.add_argument("--version", action="version", version=f"tnpeft {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("adapters", help="list every registered adapter with its hyper-parameters and defaults")
+    a.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                   help="import MODULE first (one that registers methods of its own); repeatable")
+    a.add_argument("--json", action="store_true", help="print JSON")
+    a.set_defaults(func=cmd_adapters)
+
+    cv = sub.add_parser("convert", help="convert a saved adapter into a peft LoRA checkpoint (any linear adapter)")
+    cv.add_argument("--adapter-dir", metavar="DIR", required=True, help="a folder written by tnpeft.save_adapter")
+    cv.add_argument("--model", default="minilm", help="the model it was trained on: minilm, smollm2 or a folder")
+    cv.add_argument("--task", choices=["classification", "causal_lm"],
+                    help="default: classification if the adapter saved a head, else causal_lm")
+    cv.add_argument("--to", choices=["peft-lora"], default="peft-lora", help="the format (peft-lora)")
+    cv.add_argument("--max-rank", type=int, help="compress updates of a larger rank by a truncated SVD (the error is "
+                                                  "reported)")
+    cv.add_argument("-o", "--output", required=True, help="folder to write adapter_config.json and "
+                                                          "adapter_model.safetensors to")
+    cv.add_argument("--import", dest="imports", action="append", metavar="MODULE", help="import MODULE first")
+    cv.add_argument("--json", action="store_true", help="print the export report as JSON")
+    cv.set_defaults(func=cmd_convert)
 
     c = sub.add_parser("count", help="count an adapter's trainable parameters for one layer (or a saved adapter's)")
     _adapter_arguments(c)
@@ -321,12 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--warmup-steps", type=int, default=20)
+    t.add_argument("--warmup-steps", type=int, default=20, help="linear warmup (clipped to the run's length)")
     t.add_argument("--max-length", type=int, default=48, help="tokens per text (classification) or block (LM)")
     t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: at the end)")
     t.add_argument("--checkpoint-every", type=int, default=25)
     t.add_argument("--train-size", type=int, help="use only the first N training examples / blocks")
-    t.add_argument("--test-size", help="held-out rows (an integer) or fraction (below 1)")
+    t.add_argument("--test-size", help="held-out rows (an integer) or fraction (below 1); default 2,000 tweets, or "
+                                       "0.2 of a data file's rows (at most 2,000)")
     t.add_argument("--text-column", default="text")
     t.add_argument("--label-column", default="label")
     t.add_argument("--seed", type=int, default=0)

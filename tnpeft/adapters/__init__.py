@@ -16,6 +16,7 @@ from tnpeft.adapters.methods import (  # noqa: I001  (the registry first: the bu
     get_method,
     hparam_names,
     method_of,
+    method_table,
     register,
 )
 from tnpeft.adapters.lora import lora
@@ -26,6 +27,6 @@ from tnpeft.adapters.qpa import qpa
 from tnpeft.adapters.tensor_train import factorize, mpo
 from tnpeft.adapters.qwthn import qwthn
 
-__all__ = ["METHODS", "REQUIRED", "Method", "TrainingHook", "register", "get_method", "get_builder", "method_of",
+__all__ = ["METHODS", "REQUIRED", "Method", "TrainingHook", "register", "get_method", "get_builder", "method_of", "method_table",
            "hparam_names", "check_hparams", "lora", "quantum_peft", "adalora", "AdaLoRAController", "oft", "qpa",
            "qwthn", "mpo", "factorize"]

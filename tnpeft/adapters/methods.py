@@ -62,6 +62,7 @@ class Method:
         paper: the reference it implements, if any.
         training_hook: a factory ``(model, adapter_name=..., total_step=...) -> TrainingHook`` for
             methods whose training needs more than the optimizer (AdaLoRA), else ``None``.
+        aliases: other names a hyper-parameter answers to (``{"r": "rank"}``: ``r`` means the rank).
     """
 
     name: str
@@ -69,6 +70,7 @@ class Method:
     hparams: dict[str, Any] = field(default_factory=dict)
     paper: str | None = None
     training_hook: HookFactory | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 METHODS: dict[str, Method] = {}
@@ -87,19 +89,31 @@ def _signature_hparams(fn: Callable) -> dict[str, Any]:
     return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def register(name: str, *, paper: str | None = None,
-             training_hook: HookFactory | None = None) -> Callable[[Builder], Builder]:
+def register(name: str, *, paper: str | None = None, training_hook: HookFactory | None = None,
+             aliases: dict[str, str] | None = None) -> Callable[[Builder], Builder]:
     """Decorator: make ``builder`` available as ``AdapterConfig(name, ...)``, ``tnpeft count name``
     and in every other tool, and tag the graphs it returns with the method's name and the
-    hyper-parameters they were built with (those that are JSON values)."""
+    hyper-parameters they were built with (those that are JSON values). ``aliases`` maps other
+    names to hyper-parameters (``{"r": "rank"}``); giving both names at once is an error."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"a method name must be an identifier, got {name!r}", field="name")
+    alias = dict(aliases or {})
 
     def deco(fn: Builder) -> Builder:
         sig = inspect.signature(fn)
+        for a, target in alias.items():
+            if target not in sig.parameters or a in sig.parameters:
+                raise ConfigError(f"method {name!r}: alias {a!r} must name a new word for one of its "
+                                  f"hyper-parameters, not {target!r}", field="aliases")
 
         @functools.wraps(fn)
         def builder(*args: Any, **kwargs: Any) -> Graph:
+            for a, target in alias.items():
+                if a in kwargs:
+                    if target in kwargs:
+                        raise ConfigError(f"{name}: {a!r} is another name for {target!r}; give one of them",
+                                          field=a)
+                    kwargs[target] = kwargs.pop(a)
             graph = fn(*args, **kwargs)
             if isinstance(graph, Graph):
                 bound = sig.bind(*args, **kwargs)
@@ -112,10 +126,22 @@ def register(name: str, *, paper: str | None = None,
             return graph
 
         builder.method = name  # type: ignore[attr-defined]
-        METHODS[name] = Method(name, builder, _signature_hparams(fn), paper, training_hook)
+        builder.aliases = alias  # type: ignore[attr-defined]
+        METHODS[name] = Method(name, builder, _signature_hparams(fn), paper, training_hook, alias)
         return builder
 
     return deco
+
+
+def method_table() -> list[dict[str, Any]]:
+    """Every registered method as a JSON-ready row: name, paper, hyper-parameters with their
+    defaults (``"required"`` for none; a non-JSON default as its ``repr``), aliases, and whether it
+    has a training hook — what ``tnpeft adapters`` prints."""
+    def shown(v: Any) -> Any:
+        return "required" if v is REQUIRED else v if _json_ready(v) else repr(v)
+
+    return [{"name": m.name, "paper": m.paper, "hparams": {k: shown(v) for k, v in m.hparams.items()},
+             "aliases": dict(m.aliases), "training_hook": m.training_hook is not None} for m in METHODS.values()]
 
 
 def get_method(name: str) -> Method:
@@ -152,6 +178,7 @@ def check_hparams(method: str | Builder, hparams: dict[str, Any]) -> None:
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         return
     known = hparam_names(builder)
+    known += [a for a in getattr(builder, "aliases", {}) if a not in known]
     for k in hparams:
         if k not in known:
             label = method if isinstance(method, str) else getattr(builder, "__name__", "adapter")

@@ -10,7 +10,7 @@ from tnpeft.params import UNITARY_PARAMS
 
 @register("oft", paper="Qiu et al., NeurIPS 2023; Liu et al., ICLR 2024 (BOFT)")
 def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bool = False,
-        param: str = "cayley") -> Graph:
+        param: str = "cayley", r: int | None = None) -> Graph:
     r"""A multiplicative orthogonal adapter: the layer computes ``W (R x)`` with ``R`` orthogonal —
     ``W' = W R`` once merged (Qiu et al., 2023; Liu et al., 2024 for the butterfly form).
 
@@ -27,9 +27,19 @@ def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bo
     ``householder``, ``givens``), unlike peft's default truncated Cayley–Neumann series. Unmerging
     multiplies by ``Rᵀ``: no matrix inverse.
 
+    ``r`` (peft's OFT ``r``) gives the number of blocks instead: ``block_size = in_features / r``.
+
     Parameters: ``b · count(param, s, s)`` (+ ``s · count(param, b, b)`` with the butterfly), where
     ``count(cayley, n, n) = n²`` (the skew factor is stored whole; its skew part is used).
     """
+    if r is not None:   # peft's OFT r: the number of blocks
+        check_positive_int("oft", "r", r)
+        if in_features % r:
+            raise ConfigError(f"oft: r={r} blocks do not divide in_features {in_features}", field="r")
+        if block_size not in (32, in_features // r):
+            raise ConfigError(f"oft: r={r} blocks of in_features {in_features} have size {in_features // r}, but "
+                              f"block_size is {block_size}; give one of the two", field="r")
+        block_size = in_features // r
     check_positive_int("oft", "block_size", block_size)
     if block_size < 2:
         raise ConfigError("oft: block_size must be at least 2 (a 1×1 rotation is ±1: nothing to train)",

@@ -12,7 +12,7 @@ from tnpeft.params import UNITARY_PARAMS
 _CIRCUIT_PARAMS = ("pauli", "givens")
 
 
-@register("quantum_peft", paper="Koike-Akino et al., ICLR 2025, arXiv 2503.05431")
+@register("quantum_peft", paper="Koike-Akino et al., ICLR 2025, arXiv 2503.05431", aliases={"r": "rank"})
 def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int = 1, param: str = "pauli",
                  intrinsic_rank: int | None = None, bits: int | None = None, scale: float = 1.0,
                  order: int = 2) -> Graph:
@@ -31,7 +31,7 @@ def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int
     ``Λ = diag(λ)`` starts at zero, so the adapted model starts exactly at the base model.
 
     Args:
-        rank: K, the number of columns (the rank of ΔW).
+        rank: K, the number of columns (the rank of ΔW); ``r`` is another name for it.
         layers: circuit layers L for ``pauli`` (and butterfly layers for ``givens``).
         param: the Stiefel parametrization.
         intrinsic_rank: K′ ≤ K. For ``cayley``/``exp``/``taylor``/``householder`` the skew factor

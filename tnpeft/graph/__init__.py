@@ -3,6 +3,7 @@
 the merge arithmetic, and :func:`graph_modules`, which reads "an adapter" from any source."""
 
 from tnpeft.graph.adapter_files import read_adapter, read_adapter_modules, split_adapter_state
+from tnpeft.graph.algebra import Combination, compress, low_rank_factors, truncate_factors, weighted_sum
 from tnpeft.graph.files import load_graph, save_graph
 from tnpeft.graph.graph import Graph
 from tnpeft.graph.hypernetwork import HyperNetwork
@@ -15,4 +16,5 @@ from tnpeft.graph.sources import graph_modules, register_source, resolve_graph_m
 __all__ = ["Graph", "GraphModule", "Node", "HyperNetwork", "Dense", "Diagonal", "Unitary", "Nonlinear", "NODE_KINDS",
            "node_from_dict", "ContractStep", "ApplyStep", "Schedule", "save_graph", "load_graph", "read_adapter",
            "read_adapter_modules", "split_adapter_state", "graph_modules", "register_source", "resolve_graph_module",
-           "delta_weight", "merged_weight", "unmerged_weight"]
+           "delta_weight", "merged_weight", "unmerged_weight", "weighted_sum", "compress", "low_rank_factors",
+           "truncate_factors", "Combination"]

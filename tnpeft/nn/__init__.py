@@ -1,5 +1,6 @@
 """torch and transformers integration: ``TNLinear``, injection, merging, saving, peft interop."""
 
+from tnpeft.nn.combine import CombinationReport, add_weighted_adapter
 from tnpeft.nn.config import AdapterConfig
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.merging import delete_adapter, merge, merge_and_unload, unload, unmerge
@@ -17,10 +18,11 @@ from tnpeft.nn.model import (
     tn_layers,
     trainable_parameters,
 )
-from tnpeft.nn.peft_compat import export_peft, import_peft
+from tnpeft.nn.peft_compat import PeftExport, export_peft, import_peft
 from tnpeft.nn.saving import load_adapter, save_adapter
 
 __all__ = ["AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
            "disable_adapters", "adapter_names", "adapter_modules", "adapter_config", "adapter_method", "find_targets",
            "tn_layers", "trainable_parameters", "print_trainable_parameters", "ParameterCount", "save_adapter",
-           "load_adapter", "import_peft", "export_peft", "delete_adapter"]
+           "load_adapter", "import_peft", "export_peft", "PeftExport", "delete_adapter", "add_weighted_adapter",
+           "CombinationReport"]

@@ -13,17 +13,21 @@ import math
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from tnpeft.adapters import lora
-from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
+from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotMergeableError, TNPeftError
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
-from tnpeft.graph import Dense, Graph
+from tnpeft.graph import Dense, Graph, merged_weight
 from tnpeft.graph.adapter_files import VALUE_DTYPES, cast_state
-from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, tn_layers
+from tnpeft.graph.algebra import low_rank_factors, truncate_factors
+from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
 from tnpeft.nn.saving import linear_sizes_at, put_adapter
 
 _PREFIX = "base_model.model."
@@ -163,36 +167,136 @@ def _lora_scaling(g: Graph) -> tuple[int, bool, float]:
     return r, rs, alpha
 
 
-def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
-    """Write tnpeft LoRA adapter ``adapter_name`` as a peft checkpoint that
-    ``peft.PeftModel.from_pretrained(base_model, directory)`` loads. Only LoRA graphs can be exported."""
+@dataclass
+class PeftExport:
+    """What :func:`export_peft` wrote (``os.fspath(export)`` is the folder).
+
+    Attributes:
+        path: the folder.
+        merged: ``True`` when the adapter is input-mode (multiplicative, OFT): a LoRA checkpoint
+            cannot hold it, so the folder holds the whole model with the adapter merged
+            (``model.safetensors`` and, for a transformers model, ``config.json``).
+        modules: per adapted module: ``{"rank", "exact", "error", "how"}`` — ``how`` is ``"lora"``
+            (the A, B nodes as they are), ``"factors"`` (the graph cut into two matrices,
+            exact), ``"svd"`` (compressed to ``max_rank``; ``error`` is the relative Frobenius
+            error of the update) or ``"merged"``.
+    """
+
+    path: Path
+    merged: bool = False
+    modules: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
+    notes: list[str] = dc_field(default_factory=list)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def max_error(self) -> float:
+        """The largest relative error of an exported update (0 when every module is exact)."""
+        return max((m["error"] for m in self.modules.values()), default=0.0)
+
+    @property
+    def exact(self) -> bool:
+        return all(m["exact"] for m in self.modules.values())
+
+    def summary(self) -> str:
+        """What was written, in a line (and one per note)."""
+        if self.merged:
+            head = (f"wrote {self.path}: the adapter is multiplicative (input-mode), which a LoRA checkpoint cannot "
+                    "hold; the folder holds the model with it merged (load it with from_pretrained)")
+        else:
+            ranks = sorted({m["rank"] for m in self.modules.values()})
+            hows = ", ".join(sorted({m["how"] for m in self.modules.values()}))
+            rank = ranks[0] if len(ranks) == 1 else f"{ranks[0]}–{ranks[-1]}"
+            head = (f"wrote {self.path}: a peft LoRA checkpoint of {len(self.modules)} modules (rank {rank}; {hows}); "
+                    + ("exact" if self.exact else f"SVD-compressed, largest relative error {self.max_error:.3g}"))
+        return "\n".join([head] + [f"note: {n}" for n in self.notes])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "format": "merged-model" if self.merged else "peft-lora",
+                "exact": self.exact, "max_error": self.max_error, "modules": self.modules, "notes": self.notes}
+
+
+def _factors_for_peft(path: str, name: str, mod: Any, max_rank: int | None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                     float, dict[str, Any]]:
+    """``(lora_A, lora_B, alpha, info)`` of one layer's linear additive adapter."""
+    g = mod.graph
+    if _is_lora(g) and (max_rank is None or g.nodes["A"].sizes[0] <= max_rank):
+        r, _, alpha = _lora_scaling(g)
+        with torch.no_grad():
+            a, b = mod.tensor("A").detach(), mod.tensor("B").detach()
+        return a, b, alpha, {"rank": r, "exact": True, "error": 0.0, "how": "lora"}
+    try:
+        b, a = low_rank_factors(mod)
+    except NotMergeableError as e:
+        raise NotMergeableError(f"module {path!r}: adapter {name!r}: {e}") from None
+    r = a.shape[0]
+    if max_rank is not None and r > max_rank:
+        b, a, err = truncate_factors(b, a, max_rank)
+        info = {"rank": a.shape[0], "exact": err < 1e-10, "error": err, "how": "svd"}
+    else:
+        info = {"rank": r, "exact": True, "error": 0.0, "how": "factors"}
+    dtype = mod.param_dtype
+    return a.to(dtype), b.to(dtype), float(a.shape[0]), info     # alpha = r: peft's scaling alpha / r is 1
+
+
+def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
+                max_rank: int | None = None) -> PeftExport:
+    """Write adapter ``adapter_name`` as a peft LoRA checkpoint that
+    ``peft.PeftModel.from_pretrained(base_model, directory)`` loads and runs as tnpeft did.
+
+    Every adapter whose update is linear exports: a LoRA graph as its ``A`` and ``B``; any other
+    graph (Quantum-PEFT, QPA, MPO, the SVD-shaped ones, a user's topology) as the two matrices of its cheapest
+    cut (:func:`tnpeft.graph.low_rank_factors`: ``B = U Λ s``, ``A = Vᵀ`` for Quantum-PEFT) —
+    exact, at the rank of the cut. With ``max_rank``, factors of a larger rank are compressed by a
+    truncated SVD and the relative error is reported per module. Ranks and scales may differ per
+    module (``rank_pattern``, ``alpha_pattern``). A nonlinear adapter (QWTHN) is refused with a
+    :class:`~tnpeft.errors.NotMergeableError` naming the node. An input-mode (multiplicative)
+    adapter such as OFT has no LoRA form: the folder then holds the model with the adapter merged
+    (:attr:`PeftExport.merged`), loadable with ``from_pretrained``. Files are written atomically.
+    """
+    if max_rank is not None and (isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1):
+        raise ConfigError(f"max_rank must be a positive integer, got {max_rank!r}", field="max_rank")
+    layers = [(p, layer) for p, layer in tn_layers(model) if adapter_name in layer.tn_adapters]
+    if not layers:
+        raise AdapterStateError(f"the model has no adapter named {adapter_name!r}; it has {adapter_names(model)}")
+    for path, layer in layers:
+        g = layer.tn_adapters[adapter_name].graph
+        if not g.is_linear:
+            bad = next(n.name for n in g.nodes.values() if n.kind == "nonlinear")
+            raise NotMergeableError(f"module {path!r}: adapter {adapter_name!r} has nonlinear node {bad!r}: its update "
+                                    "depends on the input, so it has no LoRA (or merged) form to export")
+    if any(layer.tn_adapters[adapter_name].graph.mode == "input" for _, layer in layers):
+        return _export_merged(model, Path(directory), adapter_name, layers)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
     rslora: set[bool] = set()
     dropout: set[float] = set()
     conv1d = False
-    for path, layer in tn_layers(model):
-        if adapter_name not in layer.tn_adapters:
-            continue
-        g = layer.tn_adapters[adapter_name].graph
-        if not _is_lora(g):
-            raise AdapterStateError(f"module {path!r}: adapter {adapter_name!r} is not a LoRA graph (dense A[r, in] "
-                                    "and B[out, r], additive, not generated); only LoRA adapters can be written as "
-                                    "peft checkpoints")
+    out = PeftExport(Path(directory))
+    for path, layer in layers:
         mod = layer.tn_adapters[adapter_name]
-        tensors[f"{_PREFIX}{path}.lora_A.weight"] = mod.tensor("A")
-        tensors[f"{_PREFIX}{path}.lora_B.weight"] = mod.tensor("B")
-        r, use_rslora, alpha = _lora_scaling(g)
-        ranks[path] = r
+        g = mod.graph
+        a, b, alpha, info = _factors_for_peft(path, adapter_name, mod, max_rank)
+        tensors[f"{_PREFIX}{path}.lora_A.weight"] = a.contiguous()
+        tensors[f"{_PREFIX}{path}.lora_B.weight"] = b.contiguous()
+        ranks[path] = a.shape[0]
         alphas[path] = alpha
-        rslora.add(use_rslora)
+        rslora.add(_lora_scaling(g)[1] if info["how"] == "lora" else False)
         dropout.add(g.dropout)
         conv1d = conv1d or layer.fan_in_fan_out
-    if not tensors:
-        raise AdapterStateError(f"the model has no adapter named {adapter_name!r}")
-    if len(rslora) > 1:
-        raise AdapterStateError("peft has one use_rslora flag per checkpoint; this adapter mixes both")
+        out.modules[path] = info
+    saved = saved_modules(model, adapter_name)
+    if saved:
+        out.notes.append(f"modules trained with the adapter ({', '.join(saved)}) are not part of a LoRA checkpoint "
+                         "and were not written; save them with the base model")
+    if len(rslora) > 1:    # one flag per checkpoint: write rsLoRA modules as plain ones with alpha / √r · r
+        for path in ranks:
+            g = model.get_submodule(path).tn_adapters[adapter_name].graph
+            if out.modules[path]["how"] == "lora" and _lora_scaling(g)[1]:
+                alphas[path] = g.scale * ranks[path]
+        rslora = {False}
     r = Counter(ranks.values()).most_common(1)[0][0]
     alpha = Counter(alphas.values()).most_common(1)[0][0]
     cfg = {
@@ -215,4 +319,36 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     d = Path(directory)
     atomic_write_bytes(d / "adapter_model.safetensors", tensors_to_bytes(tensors, metadata={"format": "pt"}))
     atomic_write_json(d / "adapter_config.json", cfg)
-    return d
+    return out
+
+
+def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list) -> PeftExport:
+    """The whole model with adapter ``adapter_name`` merged (other adapters left out; what is
+    merged already stays in), as ``model.safetensors`` (+ ``config.json``)."""
+    adapted = {p: layer for p, layer in layers}
+    state: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    out = PeftExport(d, merged=True)
+    wrapped = {p for p, _ in tn_layers(model)}
+    with torch.no_grad():
+        for key, v in model.state_dict().items():
+            owner = next((p for p in wrapped if key.startswith(p + ".")), None)
+            if owner is not None:
+                rest = key[len(owner) + 1:]
+                if not rest.startswith("base_layer."):
+                    continue                                 # adapter values: not part of the plain model
+                key = f"{owner}.{rest[len('base_layer.'):]}"
+                layer = model.get_submodule(owner)
+                if owner in adapted and rest == "base_layer.weight" and adapter_name not in layer.merged_adapters:
+                    v = merged_weight(layer.tn_adapters[adapter_name], v, layer.fan_in_fan_out)
+                    out.modules[owner] = {"rank": None, "exact": True, "error": 0.0, "how": "merged"}
+            ident = (v.data_ptr(), v.numel())
+            if v.numel() and ident in seen:                  # a tied weight (GPT-2's lm_head): written once
+                continue
+            seen.add(ident)
+            state[key] = v
+    atomic_write_bytes(d / "model.safetensors", tensors_to_bytes(state, metadata={"format": "pt"}))
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_json_string"):
+        atomic_write_bytes(d / "config.json", config.to_json_string(use_diff=False).encode())
+    return out

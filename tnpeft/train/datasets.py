@@ -104,6 +104,11 @@ def _column(rows: list[dict[str, Any]], col: str, path: str, what: str) -> list[
     return [r.get(col) for r in rows]
 
 
+#: the held-out share of a user's classification file when --test-size is not given, and its cap
+DEFAULT_TEST_FRACTION = 0.2
+DEFAULT_TEST_CAP = 2000
+
+
 def _split(n: int, test_size: int | float, seed: int) -> tuple[list[int], list[int]]:
     order = list(range(n))
     random.Random(0).shuffle(order)          # a fixed held-out set, whatever the seed
@@ -116,11 +121,13 @@ def _split(n: int, test_size: int | float, seed: int) -> tuple[list[int], list[i
 
 
 def load_classification(data: str, *, text_column: str = "text", label_column: str = "label",
-                        train_size: int | None = None, test_size: int | float = 2000,
+                        train_size: int | None = None, test_size: int | float | None = None,
                         seed: int = 0) -> tuple[ClassificationData, ClassificationData]:
-    """Train and held-out splits of a labelled text dataset (labels: any strings or integers)."""
+    """Train and held-out splits of a labelled text dataset (labels: any strings or integers).
+    ``test_size``: held-out rows (an integer) or a fraction; by default 2,000 tweets for the built-in
+    ``tweets``, and :data:`DEFAULT_TEST_FRACTION` of a file's rows, at most :data:`DEFAULT_TEST_CAP`."""
     if data == "tweets":
-        tr, te = tweet_sentiment(train_size, int(test_size), seed)
+        tr, te = tweet_sentiment(train_size, 2000 if test_size is None else int(test_size), seed)
         names = list(SENTIMENT_LABELS)
         return ClassificationData(tr.texts, tr.labels, names), ClassificationData(te.texts, te.labels, names)
     rows = _rows(Path(data))
@@ -133,6 +140,8 @@ def load_classification(data: str, *, text_column: str = "text", label_column: s
         raise ConfigError(f"{data}: column {label_column!r} has {len(names)} distinct label(s); classification "
                           "needs at least two", field="label_column")
     labels = [names.index(str(y)) for y in raw]
+    if test_size is None:
+        test_size = max(1, min(round(DEFAULT_TEST_FRACTION * len(texts)), DEFAULT_TEST_CAP))
     tr, te = _split(len(texts), test_size, seed)
     if train_size is not None:
         tr = tr[:train_size]

@@ -115,6 +115,10 @@ def method_hooks(model: nn.Module, total_step: int) -> dict[str, TrainingHook]:
     return hooks
 
 
+#: the progress bar's label of the training loss: its mean over the last 20 steps
+SMOOTHED = "loss (mean of last 20)"
+
+
 def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: str | Path, *,
         resume: bool = True, desc: str = "training", progress: bool = True, stop_after: int | None = None,
         run_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -168,8 +172,13 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
             if d.exists():
                 shutil.rmtree(d)
 
+    warmup = min(config.warmup_steps, total)       # a warmup longer than the run is clipped to it
+    if config.warmup_steps > total and progress and start == 0:
+        tqdm.write(f"note: --warmup-steps {config.warmup_steps} is longer than the run ({total} steps); warming up "
+                   f"over all {total} steps")
+
     def lr_at(step: int) -> float:
-        warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
         return config.lr * warm * max(0.0, 1.0 - step / total)
 
     def save_ckpt(step: int) -> None:
@@ -208,12 +217,13 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
                     opt.zero_grad(set_to_none=True)
                     history["train_loss"].append(loss.item())
                 recent = history["train_loss"][-20:]
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
+                bar.set_postfix({SMOOTHED: f"{sum(recent) / len(recent):.3f}"})
                 bar.update()
                 done = step + 1
                 if config.eval_every and done % config.eval_every == 0 and done < total:
                     m = run_eval(done)
-                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", **{f"eval_{k}": f"{v:.3f}" for k, v in m.items()})
+                    bar.set_postfix({SMOOTHED: f"{sum(recent) / len(recent):.3f}",
+                                     **{f"eval_{k}": f"{v:.3f}" for k, v in m.items()}})
                 history["seconds"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if stop_after is not None and done == stop_after and done < total:

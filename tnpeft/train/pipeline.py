@@ -66,7 +66,7 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
     check_run_arguments(out, train_size, test_size)
     if task == "classification":
         train, test = load_classification(data, text_column=text_column, label_column=label_column,
-                                          train_size=train_size, test_size=2000 if test_size is None else test_size,
+                                          train_size=train_size, test_size=test_size,
                                           seed=config.seed)
         loaded = load_model(model, task, num_labels=len(train.label_names), seed=config.seed)
     else:
