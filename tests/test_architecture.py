@@ -34,7 +34,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("tnpeft.cli", "tnpeft"),
 ]
 # where start-up time justifies importing inside functions: the command line loads only what a verb needs
-LAZY_OK = {"tnpeft.cli"}
+LAZY_OK = {"tnpeft.cli", "tnpeft.cli.commands"}
 MAX_LINES = 420
 
 

@@ -32,7 +32,7 @@ from tnpeft.fileio import atomic_write_bytes, read_safetensors, tensors_to_bytes
 from tnpeft.nn import AdapterConfig, inject, load_adapter, save_adapter
 from tnpeft.nn.model import find_targets
 from tnpeft.train.datasets import load_model
-from tnpeft.train.evaluation import evaluate, make_batch
+from tnpeft.train.evaluation import evaluate, make_batch, model_device
 from tnpeft.train.loop import method_hooks
 
 PEFT_LORA = "peft_lora"
@@ -260,7 +260,7 @@ def train_cell(ctx: Any, spec: AdapterSpec, lr: float, seed: int, d: Path, desc:
             torch.manual_seed(seed * 1_000_003 + step)
             for g in opt.param_groups:
                 g["lr"] = lr * (min(1.0, (step + 1) / warm) if warm else 1.0) * max(0.0, 1.0 - step / total)
-            loss = model(**make_batch(ctx.task, ctx.train, idx, tok, ctx.max_length))["loss"]
+            loss = model(**make_batch(ctx.task, ctx.train, idx, tok, ctx.max_length, model_device(model)))["loss"]
             if not torch.isfinite(loss):
                 diverged = step + 1
                 break
@@ -296,7 +296,7 @@ def warm_up(ctx: Any, spec: AdapterSpec) -> None:
     start-up allocations then fall before the first measured cell instead of inside it."""
     model, tok, _ = build_model(ctx, spec, 0)
     idx = list(range(min(ctx.batch_size, len(ctx.train))))
-    model(**make_batch(ctx.task, ctx.train, idx, tok, ctx.max_length))["loss"].backward()
+    model(**make_batch(ctx.task, ctx.train, idx, tok, ctx.max_length, model_device(model)))["loss"].backward()
     del model
     _trim()
 

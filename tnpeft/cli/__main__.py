@@ -1,0 +1,7 @@
+"""``python -m tnpeft.cli``: the ``tnpeft`` command."""
+
+import sys
+
+from tnpeft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,273 @@
+"""The verbs of the ``tnpeft`` command: one ``cmd_<verb>(args) -> exit status`` each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from tnpeft.errors import ConfigError
+
+
+def _parse_hparams(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"hyper-parameter {item!r} must be written name=value (e.g. r=8)", field=item)
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _source(args: argparse.Namespace) -> tuple[str, Any]:
+    """(label, source) of the adapter a verb names: see :mod:`tnpeft.adapters.specs`."""
+    from tnpeft.adapters.specs import adapter_source
+
+    return adapter_source(args.adapter, args.adapter_dir, args.in_features, args.out_features,
+                          _parse_hparams(args.hparams), args.imports)
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    from tnpeft.adapters.specs import count_modules, lora_same_rank, percent
+    from tnpeft.graph import graph_modules
+
+    label, source = _source(args)
+    mods = graph_modules(source)
+    if len(mods) > 1:
+        print(count_modules(label, mods, args.json))
+        return 0
+    g = next(iter(mods.values())).graph
+    hp = g.meta.get("hparams") or _parse_hparams(args.hparams)
+    n_in, n_out = g.in_features, g.out_features
+    dense = n_in * n_out
+    total = g.num_parameters()
+    generated = g.num_generated()
+    lora_eq, lora_rank = lora_same_rank(g)
+    if args.json:
+        extra: dict[str, Any] = {}
+        if generated:
+            extra["generated_parameters"] = generated
+        if lora_eq:
+            extra["lora_same_rank_parameters"] = lora_eq
+            extra["lora_rank"] = lora_rank
+            extra["fraction_of_lora"] = total / lora_eq
+        print(json.dumps({"adapter": label, "in_features": n_in, "out_features": n_out, "hparams": hp,
+                          "nodes": g.parameter_table(), "parameters": total, "dense_parameters": dense,
+                          "fraction_of_dense": total / dense, **extra}, indent=2))
+        return 0
+    hps = ", ".join(f"{k}={v}" for k, v in hp.items())
+    print(f"{label}  {n_in} → {n_out}" + (f"  ({hps})" if hps else ""))
+    rows = [(r["node"], r["kind"], ", ".join(f"{i}={s}" for i, s in r["inds"].items()), f"{r['parameters']:,}")
+            for r in g.parameter_table()]
+    w = [max(len(x[i]) for x in rows + [("node", "kind", "indices", "parameters")]) for i in range(4)]
+    print(f"{'node':<{w[0]}}  {'kind':<{w[1]}}  {'indices':<{w[2]}}  {'parameters':>{w[3]}}")
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}")
+    print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
+    print(f"a dense update of this layer has {dense:,} parameters; the adapter is {percent(total, dense)} of it")
+    if generated:
+        outs = ", ".join(o for k in g.hypernetworks for o in g.hypernetworks[k].outputs)
+        print(f"the hyper-network produces {generated:,} values (nodes {outs}), which are not trained themselves")
+    if lora_eq:
+        print(f"LoRA of the same rank (r={lora_rank}) has {lora_eq:,} parameters; the adapter trains "
+              f"{percent(total, lora_eq)} of that ({percent(lora_eq - total, lora_eq)} fewer)" if total <= lora_eq else
+              f"LoRA of the same rank (r={lora_rank}) has {lora_eq:,} parameters; the adapter trains "
+              f"{total / lora_eq:.2f}× that")
+    return 0
+    hps = ", ".join(f"{k}={v}" for k, v in hp.items())
+    print(f"{label}  {n_in} → {n_out}" + (f"  ({hps})" if hps else ""))
+    rows = [(r["node"], r["kind"], ", ".join(f"{i}={s}" for i, s in r["inds"].items()), f"{r['parameters']:,}")
+            for r in g.parameter_table()]
+    w = [max(len(x[i]) for x in rows + [("node", "kind", "indices", "parameters")]) for i in range(4)]
+    print(f"{'node':<{w[0]}}  {'kind':<{w[1]}}  {'indices':<{w[2]}}  {'parameters':>{w[3]}}")
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}")
+    print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
+    print(f"a dense update of this layer has {dense:,} parameters; the adapter is {100 * total / dense:.3f} % of it")
+    if generated:
+        outs = ", ".join(o for k in g.hypernetworks for o in g.hypernetworks[k].outputs)
+        print(f"the hyper-network produces {generated:,} values (nodes {outs}), which are not trained themselves")
+    if lora_eq:
+        print(f"LoRA of the same rank has {lora_eq:,} parameters; the adapter trains {100 * total / lora_eq:.2f} % of "
+              f"that ({100 * (1 - total / lora_eq):.1f} % fewer)" if total <= lora_eq else
+              f"LoRA of the same rank has {lora_eq:,} parameters; the adapter trains {total / lora_eq:.2f}× that")
+    return 0
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    """List every registered adapter method (built-in and registered by --import modules)."""
+    from tnpeft.adapters import method_table
+    from tnpeft.adapters.specs import import_user_module
+
+    for name in args.imports or ():
+        import_user_module(name)
+    rows = method_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(r["name"] + (f"  ({r['paper']})" if r["paper"] else "") + ("  [training hook]" if r["training_hook"] else ""))
+        print("    " + (", ".join(f"{k}={v}" for k, v in r["hparams"].items()) or "(no hyper-parameters)"))
+        if r["aliases"]:
+            print("    aliases: " + ", ".join(f"{a} = {t}" for a, t in r["aliases"].items()))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a saved tnpeft adapter into a peft LoRA checkpoint for the model it was trained on."""
+    from tnpeft.adapters.specs import import_user_module
+    from tnpeft.train.convert import convert_adapter
+
+    for name in args.imports or ():
+        import_user_module(name)
+    ex = convert_adapter(args.adapter_dir, args.output, model=args.model, task=args.task, max_rank=args.max_rank)
+    print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.summary())
+    return 0
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    if not args.output.lower().endswith((".svg", ".png", ".pdf")):
+        raise ConfigError(f"output {args.output!r} must end in .svg, .png or .pdf", field="output")
+    from tnpeft.adapters.specs import pick_module
+    from tnpeft.draw import draw_circuit, draw_graph
+
+    label, source = _source(args)
+    path, module = pick_module(source, args.module)
+    if args.circuit:
+        draw_circuit(module, args.circuit, args.output)
+    else:
+        draw_graph(module.graph, args.output, title=f"{module.graph.name or 'adapter'} on {path}" if path else None)
+    print(f"wrote {args.output}" + (f" (module {path} of {label})" if path else ""))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tnpeft.verification import verify
+
+    _, source = _source(args)
+    report = verify(source, tol=args.tol)
+    print(report.to_json() if args.json else report)
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tnpeft.demo import run_demo
+
+    if args.full:
+        args.train_size, args.test_size, args.epochs = None, 2000, max(args.epochs, 1)
+    adapters = [a for a in args.adapters.split(",") if a] if args.adapters else None
+    result = run_demo(out_dir=args.out, train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
+                      batch_size=args.batch_size, seed=args.seed, adapters=adapters, progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tnpeft.adapters.specs import import_user_module, train_method
+    from tnpeft.train.loop import TrainConfig, TrainingInterrupted
+    from tnpeft.train.pipeline import parse_test_size, run_training
+
+    cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_length=args.max_length,
+                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+    targets: Any = args.target_modules
+    if targets and "," in targets:
+        targets = [t for t in targets.split(",") if t]
+    excl = [t for t in args.exclude_modules.split(",") if t] if args.exclude_modules is not None else None
+    for name in args.imports or ():
+        import_user_module(name)
+    hparams = _parse_hparams(args.hparams)
+    if args.adapter_dir is not None:
+        if args.adapter is not None or hparams:
+            raise ConfigError("--adapter-dir trains on from a saved adapter (its topology and values); drop --adapter "
+                              "and name=value", field="adapter_dir")
+        method: Any = None
+    else:
+        method = train_method(args.adapter or "lora", hparams)
+    try:
+        metrics = run_training(args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
+                               task=args.task, target_modules=targets, exclude_modules=excl,
+                               train_size=args.train_size, test_size=parse_test_size(args.test_size),
+                               text_column=args.text_column, label_column=args.label_column, config=cfg,
+                               resume=not args.no_resume, progress=not args.json, stop_after=args.stop_after,
+                               quiet=args.json)
+    except TrainingInterrupted as e:
+        print(f"tnpeft: {e}", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tnpeft.adapters.specs import import_user_module
+    from tnpeft.demo import DEMO_LR_CENTRES
+    from tnpeft.train.comparison import compare, parse_lr_grid
+    from tnpeft.train.loop import TrainingInterrupted
+
+    for name in args.imports or ():
+        import_user_module(name)
+    targets: Any = args.target_modules
+    if targets and "," in targets:
+        targets = [t for t in targets.split(",") if t]
+    excl = [t for t in args.exclude_modules.split(",") if t] if args.exclude_modules is not None else None
+    try:
+        result = compare(args.adapters, model=args.model, data=args.data, lrs=args.lrs,
+                         lr_grid=parse_lr_grid(args.lr_grid or []), lr_centres=DEMO_LR_CENTRES, seeds=args.seeds,
+                         steps=args.steps,
+                         epochs=args.epochs, train_size=args.train_size, val_size=args.val_size,
+                         test_size=args.test_size, batch_size=args.batch_size, max_length=args.max_length,
+                         protocol=args.protocol, out=args.out, task=args.task, target_modules=targets,
+                         exclude_modules=excl, text_column=args.text_column, label_column=args.label_column,
+                         progress=not args.json, quiet=args.json)
+    except TrainingInterrupted as e:
+        print(f"tnpeft: {e}", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_export_circuits(args: argparse.Namespace) -> int:
+    """Write an adapter's circuits as OpenQASM 3 files with an index (see tnpeft.quantum.export)."""
+    from tnpeft.quantum import export_circuits
+
+    _, source = _source(args)
+    index = export_circuits(source, args.output, max_synthesis_qubits=args.max_synthesis_qubits)
+    if args.json:
+        print(json.dumps(index, indent=2))
+        return 0
+    rows = [(e["name"], e["kind"], e["method"], str(e["qubits"]), str(sum(e["gates"].values())), str(e["depth"]),
+             e["file"]) for e in index["circuits"]]
+    head = ("circuit", "kind", "method", "qubits", "gates", "depth", "file")
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(x.ljust(w[i]) if i in (0, 1, 2, 6) else x.rjust(w[i]) for i, x in enumerate(r)).rstrip())
+    for e in index.get("skipped", []):
+        print(f"not exported: {e['name']}: {e['reason']}")
+    print(f"wrote {len(rows)} OpenQASM 3 circuits and index.json to {args.output}"
+          + (f"; {len(index['skipped'])} node(s) could not be compiled (listed above)" if index.get("skipped") else ""))
+    return 0
+
+
+def cmd_circuits(args: argparse.Namespace) -> int:
+    """Print the resources of an adapter's circuits (see tnpeft.quantum.resources)."""
+    from tnpeft.quantum.resources import resource_report
+
+    backend = None if args.backend == "none" else "generic"
+    _, source = _source(args)
+    report = resource_report(source, backend, max_synthesis_qubits=args.max_synthesis_qubits,
+                             optimization_level=args.optimization_level)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report)
+        if backend:
+            print(f"backend: {report.backend} (heavy-hex coupling map; CX, RZ, SX, X); "
+                  "CX = after decomposing into CX and one-qubit gates, before routing")
+    return 0
