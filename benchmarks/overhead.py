@@ -275,7 +275,7 @@ def _memory_child(kind: str, name: str, layers: int, width: int, batch: int, seq
     import resource
 
     dev = torch.device(device)
-    base = build_base(kind, layers, width)
+    base = build_base(kind, layers, width, device)
     targets = TARGETS_OF[kind]
     # no copy of the base: building must peak below a step, so that the process's high-water
     # mark is the step's (model + activations + gradients + optimizer state)
@@ -292,12 +292,38 @@ def _memory_child(kind: str, name: str, layers: int, width: int, batch: int, seq
     print(json.dumps({"peak": peak}))
 
 
+def _cuda_memory(kind: str, names: list[str], a) -> dict[str, float]:
+    dev = torch.device(a.device)
+    base = build_base(kind, a.layers, a.width, a.device)
+    batch, seq = tokens(kind, a)
+    out = {}
+    for name in ["base"] + [n for n in names if n != "base"]:
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        model = build_adapter(name, kind, base, TARGETS_OF[kind], 100)
+        run = step_fn(kind, name, model, dev, a.autocast)
+        ids = make_inputs(kind, model, batch, seq, dev, 0)
+        for _ in range(2):
+            run(ids, True)
+        torch.cuda.synchronize(dev)
+        out[name] = torch.cuda.max_memory_allocated(dev) - before   # the copy of the model, its step, its optimizer
+        del model, run
+    return {k: (v - out["base"]) / 2**20 for k, v in out.items() if k != "base"}
+
+
 def tokens(kind: str, a) -> tuple[int, int]:
     """Batch and sequence length of ``kind``'s inputs (MiniLM: 32 short sentences, as in training)."""
     return ((8 if a.quick else 32), 48) if kind == "bert" else (a.batch, a.seq)
 
 
 def memory(kind: str, names: list[str], a) -> dict[str, float]:
+    """Peak memory of a training step above the frozen model's, MB. CUDA: in this process, one
+    model at a time (the allocator's peak is reset before each); CPU: each model in a fresh
+    process (the resident-set high-water mark cannot be reset)."""
+    if a.device.startswith("cuda"):
+        return _cuda_memory(kind, names, a)
     out = {}
     for name in ["base"] + [n for n in names if n != "base"]:
         cmd = [sys.executable, __file__, "--_memory", f"{kind}:{name}", "--layers", str(a.layers), "--width",
@@ -312,10 +338,13 @@ def memory(kind: str, names: list[str], a) -> dict[str, float]:
 TARGETS_OF = {"gpt2": GPT2_TARGETS, "bert": BERT_TARGETS, "llama": LLAMA_TARGETS}
 
 
-def build_base(kind: str, layers: int, width: int):
+def build_base(kind: str, layers: int, width: int, device: str = "cpu"):
+    """The frozen model, on ``device`` (random models are initialised there: a 1B-parameter Llama
+    initialises in seconds on a GPU, in minutes on a CPU)."""
     if kind == "bert":   # the real model's 6 layers, or fewer in a smoke test
-        return minilm(layers if layers < 4 else None)
-    return gpt2(layers, width) if kind == "gpt2" else llama(layers, width)
+        return minilm(layers if layers < 4 else None).to(device)
+    with torch.device(device):
+        return gpt2(layers, width) if kind == "gpt2" else llama(layers, width)
 
 
 # ------------------------------------------------------------------------------------------ suite
@@ -323,7 +352,7 @@ def suite(kind: str, a) -> dict:
     import tnpeft
 
     device = torch.device(a.device)
-    base = build_base(kind, a.layers, a.width)
+    base = build_base(kind, a.layers, a.width, a.device)
     targets = TARGETS_OF[kind]
     names = [n for n in adapter_names(kind) if not a.adapters or n in ("base", "peft_lora") or n in a.adapters
              or TARGETS.get(n, (0, ""))[1] == n]
@@ -428,6 +457,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def settle(a: argparse.Namespace) -> argparse.Namespace:
+    """Apply ``--llama`` and ``--quick`` to the sizes (in place; returns ``a``)."""
+    if a.llama:
+        a.models, a.layers, a.width, a.batch, a.seq = "llama", 16, 2048, 8, 512
+    if a.quick:
+        a.layers, a.steps, a.warmup, a.seq = 2, 4, 1, 64
+        if a.llama:
+            a.width = 512
+    return a
+
+
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     if a.threads:
@@ -436,11 +476,7 @@ def main(argv=None) -> int:
         kind, name = a._memory.split(":")
         _memory_child(kind, name, a.layers, a.width, a.batch, a.seq, a.device, a.autocast)
         return 0
-    if a.llama:
-        a.models, a.layers, a.width, a.batch, a.seq = "llama", 16, 2048, 8, 512
-    if a.quick:
-        a.layers, a.steps, a.warmup, a.seq = 2, 4, 1, 64
-    out = run(a)
+    out = run(settle(a))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2, default=str)

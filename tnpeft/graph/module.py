@@ -252,12 +252,14 @@ class GraphModule(nn.Module):
         return out.reshape(*lead, g.out_features)
 
     def accumulate(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``out + scale · contract(graph, dropout(x))``. For an additive graph whose output is one
-        index (``out`` of the adapter's dtype and contiguous) the last contraction is one ``addmm``
+        """``out + scale · contract(graph, dropout(x))``. For an additive graph (``out`` of the
+        adapter's dtype and contiguous) whose last contraction is one matrix product — for any
+        number of output indices, as long as the product's rows and columns read the output in
+        order — that product is one ``addmm``
         with the base layer's output as its addend — no adapter-sized temporary, no separate scale
         and add — and in place when no gradient is recorded. Returns the result."""
         g = self.graph
-        if (g.mode != "add" or len(g.out_inds) != 1 or out.dtype != x.dtype or not out.is_contiguous()
+        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous()
                 or x.shape[-1] != g.in_features or not isinstance(g.schedule[-1], ContractStep)
                 or torch.compiler.is_compiling()):   # compiled graphs fuse the add themselves
             return out + self(x).to(out.dtype)
