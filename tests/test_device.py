@@ -123,3 +123,21 @@ def test_a_run_on_the_device_resumes_to_the_cpu_runs_weights(device, tmp_path):
     got = run(device, tmp_path / device, stop_after=1)
     for n in ref:
         torch.testing.assert_close(got[n], ref[n], atol=1e-5, rtol=1e-4)
+
+
+def test_a_device_that_is_not_there_is_a_one_line_error_naming_it(tmp_path, capsys):
+    from tnpeft.cli import main
+    from tnpeft.errors import ConfigError
+    from tnpeft.train.evaluation import resolve_device
+
+    assert resolve_device(None).type == "cpu" and resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "cuda:99", "gpu0"):
+        with pytest.raises(ConfigError) as e:
+            resolve_device(bad)
+        assert e.value.field == "device" and bad in str(e.value)
+    for verb in (["train", "--max-steps", "1"], ["compare", "--adapters", "lora", "--steps", "1"]):
+        assert main(verb + ["--device", "cuda:99", "--out", str(tmp_path / verb[0])]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "cuda:99" in err and "device" in err
+        assert not (tmp_path / verb[0]).exists()       # refused before anything was loaded or written

@@ -191,6 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         method = train_method(args.adapter or "lora", hparams)
     try:
         metrics = run_training(args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
+                               device=args.device,
                                task=args.task, target_modules=targets, exclude_modules=excl,
                                train_size=args.train_size, test_size=parse_test_size(args.test_size),
                                text_column=args.text_column, label_column=args.label_column, config=cfg,
@@ -224,7 +225,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          test_size=args.test_size, batch_size=args.batch_size, max_length=args.max_length,
                          protocol=args.protocol, out=args.out, task=args.task, target_modules=targets,
                          exclude_modules=excl, text_column=args.text_column, label_column=args.label_column,
-                         progress=not args.json, quiet=args.json)
+                         progress=not args.json, quiet=args.json, device=args.device)
     except TrainingInterrupted as e:
         print(f"tnpeft: {e}", file=sys.stderr)
         return 130

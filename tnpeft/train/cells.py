@@ -171,6 +171,27 @@ class PeakRSS:
         return None if self.start is None or self.peak is None else self.peak - self.start
 
 
+class PeakCUDA:
+    """The CUDA allocator's peak while the block runs, above what was allocated when it began."""
+
+    def __init__(self, device: str):
+        self.device, self.start, self.peak = torch.device(device), None, None
+
+    def __enter__(self) -> PeakCUDA:
+        torch.cuda.synchronize(self.device)
+        self.start = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.synchronize(self.device)
+        self.peak = torch.cuda.max_memory_allocated(self.device)
+
+    @property
+    def above_start(self) -> int | None:
+        return None if self.start is None or self.peak is None else self.peak - self.start
+
+
 def build_model(ctx: Any, spec: AdapterSpec, seed: int) -> tuple[nn.Module, Any, list[str]]:
     """``(model, tokenizer, modules_to_save)``: the frozen model with ``spec``'s adapter, fresh for ``seed``."""
     loaded = load_model(ctx.model, ctx.task, num_labels=ctx.num_labels, seed=seed)
@@ -184,10 +205,10 @@ def build_model(ctx: Any, spec: AdapterSpec, seed: int) -> tuple[nn.Module, Any,
         hp = spec.hparams
         cfg = LoraConfig(r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"], target_modules=names,
                          modules_to_save=loaded.modules_to_save or None)
-        return get_peft_model(loaded.model, cfg), loaded.tokenizer, loaded.modules_to_save
+        return get_peft_model(loaded.model, cfg).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
     cfg = AdapterConfig(spec.method, targets, exclude_modules=excl, modules_to_save=loaded.modules_to_save,
                         **spec.hparams)
-    return inject(loaded.model, cfg), loaded.tokenizer, loaded.modules_to_save
+    return inject(loaded.model, cfg).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
 
 
 def parameter_counts(model: nn.Module, modules_to_save: list[str]) -> tuple[int, int]:
@@ -218,7 +239,7 @@ def load_trained(ctx: Any, spec: AdapterSpec, seed: int, d: Path) -> tuple[nn.Mo
     """A fresh model with the cell's trained adapter (and head) loaded back (safetensors only)."""
     if not spec.is_peft:
         loaded = load_model(ctx.model, ctx.task, num_labels=ctx.num_labels, seed=seed + 1)  # head values from file
-        return load_adapter(loaded.model, d / "adapter"), loaded.tokenizer
+        return load_adapter(loaded.model.to(ctx.device), d / "adapter"), loaded.tokenizer
     model, tok, _ = build_model(ctx, spec, seed + 1)
     path = d / "peft_trainable.safetensors"
     saved, own = read_safetensors(path, None), _trainable(model)
@@ -251,7 +272,7 @@ def train_cell(ctx: Any, spec: AdapterSpec, lr: float, seed: int, d: Path, desc:
     diverged = None
     model.train()
     bar = tqdm(total=total, desc=desc, leave=False, disable=not ctx.progress, unit="step")
-    with PeakRSS() as mem:
+    with (PeakCUDA(ctx.device) if str(ctx.device).startswith("cuda") else PeakRSS()) as mem:
         for step in range(total):
             t0 = time.perf_counter()
             epoch, i = divmod(step, spe)

@@ -36,6 +36,7 @@ from tnpeft.errors import ConfigError
 from tnpeft.fileio import atomic_write_json, ensure_dir, read_json
 from tnpeft.train.cells import AdapterSpec, evaluate_test, parse_adapter_spec, train_cell, warm_up
 from tnpeft.train.datasets import ClassificationData, LMData, infer_task, load_classification, load_lm, load_model
+from tnpeft.train.evaluation import resolve_device
 from tnpeft.train.loop import TrainingInterrupted
 from tnpeft.train.pareto import format_table, plot_compare_curves, plot_pareto
 
@@ -98,6 +99,7 @@ class Context:
     weight_decay: float = 0.0
     eval_batch_size: int = 128
     progress: bool = True
+    device: str = "cpu"
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
@@ -171,7 +173,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
             batch_size: int = 32, max_length: int = 48, protocol: str = "grid", out: str | Path = "runs/compare",
             task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
             text_column: str = "text", label_column: str = "label", warmup_steps: int = 20,
-            progress: bool = True, quiet: bool = False) -> dict[str, Any]:
+            progress: bool = True, quiet: bool = False, device: str | None = None) -> dict[str, Any]:
     """Compare ``adapters`` (spec texts, see :func:`tnpeft.train.cells.parse_adapter_spec`) on
     ``data`` with ``model``; write ``results.json``, ``pareto.png`` and ``curves.png`` into ``out``
     and return the results. Rerunning with the same arguments resumes (finished cells are skipped).
@@ -182,6 +184,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
         raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}", field="protocol")
     if not adapters:
         raise ConfigError("--adapters: give at least one adapter spec, e.g. lora:r=8", field="adapters")
+    dev = resolve_device(device)
     specs = [parse_adapter_spec(a) for a in adapters]
     dup = sorted({s.label for s in specs if [t.label for t in specs].count(s.label) > 1})
     if dup:
@@ -218,6 +221,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
           "text_column": text_column, "label_column": label_column, "warmup_steps": warmup_steps}
     ctx = Context(model, task, train, val, test, num_labels, steps, epochs or 1, batch_size, max_length,
                   target_modules, exclude_modules, warmup_steps, progress=progress, fingerprint=fp)
+    ctx.device = str(dev)
     maximize = task == "classification"
     key = "accuracy" if maximize else "perplexity"
     first = {s.label: [(lr, sd) for lr in grid[s.label] for sd in (seeds if protocol == "grid" else seeds[:1])]
@@ -287,7 +291,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
     bar.close()
     result = summarize(specs, cells, selection, seeds, key, maximize)
     result.update(protocol=protocol, protocol_cells=n_cells, config=fp, lr_grid=grid, seeds=seeds,
-                  machine={"cpu_count": os.cpu_count(), "torch": torch.__version__, "device": "cpu",
+                  machine={"cpu_count": os.cpu_count(), "torch": torch.__version__, "device": ctx.device,
                            "platform": platform.platform(), "python": platform.python_version(),
                            "torch_threads": torch.get_num_threads()},
                   memory="peak resident memory (sampled every 10 ms) above the cell's starting RSS, after freed "

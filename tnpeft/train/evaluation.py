@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tnpeft.errors import ConfigError
+
 
 def macro_f1(pred: list[int], gold: list[int], n_classes: int) -> float:
     """Unweighted mean of the per-class F1 scores."""
@@ -31,6 +33,26 @@ def make_batch(task: str, data, idx: list[int], tokenizer, max_length: int,
         ids = data.blocks[idx]
         batch = {"input_ids": ids, "labels": ids}
     return {k: v.to(device) for k, v in batch.items()} if device is not None else dict(batch)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` checked: ``None``/``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when
+    present). A device that is not there is a :class:`ConfigError` naming ``device``."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device; expected cpu, cuda, cuda:N or auto",
+                          field="device") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {device!r} is not available here (torch sees {torch.cuda.device_count()} CUDA "
+                          "device(s)); use --device cpu", field="device")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r}: expected cpu, cuda, cuda:N or auto", field="device")
+    return dev
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -16,6 +16,7 @@ from tnpeft.nn.model import saved_modules
 from tnpeft.quantum import circuit_names, export_circuits
 from tnpeft.quantum.resources import resource_report
 from tnpeft.train.datasets import infer_task, load_classification, load_lm, load_model
+from tnpeft.train.evaluation import resolve_device
 from tnpeft.train.loop import TrainConfig, fit
 
 
@@ -51,10 +52,12 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
                  train_size: int | None = None, test_size: int | float | None = None, text_column: str = "text",
                  label_column: str = "label", config: TrainConfig | None = None, resume: bool = True,
                  progress: bool = True, stop_after: int | None = None, quiet: bool = False,
-                 return_model: bool = False, adapter_dir: str | Path | None = None) -> Any:
+                 return_model: bool = False, adapter_dir: str | Path | None = None,
+                 device: str | None = None) -> Any:
     """Load ``model`` and ``data``, inject adapter method ``method`` (a registered name or a builder
     function) with ``hparams`` — or, with ``adapter_dir``, load that saved adapter to train on — train
-    with :func:`fit` and write the outputs into ``out``. Returns the metrics (also in
+    with :func:`fit` on ``device`` (``cpu`` by default; ``cuda``, ``cuda:N`` or ``auto``) and write the
+    outputs into ``out``. Returns the metrics (also in
     ``out/metrics.json``), or ``(metrics, model, tokenizer, test split)`` with ``return_model``."""
     task = task or infer_task(data)
     config = config or TrainConfig()
@@ -63,6 +66,7 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
     if adapter_dir is None:
         check_hparams(method, hparams)
     out = Path(out)
+    dev = resolve_device(device)
     check_run_arguments(out, train_size, test_size)
     if task == "classification":
         train, test = load_classification(data, text_column=text_column, label_column=label_column,
@@ -85,6 +89,7 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
                             modules_to_save=loaded.modules_to_save, **hparams)
         m = inject(loaded.model, cfg)
         method, targets = cfg.method if not isinstance(method, str) else method, cfg.target_modules
+    m.to(dev)
     counts = trainable_parameters(m)
     if not quiet:
         print(f"{loaded.name}: {method} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
