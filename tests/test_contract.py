@@ -89,18 +89,18 @@ def networks(draw):
 @settings(max_examples=60, deadline=None)
 @given(net=networks(), force_bmm=st.booleans(), seed=st.integers(0, 2**16))
 def test_plans_equal_einsum_through_every_kernel(net, force_bmm, seed):
-    import tnpeft.contract.plan as plan_mod
+    import tnpeft.contract.kernels as plan_mod
 
     ops, out, sizes = net
     g = torch.Generator().manual_seed(seed)
     xs = [torch.randn(*[sizes[i] for i in o], generator=g, dtype=torch.float64) for o in ops]
     want = torch.einsum(",".join("".join(o) for o in ops) + "->" + "".join(out), *xs)
-    old = plan_mod._MAX_KERNEL_DIMS
-    plan_mod._MAX_KERNEL_DIMS = 0 if force_bmm else old       # every step as a batched matrix product
+    old = plan_mod.MAX_KERNEL_DIMS
+    plan_mod.MAX_KERNEL_DIMS = 0 if force_bmm else old       # every step as a batched matrix product
     try:
         got = ContractionPlan(ops, out, sizes, optimize="greedy")(*xs)
     finally:
-        plan_mod._MAX_KERNEL_DIMS = old
+        plan_mod.MAX_KERNEL_DIMS = old
     torch.testing.assert_close(got, want)
 
 
