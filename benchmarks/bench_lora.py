@@ -126,5 +126,18 @@ def main(argv=None) -> int:
     return 0
 
 
+def peak_rss() -> int:
+    """This process's resident-set high-water mark, bytes (``VmHWM``: the current address space's,
+    unlike ``getrusage``'s ``ru_maxrss``, which after ``fork`` + ``exec`` keeps the parent's)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

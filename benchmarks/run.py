@@ -29,6 +29,7 @@ sys.path.insert(0, HERE)
 import overhead  # noqa: E402
 from bench_lora import build as build_gpt2  # noqa: E402
 from bench_lora import interleave as _interleave  # noqa: E402
+from bench_lora import peak_rss  # noqa: E402
 from bench_quantum import frame_times  # noqa: E402
 
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]
@@ -228,8 +229,6 @@ def _orth_error(kind, model, bs):
 
 
 def _memory_child(kind: str, layers: int) -> None:
-    import resource
-
     base = build_gpt2(layers)
     if kind == "peft_lora":
         m = peft_lora(base, GPT2_TARGETS, fan_in_fan_out=True)
@@ -245,7 +244,7 @@ def _memory_child(kind: str, layers: int) -> None:
     ids = torch.randint(0, 50257, (4, 128), generator=torch.Generator().manual_seed(0))
     for _ in range(2):
         step(ids)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     # what a training step adds on top of the model: activations, gradients, optimizer state
     print(json.dumps({"rss_before": before, "peak": peak, "step": peak - before}))
 
