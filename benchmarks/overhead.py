@@ -380,7 +380,7 @@ def suite(kind: str, a) -> dict:
     fwd = {k: statistics.median(v) for k, v in fwd_times.items()}
     over, fover = paired_overhead(step_times), paired_overhead(fwd_times)
     mem = memory(kind, list(models), a) if a.memory else {}
-    res = {"model": kind, "layers": a.layers, "tokens": f"{batch}x{seq}", "device": a.device,
+    res = {"model": kind, "layers": getattr(base.config, "num_hidden_layers", a.layers), "tokens": f"{batch}x{seq}", "device": a.device,
            "step_ms": {k: v * 1e3 for k, v in step.items()}, "forward_ms": {k: v * 1e3 for k, v in fwd.items()},
            "overhead_ms": {k: v * 1e3 for k, v in over.items()},
            "forward_overhead_ms": {k: v * 1e3 for k, v in fover.items()}, "memory_overhead_mb": mem,
