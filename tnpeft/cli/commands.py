@@ -78,24 +78,6 @@ def cmd_count(args: argparse.Namespace) -> int:
               f"LoRA of the same rank (r={lora_rank}) has {lora_eq:,} parameters; the adapter trains "
               f"{total / lora_eq:.2f}× that")
     return 0
-    hps = ", ".join(f"{k}={v}" for k, v in hp.items())
-    print(f"{label}  {n_in} → {n_out}" + (f"  ({hps})" if hps else ""))
-    rows = [(r["node"], r["kind"], ", ".join(f"{i}={s}" for i, s in r["inds"].items()), f"{r['parameters']:,}")
-            for r in g.parameter_table()]
-    w = [max(len(x[i]) for x in rows + [("node", "kind", "indices", "parameters")]) for i in range(4)]
-    print(f"{'node':<{w[0]}}  {'kind':<{w[1]}}  {'indices':<{w[2]}}  {'parameters':>{w[3]}}")
-    for r in rows:
-        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}")
-    print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
-    print(f"a dense update of this layer has {dense:,} parameters; the adapter is {100 * total / dense:.3f} % of it")
-    if generated:
-        outs = ", ".join(o for k in g.hypernetworks for o in g.hypernetworks[k].outputs)
-        print(f"the hyper-network produces {generated:,} values (nodes {outs}), which are not trained themselves")
-    if lora_eq:
-        print(f"LoRA of the same rank has {lora_eq:,} parameters; the adapter trains {100 * total / lora_eq:.2f} % of "
-              f"that ({100 * (1 - total / lora_eq):.1f} % fewer)" if total <= lora_eq else
-              f"LoRA of the same rank has {lora_eq:,} parameters; the adapter trains {total / lora_eq:.2f}× that")
-    return 0
 
 
 def cmd_adapters(args: argparse.Namespace) -> int:

@@ -180,21 +180,14 @@ class ContractionPlan:
         Otherwise the contraction is added. Returns the sum (``out`` itself when in place)."""
         if self._last_linear is None or out.dim() != 2:
             return out + alpha * self(*arrays).reshape(out.shape)
-        ops = autocast_operands(arrays)
-        for i, j, _, kernel in self.steps[:-1]:
-            a, b = ops[i], ops[j]
-            if i > j:
-                del ops[i], ops[j]
-            else:
-                del ops[j], ops[i]
-            ops.append(kernel(a, b))
+        ops = self._run_steps(autocast_operands(arrays), self.steps[:-1])
         i, j, _, _ = self.steps[-1]
         first, p1, p2, n1 = self._last_linear
         x, y = (ops[i], ops[j]) if first == "a" else (ops[j], ops[i])
         m1 = as_matrix(x, p1, n1)
         m2 = as_matrix(y, p2, x.dim() - n1)
         if m1.shape[0] * m2.shape[1] != out.numel() or not out.is_contiguous():
-            return out + alpha * self(*arrays).reshape(out.shape)
+            return out + alpha * (m1 @ m2).reshape(out.shape)
         target = out.view(m1.shape[0], m2.shape[1])                       # out + m1 · m2
         if torch.is_grad_enabled():
             return torch.addmm(target, m1, m2, alpha=alpha).view(out.shape)
@@ -209,16 +202,21 @@ class ContractionPlan:
         """The whole network as one einsum equation."""
         return ",".join(self._s(t) for t in self.inputs) + "->" + self._s(self.output)
 
-    def __call__(self, *arrays: torch.Tensor) -> torch.Tensor:
-        ops = autocast_operands(arrays)
-        for i, j, _, kernel in self.steps:
+    @staticmethod
+    def _run_steps(ops: list[torch.Tensor], steps) -> list[torch.Tensor]:
+        """Run pairwise ``steps`` on the operand list (each step's two operands replaced by its
+        result at the end); returns the list."""
+        for i, j, _, kernel in steps:
             a, b = ops[i], ops[j]
             if i > j:
                 del ops[i], ops[j]
             else:
                 del ops[j], ops[i]
             ops.append(kernel(a, b))
-        out = ops[0]
+        return ops
+
+    def __call__(self, *arrays: torch.Tensor) -> torch.Tensor:
+        out = self._run_steps(autocast_operands(arrays), self.steps)[0]
         if self._final is not None:
             out = self._final(out)
         return out
