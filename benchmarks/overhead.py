@@ -65,7 +65,7 @@ def minilm(layers: int | None = None):
     """The real all-MiniLM-L6-v2 (its first ``layers`` layers when given: a smoke test)."""
     from transformers import AutoModel
 
-    from tnpeft.train.data import minilm_path
+    from tnpeft.train.offline_assets import minilm_path
 
     torch.manual_seed(0)
     model = AutoModel.from_pretrained(minilm_path())

@@ -138,7 +138,7 @@ def suite_merged_forward(a, base, models, out):
 def suite_minilm(a, out):
     from transformers import AutoModel, AutoTokenizer
 
-    from tnpeft.train.data import minilm_path
+    from tnpeft.train.offline_assets import minilm_path
 
     path = minilm_path()
     torch.manual_seed(0)

@@ -32,12 +32,14 @@ from tnpeft.quantum import (
 )
 from tnpeft.quantum.resources import resource_report
 from tnpeft.quantum.signed import estimate_adapter
+from tnpeft.runtime import GraphModule
 
 out = sys.argv[1] if len(sys.argv) > 1 else "runs/circuits"
 torch.manual_seed(0)
-qp = quantum_peft(64, 24, rank=4, layers=2)          # V: a 6-qubit Pauli circuit; U: 24 rows, cosine–sine on 5 qubits
-hh = quantum_peft(64, 24, rank=4, param="householder")   # frames without a circuit of their own: synthesized
-qa = qpa(64, 64, r=4, chunk_size=8, qnn_layers=4)    # 512 LoRA values in 64 chunks: a 6-qubit circuit
+# modules: the graphs (structure) with their values
+qp = GraphModule(quantum_peft(64, 24, rank=4, layers=2))      # V: a 6-qubit Pauli circuit; U: 24 rows, cosine–sine on 5 qubits
+hh = GraphModule(quantum_peft(64, 24, rank=4, param="householder"))   # frames without a circuit of their own: synthesized
+qa = GraphModule(qpa(64, 64, r=4, chunk_size=8, qnn_layers=4))   # 512 LoRA values in 64 chunks: a 6-qubit circuit
 
 # 1. OpenQASM 3 export, and the reloaded operators against the originals
 index = export_circuits({"quantum_peft": qp, "householder": hh, "qpa": qa}, out)
@@ -77,9 +79,9 @@ for label, backend in (("noiseless", ideal), ("noisy", noisy)):
     print(f"QPA on {label} Aer: {r}")
 
 # 5. signed frames from interference circuits, and the adapter rebuilt from them
-small = quantum_peft(16, 8, rank=2, layers=1)
+small = GraphModule(quantum_peft(16, 8, rank=2, layers=1))
 with torch.no_grad():
-    small.module.L.weight.copy_(torch.tensor([0.7, -1.3]))
+    small.L.weight.copy_(torch.tensor([0.7, -1.3]))
 for label, backend in (("noiseless", ideal), ("noisy", aer_simulator(GenericBackendV2(5, seed=2), seed=1))):
     print(f"signed, {label}:", estimate_adapter(small, backend, shots=8192, seed=1))
 

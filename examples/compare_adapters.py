@@ -15,7 +15,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from tnpeft.train import compare
-from tnpeft.train.data import minilm_path
+from tnpeft.train.offline_assets import minilm_path
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/compare_example")
 work = out / "inputs"

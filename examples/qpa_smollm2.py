@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 import tnpeft
 from tnpeft.adapters import lora
-from tnpeft.train.data import hamlet, load_smollm2
+from tnpeft.train.offline_assets import hamlet, load_smollm2
 
 
 def batches(ids: torch.Tensor, seq: int, batch: int, gen: torch.Generator):

@@ -53,7 +53,7 @@ def gpt2():
 
 @pytest.fixture(scope="session")
 def minilm_dir():
-    from tnpeft.train.data import minilm_path
+    from tnpeft.train.offline_assets import minilm_path
 
     return minilm_path()
 

@@ -13,6 +13,7 @@ import tnpeft
 from tnpeft.adapters import AdaLoRAController, adalora
 from tnpeft.adapters.adalora import budget_at
 from tnpeft.errors import ConfigError
+from tnpeft.runtime import GraphModule
 
 TARGETS = ["c_attn", "c_proj", "c_fc"]
 
@@ -24,10 +25,11 @@ def test_count_closed_form(n, m, r):
 
 def test_graph_is_p_lambda_q():
     g = adalora(10, 7, r=4, target_r=2, alpha=8)
+    gm = GraphModule(g)
     with torch.no_grad():
-        g.module.E.weight.normal_()
-    P, E, Q = g.tensor("P"), g.tensor("E"), g.tensor("Q")
-    torch.testing.assert_close(g.dense(scaled=True), P @ torch.diag(E) @ Q * (8 / 4))
+        gm.E.weight.normal_()
+    P, E, Q = gm.tensor("P"), gm.tensor("E"), gm.tensor("Q")
+    torch.testing.assert_close(gm.dense(scaled=True), P @ torch.diag(E) @ Q * (8 / 4))
 
 
 def test_schedule_is_cubic_and_ends_at_target():

@@ -4,11 +4,11 @@ command line, no module reaches a private name of another, and no module grows p
 
 The floors, lowest first (docs/concepts.md draws them)::
 
-    errors → fileio → params → contract → graph → adapters → {draw, quantum, verification, testing}
-             → nn → train → demo → cli, tnpeft (the package's own __init__)
+    errors → {caches, fileio} → circuits → params → contract → graph → runtime → {storage, algebra} → adapters
+           → {draw, quantum, verification, testing} → nn → train → cli, tnpeft (the package's own __init__)
 
-Modules on the floor of ``draw``, ``quantum``, ``verification`` and ``testing`` are siblings: none
-of them imports another.
+Packages on one floor are siblings: none of them imports another. The graph definition
+(``graph``) never sees the runtime that holds its values (``runtime``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,17 @@ ROOT = Path(__file__).resolve().parents[1] / "tnpeft"
 
 FLOORS: list[tuple[str, ...]] = [
     ("tnpeft.errors",),
-    ("tnpeft.fileio",),
+    ("tnpeft.caches", "tnpeft.fileio"),
+    ("tnpeft.circuits",),
     ("tnpeft.params",),
     ("tnpeft.contract",),
     ("tnpeft.graph",),
+    ("tnpeft.runtime",),
+    ("tnpeft.storage", "tnpeft.algebra"),
     ("tnpeft.adapters",),
     ("tnpeft.draw", "tnpeft.quantum", "tnpeft.verification", "tnpeft.testing"),
     ("tnpeft.nn",),
     ("tnpeft.train",),
-    ("tnpeft.demo",),
     ("tnpeft.cli", "tnpeft"),
 ]
 # where start-up time justifies importing inside functions: the command line loads only what a verb needs

@@ -112,7 +112,7 @@ def _hostile_inputs(tmp: Path) -> list[tuple[str, str, str]]:
         os.mkfifo(d / which)
         cases.append((f"{which} is a FIFO", "adapter", str(d)))
     g = tmp / "graph-zero"
-    tnpeft.save_graph(tnpeft.adapters.lora(4, 4, r=1), g)
+    tnpeft.save_graph(tnpeft.GraphModule(tnpeft.adapters.lora(4, 4, r=1)), g)
     (g / "graph.safetensors").unlink()
     os.symlink("/dev/zero", g / "graph.safetensors")
     cases.append(("graph.safetensors -> /dev/zero", "graph", str(g)))

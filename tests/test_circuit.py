@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from qiskit import QuantumCircuit
 from qiskit.quantum_info import Operator, Statevector
 
-from tnpeft.errors import ConfigError
-from tnpeft.params.circuit import (
+from tnpeft.circuits.circuit import (
     Circuit,
     Gate,
     expect_z,
@@ -21,6 +20,7 @@ from tnpeft.params.circuit import (
     simulate,
     unitary_matrix,
 )
+from tnpeft.errors import ConfigError
 
 
 def to_qiskit_reference(c: Circuit, params, inputs=None) -> QuantumCircuit:

@@ -152,7 +152,7 @@ def _tiny_model_folder(path):
     """A tiny GPT-2 (n_embd 16) with MiniLM's tokenizer, saved as a local model folder."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from tnpeft.train.data import minilm_path
+    from tnpeft.train.offline_assets import minilm_path
 
     tok = AutoTokenizer.from_pretrained(minilm_path())
     torch.manual_seed(0)
@@ -165,7 +165,7 @@ def _tiny_model_folder(path):
 def test_train_takes_a_user_topology_a_graph_file_and_a_saved_adapter(tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from tnpeft.train.data import hamlet
+    from tnpeft.train.offline_assets import hamlet
 
     model = _tiny_model_folder(tmp_path / "model")
     text = tmp_path / "text.txt"

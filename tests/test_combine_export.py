@@ -12,8 +12,8 @@ from peft import PeftModel
 
 import tnpeft
 from tnpeft import AdapterConfig, Dense, Graph, GraphModule
+from tnpeft.algebra import low_rank_factors, truncate_factors, weighted_sum
 from tnpeft.errors import AdapterStateError, ConfigError, NotMergeableError
-from tnpeft.graph import low_rank_factors, truncate_factors, weighted_sum
 from tnpeft.nn import adapter_config, tn_layers
 
 GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]

@@ -28,7 +28,7 @@ SEEDS = [0, 1]
 def _tiny_bert(path: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tnpeft.train.data import minilm_path
+    from tnpeft.train.offline_assets import minilm_path
 
     tok = AutoTokenizer.from_pretrained(minilm_path())
     torch.manual_seed(0)
@@ -247,7 +247,7 @@ def test_bad_input_is_one_line_before_any_work(args, words, tmp_path, capsys, mo
 
 
 def test_default_grids_centre_on_the_demo_rates():
-    from tnpeft.demo import DEMO_LR_CENTRES
+    from tnpeft.cli.demo import DEMO_LR_CENTRES
     from tnpeft.train.comparison import default_lrs
 
     assert default_lrs(parse_adapter_spec("quantum_peft:rank=4"), DEMO_LR_CENTRES) == [6.7e-3, 2e-2, 6e-2]
@@ -261,7 +261,7 @@ def test_an_empty_learning_rate_grid_is_an_error(tmp_path):
 
 
 def test_demo_pareto_plot_on_made_up_results(tmp_path):
-    from tnpeft.demo import STUDY_COMMAND, plot_demo_pareto
+    from tnpeft.cli.demo import STUDY_COMMAND, plot_demo_pareto
 
     res = [{"adapter": "lora", "adapter_parameters": 160_000, "accuracy": 0.71},
            {"adapter": "quantum_peft", "adapter_parameters": 9_000, "accuracy": 0.69},

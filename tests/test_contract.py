@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import tnpeft
 from tnpeft.contract import ContractionPlan, plan_for, plan_stats, reset_plan_cache
 from tnpeft.errors import ConfigError
-from tnpeft.graph import GraphModule
+from tnpeft.runtime import GraphModule
 
 
 def chain():
@@ -37,8 +37,29 @@ def test_the_optimizer_is_part_of_the_cache_key():
     p1 = plan_for(inputs, output, sizes, optimize="greedy")
     p2 = plan_for(inputs, output, sizes, optimize="greedy")
     p3 = plan_for(inputs, output, sizes, optimize="optimal")
-    assert p1 is p2 and p3 is not p1 and p3.optimize == "optimal"
+    assert p1.plan is p2.plan and p3.plan is not p1.plan and p3.optimize == "optimal"
     assert plan_stats().plans_built == 2 and plan_stats().cache_hits == 1
+    # an optimizer object is keyed by its settings, not its identity
+    import cotengra as ctg
+
+    a = plan_for(inputs, output, sizes, optimize=ctg.HyperOptimizer(max_repeats=3, methods=["greedy"], progbar=False))
+    b = plan_for(inputs, output, sizes, optimize=ctg.HyperOptimizer(max_repeats=3, methods=["greedy"], progbar=False))
+    c = plan_for(inputs, output, sizes, optimize=ctg.HyperOptimizer(max_repeats=5, methods=["greedy"], progbar=False))
+    assert a.plan is b.plan and c.plan is not a.plan
+
+
+def test_plans_are_shared_by_structure_and_show_each_callers_names():
+    reset_plan_cache()
+    sizes = {"x": 5, "in": 6, "r": 2, "out": 3}
+    mine = plan_for([("x", "in"), ("r", "in"), ("out", "r")], ("x", "out"), sizes, names=["x", "A", "B"])
+    other_sizes = {"n": 5, "p": 6, "k": 2, "q": 3}
+    theirs = plan_for([("n", "p"), ("k", "p"), ("q", "k")], ("n", "q"), other_sizes, names=["h", "U", "V"])
+    assert theirs.plan is mine.plan and plan_stats().plans_built == 1     # one plan: the same network renamed
+    assert mine.order == "(B·(x·A))" and theirs.order == "(V·(h·U))"
+    assert "A[r,in]" in mine.describe() and "U[k,p]" in theirs.describe() and "A[" not in theirs.describe()
+    xs = [torch.randn(5, 6), torch.randn(2, 6), torch.randn(3, 2)]
+    torch.testing.assert_close(theirs(*xs), xs[0] @ xs[1].T @ xs[2].T)
+    assert plan_for([("n", "p"), ("k", "p"), ("q", "k")], ("n", "q"), {**other_sizes, "k": 4}).plan is not mine.plan
 
 
 def test_adapter_config_hands_its_optimizer_to_every_plan():
@@ -55,10 +76,11 @@ def test_adapter_config_hands_its_optimizer_to_every_plan():
 
     opt = ctg.HyperOptimizer(max_repeats=4, methods=["greedy"], progbar=False)
     g = tnpeft.adapters.lora(16, 12, r=2, init_b="normal")
+    gm = GraphModule(g)
     direct = GraphModule(g, dtype=torch.float64, optimize=opt)
-    direct.load_state_dict(g.module.double().state_dict())
+    direct.load_state_dict(gm.double().state_dict())
     x = torch.randn(3, 16, dtype=torch.float64)
-    torch.testing.assert_close(direct(x), g.module(x))
+    torch.testing.assert_close(direct(x), gm(x))
     assert direct.plan(3)[0].optimize is opt
 
 

@@ -18,6 +18,7 @@ from tnpeft.cli import main
 from tnpeft.draw import draw_graph, tensor_diagram
 from tnpeft.draw.geometry import BUNDLE_GAP
 from tnpeft.graph import Dense, Graph, Nonlinear
+from tnpeft.runtime import GraphModule
 from tnpeft.testing.gallery import GALLERY, kronecker, ttlora
 from tnpeft.testing.strategies import graphs, networks
 
@@ -195,7 +196,8 @@ def test_circuit_moments_reproduce_the_frame():
     from tnpeft.draw import circuit_moments
 
     g = quantum_peft(16, 16, rank=16, layers=2)
-    theta = g.module.U.theta.detach().double()
+    gm = GraphModule(g)
+    theta = gm.U.theta.detach().double()
     u = torch.eye(16, dtype=torch.float64)
     for col in circuit_moments(4, 2):
         for gate in col:
@@ -212,7 +214,7 @@ def test_circuit_moments_reproduce_the_frame():
                 _, a, b = gate
                 d = torch.tensor([-1.0 if (i >> a) & 1 and (i >> b) & 1 else 1.0 for i in range(16)], dtype=torch.float64)
                 u = torch.diag(d) @ u
-    torch.testing.assert_close(g.tensor("U").detach().double(), u, atol=1e-6, rtol=0)
+    torch.testing.assert_close(gm.tensor("U").detach().double(), u, atol=1e-6, rtol=0)
 
 
 def test_circuit_view(tmp_path):

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from qiskit import qasm3, transpile
 from qiskit.quantum_info import Operator, Statevector
 
-from tnpeft.params.circuit import simulate
-from tnpeft.params.frame_circuits import pauli_frame_circuit
+from tnpeft.circuits.circuit import simulate
+from tnpeft.circuits.frames import pauli_frame_circuit
 from tnpeft.params.unitary import UNITARY_PARAMS, butterfly_pairs, circuit_angle_count
 from tnpeft.quantum import to_qiskit
 from tnpeft.quantum.export import qasm3_text

@@ -5,9 +5,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tnpeft.params.circuit import Circuit, Gate, unitary_matrix
-from tnpeft.params.frame_circuits import pauli_frame
-from tnpeft.params.frame_kernel import compile_frame, compile_program, kernel_ops, run_kernel
+from tnpeft.circuits.circuit import Circuit, Gate, unitary_matrix
+from tnpeft.circuits.frame_kernel import (
+    FactorOp,
+    RyFactor,
+    SignOp,
+    compile_frame,
+    compile_program,
+    kernel_ops,
+    run_kernel,
+)
+from tnpeft.circuits.frames import pauli_frame
 
 
 @st.composite
@@ -48,9 +56,9 @@ def test_kernel_equals_the_dense_unitary(circuit, k, seed):
 def test_quantum_peft_circuits_fold_every_cz_and_merge_the_first_layers():
     # RY on all qubits, CZ even, RY even: one factor per group; CZ odd folds into the odd RYs
     for n in range(2, 13):
-        from tnpeft.params.circuit import pauli_circuit
+        from tnpeft.circuits.circuit import pauli_circuit
         ops = kernel_ops(pauli_circuit(n, 1))
-        assert all(op[0] == "ry" for op in ops), n
+        assert all(isinstance(op, RyFactor) for op in ops), n
         assert len(ops) <= 2 * -(-n // 4), (n, len(ops))
     prog = compile_program(compile_frame(pauli_frame(3072, 1)))
-    assert sum(op[0] == "ry" for op in prog.ops) == 15 and not any(op[0] == "cz" for op in prog.ops)
+    assert sum(isinstance(op, FactorOp) for op in prog.ops) == 15 and not any(isinstance(op, SignOp) for op in prog.ops)

@@ -34,7 +34,7 @@ from safetensors.torch import load, save
 from snapshots import same_snapshot, snapshot
 
 import tnpeft
-import tnpeft.nn.merging as merging
+import tnpeft.nn.model_merge as merging
 from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
 from tnpeft.fileio import sha256
 from tnpeft.nn import TNLinear, tn_layers

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnpeft
-from tnpeft.adapters import factorize, lora, mpo, qpa, qwthn
+from tnpeft.adapters import factorize, lora, mpo, qpa, qwthn, tt_from_matrix
+from tnpeft.circuits.circuit import probabilities, qnn_circuit, simulate
 from tnpeft.errors import ConfigError, GraphError, NotMergeableError
 from tnpeft.graph import Dense, Graph, HyperNetwork, Nonlinear
-from tnpeft.params.circuit import probabilities, qnn_circuit, simulate
+from tnpeft.runtime import GraphModule
 
 
 def _randomize(module, seed=0, std=0.3):
@@ -39,13 +40,15 @@ def qpa_closed_form(n, m, r, chunk, layers, hidden=(32, 64, 128, 128, 64, 32, 32
        layers=st.integers(1, 9))
 def test_qpa_count_is_the_closed_form_and_factors_have_lora_shapes(n, m, r, chunk, layers):
     g = qpa(n, m, r=r, chunk_size=chunk, qnn_layers=layers)
+    gm = GraphModule(g)
     want = qpa_closed_form(n, m, r, chunk, layers)
     assert g.num_parameters() == want
-    assert sum(p.numel() for p in g.module.parameters() if p.requires_grad) == want
+    assert sum(p.numel() for p in gm.parameters() if p.requires_grad) == want
     assert g.num_generated() == r * (n + m)
     ref = lora(n, m, r=r)                       # LoRA's factors: A (r × N), B (M × r)
-    assert g.tensor("A").shape == ref.tensor("A").shape == (r, n)
-    assert g.tensor("B").shape == ref.tensor("B").shape == (m, r)
+    refm = GraphModule(ref)
+    assert gm.tensor("A").shape == refm.tensor("A").shape == (r, n)
+    assert gm.tensor("B").shape == refm.tensor("B").shape == (m, r)
 
 
 def test_qpa_factors_match_peft_lora_shapes():
@@ -56,22 +59,23 @@ def test_qpa_factors_match_peft_lora_shapes():
     m = tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig("qpa", ["c_fc"], r=4, chunk_size=64))
     for path, layer in tnpeft.nn.tn_layers(m):
         peft_layer = pm.base_model.model.get_submodule(path)
-        g = layer.tn_adapters["default"]
-        assert g.tensor("A").shape == peft_layer.lora_A["default"].weight.shape
-        assert g.tensor("B").shape == peft_layer.lora_B["default"].weight.shape
+        gm = layer.tn_adapters["default"]
+        assert gm.tensor("A").shape == peft_layer.lora_A["default"].weight.shape
+        assert gm.tensor("B").shape == peft_layer.lora_B["default"].weight.shape
 
 
 def test_qpa_forward_is_lora_with_the_generated_factors():
     g = qpa(40, 24, r=3, chunk_size=10, qnn_layers=2)
-    _randomize(g.module)
+    gm = GraphModule(g)
+    _randomize(gm)
     x = torch.randn(5, 40)
-    a, b = g.tensor("A"), g.tensor("B")
-    torch.testing.assert_close(g.forward(x), x @ a.T @ b.T * g.scale)
+    a, b = gm.tensor("A"), gm.tensor("B")
+    torch.testing.assert_close(gm(x), x @ a.T @ b.T * g.scale)
     # the generated vector is the generator's flat output, A first (row-major), then B
-    flat = g.module.G()
+    flat = gm.G()
     torch.testing.assert_close(torch.cat([a.reshape(-1), b.reshape(-1)]), flat)
     # and the generator follows the formula: MLP(features(p)) chunk by chunk
-    gen = g.module.G
+    gen = gm.G
     p = probabilities(simulate(gen.circuit, gen.theta.double())).float()[: gen.shape.n_chunks]
     feats = torch.cat([(p * 2 ** gen.shape.qubits - 1)[:, None], gen.bits], 1)
     torch.testing.assert_close(flat, gen.mlp(feats).reshape(-1)[: g.num_generated()])
@@ -79,8 +83,9 @@ def test_qpa_forward_is_lora_with_the_generated_factors():
 
 def test_qpa_reference_preset():
     g = qpa(30, 20, r=2, chunk_size=7, qnn_layers=3, preset="reference")
+    gm = GraphModule(g)
     assert g.scale == 2.0
-    gen = g.module.G
+    gen = gm.G
     assert not any(isinstance(mod, torch.nn.Tanh) for mod in gen.mlp)   # an affine MLP
     flat = gen()
     assert abs(float(flat.detach().mean())) < 1e-5                                # mean-centred
@@ -94,33 +99,35 @@ def test_qpa_reference_preset():
 
 def test_generator_runs_once_per_training_forward_and_is_cached_without_grad():
     g = qpa(16, 12, r=2, chunk_size=8, qnn_layers=2)
+    gm = GraphModule(g)
     calls = []
-    g.module.G.register_forward_hook(lambda *a: calls.append(1))
+    gm.G.register_forward_hook(lambda *a: calls.append(1))
     x = torch.randn(3, 16)
-    opt = torch.optim.SGD(g.module.parameters(), lr=0.1)
+    opt = torch.optim.SGD(gm.parameters(), lr=0.1)
     for _ in range(2):
-        g.forward(x).square().sum().backward()
+        gm(x).square().sum().backward()
         opt.step()
         opt.zero_grad()
     assert len(calls) == 2                      # fresh every training forward
     with torch.no_grad():
-        y1 = g.forward(x)
-        y2 = g.forward(x)
-        g.dense()
+        y1 = gm(x)
+        y2 = gm(x)
+        gm.dense()
     assert len(calls) == 3                      # one generation serves eval and dense()
     with torch.no_grad():
-        g.module.G.theta.add_(0.5)              # a parameter change invalidates the cache
-        y3 = g.forward(x)
+        gm.G.theta.add_(0.5)              # a parameter change invalidates the cache
+        y3 = gm(x)
     assert len(calls) == 4 and torch.equal(y1, y2) and not torch.equal(y1, y3)
 
 
 def test_qpa_generates_from_given_probabilities():
     g = qpa(16, 12, r=2, chunk_size=8, qnn_layers=2)
-    exact = g.module.G.probabilities().detach()
-    a = g.module.generated_values("G", probs=exact)["A"]
-    torch.testing.assert_close(a, g.tensor("A"))
+    gm = GraphModule(g)
+    exact = gm.G.probabilities().detach()
+    a = gm.generated_values("G", probs=exact)["A"]
+    torch.testing.assert_close(a, gm.tensor("A"))
     with pytest.raises(ConfigError, match="first 7 basis states"):
-        g.module.generated_values("G", probs=torch.ones(3))
+        gm.generated_values("G", probs=torch.ones(3))
 
 
 def test_qpa_injects_trains_merges_and_reloads(tmp_path):
@@ -189,11 +196,12 @@ def mpo_closed_form(n_f, m_f, r_f, bond):
        bond=st.integers(1, 6), fusion=st.sampled_from(["product", "linear"]), layers=st.integers(1, 3))
 def test_qwthn_count_is_the_closed_form(n, m, r, cores, bond, fusion, layers):
     g = qwthn(n, m, r=r, cores=cores, bond=bond, fusion=fusion, qnn_layers=layers)
+    gm = GraphModule(g)
     n_q = max(1, math.ceil(math.log2(r))) if r > 1 else 1
     qnn = n_q * max(layers, math.ceil(r / n_q)) + (2 * r if fusion == "linear" else 0)
     want = mpo_closed_form(factorize(n, cores), factorize(m, cores), factorize(r, cores), bond) + qnn
     assert g.num_parameters() == want
-    assert sum(p.numel() for p in g.module.parameters() if p.requires_grad) == want
+    assert sum(p.numel() for p in gm.parameters() if p.requires_grad) == want
     assert mpo(n, m, r=r, cores=cores, bond=bond).num_parameters() == want - qnn
 
 
@@ -204,10 +212,10 @@ def test_qwthn_claim_configuration():
     assert 1 - g.num_parameters() / (8 * (768 + 2304)) > 0.76
 
 
-def _manual_qwthn(g, x):
+def _manual_qwthn(mod, x):
     """An independent evaluation: contract the down cores to a matrix, run the QNN on each row
     with the simulator, fuse, contract the up cores."""
-    mod = g.module
+    g = mod.graph
     k = len(g.meta["in_factors"])
     assert k == 2
     d1, d2, u1, u2 = (mod.tensor(n).double() for n in ("D1", "D2", "U1", "U2"))
@@ -225,43 +233,52 @@ def _manual_qwthn(g, x):
 @pytest.mark.parametrize("fusion", ["product", "linear"])
 def test_qwthn_forward_equals_an_independent_evaluation(fusion):
     g = qwthn(24, 18, r=8, cores=2, bond=3, fusion=fusion, qnn_layers=2)
+    gm = GraphModule(g)
     x = torch.randn(6, 24)
-    assert torch.equal(g.forward(x), torch.zeros(6, 18))                  # last up core zero: base model
-    _randomize(g.module, std=0.5)
-    torch.testing.assert_close(g.forward(x).double(), _manual_qwthn(g, x), atol=1e-5, rtol=1e-5)
+    assert torch.equal(gm(x), torch.zeros(6, 18))                  # last up core zero: base model
+    _randomize(gm, std=0.5)
+    torch.testing.assert_close(gm(x).double(), _manual_qwthn(gm, x), atol=1e-5, rtol=1e-5)
 
 
 def test_qwthn_v2_starts_as_the_plain_mpo():
     g = qwthn(24, 18, r=4, bond=3, fusion="linear")
+    gm = GraphModule(g)
     plain = mpo(24, 18, r=4, bond=3)
-    _randomize(g.module, std=0.5)
+    plainm = GraphModule(plain)
+    _randomize(gm, std=0.5)
     with torch.no_grad():
-        g.module.Q.a.fill_(1.0)
-        g.module.Q.b.zero_()
+        gm.Q.a.fill_(1.0)
+        gm.Q.b.zero_()
         for name in ("D1", "D2", "U1", "U2"):
-            plain.module.tensor(name).copy_(g.module.tensor(name))
+            plainm.tensor(name).copy_(gm.tensor(name))
     x = torch.randn(5, 24)
-    torch.testing.assert_close(g.forward(x), plain.forward(x))
+    torch.testing.assert_close(gm(x), plainm(x))
 
 
 def test_mpo_init_from_a_matrix_and_lora_compression():
     torch.manual_seed(0)
     w = torch.randn(36, 4) @ torch.randn(4, 20)                           # a rank-4 update, 20 → 36
-    exact = mpo(20, 36, r=4, bond=64, init=w)                              # bond ≥ the TT ranks: exact
-    torch.testing.assert_close(exact.dense(scaled=True), w, atol=1e-4, rtol=1e-4)
+    exactm = tt_from_matrix(mpo(20, 36, r=4, bond=64), w)                # bond ≥ the TT ranks: exact
+    torch.testing.assert_close(exactm.dense(scaled=True), w, atol=1e-4, rtol=1e-4)
     # compress a trained LoRA into a tensor-train graph
     lo = lora(48, 64, r=6, init_b="normal")
+    lom = GraphModule(lo)
     with torch.no_grad():
-        lo.module.B.weight.normal_()
-    dw = lo.dense(scaled=True).detach()
-    tt = mpo(48, 64, r=6, bond=48, init=dw)
-    torch.testing.assert_close(tt.dense(scaled=True), dw, atol=1e-4, rtol=1e-4)
-    small = mpo(48, 64, r=6, bond=2, init=dw)                             # a truncated train approximates
-    err = (small.dense(scaled=True) - dw).norm() / dw.norm()
+        lom.B.weight.normal_()
+    dw = lom.dense(scaled=True).detach()
+    ttm = tt_from_matrix(mpo(48, 64, r=6, bond=48), dw)
+    torch.testing.assert_close(ttm.dense(scaled=True), dw, atol=1e-4, rtol=1e-4)
+    smallm = tt_from_matrix(mpo(48, 64, r=6, bond=2), dw)                # a truncated train approximates
+    err = (smallm.dense(scaled=True) - dw).norm() / dw.norm()
     assert 0 < err < 1
-    assert small.num_parameters() < tt.num_parameters() < lo.num_parameters() * 10
+    assert smallm.graph.num_parameters() < ttm.graph.num_parameters() < lo.num_parameters() * 10
     with pytest.raises(ConfigError, match="shape"):
-        mpo(48, 64, r=6, init=torch.zeros(3, 3))
+        tt_from_matrix(mpo(48, 64, r=6), torch.zeros(3, 3))
+    with pytest.raises(ConfigError, match="mpo or qwthn"):
+        tt_from_matrix(lo, dw)
+    qw = tt_from_matrix(qwthn(48, 64, r=6, bond=48), dw)                  # QWTHN's MPO cores: the same train
+    for name in ("D1", "D2", "U1", "U2"):
+        torch.testing.assert_close(qw.tensor(name), ttm.tensor(name))
 
 
 def test_qwthn_injects_trains_saves_and_refuses_to_merge(tmp_path):
@@ -308,10 +325,11 @@ def test_qnn_node_json_round_trip_and_errors():
 
 def test_qnn_node_computes_in_float32_for_bfloat16():
     g = qwthn(24, 18, r=4, bond=2)
-    _randomize(g.module, std=0.5)
+    gm = GraphModule(g)
+    _randomize(gm, std=0.5)
     x = torch.randn(3, 24)
-    y32 = g.forward(x)
-    g16 = copy.deepcopy(g.module).to(torch.bfloat16)
+    y32 = gm(x)
+    g16 = copy.deepcopy(gm).to(torch.bfloat16)
     y16 = g16(x.to(torch.bfloat16))
     assert y16.dtype == torch.bfloat16
     torch.testing.assert_close(y16.float(), y32, atol=0.1, rtol=0.1)

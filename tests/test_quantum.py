@@ -17,7 +17,7 @@ from qiskit.transpiler import CouplingMap
 
 from tnpeft.adapters import lora, oft, qpa, quantum_peft, qwthn
 from tnpeft.errors import AdapterFileError, ConfigError, GraphError
-from tnpeft.graph import Graph, GraphModule, Unitary
+from tnpeft.graph import Graph, Unitary
 from tnpeft.params.unitary import UNITARY_PARAMS, circuit_angle_count, pauli_count
 from tnpeft.quantum import (
     aer_simulator,
@@ -31,13 +31,14 @@ from tnpeft.quantum import (
     to_qiskit,
     transpile_for,
 )
+from tnpeft.runtime import GraphModule
 
 PARAMS = sorted(UNITARY_PARAMS)
 
 
-def float64(graph, seed=0):
-    graph.module = GraphModule(graph, dtype=torch.float64, rng=torch.Generator().manual_seed(seed))
-    return graph
+def float64(graph, seed=0) -> GraphModule:
+    """A float64 module of ``graph`` with values drawn from ``seed``."""
+    return GraphModule(graph, dtype=torch.float64, rng=torch.Generator().manual_seed(seed))
 
 
 def bind_inputs(qc, values):
@@ -68,12 +69,12 @@ def test_operator_restricted_to_columns_is_the_node(param, data):
     legs = tuple(f"b{i}" for i in range(len(batch)))
     g = Graph([Unitary("W", (*legs, "out", "in"), (*batch, n, k), param=param, options=opts)],
               in_index=(*legs, "in"), out_index=(*legs, "out"))
-    float64(g, data.draw(st.integers(0, 2**16), label="seed"))
+    gm = float64(g, data.draw(st.integers(0, 2**16), label="seed"))
     with torch.no_grad():
-        for p in g.module.parameters():   # away from the initial point
+        for p in gm.parameters():   # away from the initial point
             p.mul_(data.draw(st.sampled_from([1.0, 3.0]), label="scale"))
-    frames = g.tensor("W").detach().reshape(-1, n, k).numpy()
-    circuits = to_qiskit(g, "W")
+    frames = gm.tensor("W").detach().reshape(-1, n, k).numpy()
+    circuits = to_qiskit(gm, "W")
     circuits = circuits if batch else [circuits]
     assert len(circuits) == len(frames)
     for qc, u in zip(circuits, frames):
@@ -86,39 +87,39 @@ def test_operator_restricted_to_columns_is_the_node(param, data):
 
 
 def test_pauli_node_is_exactly_its_ry_cz_circuit():
-    g = float64(quantum_peft(16, 8, rank=4, layers=2, param="pauli"), seed=3)
-    qc = to_qiskit(g, "V")
+    gm = float64(quantum_peft(16, 8, rank=4, layers=2, param="pauli"), seed=3)
+    qc = to_qiskit(gm, "V")
     n_q, layers = 4, 2
     assert qc.num_qubits == n_q
     assert set(qc.count_ops()) == {"ry", "cz"}
     assert qc.count_ops()["ry"] == circuit_angle_count(n_q, layers) == pauli_count(16, layers)
     assert qc.count_ops()["cz"] == layers * (n_q // 2 + (n_q - 1) // 2)
-    theta = g.module.V.theta.detach().numpy()
+    theta = gm.V.theta.detach().numpy()
     ry = [inst for inst in qc.data if inst.operation.name == "ry"]
     # the first RY layer reads angles 0..n-1 on qubits 0..n-1, and every angle is used exactly once
     assert [qc.find_bit(i.qubits[0]).index for i in ry[:n_q]] == list(range(n_q))
     assert sorted(float(i.operation.params[0]) for i in ry) == pytest.approx(sorted(theta.tolist()), abs=0)
     # with Parameters: the same circuit, one ParameterVector element per angle, values in metadata
-    pq = to_qiskit(g, "V", parameters=True)
+    pq = to_qiskit(gm, "V", parameters=True)
     assert len(pq.parameters) == pauli_count(16, layers)
     bound = pq.assign_parameters({p: pq.metadata["theta"][p.index] for p in pq.parameters})
     assert np.allclose(Operator(bound).data, Operator(qc).data, atol=1e-12)
 
 
 def test_quantized_angles_are_compiled():
-    g = float64(quantum_peft(8, 8, rank=2, layers=1, param="pauli", bits=3), seed=1)
-    qc = to_qiskit(g, "U")
+    gm = float64(quantum_peft(8, 8, rank=2, layers=1, param="pauli", bits=3), seed=1)
+    qc = to_qiskit(gm, "U")
     step = 2 * math.pi / 8
     angles = [float(i.operation.params[0]) for i in qc.data if i.operation.name == "ry"]
     assert all(abs(a / step - round(a / step)) < 1e-9 for a in angles)
-    assert np.abs(Operator(qc).data[:, :2] - g.tensor("U").detach().numpy()).max() < 1e-12
+    assert np.abs(Operator(qc).data[:, :2] - gm.tensor("U").detach().numpy()).max() < 1e-12
 
 
 def test_qnn_node_compiles_with_data_inputs():
     for fusion, readout, qubits in (("product", "probs", None), ("linear", "z", 4)):
-        g = float64(qwthn(16, 16, r=4, qnn_layers=2, fusion=fusion, readout=readout, qubits=qubits), seed=2)
-        qnn = g.module.Q
-        qc = to_qiskit(g, "Q")
+        gm = float64(qwthn(16, 16, r=4, qnn_layers=2, fusion=fusion, readout=readout, qubits=qubits), seed=2)
+        qnn = gm.Q
+        qc = to_qiskit(gm, "Q")
         assert [p.name for p in qc.parameters] == [f"x[{j}]" for j in range(4)]
         assert qc.metadata["kind"] == "qnn" and qc.metadata["readout"] == readout
         h = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -134,11 +135,11 @@ def test_qnn_node_compiles_with_data_inputs():
 
 
 def test_qpa_generator_compiles_to_its_circuit():
-    g = float64(qpa(16, 16, r=2, chunk_size=4, qnn_layers=3), seed=4)
-    circuits = to_qiskit(g)
+    gm = float64(qpa(16, 16, r=2, chunk_size=4, qnn_layers=3), seed=4)
+    circuits = to_qiskit(gm)
     assert list(circuits) == ["G"]
     qc = circuits["G"]
-    gen = g.module.G
+    gen = gm.G
     assert qc.num_qubits == gen.shape.qubits == 4 and qc.metadata["n_chunks"] == 16
     assert qc.count_ops() == {"ry": 12, "cx": 9}
     p = Statevector(qc).probabilities()[:16]
@@ -146,19 +147,19 @@ def test_qpa_generator_compiles_to_its_circuit():
 
 
 def test_batched_nodes_and_selection_errors():
-    g = float64(oft(32, 32, block_size=8, butterfly=True, param="givens"), seed=5)
+    gm = float64(oft(32, 32, block_size=8, butterfly=True, param="givens"), seed=5)
     with torch.no_grad():
-        for p in g.module.parameters():
+        for p in gm.parameters():
             p.normal_(generator=torch.Generator().manual_seed(6))
-    circuits = to_qiskit(g)
+    circuits = to_qiskit(gm)
     assert list(circuits) == [f"R1[{i}]" for i in range(4)] + [f"R2[{i}]" for i in range(8)]
-    r2 = g.tensor("R2").detach().numpy()
-    one = to_qiskit(g, "R2", index=5)
+    r2 = gm.tensor("R2").detach().numpy()
+    one = to_qiskit(gm, "R2", index=5)
     assert one.metadata["batch_index"] == [5]
     assert np.abs(Operator(one).data[:4, :4] - r2[5]).max() < 1e-10
-    assert len(to_qiskit(g, "R1")) == 4
+    assert len(to_qiskit(gm, "R1")) == 4
     with pytest.raises(GraphError) as e:
-        to_qiskit(g, "R1", index=4)
+        to_qiskit(gm, "R1", index=4)
     assert e.value.node == "R1"
     lg = lora(8, 8, r=2)
     assert to_qiskit(lg) == {}
@@ -185,27 +186,26 @@ def test_inaccurate_synthesis_is_caught_and_redone(monkeypatch):
         calls.append(1)
         return qc
 
-    g = float64(quantum_peft(8, 8, rank=3, param="cayley"), seed=2)
-    u = g.tensor("V").detach().numpy()
+    gm = float64(quantum_peft(8, 8, rank=3, param="cayley"), seed=2)
+    u = gm.tensor("V").detach().numpy()
     monkeypatch.setattr(qiskit.synthesis, "qs_decomposition", lambda m: sloppy(m, False))
-    qc = to_qiskit(g, "V")
+    qc = to_qiskit(gm, "V")
     assert len(calls) == 2                                   # the first result was rejected
     assert np.abs(Operator(qc).data[:, :3] - u).max() < 1e-12
     probe = np.random.default_rng(1).normal(size=(8, 2))
     assert np.abs(apply_circuit_columns(qc, probe) - Operator(qc).data @ probe).max() < 1e-12
     monkeypatch.setattr(qiskit.synthesis, "qs_decomposition", lambda m: sloppy(m, True))
     with pytest.raises(GraphError, match="no exact synthesis") as e:
-        to_qiskit(g, "V")
+        to_qiskit(gm, "V")
     assert e.value.node == "V"
 
 
 # ------------------------------------------------------------------------------ OpenQASM 3
 def test_qasm3_round_trip_is_exact(tmp_path):
     pytest.importorskip("qiskit_qasm3_import")
-    graphs = {"q16": quantum_peft(16, 6, rank=3, layers=2), "cay": quantum_peft(8, 5, rank=2, param="householder"),
-              "qw": qwthn(16, 16, r=4), "qpa": qpa(16, 16, r=2, chunk_size=4, qnn_layers=2)}
-    for graph in graphs.values():
-        float64(graph, 7)
+    graphs = {k: float64(g, 7) for k, g in {
+        "q16": quantum_peft(16, 6, rank=3, layers=2), "cay": quantum_peft(8, 5, rank=2, param="householder"),
+        "qw": qwthn(16, 16, r=4), "qpa": qpa(16, 16, r=2, chunk_size=4, qnn_layers=2)}.items()}
     x = np.linspace(-1.3, 2.1, 4)
     for parameters in (False, True):
         d = tmp_path / f"p{parameters}"
@@ -320,10 +320,10 @@ def noiseless():
 
 def test_unitary_column_probabilities_from_shots(noiseless):
     shots = 4096
-    g = float64(quantum_peft(8, 6, rank=3, layers=2, param="pauli"), seed=9)
+    gm = float64(quantum_peft(8, 6, rank=3, layers=2, param="pauli"), seed=9)
     for node in ("V", "U"):     # a Pauli circuit and a synthesized frame (6 rows on 3 qubits)
-        r = estimate_unitary(g, node, noiseless, shots=shots, seed=21)
-        u = g.tensor(node).detach().numpy()
+        r = estimate_unitary(gm, node, noiseless, shots=shots, seed=21)
+        u = gm.tensor(node).detach().numpy()
         exact = u ** 2
         assert np.allclose(r.exact, exact, atol=1e-14)
         err = np.abs(r.estimate - exact)
@@ -337,31 +337,31 @@ def test_unitary_column_probabilities_from_shots(noiseless):
 
 
 def test_qpa_weights_from_sampled_probabilities(noiseless):
-    g = float64(qpa(16, 16, r=2, chunk_size=4, qnn_layers=4), seed=10)
-    gen = g.module.G
-    r = estimate_qpa(g, backend=noiseless, shots=4096, seed=5)
+    gm = float64(qpa(16, 16, r=2, chunk_size=4, qnn_layers=4), seed=10)
+    gen = gm.G
+    r = estimate_qpa(gm, backend=noiseless, shots=4096, seed=5)
     assert np.allclose(r.exact, gen.probabilities().detach().numpy(), atol=1e-12)
     assert r.within_bound and r.max_error > 0
     with torch.no_grad():
-        ref = g.module.generated_values("G", probs=torch.as_tensor(r.estimate))
+        ref = gm.generated_values("G", probs=torch.as_tensor(r.estimate))
         for k in ("A", "B"):
             assert torch.allclose(r.weights[k], ref[k], atol=1e-12)
-        exact_dw = g.dense(scaled=True).clone()
-        with measured_probabilities(g, r.estimate):
-            sampled_dw = g.dense(scaled=True).clone()
-            assert torch.allclose(sampled_dw, g.scale * ref["B"] @ ref["A"], atol=1e-12)
+        exact_dw = gm.dense(scaled=True).clone()
+        with measured_probabilities(gm, r.estimate):
+            sampled_dw = gm.dense(scaled=True).clone()
+            assert torch.allclose(sampled_dw, gm.graph.scale * ref["B"] @ ref["A"], atol=1e-12)
             x = torch.randn(3, 16, dtype=torch.float64)
-            assert torch.allclose(g.forward(x), x @ sampled_dw.T, atol=1e-12)
-        assert torch.equal(g.dense(scaled=True), exact_dw)      # restored, cache included
+            assert torch.allclose(gm(x), x @ sampled_dw.T, atol=1e-12)
+        assert torch.equal(gm.dense(scaled=True), exact_dw)      # restored, cache included
     rel = float(torch.linalg.norm(sampled_dw - exact_dw) / torch.linalg.norm(exact_dw))
     assert r.delta_error == pytest.approx(rel, rel=1e-9) and 0 < rel < 0.1
     assert r.noise_factor < 2.0                                 # a noiseless backend: shot noise only
-    with measured_probabilities(g, r.estimate):                  # gradients reach the mapping network
+    with measured_probabilities(gm, r.estimate):                  # gradients reach the mapping network
         gen.zero_grad()
-        g.forward(torch.randn(2, 16, dtype=torch.float64)).sum().backward()
+        gm(torch.randn(2, 16, dtype=torch.float64)).sum().backward()
         assert gen.mlp[0].weight.grad is not None and gen.theta.grad is None
     with pytest.raises(ConfigError):
-        with measured_probabilities(g, r.estimate[:3]):
+        with measured_probabilities(gm, r.estimate[:3]):
             pass
 
 
@@ -406,8 +406,8 @@ def test_export_degrades_per_node_and_names_what_it_skipped(tmp_path):
 def test_run_path_takes_what_the_compile_path_returns(noiseless):
     from qiskit.primitives import StatevectorSampler
 
-    g = float64(quantum_peft(16, 8, rank=2, layers=1), seed=3)
-    circuits = to_qiskit(g)                      # {"V": …, "U": …}: 4 and 3 qubits
+    gm = float64(quantum_peft(16, 8, rank=2, layers=1), seed=3)
+    circuits = to_qiskit(gm)                      # {"V": …, "U": …}: 4 and 3 qubits
     probs = sample_probabilities(circuits, noiseless, shots=2000, seed=1)
     assert set(probs) == {"V", "U"} and probs["V"].shape == (16,) and probs["U"].shape == (8,)
     one = sample_probabilities(circuits["V"], noiseless, shots=2000, seed=1)
@@ -417,7 +417,7 @@ def test_run_path_takes_what_the_compile_path_returns(noiseless):
     sv = sample_probabilities(circuits["V"], sampler=StatevectorSampler(seed=2), shots=20000)
     assert np.abs(sv - exact).max() < 0.02
     est = estimate_unitary(circuits["V"], backend=noiseless, shots=4096, seed=4)
-    want = g.tensor("V").detach().numpy() ** 2
+    want = gm.tensor("V").detach().numpy() ** 2
     assert np.abs(est.exact - want).max() < 1e-12 and est.within_bound
     both = estimate_unitary(circuits, backend=noiseless, shots=4096, seed=4)
     assert set(both) == {"V", "U"} and both["U"].exact.shape == (8, 2)

@@ -12,6 +12,7 @@ import tnpeft
 from tnpeft.adapters import quantum_peft
 from tnpeft.errors import ConfigError
 from tnpeft.params.unitary import UNITARY_PARAMS
+from tnpeft.runtime import GraphModule
 
 PARAMS = sorted(UNITARY_PARAMS)
 
@@ -35,21 +36,23 @@ def test_count_equals_closed_form(n, m, k, layers, param, kk):
 @pytest.mark.parametrize("param", PARAMS)
 def test_frames_orthonormal_and_dense_is_u_lambda_vt(param):
     g = quantum_peft(96, 40, rank=6, param=param)
+    gm = GraphModule(g)
     with torch.no_grad():
-        g.module.L.weight.normal_()
-    u, v, lam = g.tensor("U"), g.tensor("V"), g.tensor("L")
+        gm.L.weight.normal_()
+    u, v, lam = gm.tensor("U"), gm.tensor("V"), gm.tensor("L")
     for f in (u, v):
         torch.testing.assert_close(f.T @ f, torch.eye(6), atol=1e-5, rtol=0)
-    torch.testing.assert_close(g.dense(), u @ torch.diag(lam) @ v.T, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gm.dense(), u @ torch.diag(lam) @ v.T, atol=1e-5, rtol=1e-5)
 
 
 def test_intrinsic_rank_masks_lambda_for_circuits():
     g = quantum_peft(64, 64, rank=8, intrinsic_rank=3)
+    gm = GraphModule(g)
     with torch.no_grad():
-        g.module.L.weight.fill_(1.0)
-    lam = g.tensor("L")
+        gm.L.weight.fill_(1.0)
+    lam = gm.tensor("L")
     assert lam.tolist() == [1.0] * 3 + [0.0] * 5
-    assert torch.linalg.matrix_rank(g.dense()) == 3
+    assert torch.linalg.matrix_rank(gm.dense()) == 3
 
 
 @pytest.mark.parametrize("param", ["pauli", "cayley", "givens"])

@@ -28,6 +28,7 @@ from tnpeft.errors import (
 )
 from tnpeft.fileio import sha256
 from tnpeft.nn import tn_layers
+from tnpeft.runtime import GraphModule
 
 C_ATTN = "transformer.h.0.attn.c_attn"
 
@@ -123,7 +124,7 @@ def test_values_that_overflow_the_parameters_dtype_are_refused(tmp_path, dtype):
 
 def test_graph_files_check_finiteness_after_the_cast(tmp_path):
     g = tnpeft.adapters.lora(8, 6, r=2)
-    tnpeft.save_graph(g, tmp_path / "g")
+    tnpeft.save_graph(tnpeft.GraphModule(g), tmp_path / "g")
     t = load((tmp_path / "g" / "graph.safetensors").read_bytes())
     blob = save({k: torch.full_like(v, 1e300, dtype=torch.float64) for k, v in t.items()})
     (tmp_path / "g" / "graph.safetensors").write_bytes(blob)
@@ -200,9 +201,10 @@ def test_the_engines_batch_index_cannot_be_used_by_a_graph():
         tnpeft.Graph([tnpeft.Dense("A", ("__batch__", "in"), (3, 4)), tnpeft.Dense("B", ("out", "__batch__"), (5, 3))])
     assert e.value.node == "A" and e.value.index == "__batch__"
     g = tnpeft.Graph([tnpeft.Dense("A", ("batch", "in"), (3, 4)), tnpeft.Dense("B", ("out", "batch"), (5, 3))])
-    g.module = tnpeft.GraphModule(g, dtype=torch.float64)
+    gm = GraphModule(g)
+    gm = tnpeft.GraphModule(g, dtype=torch.float64)
     x = torch.randn(6, 4, dtype=torch.float64)
-    torch.testing.assert_close(g.forward(x), x @ g.dense().T)
+    torch.testing.assert_close(gm(x), x @ gm.dense().T)
 
 
 def test_merge_of_an_unknown_adapter_raises_like_set_adapter():
@@ -312,21 +314,23 @@ def test_graphs_with_more_than_52_indices_contract_exactly():
     nodes += [tnpeft.Dense(f"N{k}", (f"i{k}", f"i{k + 1}"), (2, 2), init="normal") for k in range(1, n - 1)]
     nodes += [tnpeft.Dense(f"N{n - 1}", (f"i{n - 1}", "out"), (2, 4), init="normal")]
     g = tnpeft.Graph(nodes)
-    g.module = tnpeft.GraphModule(g, dtype=torch.float64)
-    want = g.tensor("N0")
+    gm = GraphModule(g)
+    gm = tnpeft.GraphModule(g, dtype=torch.float64)
+    want = gm.tensor("N0")
     for k in range(1, n):
-        want = want @ g.tensor(f"N{k}")
+        want = want @ gm.tensor(f"N{k}")
     x = torch.randn(5, 3, dtype=torch.float64)
-    torch.testing.assert_close(g.forward(x), x @ want)
-    torch.testing.assert_close(g.dense(), want.T)
+    torch.testing.assert_close(gm(x), x @ want)
+    torch.testing.assert_close(gm.dense(), want.T)
     # one node with 60 legs, contracted with neighbours holding them all at once
     legs = tuple(f"j{k}" for k in range(60))
     star = tnpeft.Graph([tnpeft.Dense("C", ("in",) + legs, (3,) + (1,) * 60, init="normal"),
                          tnpeft.Dense("O", legs + ("out",), (1,) * 60 + (2,), init="normal")])
-    star.module = tnpeft.GraphModule(star, dtype=torch.float64)
-    c = star.tensor("C").reshape(3, 1)
-    o = star.tensor("O").reshape(1, 2)
-    torch.testing.assert_close(star.forward(x), x @ c @ o)
+    starm = GraphModule(star)
+    starm = tnpeft.GraphModule(star, dtype=torch.float64)
+    c = starm.tensor("C").reshape(3, 1)
+    o = starm.tensor("O").reshape(1, 2)
+    torch.testing.assert_close(starm(x), x @ c @ o)
 
 
 def test_float8_and_integer_weights_are_refused(tmp_path):
@@ -388,7 +392,7 @@ def test_saving_onto_a_file_or_under_a_file_names_the_path(tmp_path):
     with pytest.raises(WriteError, match="is a folder"):
         save_adapter(model, tmp_path / "d")
     with pytest.raises(WriteError):
-        tnpeft.save_graph(tnpeft.adapters.lora(4, 4, r=1), f)
+        tnpeft.save_graph(tnpeft.GraphModule(tnpeft.adapters.lora(4, 4, r=1)), f)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
@@ -397,7 +401,7 @@ def test_written_files_honour_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
         save_adapter(model, tmp_path / "out")
-        tnpeft.save_graph(tnpeft.adapters.lora(4, 4, r=1), tmp_path / "g")
+        tnpeft.save_graph(tnpeft.GraphModule(tnpeft.adapters.lora(4, 4, r=1)), tmp_path / "g")
         tnpeft.export_peft(model, tmp_path / "p")
     finally:
         os.umask(old)

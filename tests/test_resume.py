@@ -302,7 +302,7 @@ DRIVER = textwrap.dedent("""
 def test_cli_train_sigint_after_a_step_resumes_bit_identically(tmp_path):
     from test_train import _tiny_folder
 
-    from tnpeft.train.data import hamlet
+    from tnpeft.train.offline_assets import hamlet
 
     model = _tiny_folder(tmp_path / "model")
     text = tmp_path / "text.txt"

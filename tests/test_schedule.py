@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tnpeft.errors import GraphError, UnreachableLegError
 from tnpeft.graph import Dense, Graph, Nonlinear
+from tnpeft.runtime import GraphModule
 
 
 @st.composite
@@ -46,21 +47,23 @@ def factor_products(draw):
 @given(factor_products())
 def test_disconnected_factors_contract_as_their_outer_product(g):
     # an independent reference: one einsum over all factors, legs in the graph's order
+    gm = GraphModule(g)
     letters = {i: chr(ord("a") + k) for k, i in enumerate(g.size_dict)}
     eq = ",".join("".join(letters[i] for i in g.nodes[n].inds) for n in g.nodes)
     eq += "->" + "".join(letters[i] for i in g.out_inds + g.in_inds)
-    ref = torch.einsum(eq, *[g.tensor(n).detach() for n in g.nodes]).reshape(g.out_features, g.in_features)
-    torch.testing.assert_close(g.dense().detach(), ref, atol=1e-5, rtol=1e-5)
+    ref = torch.einsum(eq, *[gm.tensor(n).detach() for n in g.nodes]).reshape(g.out_features, g.in_features)
+    torch.testing.assert_close(gm.dense().detach(), ref, atol=1e-5, rtol=1e-5)
     x = torch.randn(3, g.in_features)
-    torch.testing.assert_close(g.forward(x).detach(), x @ ref.T, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gm(x).detach(), x @ ref.T, atol=1e-5, rtol=1e-5)
 
 
 def test_a_factor_with_input_legs_only_is_a_kronecker_factor():
     # ΔW[out, (i1, i2)] = a[i1] · B[i2, out] = kron(aᵀ as a row, Bᵀ)
     g = Graph([Dense("a", ("i1",), (4,), init="normal"), Dense("B", ("i2", "out"), (3, 5), init="normal")],
               in_index=("i1", "i2"))
-    a, b = g.tensor("a").detach(), g.tensor("B").detach()
-    torch.testing.assert_close(g.dense().detach(), torch.kron(a[None, :], b.T.contiguous()))
+    gm = GraphModule(g)
+    a, b = gm.tensor("a").detach(), gm.tensor("B").detach()
+    torch.testing.assert_close(gm.dense().detach(), torch.kron(a[None, :], b.T.contiguous()))
 
 
 def test_a_closed_sub_network_is_refused_saying_what_to_do():

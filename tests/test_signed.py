@@ -19,15 +19,16 @@ from tnpeft.quantum.synthesis import apply_circuit_columns
 def graph():
     pytest.importorskip("qiskit_aer")
     g = quantum_peft(12, 8, rank=2, layers=1)
-    g.module = tnpeft.GraphModule(g, dtype=torch.float64, rng=torch.Generator().manual_seed(5))
+    gm = tnpeft.GraphModule(g, dtype=torch.float64, rng=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        g.module.L.weight.copy_(torch.tensor([0.7, -1.3]))
-    return g
+        gm.L.weight.copy_(torch.tensor([0.7, -1.3]))
+    return gm
 
 
 def test_interference_probabilities_are_the_signed_entries(graph):
-    qc = to_qiskit(graph, "V")
-    u = graph.tensor("V").detach().numpy()
+    module = graph
+    qc = to_qiskit(module, "V")
+    u = module.tensor("V").detach().numpy()
     d = 1 << qc.num_qubits
     for j, c in enumerate(interference_circuits(qc, 2)):
         start = np.zeros((2 * d, 1))

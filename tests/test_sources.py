@@ -3,6 +3,7 @@ module, a mapping, a model with injected adapters, a saved adapter folder, a gra
 graph JSON file — and files written by tnpeft 0.1 (older field and parameter names) still load."""
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -11,7 +12,9 @@ from conftest import tiny_gpt2
 import tnpeft
 from tnpeft.adapters import lora, qpa
 from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, GraphError
-from tnpeft.graph import Graph, GraphModule, graph_modules, load_graph, save_graph
+from tnpeft.graph import Graph
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import graph_modules, load_graph, save_graph
 
 
 def same_values(a: GraphModule, b: GraphModule) -> bool:
@@ -30,11 +33,13 @@ def test_every_kind_of_source_gives_the_same_modules(tmp_path):
     assert all(v.param_dtype == torch.float64 for v in from_dir.values())
 
     g = lora(6, 4, r=2, init_b="normal")
-    assert graph_modules(g) == {"": g.module}
-    assert graph_modules(g.module) == {"": g.module}
-    assert graph_modules({"x": g})["x"] is g.module
-    save_graph(g, tmp_path / "g")
-    assert same_values(graph_modules(tmp_path / "g")[""], g.module)
+    gm = GraphModule(g)
+    fresh = graph_modules(g)[""]                     # a graph holds no values: a new module of its default init
+    assert fresh is not gm and fresh.graph == g and fresh is not graph_modules(g)[""]
+    assert graph_modules(gm) == {"": gm}
+    assert graph_modules({"x": gm})["x"] is gm
+    save_graph(gm, tmp_path / "g")
+    assert same_values(graph_modules(tmp_path / "g")[""], gm)
     (tmp_path / "g.json").write_text(g.to_json())
     assert graph_modules(tmp_path / "g.json")[""].graph == g
 
@@ -53,16 +58,20 @@ def test_bad_sources_are_named(tmp_path):
         graph_modules(tmp_path / "bad.json")
 
 
-def test_graph_module_can_be_chosen_but_only_for_its_own_graph():
+def test_a_graph_is_a_value_shared_by_independent_modules():
     g = lora(6, 4, r=2)
-    g.module = GraphModule(g, dtype=torch.float64)
-    assert g.dense().dtype == torch.float64
-    with pytest.raises(GraphError, match="GraphModule of this graph"):
-        g.module = GraphModule(lora(6, 5, r=2))
-    # building a module for a graph does not make it the graph's module
-    other = lora(6, 4, r=2)
-    GraphModule(other, dtype=torch.float64)
-    assert other._module is None
+    a, b = GraphModule(g), GraphModule(g, dtype=torch.float64)
+    assert b.dense().dtype == torch.float64 and a.graph is b.graph
+    with torch.no_grad():
+        a.B.weight.fill_(1.0)                        # two callers of one graph share no tensors
+    assert b.B.weight.abs().sum() == 0 and a.B.weight.abs().sum() > 0
+    with pytest.raises(GraphError, match="cannot be changed"):
+        g.scale = 2.0
+    with pytest.raises(TypeError):
+        g.nodes["A"] = g.nodes["B"]                  # read-only views
+    assert g == lora(6, 4, r=2) and hash(g) == hash(lora(6, 4, r=2)) and len({g, lora(6, 4, r=2)}) == 1
+    assert g.replace(scale=2.0).scale == 2.0 != g.scale
+    assert pickle.loads(pickle.dumps(g)) == g
 
 
 def test_files_of_tnpeft_0_1_still_load(tmp_path):
@@ -96,7 +105,7 @@ def test_files_of_tnpeft_0_1_still_load(tmp_path):
     d = q.to_dict()
     d["generators"] = d.pop("hypernetworks")
     assert Graph.from_dict(d) == q
-    save_graph(q, tmp_path / "q")
-    assert load_graph(tmp_path / "q") == q
+    save_graph(GraphModule(q), tmp_path / "q")
+    assert load_graph(tmp_path / "q").graph == q
     with pytest.raises(GraphError, match="both present"):
         Graph.from_dict({**d, "hypernetworks": d["generators"]})

@@ -123,7 +123,7 @@ def _tiny_folder(path):
     """A tiny GPT-2 with MiniLM's tokenizer, saved as a local model folder (safetensors)."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from tnpeft.train.data import minilm_path
+    from tnpeft.train.offline_assets import minilm_path
 
     tok = AutoTokenizer.from_pretrained(minilm_path())
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def test_cli_train_interrupted_and_rerun_finishes_with_the_same_adapter(tmp_path
     from safetensors.torch import load_file
 
     from tnpeft.cli import main
-    from tnpeft.train.data import hamlet
+    from tnpeft.train.offline_assets import hamlet
 
     model = _tiny_folder(tmp_path / "model")
     text = tmp_path / "text.txt"
@@ -176,7 +176,7 @@ def test_cli_train_errors_name_the_field(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from tnpeft.train.data import hamlet
+    from tnpeft.train.offline_assets import hamlet
 
     root = tmp_path_factory.mktemp("cli")
     model = _tiny_folder(root / "model")

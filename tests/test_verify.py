@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 import tnpeft
 from tnpeft.cli import main
 from tnpeft.errors import AdapterFileError
-from tnpeft.graph import Dense, Graph, Nonlinear, Unitary, read_adapter_modules
+from tnpeft.graph import Dense, Graph, Nonlinear, Unitary
 from tnpeft.params.unitary import UNITARY_PARAMS, FrameModule, UnitaryParametrization, register_unitary
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import read_adapter_modules
 from tnpeft.testing.strategies import adapter_graphs, graphs
 
 
@@ -29,7 +31,7 @@ class NotOrthogonal(FrameModule):
         super().__init__(n, k, batch)
         self.w = torch.nn.Parameter(torch.randn(*batch, n, k, dtype=dtype, generator=rng))
 
-    def param(self):
+    def free_tensor(self):
         return self.w
 
     def _compute(self, flat):
@@ -111,9 +113,10 @@ def test_skipped_checks_are_listed_with_the_reason():
 
 def test_a_trained_graph_holding_nan_fails():
     g = tnpeft.adapters.lora(16, 8, r=2)
+    gm = GraphModule(g)
     with torch.no_grad():
-        g.module.B.weight[3, 1] = float("nan")
-    r = tnpeft.verify(g)
+        gm.B.weight[3, 1] = float("nan")
+    r = tnpeft.verify(gm)
     finite = next(c for c in r.checks if c.name == "finite:B")
     assert not finite.passed and finite.value == 1 and "B.weight: 1 NaN of 16 values" in finite.message
     assert {c.values for c in r.failures} == {"held"}       # the topology is fine
@@ -222,9 +225,10 @@ def test_verify_reads_models_and_graph_files(tmp_path):
 
 def test_verify_leaves_the_graph_untouched():
     g = tnpeft.adapters.lora(16, 8, r=2)
-    before = {k: v.clone() for k, v in g.module.state_dict().items()}
-    tnpeft.verify(g)
-    assert all(torch.equal(v, g.module.state_dict()[k]) for k, v in before.items())
+    gm = GraphModule(g)
+    before = {k: v.clone() for k, v in gm.state_dict().items()}
+    tnpeft.verify(gm)
+    assert all(torch.equal(v, gm.state_dict()[k]) for k, v in before.items())
 
 
 SEEN: set = set()
@@ -267,11 +271,12 @@ def test_a_unitary_parametrization_of_ones_own(tmp_path):
         r = tnpeft.verify(g)
         assert r.ok, str(r)
         o = tnpeft.adapters.oft(16, 16, block_size=4, param="qr")   # identity init: starts at the base model
-        torch.testing.assert_close(o.dense(), torch.eye(16))
-        assert tnpeft.verify(o).ok
+        om = GraphModule(o)
+        torch.testing.assert_close(om.dense(), torch.eye(16))
+        assert tnpeft.verify(om).ok
         again = Graph.from_json(g.to_json())                        # the file names it; no code is loaded
         assert again.nodes["U"].param == "qr"
-        tnpeft.save_graph(g, tmp_path / "g")
+        tnpeft.save_graph(GraphModule(g), tmp_path / "g")
         assert tnpeft.verify(tmp_path / "g").ok
     finally:
         UNITARY_PARAMS.pop("qr", None)

@@ -6,6 +6,7 @@ interpreters over it. See ``docs/concepts.md`` for the floors the package is bui
 """
 
 from tnpeft import adapters, draw, quantum
+from tnpeft.algebra import compress, weighted_sum
 from tnpeft.contract import ContractionPlan, plan_stats
 from tnpeft.errors import (
     AdapterFileError,
@@ -23,20 +24,7 @@ from tnpeft.errors import (
     UnreachableLegError,
     WriteError,
 )
-from tnpeft.graph import (
-    Dense,
-    Diagonal,
-    Graph,
-    GraphModule,
-    HyperNetwork,
-    Nonlinear,
-    Unitary,
-    compress,
-    graph_modules,
-    load_graph,
-    save_graph,
-    weighted_sum,
-)
+from tnpeft.graph import Dense, Diagonal, Graph, HyperNetwork, Nonlinear, Unitary
 from tnpeft.nn import (
     AdapterConfig,
     TNLinear,
@@ -57,6 +45,8 @@ from tnpeft.nn import (
     unload,
     unmerge,
 )
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import graph_modules, load_graph, save_graph
 from tnpeft.verification import VerifyReport, verify
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ class StoredFrame(FrameModule):
         q, _ = torch.linalg.qr(a)            # start on the Stiefel manifold
         self.matrix = torch.nn.Parameter(q.to(dtype or torch.get_default_dtype()).to(device))
 
-    def param(self):
+    def free_tensor(self):
         return self.matrix
 
     def _compute(self, flat):
@@ -38,7 +38,7 @@ class QRFrame(FrameModule):
             a = torch.randn(*batch, n, k, generator=rng)
         self.a = torch.nn.Parameter(a.to(dtype=dtype or torch.get_default_dtype(), device=device))
 
-    def param(self):                 # the one trainable tensor, (*batch, N, K)
+    def free_tensor(self):                 # the one trainable tensor, (*batch, N, K)
         return self.a
 
     def _compute(self, flat):        # (G, N, K) → frames (G, N, K)

@@ -24,9 +24,9 @@ from tnpeft.adapters.quantum_peft import quantum_peft
 from tnpeft.adapters.adalora import AdaLoRAController, adalora
 from tnpeft.adapters.oft import oft
 from tnpeft.adapters.qpa import qpa
-from tnpeft.adapters.tensor_train import factorize, mpo
+from tnpeft.adapters.tensor_train import factorize, mpo, tt_from_matrix
 from tnpeft.adapters.qwthn import qwthn
 
 __all__ = ["METHODS", "REQUIRED", "Method", "TrainingHook", "register", "get_method", "get_builder", "method_of", "method_table",
            "hparam_names", "check_hparams", "lora", "quantum_peft", "adalora", "AdaLoRAController", "oft", "qpa",
-           "qwthn", "mpo", "factorize"]
+           "qwthn", "mpo", "factorize", "tt_from_matrix"]

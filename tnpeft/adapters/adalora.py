@@ -10,7 +10,8 @@ from torch import nn
 
 from tnpeft.adapters.methods import check_positive_int, method_of, register
 from tnpeft.errors import AdapterStateError, ConfigError
-from tnpeft.graph import Dense, Diagonal, Graph, graph_modules
+from tnpeft.graph import Dense, Diagonal, Graph
+from tnpeft.storage import graph_modules
 
 
 @register("adalora", paper="Zhang et al., ICLR 2023, arXiv 2303.10512",

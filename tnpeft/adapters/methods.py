@@ -122,7 +122,7 @@ def register(name: str, *, paper: str | None = None, training_hook: HookFactory 
                 tags: dict[str, Any] = {"method": name, "hparams": hp}
                 if paper:
                     tags["paper"] = paper
-                graph.meta = {**tags, **{k: v for k, v in graph.meta.items() if k not in tags}}
+                graph = graph.replace(meta={**tags, **{k: v for k, v in graph.meta.items() if k not in tags}})
             return graph
 
         builder.method = name  # type: ignore[attr-defined]

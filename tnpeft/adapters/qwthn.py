@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from tnpeft.adapters.methods import check_positive_int, register
-from tnpeft.adapters.tensor_train import tt_fill, tt_graph
+from tnpeft.adapters.tensor_train import tt_graph
 from tnpeft.errors import ConfigError
 from tnpeft.graph import Graph
 from tnpeft.params.qnn import FUSIONS, READOUTS, default_qubits
@@ -18,7 +16,7 @@ from tnpeft.params.qnn import FUSIONS, READOUTS, default_qubits
 def qwthn(in_features: int, out_features: int, r: int = 8, cores: int = 2, bond: int | None = None,
           alpha: float = 16.0, fusion: str = "product", qnn_layers: int = 2, qubits: int | None = None,
           readout: str = "probs", entangler: str = "cz", in_factors: Any = None, out_factors: Any = None,
-          rank_factors: Any = None, init: torch.Tensor | None = None) -> Graph:
+          rank_factors: Any = None) -> Graph:
     r"""QWTHN / QTHA: an MPO low-rank path whose ``r`` hidden features are weighted by a quantum
     neural network.
 
@@ -49,5 +47,5 @@ def qwthn(in_features: int, out_features: int, r: int = 8, cores: int = 2, bond:
         check_positive_int("qwthn", "qubits", qubits)
     n_q = qubits or default_qubits(r)
     qnn = {"qubits": n_q, "layers": qnn_layers, "entangler": entangler, "readout": readout, "fusion": fusion}
-    g = tt_graph("qwthn", in_features, out_features, r, cores, bond, in_factors, out_factors, rank_factors, alpha, qnn)
-    return tt_fill(g, init, "qwthn") if init is not None else g
+    return tt_graph("qwthn", in_features, out_features, r, cores, bond, in_factors, out_factors, rank_factors, alpha,
+                    qnn)

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tnpeft.adapters.methods import METHODS, check_hparams, get_builder
+from tnpeft.algebra import cut_rank
 from tnpeft.errors import ConfigError, TNPeftError
-from tnpeft.graph import Graph, graph_modules
-from tnpeft.graph.algebra import cut_rank
+from tnpeft.graph import Graph
+from tnpeft.storage import graph_modules
 
 _SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_]\w*)$")
 

@@ -11,6 +11,7 @@ import torch
 from tnpeft.adapters.methods import check_positive_int, register
 from tnpeft.errors import ConfigError
 from tnpeft.graph import Dense, Graph, Nonlinear
+from tnpeft.runtime import GraphModule
 
 
 def factorize(n: int, k: int) -> tuple[int, ...]:
@@ -68,13 +69,19 @@ def _leg_names(base: str, k: int, single: str) -> list[str]:
     return [single] if k == 1 else [f"{base}{t + 1}" for t in range(k)]
 
 
-def tt_fill(graph: Graph, init: torch.Tensor, adapter: str) -> Graph:
-    """Set the graph's MPO cores from the matrix ``init`` (``out × in``) with tensorly's
-    tensor-train-matrix decomposition of its rank-``r`` factors ``U√S`` and ``√S Vᵀ``."""
+def tt_from_matrix(graph: Graph, init: torch.Tensor) -> GraphModule:
+    """A module of an MPO graph (``mpo``, ``qwthn``) whose cores hold the matrix ``init`` (``out ×
+    in``, the scaled update ``s·ΔW``): tensorly's tensor-train-matrix decomposition of its best
+    rank-``r`` factors ``U√S`` and ``√S Vᵀ``. With ``bond`` at the full TT rank the result is exact:
+    ``tt_from_matrix(mpo(N, M, r), lora_module.dense(scaled=True))`` compresses a trained LoRA."""
     import numpy as np
     from tensorly.decomposition import tensor_train_matrix
 
     meta = graph.meta
+    adapter = str(meta.get("method", "mpo"))
+    if not {"in_factors", "out_factors", "rank_factors", "bond"} <= set(meta):
+        raise ConfigError(f"tt_from_matrix needs a graph built by mpo or qwthn, got {graph.name or 'a graph'!r}",
+                          field="graph")
     n_f, m_f, r_f = meta["in_factors"], meta["out_factors"], meta["rank_factors"]
     r, bond, k = math.prod(r_f), meta["bond"], len(n_f)
     w = torch.as_tensor(init).detach().to(torch.float64).cpu()
@@ -101,7 +108,7 @@ def tt_fill(graph: Graph, init: torch.Tensor, adapter: str) -> Graph:
         values[f"D{t + 1}"] = torch.from_numpy(f).permute(0, 2, 1, 3)
     for t, f in enumerate(tt(up, m_f, r_f)):     # our up core: (b, r_t, out_t, b)
         values[f"U{t + 1}"] = torch.from_numpy(f).permute(0, 2, 1, 3)
-    mod = graph.module
+    mod = GraphModule(graph)
     with torch.no_grad():
         for name, v in values.items():
             t = int(name[1:]) - 1
@@ -112,7 +119,7 @@ def tt_fill(graph: Graph, init: torch.Tensor, adapter: str) -> Graph:
             core = core[..., 0] if t == k - 1 else core
             p = mod.tensor(name)
             p.copy_(core.to(p.dtype))
-    return graph
+    return mod
 
 
 def tt_graph(adapter: str, in_features: int, out_features: int, r: int, cores: int, bond: int | None,
@@ -149,8 +156,7 @@ def tt_graph(adapter: str, in_features: int, out_features: int, r: int, cores: i
 
 @register("mpo", paper="tensor-train / MPO factorisation of a LoRA update")
 def mpo(in_features: int, out_features: int, r: int = 8, cores: int = 2, bond: int | None = None,
-        alpha: float = 16.0, in_factors: Any = None, out_factors: Any = None, rank_factors: Any = None,
-        init: torch.Tensor | None = None) -> Graph:
+        alpha: float = 16.0, in_factors: Any = None, out_factors: Any = None, rank_factors: Any = None) -> Graph:
     r"""A LoRA whose two factors are matrix product operators (tensor trains): ``ΔW = B A`` with
     ``A`` (``r × N``) and ``B`` (``M × r``) each a chain of ``cores`` small 4-leg cores.
 
@@ -166,11 +172,8 @@ def mpo(in_features: int, out_features: int, r: int = 8, cores: int = 2, bond: i
     cores start ``N(0, σ²)`` with ``σ`` chosen so that ``A`` has variance ``1/N``; the last up core
     starts at zero, so the adapted model starts equal to the base model.
 
-    ``init`` (a matrix ``out × in``) instead sets the cores from its best rank-``r`` factors with
-    tensorly's tensor-train-matrix decomposition: ``mpo(N, M, r, init=lora_graph.dense(scaled=True))``
-    compresses a trained LoRA; with ``bond`` at the full TT rank the result is exact.
+    :func:`tt_from_matrix` sets the cores from a matrix instead (compressing a trained LoRA).
 
     Parameters (closed form): ``Σ_t b_{t−1}·n_t·r_t·b_t + Σ_t b_{t−1}·r_t·m_t·b_t`` with ``b₀ = b_k = 1``.
     """
-    g = tt_graph("mpo", in_features, out_features, r, cores, bond, in_factors, out_factors, rank_factors, alpha, None)
-    return tt_fill(g, init, "mpo") if init is not None else g
+    return tt_graph("mpo", in_features, out_features, r, cores, bond, in_factors, out_factors, rank_factors, alpha, None)

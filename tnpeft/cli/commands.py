@@ -33,8 +33,7 @@ def _source(args: argparse.Namespace) -> tuple[str, Any]:
 
 def cmd_count(args: argparse.Namespace) -> int:
     from tnpeft.adapters.specs import count_modules, lora_same_rank, percent
-    from tnpeft.graph import graph_modules
-
+    from tnpeft.storage import graph_modules
     label, source = _source(args)
     mods = graph_modules(source)
     if len(mods) > 1:
@@ -137,7 +136,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tnpeft.demo import run_demo
+    from tnpeft.cli.demo import run_demo
 
     if args.full:
         args.train_size, args.test_size, args.epochs = None, 2000, max(args.epochs, 1)
@@ -189,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from tnpeft.adapters.specs import import_user_module
-    from tnpeft.demo import DEMO_LR_CENTRES
+    from tnpeft.cli.demo import DEMO_LR_CENTRES
     from tnpeft.train.comparison import compare, parse_lr_grid
     from tnpeft.train.loop import TrainingInterrupted
 

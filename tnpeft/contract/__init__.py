@@ -8,6 +8,8 @@ This floor knows nothing of graphs or adapters: it plans and runs networks of na
 from tnpeft.contract.plan import (
     ContractionPlan,
     PlanStats,
+    PlanStep,
+    PlanView,
     check_optimizer,
     count_cache_hit,
     plan_for,
@@ -15,5 +17,5 @@ from tnpeft.contract.plan import (
     reset_plan_cache,
 )
 
-__all__ = ["ContractionPlan", "PlanStats", "plan_for", "plan_stats", "reset_plan_cache", "count_cache_hit",
+__all__ = ["ContractionPlan", "PlanView", "PlanStep", "PlanStats", "plan_for", "plan_stats", "reset_plan_cache", "count_cache_hit",
            "check_optimizer"]

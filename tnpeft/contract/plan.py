@@ -5,7 +5,10 @@ the sizes of the indices. cotengra chooses the pairwise order (for LoRA-shaped n
 contracts ``x·A`` first and never forms ``A·B``); the plan then stores one small ``torch.einsum``
 equation per pairwise step, so running it does no parsing and no path search.
 
-Plans are cached process-wide by (network structure, sizes, dtype, device, optimizer);
+Plans are cached process-wide in a bounded table (:mod:`tnpeft.caches`, group ``"plans"``),
+keyed canonically: index names renamed in order of appearance, sizes, dtype and device, and the
+optimizer by its settings. A cached plan holds no caller's names: :func:`plan_for` returns a
+:class:`PlanView` that adds the caller's operand and index names for printing.
 :func:`plan_stats` reports how often the cache was hit and how long planning took. The cotengra
 contraction tree stays on the plan (``plan.tree``) for inspection and plotting
 (``plan.tree.plot_tent()``, ``plan.tree.print_contractions()``).
@@ -16,10 +19,11 @@ from __future__ import annotations
 import string
 import time
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Any, Callable, Hashable, NamedTuple, Sequence
 
 import torch
 
+from tnpeft.caches import lru_table
 from tnpeft.contract.kernels import as_matrix, autocast_operands, linear_orientation, pair_kernel, unary_kernel
 from tnpeft.errors import ConfigError, GraphError
 
@@ -54,7 +58,7 @@ class PlanStats:
 
 
 _STATS = PlanStats()
-_CACHE: dict[Hashable, ContractionPlan] = {}
+_CACHE = lru_table("plans")
 
 
 def plan_stats() -> PlanStats:
@@ -63,8 +67,10 @@ def plan_stats() -> PlanStats:
 
 
 def count_cache_hit() -> None:
-    """Record that a caller reused a plan it kept (counted as a cache hit)."""
-    _STATS.count_hit()
+    """Record that a caller reused a plan it kept (counted as a cache hit). Not counted while
+    ``torch.compile`` traces: a compiled graph must not guard on a global counter."""
+    if not torch.compiler.is_compiling():
+        _STATS.count_hit()
 
 
 def reset_plan_cache() -> None:
@@ -73,6 +79,27 @@ def reset_plan_cache() -> None:
     _STATS.plans_built = 0
     _STATS.cache_hits = 0
     _STATS.planning_seconds = 0.0
+
+
+class PlanStep(NamedTuple):
+    """One pairwise step: contract operands ``i`` and ``j`` of the shrinking operand list (the result
+    goes to its end) with ``kernel``; ``equation`` is the step as a printable einsum."""
+
+    i: int
+    j: int
+    equation: str
+    kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def order_label(path: Sequence[tuple[int, int]], names: Sequence[str]) -> str:
+    """The pairwise order as a bracketed expression of operand names, e.g. ``(B·(x·A))``."""
+    labels = list(names)
+    for i, j in path:
+        label = f"({labels[i]}·{labels[j]})"
+        for k in sorted((i, j), reverse=True):
+            del labels[k]
+        labels.append(label)
+    return labels[0] if labels else ""
 
 
 class ContractionPlan:
@@ -128,9 +155,7 @@ class ContractionPlan:
             self.largest_intermediate = 0
 
         ops = list(self.inputs)
-        labels = list(self.names)
-        steps: list[tuple[int, int, str]] = []
-        self._order: list[str] = []
+        steps: list[PlanStep] = []
         for i, j in self.path:
             a, b = ops[i], ops[j]
             rest = [o for k, o in enumerate(ops) if k not in (i, j)]
@@ -142,17 +167,13 @@ class ContractionPlan:
             else:  # the last step writes the output's index order directly: no transpose after
                 out = self.output
             eq = f"{self._s(a)},{self._s(b)}->{self._s(out)}"
-            steps.append((i, j, eq, pair_kernel(a, b, out)))
-            label = f"({labels[i]}·{labels[j]})"
+            steps.append(PlanStep(i, j, eq, pair_kernel(a, b, out)))
             for k in sorted((i, j), reverse=True):
                 del ops[k]
-                del labels[k]
             ops.append(out)
-            labels.append(label)
-            self._order.append(label)
         self._final = None if ops[0] == self.output else unary_kernel(ops[0], self.output)
         self.steps = tuple(steps)
-        self.order = labels[0]
+        self.order = order_label(self.path, self.names)
         # whether the last pairwise step is one matrix product that can accumulate into an output
         self._last_linear = linear_orientation(*last) if (last := self._last_operands()) else None
 
@@ -181,7 +202,7 @@ class ContractionPlan:
         if self._last_linear is None or out.dim() != 2:
             return out + alpha * self(*arrays).reshape(out.shape)
         ops = self._run_steps(autocast_operands(arrays), self.steps[:-1])
-        i, j, _, _ = self.steps[-1]
+        i, j = self.steps[-1].i, self.steps[-1].j
         first, p1, p2, n1 = self._last_linear
         x, y = (ops[i], ops[j]) if first == "a" else (ops[j], ops[i])
         m1 = as_matrix(x, p1, n1)
@@ -203,7 +224,7 @@ class ContractionPlan:
         return ",".join(self._s(t) for t in self.inputs) + "->" + self._s(self.output)
 
     @staticmethod
-    def _run_steps(ops: list[torch.Tensor], steps) -> list[torch.Tensor]:
+    def _run_steps(ops: list[torch.Tensor], steps: Sequence[PlanStep]) -> list[torch.Tensor]:
         """Run pairwise ``steps`` on the operand list (each step's two operands replaced by its
         result at the end); returns the list."""
         for i, j, _, kernel in steps:
@@ -225,16 +246,52 @@ class ContractionPlan:
         return (f"ContractionPlan({self.equation}, order={self.order}, flops={self.flops:,}, "
                 f"largest_intermediate={self.largest_intermediate:,})")
 
-    def describe(self) -> str:
-        """A multi-line human-readable account of the plan."""
+    def describe(self, names: Sequence[str] | None = None,
+                 inputs: Sequence[Sequence[str]] | None = None) -> str:
+        """A multi-line human-readable account of the plan (with other operand ``names`` and index
+        tuples ``inputs`` for its operands, if given)."""
+        names = self.names if names is None else names
+        inputs = self.inputs if inputs is None else inputs
         lines = [f"einsum      {self.equation}",
-                 "operands    " + ", ".join(f"{n}[{','.join(t)}]" for n, t in zip(self.names, self.inputs)),
-                 f"order       {self.order}",
+                 "operands    " + ", ".join(f"{n}[{','.join(t)}]" for n, t in zip(names, inputs)),
+                 f"order       {order_label(self.path, names)}",
                  f"flops       {self.flops:,}",
                  f"largest intermediate  {self.largest_intermediate:,} elements"]
-        for k, (_, _, eq, _) in enumerate(self.steps):
-            lines.append(f"  step {k}: {eq}")
+        for k, step in enumerate(self.steps):
+            lines.append(f"  step {k}: {step.equation}")
         return "\n".join(lines)
+
+
+class PlanView:
+    """A cached (shared) :class:`ContractionPlan` seen by one caller: with the caller's operand
+    names, index names and optimizer. Calling it runs the plan; other attributes are the plan's."""
+
+    __slots__ = ("plan", "names", "inputs", "output", "optimize")
+
+    def __init__(self, plan: ContractionPlan, names: Sequence[str], inputs: tuple[tuple[str, ...], ...],
+                 output: tuple[str, ...], optimize: object):
+        self.plan, self.names, self.inputs, self.output, self.optimize = plan, tuple(names), inputs, output, optimize
+
+    def __call__(self, *arrays: torch.Tensor) -> torch.Tensor:
+        return self.plan(*arrays)
+
+    def accumulate(self, out: torch.Tensor, *arrays: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        return self.plan.accumulate(out, *arrays, alpha=alpha)
+
+    @property
+    def order(self) -> str:
+        return order_label(self.plan.path, self.names)
+
+    def describe(self) -> str:
+        return self.plan.describe(self.names, self.inputs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in PlanView.__slots__:      # not set yet (copying, unpickling): no recursion through plan
+            raise AttributeError(name)
+        return getattr(self.plan, name)
+
+    def __repr__(self) -> str:
+        return f"PlanView({self.order}, flops={self.plan.flops:,}, of {self.plan!r})"
 
 
 def check_optimizer(optimize: object) -> None:
@@ -244,28 +301,57 @@ def check_optimizer(optimize: object) -> None:
                     optimize=optimize)
 
 
+def _plain_setting(value: object) -> bool:
+    if isinstance(value, (tuple, list, frozenset)):
+        return all(_plain_setting(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def _optimizer_key(optimize: object) -> Hashable:
-    # a preset is its name; an optimizer object is itself (plans keep a reference, so it stays alive)
-    return optimize if isinstance(optimize, str) else ("optimizer", id(optimize))
+    """A preset by its name; an optimizer object by its type and its plain settings (numbers,
+    strings and tuples of them among its attributes), never by its identity."""
+    if isinstance(optimize, str):
+        return optimize
+    attrs = getattr(optimize, "__dict__", {})
+    settings = tuple(sorted((k, repr(v)) for k, v in attrs.items() if not k.startswith("_") and _plain_setting(v)))
+    return ("optimizer", type(optimize).__module__, type(optimize).__qualname__, settings)
+
+
+def _canonical(inputs: tuple[tuple[str, ...], ...], output: tuple[str, ...], size_dict: dict[str, int]):
+    """The network with its indices renamed ``i0, i1, …`` in order of appearance, and their sizes."""
+    rename: dict[str, str] = {}
+    for t in (*inputs, output):
+        for ind in t:
+            if ind not in rename:
+                rename[ind] = f"i{len(rename)}"
+    c_inputs = tuple(tuple(rename[i] for i in t) for t in inputs)
+    c_output = tuple(rename[i] for i in output)
+    sizes = {rename[i]: size_dict[i] for i in rename if i in size_dict}
+    return c_inputs, c_output, sizes
 
 
 def plan_for(inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],
-             names: Sequence[str] | None = None, key_extra: Hashable = (), optimize: object = "auto") -> ContractionPlan:
-    """Return the cached plan for this network, building it (and counting the time) on a miss.
+             names: Sequence[str] | None = None, key_extra: Hashable = (), optimize: object = "auto") -> PlanView:
+    """Return the cached plan for this network (building it, and counting the time, on a miss), as
+    a :class:`PlanView` with the caller's ``names``.
 
-    ``key_extra`` lets callers add what else must match for a plan to be reused (dtype, device);
-    ``optimize`` is handed to cotengra and is part of the key.
-    """
+    The cache key is canonical: the index names renamed in order of appearance, their sizes,
+    ``key_extra`` (what else must match for a plan to be reused: dtype, device) and the optimizer
+    by its settings. The cached plan itself holds no caller's names."""
     inputs = tuple(tuple(i) for i in inputs)
     output = tuple(output)
-    key = (inputs, output, tuple(sorted(size_dict.items())), key_extra, _optimizer_key(optimize))
+    c_inputs, c_output, sizes = _canonical(inputs, output, size_dict)
+    key = (c_inputs, c_output, tuple(sorted(sizes.items())), key_extra, _optimizer_key(optimize))
     plan = _CACHE.get(key)
     if plan is not None:
-        _STATS.cache_hits += 1
-        return plan
-    t0 = time.perf_counter()
-    plan = ContractionPlan(inputs, output, size_dict, names=names, optimize=optimize)
-    _STATS.planning_seconds += time.perf_counter() - t0
-    _STATS.plans_built += 1
-    _CACHE[key] = plan
-    return plan
+        if not torch.compiler.is_compiling():
+            _STATS.cache_hits += 1
+    else:
+        t0 = time.perf_counter()
+        plan = ContractionPlan(c_inputs, c_output, sizes, optimize=optimize)
+        plan.optimize = None          # the optimizer is the caller's (on the view), not the shared plan's
+        _STATS.planning_seconds += time.perf_counter() - t0
+        _STATS.plans_built += 1
+        _CACHE.put(key, plan)
+    names = tuple(names) if names is not None else tuple(f"T{i}" for i in range(len(inputs)))
+    return PlanView(plan, names, inputs, output, optimize)

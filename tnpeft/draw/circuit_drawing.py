@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tnpeft.circuits.circuit import Circuit, pauli_circuit
+from tnpeft.circuits.frames import flatten_blocks, givens_circuit, pauli_frame
 from tnpeft.errors import GraphError
-from tnpeft.graph import Graph, GraphModule, Nonlinear, Unitary, resolve_graph_module
-from tnpeft.params.circuit import Circuit, pauli_circuit
-from tnpeft.params.frame_circuits import flatten_blocks, givens_circuit, pauli_frame
+from tnpeft.graph import Graph, Nonlinear, Unitary
 from tnpeft.params.unitary import GivensFrame, PauliFrame, butterfly_pairs
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import resolve_graph_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

@@ -1,8 +1,8 @@
 """The adapter graph: nodes wired by named indices, with open legs for the layer's input and
-output. A graph is a value: it validates on construction and never changes afterwards. Its
-trainable values live in a :class:`~tnpeft.graph.GraphModule` (each adapted layer has its own);
-``graph.module`` is a convenience — a module with the graph's default initialisation, made on
-first use — for working with one graph on its own.
+output. A graph is a value: it validates on construction, never changes afterwards, and holds no
+tensors — equal structures are equal graphs (``==``, ``hash``), so one graph can be shared by any
+number of layers and callers. Its values live in a runtime, :class:`tnpeft.runtime.GraphModule`
+(``GraphModule(graph)``), which every adapted layer owns.
 """
 
 from __future__ import annotations
@@ -10,23 +10,20 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping
-
-import torch
 
 from tnpeft.errors import (
     BudgetError,
     DanglingIndexError,
     GraphError,
     IndexSizeError,
-    NotMergeableError,
     UnreachableLegError,
 )
 from tnpeft.fileio import parse_json
 from tnpeft.graph.hypernetwork import HyperNetwork
-from tnpeft.graph.module import GraphModule
 from tnpeft.graph.names import check_elements
-from tnpeft.graph.nodes import Dense, Node, Nonlinear, Unitary, node_from_dict
+from tnpeft.graph.nodes import Dense, Node, Unitary, node_from_dict
 from tnpeft.graph.schedule import ApplyStep, ContractStep, build_schedule
 from tnpeft.params import limits
 
@@ -37,6 +34,15 @@ def _check_count(what: str, n: int) -> None:
     if n > limits.MAX_NODES:
         raise BudgetError(f"a graph has {n:,} {what}; the limit is {limits.MAX_NODES:,} "
                           "(tnpeft.params.limits.MAX_NODES)")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of (possibly read-only) mappings and sequences."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 class Graph:
@@ -108,7 +114,7 @@ class Graph:
         self.scale = float(scale)
         self.dropout = float(dropout)
         self.name = name
-        self.meta = dict(meta or {})
+        self.meta: Mapping[str, Any] = MappingProxyType(dict(meta or {}))
         self.size_dict = self._check_sizes(nodes)
         for legs, want, what in ((in_inds, in_features, "in_features"), (out_inds, out_features, "out_features")):
             for leg in legs:
@@ -128,15 +134,30 @@ class Graph:
             raise GraphError(f"an input-mode graph maps the layer input to itself, but its legs have sizes "
                              f"{self.in_features} → {self.out_features}")
         self._check_dangling(nodes)
-        plan = build_schedule(nodes, in_inds, out_inds)
-        self.schedule: tuple[ContractStep | ApplyStep, ...] = plan.steps
-        self.activations: tuple[tuple[str, ...], ...] = plan.activations
+        schedule = build_schedule(nodes, in_inds, out_inds)
+        self.schedule: tuple[ContractStep | ApplyStep, ...] = schedule.steps
+        self.activations: tuple[tuple[str, ...], ...] = schedule.activations
         by_name = {n.name: n for n in nodes}
-        self.nodes: dict[str, Node] = {k: by_name[k] for k in plan.order}
-        self.hypernetworks: dict[str, HyperNetwork] = self._check_hypernetworks(list(hypernetworks), by_name)
+        self.nodes: Mapping[str, Node] = MappingProxyType({k: by_name[k] for k in schedule.order})
+        self.hypernetworks: Mapping[str, HyperNetwork] = MappingProxyType(
+            self._check_hypernetworks(list(hypernetworks), by_name))
         #: generated node name → the hyper-network that fills it
-        self.generated: dict[str, str] = {o: g.name for g in self.hypernetworks.values() for o in g.outputs}
-        self._module: GraphModule | None = None
+        self.generated: Mapping[str, str] = MappingProxyType(
+            {o: g.name for g in self.hypernetworks.values() for o in g.outputs})
+        self.size_dict = MappingProxyType(self.size_dict)
+        self._signature = (tuple(json.dumps(n.to_dict(), sort_keys=True) for n in self._nodes_list),
+                           self.in_inds, self.out_inds, self.scale, self.dropout, self.mode,
+                           tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.hypernetworks.values()))
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise GraphError(f"a Graph is a value and cannot be changed (setting {name!r}); build a new Graph, "
+                             "and keep tensors in a GraphModule(graph)")
+        object.__setattr__(self, name, value)
+
+    def __reduce__(self):  # pickling (DDP, multiprocessing) rebuilds the value from its JSON form
+        return (Graph.from_dict, (self.to_dict(),))
 
     # ---------------------------------------------------------------- validation
     @staticmethod
@@ -267,9 +288,20 @@ class Graph:
 
     def signature(self) -> tuple:
         """A hashable key of the structure (not the values): equal graphs contract the same way."""
-        return (tuple(json.dumps(n.to_dict(), sort_keys=True) for n in self._nodes_list),
-                self.in_inds, self.out_inds, self.scale, self.dropout, self.mode,
-                tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.hypernetworks.values()))
+        return self._signature
+
+    def replace(self, **changes: Any) -> Graph:
+        """A new graph equal to this one but for ``changes`` (any constructor argument: ``nodes``,
+        ``scale``, ``name``, ``meta``, …), validated like any graph."""
+        args: dict[str, Any] = {"nodes": self._nodes_list, "in_index": self.in_index, "out_index": self.out_index,
+                                "scale": self.scale, "dropout": self.dropout, "name": self.name,
+                                "meta": _plain(self.meta), "mode": self.mode,
+                                "hypernetworks": list(self.hypernetworks.values())}
+        unknown = set(changes) - set(args)
+        if unknown:
+            raise GraphError(f"Graph.replace: unknown field(s) {sorted(unknown)}; expected some of {sorted(args)}")
+        args.update(changes)
+        return Graph(args.pop("nodes"), **args)
 
     def same_values_layout(self, other: Graph) -> bool:
         """True if ``other`` computes the same function family with the same tensors (equal up to
@@ -298,7 +330,7 @@ class Graph:
         d = {"format": "tnpeft.graph", "version": FORMAT_VERSION, "name": self.name,
              "in_index": self.in_index if isinstance(self.in_index, str) else list(self.in_index),
              "out_index": self.out_index if isinstance(self.out_index, str) else list(self.out_index),
-             "scale": self.scale, "dropout": self.dropout, "mode": self.mode, "meta": self.meta,
+             "scale": self.scale, "dropout": self.dropout, "mode": self.mode, "meta": _plain(self.meta),
              "nodes": [n.to_dict() for n in self._nodes_list]}
         if self.hypernetworks:
             d["hypernetworks"] = [g.to_dict() for g in self.hypernetworks.values()]
@@ -346,52 +378,3 @@ class Graph:
         if not isinstance(text, (str, bytes, bytearray)):
             raise GraphError(f"graph JSON must be text, got {type(text).__name__}")
         return cls.from_dict(parse_json(text, "graph JSON", error=GraphError))
-
-    # ---------------------------------------------------------------- values (conveniences)
-    @property
-    def module(self) -> GraphModule:
-        """A :class:`GraphModule` with this graph's default initialisation, made on first use and
-        kept with this graph object — a convenience for working with one graph on its own (adapted
-        layers own their modules: ``layer.tn_adapters[name]``)."""
-        if self._module is None:
-            self._module = GraphModule(self)
-        return self._module
-
-    @module.setter
-    def module(self, module: GraphModule) -> None:
-        # e.g. ``graph.module = GraphModule(graph, dtype=torch.float64)``: the values the
-        # conveniences below use
-        if not isinstance(module, GraphModule) or module.graph != self:
-            raise GraphError("graph.module must be a GraphModule of this graph (GraphModule(graph, ...))")
-        self._module = module
-
-    def tensor(self, name: str) -> torch.Tensor:
-        """One node's materialized tensor in :attr:`module` (a unitary node gives its N×K
-        orthonormal frame)."""
-        return self.module.tensor(name)
-
-    def dense(self, scaled: bool = False) -> torch.Tensor:
-        """The materialized update ΔW of :attr:`module`, shape ``(out_features, in_features)``
-        (times ``scale`` if ``scaled``). Raises :class:`NotMergeableError` if the graph has a
-        nonlinear stage."""
-        return self.module.dense(scaled=scaled)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``scale · contract(graph, x)`` with :attr:`module`'s values, for ``x`` of shape
-        ``(..., in_features)``."""
-        return self.module(x)
-
-    def to_quimb(self):
-        """A ``quimb.tensor.TensorNetwork`` with the node tensors (as numpy arrays), their index
-        names, and tags ``{node name, KIND}``. The open legs stay open; nonlinear nodes are left out
-        (quimb networks are multilinear) and raise if present."""
-        if not self.is_linear:
-            bad = next(n for n in self.nodes.values() if isinstance(n, Nonlinear))
-            raise NotMergeableError(f"nonlinear node {bad.name!r} has no quimb tensor; to_quimb needs a linear graph")
-        import quimb.tensor as qtn
-
-        ts = []
-        for name, node in self.nodes.items():
-            data = self.tensor(name).detach().cpu().numpy()
-            ts.append(qtn.Tensor(data, inds=node.inds, tags={name, node.kind.upper()}))
-        return qtn.TensorNetwork(ts)

@@ -14,10 +14,10 @@ from tnpeft.params import limits
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: names no node or hyper-network may have: each becomes a submodule of the torch module holding
-#: the graph's values (:class:`~tnpeft.graph.GraphModule`), so it must not shadow one of its attributes
+#: the graph's values (:class:`tnpeft.runtime.GraphModule`), so it must not shadow one of its attributes
 RESERVED_NAMES = frozenset(dir(nn.Module)) | frozenset(vars(nn.Module())) | {
     "graph", "optimize", "param_dtype", "tensor", "generated_values", "clear_generated", "plan", "dense",
-    "accumulate"}
+    "accumulate", "to_quimb"}
 #: the prefix of index names the contraction engine keeps for itself (the batch index ``__batch__``)
 RESERVED_INDEX_PREFIX = "__"
 

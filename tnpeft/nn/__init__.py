@@ -3,7 +3,6 @@
 from tnpeft.nn.combine import CombinationReport, add_weighted_adapter
 from tnpeft.nn.config import AdapterConfig
 from tnpeft.nn.layer import TNLinear
-from tnpeft.nn.merging import delete_adapter, merge, merge_and_unload, unload, unmerge
 from tnpeft.nn.model import (
     ParameterCount,
     adapter_config,
@@ -18,6 +17,7 @@ from tnpeft.nn.model import (
     tn_layers,
     trainable_parameters,
 )
+from tnpeft.nn.model_merge import delete_adapter, merge, merge_and_unload, unload, unmerge
 from tnpeft.nn.peft_compat import PeftExport, export_peft, import_peft
 from tnpeft.nn.saving import load_adapter, save_adapter
 

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from tnpeft.algebra import COMBINATION_TYPES, Combination, check_additive, weighted_sum
 from tnpeft.errors import AdapterStateError, ConfigError, NotMergeableError, TNPeftError
-from tnpeft.graph import Dense, Graph, GraphModule
-from tnpeft.graph.algebra import COMBINATION_TYPES, Combination, check_additive, weighted_sum
+from tnpeft.graph import Dense, Graph
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import (
     activate,
@@ -29,6 +29,7 @@ from tnpeft.nn.model import (
 )
 from tnpeft.nn.transaction import SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
+from tnpeft.runtime import GraphModule
 
 
 @dataclass

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from tnpeft.errors import AdapterStateError, BudgetError, ConfigError, GraphError, NotMergeableError
-from tnpeft.graph import Graph, GraphModule, delta_weight, merged_weight, unmerged_weight
+from tnpeft.graph import Graph
 from tnpeft.params.unitary import FrameScope
+from tnpeft.runtime import GraphModule, delta_weight, merged_weight, unmerged_weight
 
 try:  # GPT-2 style layers: y = x W + b with W of shape (in, out)
     from transformers.pytorch_utils import Conv1D

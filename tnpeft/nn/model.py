@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from tnpeft.errors import AdapterStateError, ConfigError, GraphError, TargetModuleError, TNPeftError
-from tnpeft.graph import Graph, GraphModule, register_source
+from tnpeft.graph import Graph
 from tnpeft.graph.names import adapter_name_problem
 from tnpeft.nn.config import AdapterConfig
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, adapter_module, layer_sizes
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import register_source
 
 _SEQ_CLS_HEADS = ("classifier", "score")
 

@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 from tnpeft.adapters import lora
+from tnpeft.algebra import low_rank_factors, truncate_factors
 from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotMergeableError, TNPeftError
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
-from tnpeft.graph import Dense, Graph, merged_weight
-from tnpeft.graph.adapter_files import VALUE_DTYPES, cast_state
-from tnpeft.graph.algebra import low_rank_factors, truncate_factors
+from tnpeft.graph import Dense, Graph
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
 from tnpeft.nn.saving import linear_sizes_at, put_adapter
+from tnpeft.runtime import merged_weight
+from tnpeft.storage.adapter_folder import VALUE_DTYPES, cast_state
 
 _PREFIX = "base_model.model."
 _KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")

@@ -1,6 +1,6 @@
 """Saving an adapter of a model, and loading one into a model: ``adapter_config.json`` +
 ``adapter_model.safetensors`` (the format is read and checked by
-:mod:`tnpeft.graph.adapter_files`, without a model).
+:mod:`tnpeft.storage.adapter_folder`, without a model).
 
 The config holds every adapted module's graph as JSON (so any topology, built-in or a user's,
 loads without its builder code) and the checksum of the weights file. Loading reads data only —
@@ -18,8 +18,7 @@ from torch import nn
 
 from tnpeft.errors import AdapterFileError, AdapterStateError
 from tnpeft.fileio import atomic_write_pair, sha256, tensors_to_bytes
-from tnpeft.graph import Graph, GraphModule, read_adapter, split_adapter_state
-from tnpeft.graph.adapter_files import CONFIG_NAME, FORMAT, SAVED_PREFIX, VERSION, WEIGHTS_NAME, cast_state
+from tnpeft.graph import Graph
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
 from tnpeft.nn.model import (
     adapter_config,
@@ -34,6 +33,9 @@ from tnpeft.nn.model import (
 )
 from tnpeft.nn.transaction import transaction
 from tnpeft.params.unitary import FrameScope
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import read_adapter, split_adapter_state
+from tnpeft.storage.adapter_folder import CONFIG_NAME, FORMAT, SAVED_PREFIX, VERSION, WEIGHTS_NAME, cast_state
 
 
 def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:

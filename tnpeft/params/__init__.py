@@ -3,7 +3,7 @@
 Each node kind of the graph IR has a parametrization here. A parametrization is a small
 ``nn.Module`` whose ``forward()`` returns the node's tensor; its closed-form parameter count is
 available without allocating anything, so that :meth:`tnpeft.Graph.num_parameters` is instant.
-Circuits (:mod:`tnpeft.params.circuit`) are data here too, with the statevector simulator that
+Circuits (:mod:`tnpeft.circuits.circuit`) are data here too, with the statevector simulator that
 QNN nodes and QPA's hyper-network run on.
 """
 

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 import tnpeft.params.limits as limits
+from tnpeft.circuits.circuit import Circuit, probabilities, qpa_circuit, simulate
 from tnpeft.errors import ConfigError
-from tnpeft.params.circuit import Circuit, probabilities, qpa_circuit, simulate
 
 QPA_HIDDEN = (32, 64, 128, 128, 64, 32, 32)
 QPA_PRESETS = ("tnpeft", "reference")

@@ -2,7 +2,7 @@
 
 A nonlinear node whose ``fn`` names a map here (rather than an element-wise function) owns a
 small module. The ``qnn`` map reads its input features as rotation angles, runs a real circuit
-(:func:`tnpeft.params.circuit.qnn_circuit`) for all tokens at once (:mod:`tnpeft.params.token_circuit`:
+(:func:`tnpeft.circuits.circuit.qnn_circuit`) for all tokens at once (:mod:`tnpeft.circuits.token_program`:
 a few matrix products per encoding round) and reads out
 measurement probabilities or ``⟨Z⟩`` values; a *fusion* combines that read-out ``q`` with the
 input ``h``:
@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 import tnpeft.params.limits as limits
+from tnpeft.circuits.circuit import Circuit, encoding_rounds, expect_z, probabilities, qnn_circuit, simulate
+from tnpeft.circuits.token_program import run_token_program, token_program
 from tnpeft.errors import ConfigError
-from tnpeft.params.circuit import Circuit, encoding_rounds, expect_z, probabilities, qnn_circuit, simulate
-from tnpeft.params.token_circuit import run_token_program, token_program
 
 FUSIONS = ("product", "linear", "none")
 READOUTS = ("probs", "z")

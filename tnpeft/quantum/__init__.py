@@ -11,7 +11,7 @@ Qiskit is a core dependency; running circuits needs ``qiskit-aer`` (extra ``quan
 (an account, a token, a provider package) is the user's to bring: pass its backend or sampler.
 """
 
-from tnpeft.params.circuit import pauli_circuit  # noqa: I001  (the description the Pauli circuits follow)
+from tnpeft.circuits.circuit import pauli_circuit  # noqa: I001  (the description the Pauli circuits follow)
 from tnpeft.quantum.backends import aer_simulator, circuit_stats, sample_probabilities, transpile_for
 from tnpeft.quantum.compile import circuit_names, circuit_to_qiskit, frame_matrices, to_qiskit
 from tnpeft.quantum.export import export_circuits, load_circuits, qasm3_text, read_index

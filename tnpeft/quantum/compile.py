@@ -3,7 +3,7 @@
 Three routes, chosen per node:
 
 - a ``pauli`` unitary node of any size ``N`` becomes exactly its circuit on ``⌈log₂ N⌉`` qubits,
-  from the frame's own description (:mod:`tnpeft.params.frame_circuits`): for ``N = 2ⁿ`` an ``RY``
+  from the frame's own description (:mod:`tnpeft.circuits.frames`): for ``N = 2ⁿ`` an ``RY``
   on every qubit, then per layer ``CZ`` + ``RY`` on the pairs (0,1),(2,3),… and (1,2),(3,4),…; for
   any other ``N`` the cosine–sine construction, whose factors are controlled on the top qubit and
   whose rotation ``CS(φ)`` is controlled on the lower bits being below ``N₂`` — with the node's
@@ -15,10 +15,10 @@ Three routes, chosen per node:
   ``qiskit.synthesis.qs_decomposition`` (:mod:`tnpeft.quantum.synthesis`), up to
   ``max_synthesis_qubits``;
 - a ``qnn`` nonlinear node (QWTHN) and a ``qpa`` hyper-network become their real circuits
-  (:mod:`tnpeft.params.circuit`); a QNN's data inputs are the ``Parameter`` vector ``x``.
+  (:mod:`tnpeft.circuits.circuit`); a QNN's data inputs are the ``Parameter`` vector ``x``.
 
 In every case basis state ``|i⟩`` is Qiskit's: qubit ``q`` is bit ``q`` of ``i`` (little-endian),
-so ``Operator(to_qiskit(graph, name)).data[:N, :K]`` *is* ``graph.tensor(name)``: column ``j`` of
+so ``Operator(to_qiskit(module, name)).data[:N, :K]`` *is* ``module.tensor(name)``: column ``j`` of
 the node is the circuit applied to ``|j⟩``, row ``i`` its amplitude on ``|i⟩``.
 
 Batched unitary nodes (indices ``(*batch, row, col)``, e.g. OFT's block rotations) hold one frame
@@ -36,14 +36,16 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import torch
 
+from tnpeft.circuits.circuit import Circuit
+from tnpeft.circuits.frames import givens_circuit, pauli_frame_circuit
 from tnpeft.errors import ConfigError, GraphError
-from tnpeft.graph import Graph, GraphModule, Nonlinear, Unitary, resolve_graph_module
-from tnpeft.params.circuit import Circuit
-from tnpeft.params.frame_circuits import givens_circuit, pauli_frame_circuit
+from tnpeft.graph import Graph, Nonlinear, Unitary
 from tnpeft.params.hypernetworks import QPAHyperNetwork
 from tnpeft.params.qnn import QNNMap
 from tnpeft.params.unitary import FrameModule, GivensFrame, PauliFrame, butterfly_pairs
 from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS, synthesize_frame
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import resolve_graph_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit
@@ -54,7 +56,7 @@ Source = Union[Graph, GraphModule, torch.nn.Module]
 # ------------------------------------------------------------------------------ circuits
 def circuit_to_qiskit(circuit: Circuit, theta: Any, *, parameters: bool = False, name: str | None = None,
                       input_name: str = "x", multiplex: bool = False) -> QuantumCircuit:
-    """A :class:`~tnpeft.params.circuit.Circuit` as a Qiskit circuit with the same gates on the
+    """A :class:`~tnpeft.circuits.circuit.Circuit` as a Qiskit circuit with the same gates on the
     same qubits.
 
     ``ry`` angles ``("param", k)`` take ``theta[k]`` (bound floats), or — with ``parameters=True`` —
@@ -125,7 +127,7 @@ def frame_matrices(module: torch.nn.Module) -> np.ndarray:
     parameters; another module's ``forward()`` output is cast."""
     with torch.no_grad():
         if isinstance(module, FrameModule):
-            if module.param().device.type == "meta":
+            if module.free_tensor().device.type == "meta":
                 raise ConfigError("the node's values live on the meta device: load or initialise them first",
                                   field="device")
             out = module.frames_float64()
@@ -238,7 +240,7 @@ def to_qiskit(source: Any, node: str | None = None, *, index: int | tuple[int, .
     Args:
         source: a :class:`~tnpeft.Graph` or :class:`~tnpeft.GraphModule` (an injected layer's
             ``layer.tn_adapters[name]``), or a single parametrization module (a unitary frame such
-            as ``graph.module.U``, a ``qnn`` node's ``QNNMap``, a ``QPAHyperNetwork``).
+            as ``GraphModule(graph).U``, a ``qnn`` node's ``QNNMap``, a ``QPAHyperNetwork``).
         node: with a graph, the node or hyper-network to compile; without, every compilable one.
         index: for a batched unitary node, the batch element (flat row-major ``int`` or a tuple).
         parameters: emit the trainable angles as a ``ParameterVector("theta")`` instead of bound

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from tnpeft.errors import AdapterFileError, ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json
-from tnpeft.graph import graph_modules
 from tnpeft.quantum.compile import batch_key, circuit_names, to_qiskit
 from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS
+from tnpeft.storage import graph_modules
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from tnpeft.circuits.circuit import probabilities, simulate
 from tnpeft.errors import ConfigError, GraphError
-from tnpeft.graph import Graph, GraphModule, resolve_graph_module
-from tnpeft.params.circuit import probabilities, simulate
+from tnpeft.graph import Graph
 from tnpeft.quantum.backends import sample_probabilities
 from tnpeft.quantum.compile import to_qiskit
 from tnpeft.quantum.shots import ShotReport
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import resolve_graph_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit.providers import BackendV2

@@ -4,7 +4,7 @@ into CX + one-qubit gates, and transpiled to a backend — per circuit, per modu
 **The closed form for Pauli frames.** Write ``N = Σ_{s=0}^{p} 2^{e_s}`` (``e_0 > e_1 > … > e_p``,
 ``p + 1`` set bits) and, for the two-design circuit on ``q`` qubits with ``L`` layers,
 ``R(q) = q + 2L(⌊q/2⌋ + ⌊(q−1)/2⌋)`` rotations and ``Z(q) = L(⌊q/2⌋ + ⌊(q−1)/2⌋)`` CZ gates. The
-frame's circuit (:mod:`tnpeft.params.frame_circuits`) has, at each level ``t = 0 … p−1`` of the
+frame's circuit (:mod:`tnpeft.circuits.frames`) has, at each level ``t = 0 … p−1`` of the
 cosine–sine recursion, ``R(e_t)`` rotations and ``Z(e_t)`` CZs in each of ``B₁`` and ``A₁`` with
 ``t + 1`` controls (``B₁``'s at level 0 with none when ``K ≤ 2^{e_0}``), and one rotation with
 ``t + e_t − e_s`` controls for each ``s > t`` (the cube of ``CS``); then ``R(e_p)``, ``Z(e_p)`` with
@@ -26,11 +26,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tnpeft.circuits.circuit import Circuit
 from tnpeft.errors import TNPeftError
-from tnpeft.graph import graph_modules
-from tnpeft.params.circuit import Circuit
 from tnpeft.quantum.compile import circuit_names, to_qiskit
 from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS
+from tnpeft.storage import graph_modules
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit

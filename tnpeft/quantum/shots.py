@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tnpeft.errors import ConfigError, GraphError
-from tnpeft.graph import Graph, GraphModule, Unitary, resolve_graph_module
+from tnpeft.graph import Graph, Unitary
 from tnpeft.quantum.backends import sample_probabilities
 from tnpeft.quantum.compile import frame_matrices, to_qiskit
 from tnpeft.quantum.synthesis import apply_circuit_columns
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import resolve_graph_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit

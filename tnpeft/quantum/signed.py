@@ -33,10 +33,12 @@ import torch
 
 from tnpeft.contract import plan_for
 from tnpeft.errors import ConfigError, GraphError
-from tnpeft.graph import Graph, GraphModule, Unitary, resolve_graph_module
+from tnpeft.graph import Graph, Unitary
 from tnpeft.quantum.backends import sample_probabilities
 from tnpeft.quantum.compile import frame_matrices, to_qiskit
 from tnpeft.quantum.shots import circuit_frame
+from tnpeft.runtime import GraphModule
+from tnpeft.storage import resolve_graph_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit

@@ -179,7 +179,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
     and return the results. Rerunning with the same arguments resumes (finished cells are skipped).
 
     Without ``lrs`` or an ``lr_grid`` entry an adapter's grid is centred on ``lr_centres[method]``
-    (``tnpeft compare`` passes the demo's rates, :data:`tnpeft.demo.DEMO_LR_CENTRES`)."""
+    (``tnpeft compare`` passes the demo's rates, :data:`tnpeft.cli.demo.DEMO_LR_CENTRES`)."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}", field="protocol")
     if not adapters:

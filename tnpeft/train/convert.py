@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from tnpeft.errors import ConfigError
-from tnpeft.graph.adapter_files import SAVED_PREFIX, read_adapter
 from tnpeft.nn import PeftExport, export_peft, load_adapter
 from tnpeft.nn.transaction import CONFIGS_ATTR
+from tnpeft.storage.adapter_folder import SAVED_PREFIX, read_adapter
 from tnpeft.train.datasets import load_model
 
 

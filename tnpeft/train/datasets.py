@@ -19,8 +19,8 @@ import torch
 
 from tnpeft.errors import ConfigError
 from tnpeft.fileio import parse_json, read_regular_bytes
-from tnpeft.train.data import SENTIMENT_LABELS, hamlet, load_smollm2, minilm_path, tweet_sentiment
 from tnpeft.train.models import MeanPoolClassifier
+from tnpeft.train.offline_assets import SENTIMENT_LABELS, hamlet, load_smollm2, minilm_path, tweet_sentiment
 
 
 @dataclass

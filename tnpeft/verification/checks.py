@@ -38,7 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnpeft.graph import Graph, GraphModule, Nonlinear, Unitary, graph_modules, merged_weight, unmerged_weight
+from tnpeft.graph import Graph, Nonlinear, Unitary
+from tnpeft.runtime import GraphModule, merged_weight, unmerged_weight
+from tnpeft.storage import graph_modules
 from tnpeft.verification.report import Check, VerifyReport
 
 DEAD = 1e-10  # gradient mass below which a trainable node counts as dead (random values are O(1), float64)

@@ -31,7 +31,7 @@ class), :mod:`.scope` (batching across layers), and one module per family: :mod:
 
 from __future__ import annotations
 
-from tnpeft.params.circuit import circuit_angle_count
+from tnpeft.circuits.circuit import circuit_angle_count
 from tnpeft.params.unitary.base import AngleFrame, FrameModule, eye_frames, init_angles, quantize_ste
 from tnpeft.params.unitary.pauli import PauliFrame, apply_circuit, is_pow2, pauli_count
 from tnpeft.params.unitary.reflections import GivensFrame, HouseholderFrame, butterfly_pairs, givens_count

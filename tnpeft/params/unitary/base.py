@@ -71,7 +71,7 @@ class FrameModule(nn.Module):
             scope.unregister(self)
         self.__dict__["scope"] = None
 
-    def param(self) -> torch.Tensor:
+    def free_tensor(self) -> torch.Tensor:
         """The one trainable tensor, shape ``(*batch, *tail)``."""
         raise NotImplementedError
 
@@ -80,12 +80,12 @@ class FrameModule(nn.Module):
         return ()
 
     def batch_key(self) -> tuple:
-        p = self.param()
+        p = self.free_tensor()
         return (type(self), self.n, self.k, tuple(p.shape[len(self.batch):])) + self.options_key()
 
     def flat_param(self) -> torch.Tensor:
         """The parameter with the batch flattened: ``(G, *tail)``."""
-        p = self.param()
+        p = self.free_tensor()
         return p.reshape(math.prod(self.batch), *p.shape[len(self.batch):])
 
     def _compute(self, flat: torch.Tensor) -> torch.Tensor:
@@ -108,24 +108,24 @@ class FrameModule(nn.Module):
         export and checks: independent of the training dtype)."""
         return self._compute(self.flat_param().detach().to(torch.float64))
 
-    def direct_cost(self) -> float | None:
+    def apply_cost(self) -> float | None:
         """Work per vector of :meth:`apply` relative to a dense product with the frame (``N·K``
         multiply-adds), or ``None`` when the frame cannot be applied without being formed."""
         return None
 
     def apply(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         """``U`` applied to every vector of ``h`` ``(M, G, K)`` → ``(M, G, N)`` (``Uᵀ``, ``(M, G, N)`` →
-        ``(M, G, K)``, with ``adjoint``) without forming ``U``; only where :meth:`direct_cost` is
+        ``(M, G, K)``, with ``adjoint``) without forming ``U``; only where :meth:`apply_cost` is
         not ``None``."""
         raise NotImplementedError(f"{type(self).__name__} is applied through its matrix")
 
     # the scope protocol (tnpeft.params.unitary.scope)
     def scope_device(self) -> tuple:
-        p = self.param()
+        p = self.free_tensor()
         return p.dtype, p.device
 
     def scope_version(self) -> int:
-        return self.param()._version
+        return self.free_tensor()._version
 
     def compute_alone(self) -> torch.Tensor:
         return self.frames(self.flat_param()).reshape(*self.batch, self.n, self.k)
@@ -145,5 +145,5 @@ class FrameModule(nn.Module):
 class AngleFrame(FrameModule):
     """A frame whose free parameters are circuit angles ``theta``."""
 
-    def param(self) -> torch.Tensor:
+    def free_tensor(self) -> torch.Tensor:
         return self.theta

@@ -1,6 +1,6 @@
 """The ``pauli`` frame: Quantum-PEFT's real two-design circuit, and a cosine–sine split for any N.
 
-The frame is computed from its circuit description (:mod:`tnpeft.params.frame_circuits`): the
+The frame is computed from its circuit description (:mod:`tnpeft.circuits.frames`): the
 same data the Qiskit export and the drawing follow.
 """
 
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from tnpeft.params.circuit import pauli_circuit
-from tnpeft.params.frame_circuits import pauli_count, pauli_frame
-from tnpeft.params.frame_kernel import (
+from tnpeft.circuits.circuit import pauli_circuit
+from tnpeft.circuits.frame_kernel import (
     compile_frame,
     compile_program,
     factor_matrices,
@@ -18,6 +17,7 @@ from tnpeft.params.frame_kernel import (
     run_kernel,
     run_program,
 )
+from tnpeft.circuits.frames import pauli_count, pauli_frame
 from tnpeft.params.unitary.base import AngleFrame, eye_frames, init_angles, quantize_ste
 
 __all__ = ["PauliFrame", "apply_circuit", "is_pow2", "pauli_count"]
@@ -29,7 +29,7 @@ def is_pow2(n: int) -> bool:
 
 def apply_circuit(state: torch.Tensor, theta: torch.Tensor, n_qubits: int, layers: int) -> torch.Tensor:
     """Apply the two-design circuit on ``n_qubits`` (angles ``theta`` of shape (G, count)) to the
-    columns of ``state`` (G, 2ⁿ, K), with its fused kernel (:func:`~tnpeft.params.frame_kernel.run_kernel`)."""
+    columns of ``state`` (G, 2ⁿ, K), with its fused kernel (:func:`~tnpeft.circuits.frame_kernel.run_kernel`)."""
     half = theta / 2
     return run_kernel(kernel_ops(pauli_circuit(n_qubits, layers)), state, torch.cos(half), torch.sin(half))
 
@@ -47,7 +47,7 @@ class PauliFrame(AngleFrame):
     Every factor is orthogonal, so ``Q_N`` is, exactly; the parameter count stays
     ``O(L log² N)`` (:func:`pauli_count`) and materializing costs ``O(N·K·L·log N)``. The whole
     construction is one circuit on ``⌈log₂ N⌉`` qubits
-    (:func:`tnpeft.params.frame_circuits.pauli_frame_circuit`).
+    (:func:`tnpeft.circuits.frames.pauli_frame_circuit`).
     """
 
     def __init__(self, n: int, k: int, batch: tuple[int, ...] = (), layers: int = 1, bits: int | None = None,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 import torch
 from torch import nn
 
+from tnpeft.caches import memoized
 from tnpeft.params.unitary.base import AngleFrame, FrameModule, eye_frames, init_angles, quantize_ste
 from tnpeft.params.unitary.butterfly import apply_factors, block_diagonal, butterfly_blocks, monarch_factors
 
@@ -27,7 +26,7 @@ class HouseholderFrame(FrameModule):
                 v.zero_()
         self.vectors = nn.Parameter(v)
 
-    def param(self) -> torch.Tensor:
+    def free_tensor(self) -> torch.Tensor:
         return self.vectors
 
     def _compute(self, v: torch.Tensor) -> torch.Tensor:
@@ -40,7 +39,7 @@ class HouseholderFrame(FrameModule):
         return m
 
 
-@cache
+@memoized("tables:butterfly_pairs")
 def butterfly_pairs(n: int, layers: int) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
     """Per butterfly layer ``l``: the rows ``i`` and ``i + 2^(l mod ⌈log₂ n⌉)`` it rotates together."""
     depth = max(1, (n - 1).bit_length())
@@ -139,7 +138,7 @@ class GivensFrame(AngleFrame):
             tables.append((stride, t.reshape(g, size // (2 * stride), stride)))
         return tables
 
-    def direct_cost(self) -> float | None:
+    def apply_cost(self) -> float | None:
         if self.n < 4:
             return None
         # per vector: one multiply-add per block row of every factor, against N·K for the frame

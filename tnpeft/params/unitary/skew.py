@@ -32,7 +32,7 @@ class SkewFrame(FrameModule):
                 g.zero_()
         self.skew_factor = nn.Parameter(g)
 
-    def param(self) -> torch.Tensor:
+    def free_tensor(self) -> torch.Tensor:
         return self.skew_factor
 
     def _factors(self, g: torch.Tensor):

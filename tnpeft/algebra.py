@@ -41,8 +41,8 @@ import torch
 from tnpeft.contract import plan_for
 from tnpeft.errors import GraphError, NotMergeableError
 from tnpeft.graph.graph import Graph
-from tnpeft.graph.module import GraphModule
 from tnpeft.graph.nodes import Dense, Diagonal, Node, Nonlinear
+from tnpeft.runtime.module import GraphModule
 
 #: graphs with more free nodes (holding neither open leg) than this are not searched for a cut
 MAX_CUT_SEARCH = 12
@@ -315,7 +315,7 @@ def weighted_sum(modules: Sequence[GraphModule], weights: Sequence[float], combi
     """``Σ wᵢ · sᵢ ΔWᵢ`` of linear additive adapters as one new module (see the module docstring).
 
     Args:
-        modules: the parts (each a :class:`GraphModule`; ``graph.module`` for a lone graph).
+        modules: the parts (each a :class:`GraphModule`; ``GraphModule(graph)`` for a lone graph).
         weights: one finite number per part; negative weights subtract (task arithmetic).
         combination_type: ``"cat"`` (exact), ``"svd"`` (the exact sum truncated to ``rank``) or
             ``"linear"`` (node-wise sums, peft's "linear"; parts of one topology and equal sizes).

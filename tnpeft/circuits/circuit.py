@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
 
 import torch
 
+from tnpeft.caches import memoized
 from tnpeft.errors import ConfigError
 
 GATES = ("ry", "cz", "cx")
@@ -161,19 +161,19 @@ def qnn_circuit(n_qubits: int, layers: int, n_inputs: int, entangler: str = "cz"
     return Circuit(n_qubits, tuple(gates), k, n_inputs)
 
 
-@cache
+@memoized("tables:cz_signs")
 def _cz_signs(n: int, a: int, b: int) -> torch.Tensor:
     i = torch.arange(1 << n)
     return 1.0 - 2.0 * (((i >> a) & 1) & ((i >> b) & 1)).to(torch.float64)
 
 
-@cache
+@memoized("tables:cx_perm")
 def _cx_perm(n: int, c: int, t: int) -> torch.Tensor:
     i = torch.arange(1 << n)
     return i ^ (((i >> c) & 1) << t)
 
 
-@cache
+@memoized("tables:z_signs")
 def z_signs(n: int) -> torch.Tensor:
     """``(2ⁿ, n)``: entry ``[i, q]`` is the ``Z`` eigenvalue ``1 − 2·bit_q(i)`` of basis state ``i``."""
     i = torch.arange(1 << n)
@@ -290,7 +290,7 @@ def _kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 _FUSE = 4  # qubits per fused rotation block: 16×16 Kronecker factors
 
 
-@cache
+@memoized("circuits:segments")
 def _segments(circuit: Circuit) -> tuple:
     """The gate list compiled for the simulator: runs of RY gates on distinct qubits become blocks
     of Kronecker factors on up to four neighbouring qubits; runs of CX/CZ gates become one

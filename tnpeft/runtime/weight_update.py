@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from tnpeft.graph.module import GraphModule
+from tnpeft.runtime.module import GraphModule
 
 
 def delta_weight(module: GraphModule, fan_in_fan_out: bool = False) -> torch.Tensor:

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tnpeft.params.circuit import Circuit, Gate, qnn_circuit, simulate
-from tnpeft.params.token_circuit import run_token_program, token_program
+from tnpeft.circuits.circuit import Circuit, Gate, qnn_circuit, simulate
+from tnpeft.circuits.token_program import run_token_program, token_program
 
 
 def _check(circuit, rows, seed):

@@ -1,4 +1,4 @@
-"""Stages that apply one frame to the activation directly instead of contracting with its matrix.
+"""Stages that apply one frame to the activation instead of contracting with its matrix.
 
 A stage ``activation × U`` whose only node is a unitary node with a cheap :meth:`apply
 <tnpeft.params.unitary.FrameModule.apply>` (a Givens butterfly: ``O(N log N)`` per vector) and
@@ -10,6 +10,7 @@ butterfly frame at ``N = 3072`` costs about 1.6 % of the dense product this way.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -17,13 +18,14 @@ import torch
 from tnpeft.graph.nodes import Unitary
 from tnpeft.params.unitary import FrameModule
 
-#: apply a frame directly when its :meth:`direct_cost` (work per vector over ``N·K``) is below
-#: this: element-wise passes run several times slower per multiply-add than a matrix product
-DIRECT_THRESHOLD = 0.25
+#: apply a frame to the activation when its :meth:`~tnpeft.params.unitary.FrameModule.apply_cost`
+#: (work per vector over ``N·K``) is below this: element-wise passes run several times slower per
+#: multiply-add than a matrix product
+APPLY_THRESHOLD = 0.25
 
 
 @dataclass(frozen=True)
-class DirectStep:
+class FrameApplication:
     """How one stage maps its activation through frame ``node`` (``adjoint``: through ``Uᵀ``)."""
 
     node: str
@@ -39,13 +41,14 @@ class DirectStep:
         return y.reshape(*lead, y.shape[-1]).permute(self.perm_out)
 
 
-def direct_step(node, frame, act_inds: tuple[str, ...], exits: tuple[str, ...], sizes: dict[str, int]) -> DirectStep | None:
-    """The :class:`DirectStep` for a stage reading activation legs ``act_inds`` (batch axis first)
+def frame_application(node, frame, act_inds: tuple[str, ...], exits: tuple[str, ...],
+                      sizes: Mapping[str, int]) -> FrameApplication | None:
+    """The :class:`FrameApplication` for a stage reading activation legs ``act_inds`` (batch axis first)
     with the single node ``node``, or ``None`` when the stage is better contracted."""
     if not isinstance(node, Unitary) or not isinstance(frame, FrameModule):
         return None
-    cost = frame.direct_cost()
-    if cost is None or cost >= DIRECT_THRESHOLD:
+    cost = frame.apply_cost()
+    if cost is None or cost >= APPLY_THRESHOLD:
         return None
     *bat, n_ind, k_ind = node.inds
     if k_ind in act_inds and n_ind not in act_inds:
@@ -62,4 +65,4 @@ def direct_step(node, frame, act_inds: tuple[str, ...], exits: tuple[str, ...], 
     perm_in = tuple(act_inds.index(i) for i in order)
     out_order = rows + list(bat) + [leg_out]
     perm_out = tuple(out_order.index(e) for e in exits)
-    return DirectStep(node.name, adjoint, perm_in, math.prod(sizes[b] for b in bat), perm_out)
+    return FrameApplication(node.name, adjoint, perm_in, math.prod(sizes[b] for b in bat), perm_out)

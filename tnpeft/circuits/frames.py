@@ -2,7 +2,7 @@ r"""The circuit descriptions of circuit-shaped frames — one description per fr
 kernel, its Qiskit circuit, its drawing and its resource count all follow.
 
 **Pauli frames of any size.** For ``N = 2ⁿ`` the frame is Quantum-PEFT's two-design circuit
-(:func:`tnpeft.params.circuit.pauli_circuit`). For any other ``N`` it is the cosine–sine split
+(:func:`tnpeft.circuits.circuit.pauli_circuit`). For any other ``N`` it is the cosine–sine split
 
     Q_N = (A₁ ⊕ Q_{N₂}) · CS(φ) · (B₁ ⊕ I),    N = N₁ + N₂,  N₁ = 2^{⌊log₂ N⌋}
 
@@ -31,10 +31,10 @@ its own angle: an ``RY(2θ)`` on qubit ``b`` controlled on all the other qubits 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Union
 
-from tnpeft.params.circuit import Circuit, Gate, circuit_angle_count, pauli_circuit
+from tnpeft.caches import memoized
+from tnpeft.circuits.circuit import Circuit, Gate, circuit_angle_count, pauli_circuit
 
 
 def qubits_for(n: int) -> int:
@@ -75,7 +75,7 @@ def _shift(circuit: Circuit, offset: int, total: int) -> Circuit:
     return Circuit(circuit.n_qubits, gates, total)
 
 
-@cache
+@memoized("circuits:pauli_frame")
 def pauli_frame(n: int, layers: int) -> FrameCircuit | None:
     """The description of the ``pauli`` frame of size ``n`` (``None`` for ``n = 1``), with the angle
     layout :class:`~tnpeft.params.unitary.PauliFrame` uses: ``B₁``'s angles, ``φ``, ``A₁``'s, then

@@ -14,8 +14,8 @@ import torch
 from tnpeft.errors import ConfigError, NotMergeableError
 from tnpeft.fileio import atomic_write_json
 from tnpeft.nn import load_adapter, merge
-from tnpeft.train.data import minilm_path
 from tnpeft.train.datasets import load_model
+from tnpeft.train.offline_assets import minilm_path
 from tnpeft.train.pareto import plot_pareto
 from tnpeft.train.pipeline import check_run_arguments, run_training
 from tnpeft.train.plots import moving_average, save_png

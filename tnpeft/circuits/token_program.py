@@ -13,17 +13,16 @@ Exact: the same gates in the same order.
 
 from __future__ import annotations
 
-from functools import cache
-
 import torch
 
-from tnpeft.params.circuit import Circuit, Gate, unitary_matrix
+from tnpeft.caches import lru_table, memoized
+from tnpeft.circuits.circuit import Circuit, Gate, unitary_matrix
 
 #: encoded qubits up to which a run is expanded over the subsets of its qubits (beyond, qubit by qubit)
 _DENSE_QUBITS = 6
 
 
-@cache
+@memoized("token_programs:programs")
 def token_program(circuit: Circuit) -> tuple | None:
     """The circuit as ``("encode", inputs per qubit)`` and ``("fixed", template, param indices)``
     runs, or ``None`` when an input-reading gate is controlled or scaled (the simulator runs those)."""
@@ -92,11 +91,10 @@ def _signed_flips(n: int, qubits: tuple[int, ...], dtype, device) -> torch.Tenso
                 mask |= 1 << q
                 sign = sign * (2.0 * ((i >> q) & 1) - 1.0)      # J|0⟩ = |1⟩, J|1⟩ = −|0⟩: row bit 1 → +
         out[sub, i, i ^ mask] = sign
-    _FLIPS[key] = out = out.to(device)
-    return out
+    return _FLIPS.put(key, out.to(device))
 
 
-_FLIPS: dict[tuple, torch.Tensor] = {}
+_FLIPS = lru_table("tables:token_flips")
 
 
 def _product(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

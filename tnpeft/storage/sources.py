@@ -15,10 +15,10 @@ from typing import Any
 
 from tnpeft.errors import AdapterFileError, ConfigError, TNPeftError
 from tnpeft.fileio import read_json
-from tnpeft.graph.adapter_files import CONFIG_NAME, read_adapter_modules
-from tnpeft.graph.files import load_graph
 from tnpeft.graph.graph import Graph
-from tnpeft.graph.module import GraphModule
+from tnpeft.runtime.module import GraphModule
+from tnpeft.storage.adapter_folder import CONFIG_NAME, read_adapter_modules
+from tnpeft.storage.graph_folder import load_graph
 
 #: ``resolver(source, adapter_name) -> {path: GraphModule} | None`` (``None``: not mine)
 SourceResolver = Callable[[Any, str], "dict[str, GraphModule] | None"]
@@ -32,9 +32,10 @@ def register_source(resolver: SourceResolver) -> SourceResolver:
 
 
 def resolve_graph_module(source: Any) -> tuple[Graph, GraphModule]:
-    """``(graph, module)`` of a :class:`Graph` (its ``module``) or of a :class:`GraphModule`."""
+    """``(graph, module)`` of a :class:`GraphModule`, or of a :class:`Graph` with a new module of its
+    default initialisation (a graph holds no values)."""
     if isinstance(source, Graph):
-        return source, source.module
+        return source, GraphModule(source)
     if isinstance(source, GraphModule):
         return source.graph, source
     raise ConfigError(f"expected a tnpeft Graph or GraphModule, got {type(source).__name__}", field="source")
@@ -42,7 +43,7 @@ def resolve_graph_module(source: Any) -> tuple[Graph, GraphModule]:
 
 def graph_modules(source: Any, adapter_name: str = "default", *, finite: bool = True) -> dict[str, GraphModule]:
     """The graph modules (structure and values) of ``source``, by module path (``""`` for a single
-    graph): a Graph or GraphModule, a ``{path: Graph | GraphModule}`` mapping, a saved adapter folder
+    graph): a GraphModule, a Graph (a new module with its default initialisation), a ``{path: Graph | GraphModule}`` mapping, a saved adapter folder
     (values read as float64), a graph folder or ``.json`` graph file (default values), or any source
     a higher floor registered (a model with injected adapters: adapter ``adapter_name``).
 
@@ -82,6 +83,6 @@ def _from_path(p: Path, finite: bool = True) -> dict[str, GraphModule]:
             raise
         except TNPeftError as e:  # a GraphError: say which file
             raise AdapterFileError(f"graph file {str(p)!r}: {e}") from None
-        return {"": graph.module}
+        return {"": GraphModule(graph)}
     raise AdapterFileError(f"{str(p)!r} is neither a saved adapter folder (with {CONFIG_NAME}), a saved graph "
                            "folder (with graph.json), nor a graph .json file")

@@ -7,7 +7,7 @@ folded into those factors (a ±1 diagonal on their columns), and a factor whose 
 the previous factor's, with nothing in between touching them, is multiplied into it — for
 Quantum-PEFT's circuit the first RY layer, the even CZs and the even RYs become one factor per
 group. Exact: only commuting gates are regrouped. :func:`compile_program` flattens a frame
-description (the cosine–sine construction, :mod:`tnpeft.params.frame_circuits`) into operations
+description (the cosine–sine construction, :mod:`tnpeft.circuits.frames`) into operations
 on row ranges of the state ``(G, N, K)``.
 
 **Running.** :func:`factor_matrices` builds every factor of a frame in one batched pass per
@@ -20,26 +20,71 @@ outputs ``Y``) gives ``∂L/∂φ = Σ (G_b·Y_t − G_t·Y_b)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field
+from typing import NamedTuple, Union
 
 import torch
 
-from tnpeft.params.circuit import Circuit
-from tnpeft.params.frame_circuits import Block, FrameCircuit
+from tnpeft.caches import memoized
+from tnpeft.circuits.circuit import Circuit
+from tnpeft.circuits.frames import Block, FrameCircuit
 
 GROUP = 4  # qubits whose rotations are fused into one 2^4×2^4 Kronecker factor
 
 
 # ------------------------------------------------------------------------------ compiling
-@cache
-def kernel_ops(circuit: Circuit) -> tuple:
-    """The circuit as factors and sign diagonals, in the order they act.
+class RyStage(NamedTuple):
+    """One stage of a factor: the ±1 diagonal of ``cz_pairs`` (the factor's local qubits), then RY
+    on local qubits ``lo…lo+size−1`` with the angles of indices ``angles``."""
 
-    ``("ry", lo, size, stages)``: a factor on qubits ``lo…lo+size−1``, the product of its
-    ``stages`` ``(sub_lo, sub_size, angles, cz_pairs)`` in order — each the ±1 diagonal of the CZ
-    pairs (local qubits), then RY on local qubits ``sub_lo…`` with the given angle indices.
-    ``("cz", sign_id)``: a ±1 diagonal on all rows (CZ gates that fold into no factor)."""
+    lo: int
+    size: int
+    angles: tuple[int, ...]
+    cz_pairs: tuple[tuple[int, int], ...]
+
+
+class RyFactor(NamedTuple):
+    """A ``2^size × 2^size`` factor on qubits ``lo…lo+size−1``: the product of its stages in order."""
+
+    lo: int
+    size: int
+    stages: tuple[RyStage, ...]
+
+
+class SignTable:
+    """The values of one ±1 diagonal, and its tensors per dtype and device (made on first use and
+    kept as long as the table is: tables live in the compiled ops that name them). Compared by
+    identity, so the hot path never hashes the ``2ⁿ`` values."""
+
+    __slots__ = ("values", "_tensors", "__weakref__")
+
+    def __init__(self, values: tuple[float, ...]):
+        self.values = values
+        self._tensors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+    def tensor(self, like: torch.Tensor) -> torch.Tensor:
+        """The diagonal as a ``(1, rows, 1)`` tensor of ``like``'s dtype and device."""
+        key = (like.dtype, like.device)
+        t = self._tensors.get(key)
+        if t is None:
+            t = self._tensors[key] = torch.tensor(self.values, dtype=like.dtype, device=like.device).view(1, -1, 1)
+        return t
+
+
+class SignDiagonal(NamedTuple):
+    """A ±1 diagonal on all rows (CZ gates on ``pairs`` that fold into no factor)."""
+
+    signs: SignTable
+    pairs: tuple[tuple[int, int], ...]
+
+
+KernelOp = Union[RyFactor, SignDiagonal]
+
+
+@memoized("frame_programs:kernel_ops")
+def kernel_ops(circuit: Circuit) -> tuple[KernelOp, ...]:
+    """The circuit as factors (:class:`RyFactor`) and sign diagonals (:class:`SignDiagonal`), in the
+    order they act."""
     n = circuit.n_qubits
     ops: list = []
     run: dict[int, int] = {}
@@ -47,9 +92,9 @@ def kernel_ops(circuit: Circuit) -> tuple:
     pending: list[tuple[int, int]] = []
 
     def touches(op, lo: int, hi: int) -> bool:
-        if op[0] == "ry":
-            return op[1] < hi and lo < op[1] + op[2]
-        return any(lo <= q < hi for pair in op[2] for q in pair)
+        if isinstance(op, SignDiagonal):
+            return any(lo <= q < hi for pair in op.pairs for q in pair)
+        return op[0] < hi and lo < op[0] + op[1]
 
     def flush_ry() -> None:
         nonlocal run_cz
@@ -68,22 +113,22 @@ def kernel_ops(circuit: Circuit) -> tuple:
             i = next((i for i, (lo, sz) in enumerate(groups) if lo <= min(a, b) and max(a, b) < lo + sz), None)
             (folded[i].append((a, b)) if i is not None else loose.append((a, b)))
         if loose:
-            ops.append(("cz", _sign_id(n, loose), tuple(loose)))
+            ops.append(SignDiagonal(SignTable(_diagonal(n, loose)), tuple(loose)))
         for i, (lo, sz) in enumerate(groups):
             angles = tuple(run[q] for q in range(lo, lo + sz))
             target = None
             for j in range(len(ops) - 1, -1, -1):   # the factor this one can multiply into
                 op = ops[j]
-                if op[0] == "ry" and op[1] <= lo and lo + sz <= op[1] + op[2]:
+                if not isinstance(op, SignDiagonal) and op[0] <= lo and lo + sz <= op[0] + op[1]:
                     target = j
                     break
                 if touches(op, lo, lo + sz):
                     break
-            if target is None:
-                ops.append(["ry", lo, sz, [(0, sz, angles, tuple((a - lo, b - lo) for a, b in folded[i]))]])
+            if target is None:   # a factor under construction: [lo, size, stages] until it is sealed
+                ops.append([lo, sz, [RyStage(0, sz, angles, tuple((a - lo, b - lo) for a, b in folded[i]))]])
             else:
                 t = ops[target]
-                t[3].append((lo - t[1], sz, angles, tuple((a - t[1], b - t[1]) for a, b in folded[i])))
+                t[2].append(RyStage(lo - t[0], sz, angles, tuple((a - t[0], b - t[0]) for a, b in folded[i])))
         run.clear()
         run_cz = []
 
@@ -103,13 +148,10 @@ def kernel_ops(circuit: Circuit) -> tuple:
     if run:
         flush_ry()
     if pending:
-        ops.append(("cz", _sign_id(n, pending), tuple(pending)))
-    return tuple(("ry", op[1], op[2], tuple(op[3])) if op[0] == "ry" else op for op in ops)
+        ops.append(SignDiagonal(SignTable(_diagonal(n, pending)), tuple(pending)))
+    return tuple(op if isinstance(op, SignDiagonal) else RyFactor(op[0], op[1], tuple(op[2])) for op in ops)
 
 
-_SIGN_VALUES: dict[int, tuple] = {}     # id → a ±1 diagonal (the hot path hashes the id, not 2ⁿ values)
-_SIGN_IDS: dict[tuple, int] = {}
-_TENSORS: dict[tuple, torch.Tensor] = {}
 
 
 def _diagonal(n: int, pairs) -> tuple[float, ...]:
@@ -118,20 +160,6 @@ def _diagonal(n: int, pairs) -> tuple[float, ...]:
     for a, b in pairs:
         sign = sign * (1 - 2 * (((idx >> a) & 1) & ((idx >> b) & 1)))
     return tuple(float(v) for v in sign.tolist())
-
-
-def _sign_id(n: int, pairs) -> int:
-    values = _diagonal(n, pairs)
-    sid = _SIGN_IDS.setdefault(values, len(_SIGN_IDS))
-    _SIGN_VALUES[sid] = values
-    return sid
-
-
-def _cached(key: tuple, make) -> torch.Tensor:
-    t = _TENSORS.get(key)
-    if t is None:
-        t = _TENSORS[key] = make()
-    return t
 
 
 # ------------------------------------------------------------------------------ programs
@@ -148,7 +176,7 @@ class CompiledFrame:
     rest: CompiledFrame | None = None
 
 
-@cache
+@memoized("frame_programs:frames")
 def compile_frame(frame: FrameCircuit | None) -> CompiledFrame | None:
     """The frame description with every power-of-two factor compiled by :func:`kernel_ops`."""
     if frame is None:
@@ -159,42 +187,82 @@ def compile_frame(frame: FrameCircuit | None) -> CompiledFrame | None:
                          compile_frame(frame.rest))
 
 
+class FactorOp(NamedTuple):
+    """Apply factor ``slot`` of the factor table on qubits ``lo…lo+size−1`` of rows ``r0…r1−1``."""
+
+    r0: int
+    r1: int
+    lo: int
+    size: int
+    slot: int
+
+
+class SignOp(NamedTuple):
+    """Multiply rows ``r0…r1−1`` by the ±1 diagonal ``signs``."""
+
+    r0: int
+    r1: int
+    signs: SignTable
+
+
+class CosSinOp(NamedTuple):
+    """Rotate rows ``r0+i`` and ``r0+n1+i`` (``i < n2``) by the cosine–sine angle ``cs_angles[j]``."""
+
+    r0: int
+    n1: int
+    n2: int
+    j: int
+
+
+ProgramOp = Union[FactorOp, SignOp, CosSinOp]
+
+
 @dataclass(frozen=True)
 class Program:
     """The operations of one frame on ``rows`` rows, and the tables its factors are built from.
 
-    ``ops``: ``("ry", r0, r1, lo, size, slot)`` (factor ``slot`` on qubits ``lo…`` of rows
-    ``r0…r1−1``), ``("cz", r0, r1, sign_id)``, ``("cs", r0, n1, n2, j)`` (rows ``r0+i`` and
-    ``r0+n1+i``, ``i < n2``, by angle ``cs_angles[j]``). Every factor is built padded to
+    ``ops``: :class:`FactorOp`, :class:`SignOp` and :class:`CosSinOp` records in order. Every factor is built padded to
     :data:`GROUP` qubits (its matrix is the top-left block): ``stage_angles[t]`` are the angle
     indices of stage ``t`` per padded qubit (``-1``: no rotation), ``stage_signs[t]`` its folded
     CZ signs per column, ``chains[f]`` the stages of factor ``f`` in order (padded with an
     identity stage to one length)."""
 
     rows: int
-    ops: tuple
+    ops: tuple[ProgramOp, ...]
     stage_angles: tuple[tuple[int, ...], ...]
     stage_signs: tuple[tuple[float, ...], ...]
     chains: tuple[tuple[int, ...], ...]
     cs_angles: tuple[int, ...]
+    _tensors: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def tables(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(stage_angles, stage_signs, chains)`` as tensors on ``device`` (made once per dtype and
+        device, and kept with the program)."""
+        key = (dtype, device)
+        t = self._tensors.get(key)
+        if t is None:
+            t = self._tensors[key] = (torch.tensor(self.stage_angles, dtype=torch.long, device=device),
+                                      torch.tensor(self.stage_signs, dtype=dtype, device=device),
+                                      torch.tensor(self.chains, dtype=torch.long, device=device))
+        return t
 
 
-@cache
+@memoized("frame_programs:programs")
 def compile_program(frame: CompiledFrame | tuple, rows: int | None = None) -> Program:
     """Flatten a compiled frame (or the :func:`kernel_ops` of one power-of-two circuit on ``rows``
     rows) into a :class:`Program`."""
-    ops: list = []
+    ops: list[ProgramOp] = []
     stage_angles: list[tuple[int, ...]] = []
     stage_signs: list[tuple[float, ...]] = []
     chains: list[list[int]] = []
     cs: list[int] = []
 
-    def kernel(kops: tuple, r0: int, n: int) -> None:
+    def kernel(kops: tuple[KernelOp, ...], r0: int, n: int) -> None:
         for op in kops:
-            if op[0] == "cz":
-                ops.append(("cz", r0, r0 + n, op[1]))
+            if isinstance(op, SignDiagonal):
+                ops.append(SignOp(r0, r0 + n, op.signs))
                 continue
-            _, lo, size, stages = op
+            lo, size, stages = op
             chain = []
             for sub_lo, sub_size, angles, pairs in stages:
                 padded = [-1] * GROUP
@@ -202,7 +270,7 @@ def compile_program(frame: CompiledFrame | tuple, rows: int | None = None) -> Pr
                 chain.append(len(stage_angles))
                 stage_angles.append(tuple(padded))
                 stage_signs.append(_diagonal(GROUP, pairs))
-            ops.append(("ry", r0, r0 + n, lo, size, len(chains)))
+            ops.append(FactorOp(r0, r0 + n, lo, size, len(chains)))
             chains.append(chain)
 
     def walk(f: CompiledFrame, r0: int) -> None:
@@ -210,7 +278,7 @@ def compile_program(frame: CompiledFrame | tuple, rows: int | None = None) -> Pr
             kernel(f.block, r0, f.rows)
             return
         kernel(f.before, r0, f.half)
-        ops.append(("cs", r0, f.half, f.rows - f.half, len(cs)))
+        ops.append(CosSinOp(r0, f.half, f.rows - f.half, len(cs)))
         cs.append(f.angle)
         kernel(f.after, r0, f.half)
         if f.rest is not None:
@@ -251,10 +319,7 @@ def factor_matrices(program: Program, cos: torch.Tensor, sin: torch.Tensor) -> t
     g, dev, dt = cos.shape[0], cos.device, cos.dtype
     if not program.chains:
         return cos.new_zeros(g, 0, 1 << GROUP, 1 << GROUP)
-    key = id(program)
-    idx = _cached(("angles", key, dev), lambda: torch.tensor(program.stage_angles, dtype=torch.long, device=dev))
-    signs = _cached(("signs", key, dt, dev), lambda: torch.tensor(program.stage_signs, dtype=dt, device=dev))
-    chains = _cached(("chains", key, dev), lambda: torch.tensor(program.chains, dtype=torch.long, device=dev))
+    idx, signs, chains = program.tables(dt, dev)
     # index -1 (no rotation) reads an appended angle whose cosine is 1 and sine 0
     c = torch.cat((cos, cos.new_ones(g, 1)), 1)[:, idx]                 # (G, stages, GROUP)
     s = torch.cat((sin, sin.new_zeros(g, 1)), 1)[:, idx]
@@ -292,11 +357,6 @@ def _ungroup_into(dst: torch.Tensor, y: torch.Tensor, lo: int, size: int) -> Non
     dst.view(g, h, 1 << size, w).copy_(y.view(g, 1 << size, h, w).transpose(1, 2))
 
 
-def _signs(sid: int, like: torch.Tensor) -> torch.Tensor:
-    return _cached(("sign", sid, like.dtype, like.device),
-                   lambda: torch.tensor(_SIGN_VALUES[sid], dtype=like.dtype, device=like.device).view(1, -1, 1))
-
-
 class _Run(torch.autograd.Function):
     @staticmethod
     def forward(ctx, program, state, phi, mats):
@@ -305,18 +365,18 @@ class _Run(torch.autograd.Function):
         saved: list[torch.Tensor] = []
         c, s = torch.cos(phi), torch.sin(phi)
         for op in program.ops:
-            if op[0] == "ry":
-                _, r0, r1, lo, size, slot = op
+            if isinstance(op, FactorOp):
+                r0, r1, lo, size, slot = op
                 part = x[:, r0:r1]
                 xp = _grouped(part, lo, size)
                 if xp._base is not None:   # grouping needed no copy: keep one of the input
                     xp = xp.clone()
                 saved.append(xp)
                 _ungroup_into(part, torch.bmm(mats[:, slot, :1 << size, :1 << size], xp), lo, size)
-            elif op[0] == "cz":
-                x[:, op[1]:op[2]].mul_(_signs(op[3], x))
+            elif isinstance(op, SignOp):
+                x[:, op.r0:op.r1].mul_(op.signs.tensor(x))
             else:
-                _, r0, n1, n2, j = op
+                r0, n1, n2, j = op
                 t, b = x[:, r0:r0 + n2], x[:, r0 + n1:r0 + n1 + n2]
                 cj, sj = c[:, j].view(-1, 1, 1), s[:, j].view(-1, 1, 1)
                 t0, b0 = t.clone(), b.clone()
@@ -336,18 +396,18 @@ class _Run(torch.autograd.Function):
         d_phi = torch.zeros_like(phi)
         k = len(saved)
         for op in reversed(ctx.program.ops):
-            if op[0] == "ry":
-                _, r0, r1, lo, size, slot = op
+            if isinstance(op, FactorOp):
+                r0, r1, lo, size, slot = op
                 k -= 1
                 part = g[:, r0:r1]
                 gp = _grouped(part, lo, size)
                 d = 1 << size
                 d_mats[:, slot, :d, :d] = torch.bmm(gp, saved[k].transpose(1, 2))
                 _ungroup_into(part, torch.bmm(mats[:, slot, :d, :d].transpose(1, 2), gp), lo, size)
-            elif op[0] == "cz":
-                g[:, op[1]:op[2]].mul_(_signs(op[3], g))
+            elif isinstance(op, SignOp):
+                g[:, op.r0:op.r1].mul_(op.signs.tensor(g))
             else:
-                _, r0, n1, n2, j = op
+                r0, n1, n2, j = op
                 k -= 1
                 xt, xb = saved[k]
                 gt, gb = g[:, r0:r0 + n2], g[:, r0 + n1:r0 + n1 + n2]

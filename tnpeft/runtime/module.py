@@ -9,24 +9,33 @@ and then kept on the module, so a steady-state forward does no planning and no c
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnpeft.contract import ContractionPlan, count_cache_hit, plan_for
+from tnpeft.contract import ContractionPlan, PlanView, count_cache_hit, plan_for
 from tnpeft.errors import GraphError, NotMergeableError
-from tnpeft.graph.direct import DirectStep, direct_step
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
-from tnpeft.graph.schedule import ContractStep
+from tnpeft.graph.schedule import ApplyStep, ContractStep
 from tnpeft.params import HYPERNETWORKS, NONLINEAR_MAPS, UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
 from tnpeft.params.unitary import FrameModule, FrameScope
+from tnpeft.runtime.applied_frames import FrameApplication, frame_application
 
 if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.graph.graph import Graph
 
 _BATCH = "__batch__"
+
+
+class RuntimeStep(NamedTuple):
+    """One step of the schedule as the forward runs it: the step, the position of its contraction
+    plan (``-1`` for a nonlinear step), and the frame it applies instead of contracting (or ``None``)."""
+
+    step: ContractStep | ApplyStep
+    plan: int
+    applied: FrameApplication | None
 
 
 def _bucket(n: int) -> int:
@@ -102,26 +111,34 @@ class GraphModule(nn.Module):
             if hasattr(gen, "join_scope"):   # hyper-networks of one shape across layers run as one batch
                 gen.join_scope(scope)
             self.add_module(name, gen)
-        # stages whose one frame is applied to the activation instead of being formed
-        self._direct_steps: dict[int, DirectStep] = {}
+        # the schedule as the hot loop reads it: each contraction with its plan's position, or the
+        # frame it applies to the activation instead of forming the frame's matrix
+        self._applied: dict[int, FrameApplication] = {}
+        steps: list[RuntimeStep] = []
         k = 0
         for step in graph.schedule:
-            if isinstance(step, ContractStep):
-                if len(step.inputs) == 1 and len(step.nodes) == 1 and step.nodes[0] not in graph.generated:
-                    name = step.nodes[0]
-                    d = direct_step(graph.nodes[name], self._modules.get(name),
-                                    (_BATCH,) + graph.activations[step.inputs[0]], (_BATCH,) + step.exits,
-                                    graph.size_dict)
-                    if d is not None:
-                        self._direct_steps[k] = d
-                        self._modules[name].leave_scope()   # never formed on the hot path: no batching
-                k += 1
-        # direct references for nodes whose tensor is a parameter: no module call on the hot path
-        self._direct = {name for name, node in graph.nodes.items() if name not in graph.generated and
-                        (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None))}
+            if not isinstance(step, ContractStep):
+                steps.append(RuntimeStep(step, -1, None))
+                continue
+            applied = None
+            if len(step.inputs) == 1 and len(step.nodes) == 1 and step.nodes[0] not in graph.generated:
+                name = step.nodes[0]
+                applied = frame_application(graph.nodes[name], self._modules.get(name),
+                                            (_BATCH,) + graph.activations[step.inputs[0]], (_BATCH,) + step.exits,
+                                            graph.size_dict)
+                if applied is not None:
+                    self._applied[k] = applied
+                    self._modules[name].leave_scope()   # never formed on the hot path: no batching
+            steps.append(RuntimeStep(step, k, applied))
+            k += 1
+        self._steps = tuple(steps)
+        # nodes whose tensor is a parameter, read without calling their module on the hot path
+        self._weight_nodes = frozenset(
+            name for name, node in graph.nodes.items() if name not in graph.generated and
+            (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None)))
         self._gen_cache: dict[str, tuple[tuple, dict[str, torch.Tensor]]] = {}
         self._in_shape = (-1,) + tuple(graph.size_dict[i] for i in graph.in_inds)
-        self._plans: dict[tuple, list[ContractionPlan]] = {}
+        self._views: dict[tuple, list[PlanView]] = {}
         self._last_key: tuple | None = None
         self._last_plans: list[ContractionPlan] | None = None
         self.__dict__["_first_param"] = next(iter(self.parameters()), None)  # a reference, not a registration
@@ -147,7 +164,7 @@ class GraphModule(nn.Module):
         if name in self.graph.generated:
             return self.generated_values(self.graph.generated[name])[name]
         m = self._modules[name]
-        return m.weight if name in self._direct else m()
+        return m.weight if name in self._weight_nodes else m()
 
     def generated_values(self, hypernetwork: str, probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The tensors hyper-network ``hypernetwork`` fills, by node name.
@@ -186,67 +203,92 @@ class GraphModule(nn.Module):
         mods = self._modules
         gen = self.graph.generated
         if not gen:
-            return [mods[n].weight if n in self._direct else mods[n]() for n in names]
+            return [mods[n].weight if n in self._weight_nodes else mods[n]() for n in names]
         values: dict[str, torch.Tensor] = {}
         for g in dict.fromkeys(gen[n] for n in names if n in gen):
             values.update(self.generated_values(g))
-        return [values[n] if n in values else mods[n].weight if n in self._direct else mods[n]() for n in names]
+        return [values[n] if n in values else mods[n].weight if n in self._weight_nodes else mods[n]() for n in names]
 
     # ------------------------------------------------------------ plans
-    def _stage_plans(self, rows: int, dtype: torch.dtype, device: torch.device) -> list[ContractionPlan]:
+    def _stage_views(self, rows: int, dtype: torch.dtype, device: torch.device) -> list[PlanView]:
+        """The plans of the linear stages for ``rows`` input rows, with this graph's names; kept on
+        the module per (batch-size bucket, dtype, device)."""
         key = (_bucket(rows), dtype, device)
-        if key == self._last_key:
-            count_cache_hit()
-            return self._last_plans  # type: ignore[return-value]
-        plans = self._plans.get(key)
-        if plans is None:
+        views = self._views.get(key)
+        if views is None:
             g = self.graph
             sizes = dict(g.size_dict)
             sizes[_BATCH] = key[0]
-            plans = []
+            views = []
             for step in g.schedule:
                 if isinstance(step, ContractStep):
                     inputs = [(_BATCH,) + g.activations[a] for a in step.inputs]
                     inputs += [g.nodes[n].inds for n in step.nodes]
                     names = [("x" if a == 0 else f"h{a}") for a in step.inputs] + list(step.nodes)
-                    plans.append(plan_for(inputs, (_BATCH,) + step.exits, sizes, names=names,
+                    views.append(plan_for(inputs, (_BATCH,) + step.exits, sizes, names=names,
                                           key_extra=(str(dtype), str(device)), optimize=self.optimize))
-            self._plans[key] = plans
+            self._views[key] = views
+        return views
+
+    def _stage_plans(self, rows: int, dtype: torch.dtype, device: torch.device) -> list[ContractionPlan]:
+        # the hot path: the plans last used, without a look-up, while the bucket stays the same
+        key = (_bucket(rows), dtype, device)
+        if key == self._last_key:
+            count_cache_hit()
+            return self._last_plans  # type: ignore[return-value]
+        plans = [v.plan for v in self._stage_views(rows, dtype, device)]
         self._last_key, self._last_plans = key, plans
         return plans
 
-    def plan(self, rows: int = 512) -> list[ContractionPlan]:
-        """The contraction plans (one per linear stage) used for ``rows`` input rows."""
+    def plan(self, rows: int = 512) -> list[PlanView]:
+        """The contraction plans (one per linear stage) used for ``rows`` input rows, each with this
+        graph's operand and index names (``.describe()``, ``.order``, ``.tree``, ``.flops``)."""
         p = next(iter(self.parameters()), None)
         dtype = p.dtype if p is not None else torch.get_default_dtype()
         device = p.device if p is not None else torch.device("cpu")
-        return self._stage_plans(rows, dtype, device)
+        return self._stage_views(rows, dtype, device)
 
     # ------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the first activation: checked, reshaped into the input legs, dropout applied."""
         g = self.graph
         if x.shape[-1] != g.in_features:
             raise GraphError(f"input has {x.shape[-1]} features on its last axis; graph {g.name or ''!s} expects "
                              f"open leg {g.in_index!r} of size {g.in_features}", index=g.in_inds[0])
-        lead = x.shape[:-1]
         h = x.reshape(self._in_shape)
         if g.dropout and self.training:
             h = F.dropout(h, g.dropout, True)
+        return h
+
+    def _run(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The stage loop — the one hot path of the forward. Without ``out``: the last activation
+        (unscaled). With ``out`` (``(rows, out_features)``-viewable, an additive graph): the last
+        contraction is added into ``out`` with the scale, as one matrix product where it is one."""
         plans = self._stage_plans(h.shape[0], h.dtype, h.device)
         acts: dict[int, torch.Tensor] = {0: h}
-        k = 0
-        for step in g.schedule:
-            if isinstance(step, ContractStep):
-                d = self._direct_steps.get(k)
-                if d is not None:
-                    acts[step.output] = d.run(self._modules[d.node], acts[step.inputs[0]])
-                else:
-                    ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
-                    acts[step.output] = plans[k](*ops)
-                k += 1
-            else:
+        last = len(self._steps) - 1
+        g = self.graph
+        for n, rs in enumerate(self._steps):
+            step = rs.step
+            if isinstance(step, ApplyStep):
                 acts[step.output] = self._fns[step.node](acts[step.input])
-        out = acts[g.schedule[-1].output]
+                continue
+            if rs.applied is not None:
+                y = rs.applied.run(self._modules[rs.applied.node], acts[step.inputs[0]])
+                if out is not None and n == last:
+                    return out + g.scale * y.reshape(out.shape)
+                acts[step.output] = y
+                continue
+            ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
+            if out is not None and n == last:
+                return plans[rs.plan].accumulate(out.view(-1, g.out_features), *ops, alpha=g.scale).view(out.shape)
+            acts[step.output] = plans[rs.plan](*ops)
+        return acts[g.schedule[-1].output]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.graph
+        lead = x.shape[:-1]
+        out = self._run(self._input(x))
         if g.scale != 1.0:
             out = out * g.scale
         return out.reshape(*lead, g.out_features)
@@ -255,38 +297,15 @@ class GraphModule(nn.Module):
         """``out + scale · contract(graph, dropout(x))``. For an additive graph (``out`` of the
         adapter's dtype and contiguous) whose last contraction is one matrix product — for any
         number of output indices, as long as the product's rows and columns read the output in
-        order — that product is one ``addmm``
-        with the base layer's output as its addend — no adapter-sized temporary, no separate scale
-        and add — and in place when no gradient is recorded. Returns the result."""
+        order — that product is one ``addmm`` with the base layer's output as its addend — no
+        adapter-sized temporary, no separate scale and add — and in place when no gradient is
+        recorded. Returns the result."""
         g = self.graph
         if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous()
                 or x.shape[-1] != g.in_features or not isinstance(g.schedule[-1], ContractStep)
                 or torch.compiler.is_compiling()):   # compiled graphs fuse the add themselves
             return out + self(x).to(out.dtype)
-        h = x.reshape(self._in_shape)
-        if g.dropout and self.training:
-            h = F.dropout(h, g.dropout, True)
-        plans = self._stage_plans(h.shape[0], h.dtype, h.device)
-        acts: dict[int, torch.Tensor] = {0: h}
-        k = 0
-        last = len(g.schedule) - 1
-        for n, step in enumerate(g.schedule):
-            if isinstance(step, ContractStep):
-                d = self._direct_steps.get(k)
-                if d is not None:
-                    acts[step.output] = d.run(self._modules[d.node], acts[step.inputs[0]])
-                    if n == last:
-                        return out + g.scale * acts[step.output].reshape(out.shape)
-                    k += 1
-                    continue
-                ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
-                if n == last:
-                    return plans[k].accumulate(out.view(-1, g.out_features), *ops, alpha=g.scale).view(out.shape)
-                acts[step.output] = plans[k](*ops)
-                k += 1
-            else:
-                acts[step.output] = self._fns[step.node](acts[step.input])
-        raise AssertionError("unreachable: the last step is a contraction")  # pragma: no cover
+        return self._run(self._input(x), out)
 
     def dense(self, scaled: bool = False) -> torch.Tensor:
         """ΔW, shape ``(out_features, in_features)``: the whole linear network contracted."""
@@ -311,3 +330,18 @@ class GraphModule(nn.Module):
         order = [g.out_inds.index(i) for i in g.out_inds] + [len(g.out_inds) + in_only.index(i) for i in g.in_inds]
         w = w.permute(order).reshape(g.out_features, g.in_features)
         return w * g.scale if scaled and g.scale != 1.0 else w
+
+    def to_quimb(self):
+        """A ``quimb.tensor.TensorNetwork`` with the node tensors (as numpy arrays), their index
+        names, and tags ``{node name, KIND}``. The open legs stay open; a graph with nonlinear
+        nodes has no such network (quimb networks are multilinear) and raises."""
+        g = self.graph
+        if not g.is_linear:
+            bad = next(n for n in g.nodes.values() if isinstance(n, Nonlinear))
+            raise NotMergeableError(f"nonlinear node {bad.name!r} has no quimb tensor; to_quimb needs a linear graph")
+        import quimb.tensor as qtn
+
+        with torch.no_grad():
+            ts = [qtn.Tensor(self.tensor(name).detach().cpu().numpy(), inds=node.inds, tags={name, node.kind.upper()})
+                  for name, node in g.nodes.items()]
+        return qtn.TensorNetwork(ts)

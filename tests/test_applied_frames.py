@@ -7,10 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tnpeft.graph.direct as direct
+import tnpeft.runtime.applied_frames as applied_frames
 from tnpeft import Graph, Unitary
 from tnpeft.adapters import oft
 from tnpeft.params.unitary import UNITARY_PARAMS, GivensFrame
+from tnpeft.runtime import GraphModule
 
 
 def _frame(n, k, g, layers, seed):
@@ -66,21 +67,23 @@ def _grads(module, x, w):
 
 
 @pytest.mark.parametrize("n,block", [(256, 256), (512, 128), (200, 200)])
-def test_oft_runs_direct_and_agrees_with_the_dense_path(n, block, monkeypatch):
+def test_oft_applies_its_frames_and_agrees_with_the_dense_path(n, block, monkeypatch):
     g = oft(n, 64, block_size=block, param="givens")
-    mod = g.module.double()
+    gm = GraphModule(g)
+    mod = gm.double()
     with torch.no_grad():
         for p in mod.parameters():
             p.normal_()
-    assert mod._direct_steps, "a wide butterfly should be applied to the activation"
+    assert mod._applied, "a wide butterfly should be applied to the activation"
     x = torch.randn(3, 7, n, dtype=torch.float64)
     w = torch.randn(3, 7, n, dtype=torch.float64)
     fast = _grads(mod, x, w)
-    monkeypatch.setattr(direct, "DIRECT_THRESHOLD", 0.0)
+    monkeypatch.setattr(applied_frames, "APPLY_THRESHOLD", 0.0)
     dense_g = oft(n, 64, block_size=block, param="givens")
-    ref_mod = dense_g.module.double()
+    dense_gm = GraphModule(dense_g)
+    ref_mod = dense_gm.double()
     ref_mod.load_state_dict(mod.state_dict())
-    assert not ref_mod._direct_steps
+    assert not ref_mod._applied
     ref = _grads(ref_mod, x, w)
     torch.testing.assert_close(fast[0], ref[0], rtol=0, atol=1e-11)
     torch.testing.assert_close(fast[0], x @ mod.dense().T, rtol=0, atol=1e-11)   # x ↦ R x per row
@@ -93,8 +96,9 @@ def test_an_additive_frame_read_by_its_long_leg_is_the_adjoint():
     # U is (N=i, K=o): the activation carries i, so the stage is x ↦ Uᵀ x, then added to the base
     n, k = 512, 300
     g = Graph([Unitary("U", ("i", "o"), (n, k), param="givens")], in_index="i", out_index="o", name="adjoint")
-    mod = g.module.double()
-    d = mod._direct_steps[0]
+    gm = GraphModule(g)
+    mod = gm.double()
+    d = mod._applied[0]
     assert d.adjoint
     x = torch.randn(4, n, dtype=torch.float64)
     base = torch.randn(4, k, dtype=torch.float64)
@@ -104,18 +108,20 @@ def test_an_additive_frame_read_by_its_long_leg_is_the_adjoint():
 
 
 def test_narrow_and_small_frames_are_formed():
-    assert GivensFrame(3072, 8).direct_cost() > direct.DIRECT_THRESHOLD   # a Quantum-PEFT-like frame
-    assert GivensFrame(32, 32).direct_cost() > direct.DIRECT_THRESHOLD    # OFT's default block
-    assert GivensFrame(3, 3).direct_cost() is None
-    assert GivensFrame(3072, 3072).direct_cost() < 0.1
+    assert GivensFrame(3072, 8).apply_cost() > applied_frames.APPLY_THRESHOLD   # a Quantum-PEFT-like frame
+    assert GivensFrame(32, 32).apply_cost() > applied_frames.APPLY_THRESHOLD    # OFT's default block
+    assert GivensFrame(3, 3).apply_cost() is None
+    assert GivensFrame(3072, 3072).apply_cost() < 0.1
     g = oft(64, 64, block_size=32, param="givens")
-    assert not g.module._direct_steps
+    gm = GraphModule(g)
+    assert not gm._applied
 
 
-def test_a_direct_frame_leaves_the_batching_scope():
+def test_an_applied_frame_leaves_the_batching_scope():
     g = oft(256, 64, block_size=256, param="givens")
-    frame = g.module.R1
+    gm = GraphModule(g)
+    frame = gm.R1
     assert frame.scope is None
     # its matrix is still there for merging and drawing
-    r = g.dense().double()
+    r = gm.dense().double()
     torch.testing.assert_close(r.T @ r, torch.eye(256, dtype=torch.float64), rtol=0, atol=1e-5)

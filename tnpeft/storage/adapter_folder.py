@@ -20,8 +20,8 @@ from torch import nn
 from tnpeft.errors import AdapterFileError, TNPeftError
 from tnpeft.fileio import MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, parse_json, read_regular_bytes, read_safetensors
 from tnpeft.graph.graph import Graph
-from tnpeft.graph.module import GraphModule
 from tnpeft.graph.names import adapter_name_problem
+from tnpeft.runtime.module import GraphModule
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
