@@ -246,13 +246,15 @@ def test_bad_input_is_one_line_before_any_work(args, words, tmp_path, capsys, mo
     assert not (tmp_path / "o").exists()
 
 
-def test_default_grids_centre_on_the_demo_rates():
-    from tnpeft.cli.demo import DEMO_LR_CENTRES
+def test_default_grids_centre_on_the_registered_rates_from_python_and_the_shell(tmp_path):
+    from tnpeft.adapters.methods import METHODS
+    from tnpeft.cli.demo import DEMO_ADAPTERS
     from tnpeft.train.comparison import default_lrs
 
-    assert default_lrs(parse_adapter_spec("quantum_peft:rank=4"), DEMO_LR_CENTRES) == [6.7e-3, 2e-2, 6e-2]
-    assert default_lrs(parse_adapter_spec("peft_lora"), DEMO_LR_CENTRES) == [6.7e-4, 2e-3, 6e-3]
-    assert default_lrs(parse_adapter_spec("mpo:r=4"), DEMO_LR_CENTRES) == [6.7e-4, 2e-3, 6e-3]
+    assert {name: lr for name, _, lr in DEMO_ADAPTERS} == {name: METHODS[name].learning_rate for name, _, _ in DEMO_ADAPTERS}
+    assert default_lrs(parse_adapter_spec("quantum_peft:rank=4")) == [6.7e-3, 2e-2, 6e-2]
+    assert default_lrs(parse_adapter_spec("peft_lora")) == [6.7e-4, 2e-3, 6e-3]
+    assert default_lrs(parse_adapter_spec("mpo:r=4")) == [6.7e-4, 2e-3, 6e-3]
 
 
 def test_an_empty_learning_rate_grid_is_an_error(tmp_path):

@@ -63,6 +63,8 @@ class Method:
         training_hook: a factory ``(model, adapter_name=..., total_step=...) -> TrainingHook`` for
             methods whose training needs more than the optimizer (AdaLoRA), else ``None``.
         aliases: other names a hyper-parameter answers to (``{"r": "rank"}``: ``r`` means the rank).
+        learning_rate: the method's starting learning rate with AdamW (the demo's rate, and the centre
+            of ``compare``'s default grid, from Python and from the shell alike).
     """
 
     name: str
@@ -71,7 +73,11 @@ class Method:
     paper: str | None = None
     training_hook: HookFactory | None = None
     aliases: dict[str, str] = field(default_factory=dict)
+    learning_rate: float = 2e-3
 
+
+#: the learning rate of a method registered without one
+DEFAULT_LEARNING_RATE = 2e-3
 
 METHODS: dict[str, Method] = {}
 
@@ -90,11 +96,17 @@ def _signature_hparams(fn: Callable) -> dict[str, Any]:
 
 
 def register(name: str, *, paper: str | None = None, training_hook: HookFactory | None = None,
-             aliases: dict[str, str] | None = None) -> Callable[[Builder], Builder]:
+             aliases: dict[str, str] | None = None,
+             learning_rate: float = DEFAULT_LEARNING_RATE) -> Callable[[Builder], Builder]:
     """Decorator: make ``builder`` available as ``AdapterConfig(name, ...)``, ``tnpeft count name``
     and in every other tool, and tag the graphs it returns with the method's name and the
     hyper-parameters they were built with (those that are JSON values). ``aliases`` maps other
-    names to hyper-parameters (``{"r": "rank"}``); giving both names at once is an error."""
+    names to hyper-parameters (``{"r": "rank"}``); giving both names at once is an error.
+    ``learning_rate`` is the method's starting rate (AdamW), what the demo and ``compare`` use."""
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not 0 < learning_rate < 1e3:
+        raise ConfigError(f"method {name!r}: learning_rate must be a positive number, got {learning_rate!r}",
+                          field="learning_rate")
+    lr = float(learning_rate)
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"a method name must be an identifier, got {name!r}", field="name")
     alias = dict(aliases or {})
@@ -127,7 +139,7 @@ def register(name: str, *, paper: str | None = None, training_hook: HookFactory 
 
         builder.method = name  # type: ignore[attr-defined]
         builder.aliases = alias  # type: ignore[attr-defined]
-        METHODS[name] = Method(name, builder, _signature_hparams(fn), paper, training_hook, alias)
+        METHODS[name] = Method(name, builder, _signature_hparams(fn), paper, training_hook, alias, lr)
         return builder
 
     return deco

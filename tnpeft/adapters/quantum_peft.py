@@ -12,7 +12,8 @@ from tnpeft.params import UNITARY_PARAMS
 _CIRCUIT_PARAMS = ("pauli", "givens")
 
 
-@register("quantum_peft", paper="Koike-Akino et al., ICLR 2025, arXiv 2503.05431", aliases={"r": "rank"})
+@register("quantum_peft", paper="Koike-Akino et al., ICLR 2025, arXiv 2503.05431", aliases={"r": "rank"},
+          learning_rate=2e-2)
 def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int = 1, param: str = "pauli",
                  intrinsic_rank: int | None = None, bits: int | None = None, scale: float = 1.0,
                  order: int = 2) -> Graph:

@@ -188,7 +188,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from tnpeft.adapters.specs import import_user_module
-    from tnpeft.cli.demo import DEMO_LR_CENTRES
     from tnpeft.train.comparison import compare, parse_lr_grid
     from tnpeft.train.loop import TrainingInterrupted
 
@@ -200,7 +199,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     excl = [t for t in args.exclude_modules.split(",") if t] if args.exclude_modules is not None else None
     try:
         result = compare(args.adapters, model=args.model, data=args.data, lrs=args.lrs,
-                         lr_grid=parse_lr_grid(args.lr_grid or []), lr_centres=DEMO_LR_CENTRES, seeds=args.seeds,
+                         lr_grid=parse_lr_grid(args.lr_grid or []), seeds=args.seeds,
                          steps=args.steps,
                          epochs=args.epochs, train_size=args.train_size, val_size=args.val_size,
                          test_size=args.test_size, batch_size=args.batch_size, max_length=args.max_length,

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from tnpeft.adapters.methods import METHODS
 from tnpeft.errors import ConfigError, NotMergeableError
 from tnpeft.fileio import atomic_write_json
 from tnpeft.nn import load_adapter, merge
@@ -29,18 +30,16 @@ STUDY_COMMAND = ("tnpeft compare --model minilm --data tweets --adapters peft_lo
                  "--protocol tune-then-seeds --seeds 0 1 2 --epochs 1 --train-size 8000 --val-size 2000 "
                  "--test-size 2000 --out runs/study")
 
-# (adapter, hyper-parameters, learning rate): the same budget of steps and data for every adapter
+# (adapter, hyper-parameters, learning rate): the same budget of steps and data for every adapter; the
+# rate is the method's registered one (what ``compare`` centres its default grid on)
 DEMO_ADAPTERS: list[tuple[str, dict[str, Any], float]] = [
-    ("lora", {"r": 8, "alpha": 16}, 2e-3),
-    ("adalora", {"r": 12, "target_r": 8}, 1e-2),
-    ("quantum_peft", {"rank": 8, "layers": 1}, 2e-2),
-    ("qwthn", {"r": 8}, 2e-3),
-    # MiniLM's layers are small (384 wide): a small mapping network so that QPA stays below LoRA's size
-    ("qpa", {"r": 4, "chunk_size": 32, "hidden": [16, 16], "qnn_layers": 4}, 2e-3),
-]
-
-#: the centres of ``tnpeft compare``'s default learning-rate grids: the demo's rates (peft's LoRA as LoRA's)
-DEMO_LR_CENTRES: dict[str, float] = {name: lr for name, _, lr in DEMO_ADAPTERS} | {"peft_lora": DEMO_ADAPTERS[0][2]}
+    (name, hp, METHODS[name].learning_rate) for name, hp in (
+        ("lora", {"r": 8, "alpha": 16}),
+        ("adalora", {"r": 12, "target_r": 8}),
+        ("quantum_peft", {"rank": 8, "layers": 1}),
+        ("qwthn", {"r": 8}),
+        # MiniLM's layers are small (384 wide): a small mapping network so that QPA stays below LoRA's size
+        ("qpa", {"r": 4, "chunk_size": 32, "hidden": [16, 16], "qnn_layers": 4}))]
 
 
 def _check_reload(model, tokenizer, adapter_dir: Path, seed: int, max_length: int,

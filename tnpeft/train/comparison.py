@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tnpeft.adapters.methods import DEFAULT_LEARNING_RATE, METHODS
 from tnpeft.errors import ConfigError
 from tnpeft.fileio import atomic_write_json, ensure_dir, read_json
 from tnpeft.train.cells import AdapterSpec, evaluate_test, parse_adapter_spec, train_cell, warm_up
@@ -41,14 +42,20 @@ from tnpeft.train.loop import TrainingInterrupted
 from tnpeft.train.pareto import format_table, plot_compare_curves, plot_pareto
 
 PROTOCOLS = ("grid", "tune-then-seeds")
-#: the centre of the default learning-rate grid of a method ``lr_centres`` does not name
-DEFAULT_LR = 2e-3
+def lr_centre(spec: AdapterSpec, centres: dict[str, float] | None = None) -> float:
+    """The centre of a spec's default grid: ``centres[name]`` if given, else the registered
+    method's ``learning_rate`` (peft's LoRA: LoRA's), else :data:`DEFAULT_LEARNING_RATE`."""
+    if centres and spec.name in centres:
+        return float(centres[spec.name])
+    name = "lora" if spec.is_peft else spec.name
+    method = METHODS.get(name)
+    return method.learning_rate if method is not None else DEFAULT_LEARNING_RATE
 
 
 def default_lrs(spec: AdapterSpec, centres: dict[str, float] | None = None) -> list[float]:
-    """The default grid of a spec: its method's centre (``centres[name]``, else :data:`DEFAULT_LR`)
-    ÷ 3, × 1, × 3 (two significant digits)."""
-    c = (centres or {}).get(spec.name, DEFAULT_LR)
+    """The default grid of a spec: its centre (:func:`lr_centre`) ÷ 3, × 1, × 3 (two significant
+    digits)."""
+    c = lr_centre(spec, centres)
     return [float(f"{c / 3:.2g}"), c, float(f"{c * 3:.2g}")]
 
 
