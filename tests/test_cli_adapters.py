@@ -11,8 +11,8 @@ from peft import PeftModel
 import tnpeft
 from tnpeft import AdapterConfig, Dense, Graph
 from tnpeft.adapters import METHODS, register
-from tnpeft.adapters.specs import percent
 from tnpeft.cli import main
+from tnpeft.cli.tables import percent
 from tnpeft.errors import ConfigError
 
 SIZES = {"oft": (64, 64), "qwthn": (64, 64)}

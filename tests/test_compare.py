@@ -16,7 +16,7 @@ import torch
 
 import tnpeft.train.comparison as comparison
 from tnpeft.errors import ConfigError
-from tnpeft.train.cells import parse_adapter_spec
+from tnpeft.train.compare_setup import parse_adapter_spec
 from tnpeft.train.comparison import compare, parse_lr_grid, select_lr
 from tnpeft.train.pareto import pareto_front
 
@@ -194,7 +194,7 @@ def test_tune_then_seeds_runs_the_grid_on_the_first_seed_only(grid_run, monkeypa
     monkeypatch.setattr(comparison, "train_cell", trains)
     res = compare(["lora:r=2,alpha=4"], model=str(root / "model"), data=str(root / "data.csv"), lrs=LRS,
                   seeds=[0, 1, 2], steps=3, val_size=40, test_size=40, batch_size=16, max_length=16,
-                  protocol="tune-then-seeds", out=root / "tts", progress=False, quiet=True)
+                  protocol="tune-then-seeds", out=root / "tts", progress=False)
     chosen = res["selection"]["lora:r=2,alpha=4"]["lr"]
     assert [(lr, s) for _, lr, s in trains.calls] == [(LRS[0], 0), (LRS[1], 0), (chosen, 1), (chosen, 2)]
     assert res["protocol_cells"] == 4 and res["summary"][0]["seeds"] == 3
@@ -236,7 +236,7 @@ def test_adapter_specs():
 def test_bad_input_is_one_line_before_any_work(args, words, tmp_path, capsys, monkeypatch):
     from tnpeft.cli import main
 
-    monkeypatch.setattr(comparison, "_load_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr(comparison, "load_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
     argv = ["compare", *args, "--out", str(tmp_path / "o"), "--steps", "2"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -7,6 +7,7 @@ interpreters over it. See ``docs/concepts.md`` for the floors the package is bui
 
 from tnpeft import adapters, draw, quantum
 from tnpeft.algebra import compress, weighted_sum
+from tnpeft.caches import cache_info, clear_caches
 from tnpeft.contract import ContractionPlan, plan_stats
 from tnpeft.errors import (
     AdapterFileError,
@@ -60,5 +61,5 @@ __all__ = [
     "TNPeftError", "GraphError", "IndexSizeError", "DanglingIndexError", "UnreachableLegError", "NodeKindError",
     "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",
     "BudgetError", "CheckpointError", "WriteError",
-    "verify", "VerifyReport", "__version__",
+    "verify", "VerifyReport", "clear_caches", "cache_info", "__version__",
 ]

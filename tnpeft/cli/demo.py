@@ -121,7 +121,7 @@ def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_siz
                           checkpoint_every=25, eval_every=max(1, steps // 2))
         t0 = time.perf_counter()
         m, model, tok, test = run_training("minilm", "tweets", name, dict(hp), out / name, config=cfg,
-                                           train_size=train_size, test_size=test_size, progress=progress, quiet=True,
+                                           train_size=train_size, test_size=test_size, progress=progress,
                                            return_model=True)
         wall = time.perf_counter() - t0
         check = _check_reload(model, tok, out / name / "adapter", seed, max_length, test.texts[:128])

@@ -388,7 +388,12 @@ def trainable_parameters(model: nn.Module) -> ParameterCount:
     return ParameterCount(trainable, total)
 
 
-def print_trainable_parameters(model: nn.Module) -> None:
-    """Print the counts in peft's format: ``trainable params: … || all params: … || trainable%: …``."""
+def trainable_parameters_line(model: nn.Module) -> str:
+    """The counts in peft's format: ``trainable params: … || all params: … || trainable%: …``."""
     c = trainable_parameters(model)
-    print(f"trainable params: {c.trainable:,d} || all params: {c.total:,d} || trainable%: {c.percent:.4f}")
+    return f"trainable params: {c.trainable:,d} || all params: {c.total:,d} || trainable%: {c.percent:.4f}"
+
+
+def print_trainable_parameters(model: nn.Module) -> None:
+    """Print :func:`trainable_parameters_line` (peft's ``print_trainable_parameters``)."""
+    print(trainable_parameters_line(model))

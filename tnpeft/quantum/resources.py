@@ -173,14 +173,11 @@ class ResourceReport:
                 f"{sum((c.decomposed_one_qubit or 0) for c in self.circuits):,} one-qubit gates decomposed{on}{skip}")
 
     def __str__(self) -> str:
-        head = ("circuit", "kind", "method", "qubits", "1q", "2q", "multi", "depth", "CX", "bound",
-                "backend 2q", "backend depth")
-        rows = [(c.name, c.kind, c.method, str(c.qubits), str(c.one_qubit), str(c.two_qubit), str(c.multi_qubit),
-                 str(c.depth), _fmt(c.cx), _fmt(c.bound), _fmt(c.backend_two_qubit), _fmt(c.backend_depth))
-                for c in self.circuits]
-        w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-        lines = ["  ".join(x.ljust(w[i]) if i < 3 else x.rjust(w[i]) for i, x in enumerate(r)).rstrip()
-                 for r in [head] + rows]
+        # one line per circuit (``tnpeft circuits`` prints the same as a table)
+        lines = [f"{c.name}: {c.kind} ({c.method}), {c.qubits} qubits, {c.one_qubit} one- / {c.two_qubit} two- / "
+                 f"{c.multi_qubit} multi-qubit gates, depth {c.depth}; {_fmt(c.cx)} CX decomposed (bound "
+                 f"{_fmt(c.bound)}), {_fmt(c.backend_two_qubit)} two-qubit gates and depth {_fmt(c.backend_depth)} "
+                 "on the backend" for c in self.circuits]
         lines += [f"{s['name']}: not built — {s['reason']}" for s in self.skipped]
         lines.append("total: " + self.summary())
         return "\n".join(lines)

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import math
-import re
 import statistics
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,89 +22,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tnpeft.adapters import METHODS, check_hparams
-from tnpeft.adapters.specs import train_method
-from tnpeft.errors import AdapterFileError, ConfigError
+from tnpeft.errors import AdapterFileError
 from tnpeft.fileio import atomic_write_bytes, read_safetensors, tensors_to_bytes
 from tnpeft.nn import AdapterConfig, inject, load_adapter, save_adapter
 from tnpeft.nn.model import find_targets
+from tnpeft.train.compare_setup import AdapterSpec, Context
 from tnpeft.train.datasets import load_model
 from tnpeft.train.evaluation import evaluate, make_batch, model_device
 from tnpeft.train.loop import method_hooks
-
-PEFT_LORA = "peft_lora"
-PEFT_LORA_HPARAMS = {"r": 8, "alpha": 16, "dropout": 0.0}
-_BUILDER = re.compile(r"[A-Za-z_][\w.]*")
-_IDENT = re.compile(r"[A-Za-z_]\w*")
-
-
-@dataclass
-class AdapterSpec:
-    """A row of a comparison: ``label`` (the spec text), ``name`` (a method, ``module:function``, a
-    graph file or ``peft_lora``), its ``hparams`` and what :func:`inject` takes (``method``)."""
-
-    label: str
-    name: str
-    hparams: dict[str, Any] = field(default_factory=dict)
-    method: Any = None
-
-    @property
-    def is_peft(self) -> bool:
-        return self.name == PEFT_LORA
-
-
-def _split_items(text: str) -> list[str]:
-    """``a=1,b=[2,3]`` → ``["a=1", "b=[2,3]"]`` (commas inside brackets or quotes stay)."""
-    items, depth, cur, quote = [], 0, "", False
-    for ch in text:
-        if ch == '"':
-            quote = not quote
-        elif not quote and ch in "[{":
-            depth += 1
-        elif not quote and ch in "]}":
-            depth -= 1
-        if ch == "," and depth == 0 and not quote:
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    items.append(cur)
-    return [i for i in items if i.strip()]
-
-
-def parse_adapter_spec(text: Any) -> AdapterSpec:
-    """``NAME[:key=value,...]`` as an :class:`AdapterSpec`, checked (unknown adapters and
-    hyper-parameters are a :class:`ConfigError` naming the spec)."""
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"adapter spec {text!r}: expected NAME[:key=value,...], e.g. lora:r=8", field="adapters")
-    parts = text.split(":")
-    if (len(parts) >= 2 and parts[0] not in METHODS and parts[0] != PEFT_LORA and _BUILDER.fullmatch(parts[0])
-            and _IDENT.fullmatch(parts[1])):
-        name, rest = f"{parts[0]}:{parts[1]}", ":".join(parts[2:])
-    else:
-        name, rest = parts[0], ":".join(parts[1:])
-    hparams: dict[str, Any] = {}
-    for item in _split_items(rest):
-        k, eq, v = item.partition("=")
-        if not eq or not _IDENT.fullmatch(k.strip()):
-            raise ConfigError(f"adapter spec {text!r}: hyper-parameter {item!r} must be written key=value "
-                              "(e.g. lora:r=8,alpha=16)", field="adapters")
-        try:
-            hparams[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            hparams[k.strip()] = v
-    if name == PEFT_LORA:
-        bad = sorted(set(hparams) - set(PEFT_LORA_HPARAMS))
-        if bad:
-            raise ConfigError(f"adapter spec {text!r}: peft_lora takes {sorted(PEFT_LORA_HPARAMS)}, not {bad}",
-                              field="adapters")
-        return AdapterSpec(text, name, {**PEFT_LORA_HPARAMS, **hparams}, PEFT_LORA)
-    try:
-        method = train_method(name, hparams)
-        check_hparams(method, hparams)
-    except ConfigError as e:
-        raise ConfigError(f"adapter spec {text!r}: {e}", field="adapters") from None
-    return AdapterSpec(text, name, hparams, method)
 
 
 def _rss() -> int | None:
@@ -192,7 +114,7 @@ class PeakCUDA:
         return None if self.start is None or self.peak is None else self.peak - self.start
 
 
-def build_model(ctx: Any, spec: AdapterSpec, seed: int) -> tuple[nn.Module, Any, list[str]]:
+def build_model(ctx: Context, spec: AdapterSpec, seed: int) -> tuple[nn.Module, Any, list[str]]:
     """``(model, tokenizer, modules_to_save)``: the frozen model with ``spec``'s adapter, fresh for ``seed``."""
     loaded = load_model(ctx.model, ctx.task, num_labels=ctx.num_labels, seed=seed)
     targets = ctx.target_modules or loaded.target_modules
@@ -235,7 +157,7 @@ def save_trained(model: nn.Module, spec: AdapterSpec, d: Path) -> None:
         save_adapter(model, d / "adapter")
 
 
-def load_trained(ctx: Any, spec: AdapterSpec, seed: int, d: Path) -> tuple[nn.Module, Any]:
+def load_trained(ctx: Context, spec: AdapterSpec, seed: int, d: Path) -> tuple[nn.Module, Any]:
     """A fresh model with the cell's trained adapter (and head) loaded back (safetensors only)."""
     if not spec.is_peft:
         loaded = load_model(ctx.model, ctx.task, num_labels=ctx.num_labels, seed=seed + 1)  # head values from file
@@ -253,7 +175,7 @@ def load_trained(ctx: Any, spec: AdapterSpec, seed: int, d: Path) -> tuple[nn.Mo
     return model, tok
 
 
-def train_cell(ctx: Any, spec: AdapterSpec, lr: float, seed: int, d: Path, desc: str = "cell") -> dict[str, Any]:
+def train_cell(ctx: Context, spec: AdapterSpec, lr: float, seed: int, d: Path, desc: str = "cell") -> dict[str, Any]:
     """Train one cell with :func:`tnpeft.train.fit`'s recipe (AdamW, linear warm-up and decay, the data
     order and random state of every step a function of the seed and step), evaluate it on the
     validation split, save the adapter into ``d`` and return its record (without test metrics)."""
@@ -312,7 +234,7 @@ def train_cell(ctx: Any, spec: AdapterSpec, lr: float, seed: int, d: Path, desc:
     return record
 
 
-def warm_up(ctx: Any, spec: AdapterSpec) -> None:
+def warm_up(ctx: Context, spec: AdapterSpec) -> None:
     """One forward and backward pass of ``spec`` on a training batch, thrown away: torch's one-time
     start-up allocations then fall before the first measured cell instead of inside it."""
     model, tok, _ = build_model(ctx, spec, 0)
@@ -322,7 +244,7 @@ def warm_up(ctx: Any, spec: AdapterSpec) -> None:
     _trim()
 
 
-def evaluate_test(ctx: Any, spec: AdapterSpec, seed: int, d: Path) -> dict[str, Any]:
+def evaluate_test(ctx: Context, spec: AdapterSpec, seed: int, d: Path) -> dict[str, Any]:
     """The test metrics of a finished cell, from its saved adapter (after selection)."""
     model, tok = load_trained(ctx, spec, seed, d)
     t0 = time.perf_counter()

@@ -141,39 +141,3 @@ def plot_compare_curves(rows: list[dict[str, Any]], cells: dict[tuple[str, float
                  fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
-
-
-def _pm(mean: float | None, std: float | None, scale: float = 1.0) -> str:
-    return "n/a" if mean is None else f"{mean * scale:.2f} ± {std * scale:.2f}"
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The comparison table, the protocol and where the files are, as text."""
-    rows, cls = result["summary"], result["maximize"]
-    m1, m2 = ("accuracy", "macro_f1") if cls else ("perplexity", "loss")
-    scale = 100.0 if cls else 1.0
-    head = (f"{'adapter':<28}{'params':>10}{'head':>7}{'×LoRA8':>8}{'lr':>9}  "
-            f"{('test acc %' if cls else 'test ppl'):>14}{('macro-F1 %' if cls else 'test loss'):>15}"
-            f"{'step s':>8}{'peak MB':>9}")
-    w = max([len("adapter")] + [len(r["adapter"]) for r in rows]) + 2
-    head = f"{'adapter':<{w}}" + head[28:]
-    lines = [head]
-    for r in rows:
-        ratio = "" if r["params_vs_lora_r8"] is None else f"{r['params_vs_lora_r8']:.3g}"
-        lr = "diverged" if r["lr"] is None else f"{r['lr']:g}"
-        step = "n/a" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
-        mem = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
-        lines.append(f"{r['adapter']:<{w}}{r['adapter_parameters']:>10,}{r['head_parameters']:>7,}{ratio:>8}"
-                     f"{lr:>9}  {_pm(r[f'test_{m1}_mean'], r[f'test_{m1}_std'], scale):>14}"
-                     f"{_pm(r[f'test_{m2}_mean'], r[f'test_{m2}_std'], scale):>15}{step:>8}{mem:>9}")
-    cfg = result["config"]
-    n_sel = sum(c["selected"] for c in result["cells"])
-    lines += ["",
-              f"protocol {result['protocol']}: {result['protocol_cells']} training cells, learning rate chosen on "
-              f"{cfg['val_size']:,} validation examples ({'highest accuracy' if cls else 'lowest perplexity'}, mean "
-              f"over seeds), figures on {cfg['test_size']:,} test examples ({n_sel} cells tested); mean ± std over "
-              f"{len(result['seeds'])} seed(s)",
-              "params: the adapter's trainable parameters; head: the new task head's; step s: median seconds per "
-              "optimizer step; peak MB: " + result["memory"],
-              f"wrote {result['out']}/results.json, pareto.png, curves.png, cells/ (total {result['wall_seconds']:.0f} s)"]
-    return "\n".join(lines)

@@ -11,8 +11,8 @@ from tnpeft.adapters import check_hparams
 from tnpeft.draw import draw_graph
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_json
-from tnpeft.nn import AdapterConfig, inject, load_adapter, print_trainable_parameters, tn_layers, trainable_parameters
-from tnpeft.nn.model import saved_modules
+from tnpeft.nn import AdapterConfig, inject, load_adapter, tn_layers, trainable_parameters
+from tnpeft.nn.model import saved_modules, trainable_parameters_line
 from tnpeft.quantum import circuit_names, export_circuits
 from tnpeft.quantum.resources import resource_report
 from tnpeft.train.datasets import infer_task, load_classification, load_lm, load_model
@@ -51,14 +51,17 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
                  task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
                  train_size: int | None = None, test_size: int | float | None = None, text_column: str = "text",
                  label_column: str = "label", config: TrainConfig | None = None, resume: bool = True,
-                 progress: bool = True, stop_after: int | None = None, quiet: bool = False,
+                 progress: bool = True, stop_after: int | None = None,
+                 report: Callable[[str], None] | None = None,
                  return_model: bool = False, adapter_dir: str | Path | None = None,
                  device: str | None = None) -> Any:
     """Load ``model`` and ``data``, inject adapter method ``method`` (a registered name or a builder
     function) with ``hparams`` — or, with ``adapter_dir``, load that saved adapter to train on — train
     with :func:`fit` on ``device`` (``cpu`` by default; ``cuda``, ``cuda:N`` or ``auto``) and write the
-    outputs into ``out``. Returns the metrics (also in
-    ``out/metrics.json``), or ``(metrics, model, tokenizer, test split)`` with ``return_model``."""
+    outputs into ``out``. ``report`` receives what a person watching would want to read (the run
+    before it starts, the result at the end; the command line passes ``print``). Returns the metrics
+    (also in ``out/metrics.json``), or ``(metrics, model, tokenizer, test split)`` with
+    ``return_model``."""
     task = task or infer_task(data)
     config = config or TrainConfig()
     config.task = task
@@ -91,11 +94,11 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
         method, targets = cfg.method if not isinstance(method, str) else method, cfg.target_modules
     m.to(dev)
     counts = trainable_parameters(m)
-    if not quiet:
-        print(f"{loaded.name}: {method} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
-              f"{len(list(tn_layers(m)))} layers; data {data}: {len(train):,} train / {len(test):,} "
-              f"held out ({task})")
-        print_trainable_parameters(m)
+    if report is not None:
+        report(f"{loaded.name}: {method} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
+               f"{len(list(tn_layers(m)))} layers; data {data}: {len(train):,} train / {len(test):,} "
+               f"held out ({task})")
+        report(trainable_parameters_line(m))
     info = {"model": loaded.name, "data": str(data), "method": method, "hparams": hparams,
             "target_modules": targets if isinstance(targets, str) else list(targets),
             "label_names": getattr(train, "label_names", None)}
@@ -106,11 +109,11 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
                                                                               for s in loaded.modules_to_save))
     metrics.update(write_artifacts(m, out))
     atomic_write_json(out / "metrics.json", metrics)
-    if not quiet:
+    if report is not None:
         fin = metrics["final"]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in fin.items() if k != "step")
-        print(f"done: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; held-out {shown}")
-        print(f"adapter: {out / 'adapter'}   metrics: {out / 'metrics.json'}   curves: {out / 'curves.png'}")
+        report(f"done: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; held-out {shown}")
+        report(f"adapter: {out / 'adapter'}   metrics: {out / 'metrics.json'}   curves: {out / 'curves.png'}")
     return (metrics, m, loaded.tokenizer, test) if return_model else metrics
 
 
