@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
 import torch
 from torch import nn
@@ -60,7 +60,7 @@ def verify(source: Any, *, tol: float = 1e-5, rows: int = 7, seed: int = 0, modu
     report = VerifyReport(_name(source, mods), modules=list(mods))
     for path, m in mods.items():
         report.checks += held_checks(m, path, tol=tol, rows=rows, seed=seed)
-    first: dict[tuple, list[str]] = {}
+    first: dict[tuple[Hashable, ...], list[str]] = {}
     for path, m in mods.items():   # the topology checks once per distinct structure
         first.setdefault(m.graph.signature(), []).append(path)
     for paths in first.values():
