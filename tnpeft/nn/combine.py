@@ -83,7 +83,7 @@ def additive_part(layer: TNLinear, name: str) -> GraphModule:
     dense = Graph([Dense("W", ("out", "in"), tuple(delta.shape), init="zeros")], name=f"{g.name or name}-additive")
     out = GraphModule(dense, dtype=module.param_dtype, device=delta.device)
     with torch.no_grad():
-        out.W.weight.copy_(delta.to(out.param_dtype))
+        out.get_parameter("W.weight").copy_(delta.to(out.param_dtype))
     return out
 
 

@@ -13,7 +13,7 @@ from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 
 
-def _check_names(model: nn.Module, names: list[str] | None) -> list[str] | None:
+def _check_names(model: nn.Module, names: str | list[str] | None) -> list[str] | None:
     if names is None:
         return None
     if isinstance(names, str):
@@ -25,7 +25,7 @@ def _check_names(model: nn.Module, names: list[str] | None) -> list[str] | None:
     return list(names)
 
 
-def merge(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> nn.Module:
+def merge(model: nn.Module, adapter_names: str | list[str] | None = None, safe_merge: bool = False) -> nn.Module:
     """Add the active (or named) adapters into the base weights; their forward then costs nothing.
     A name the model does not have raises :class:`AdapterStateError`; nothing is merged unless
     everything can be (``safe_merge`` also refuses weights that would hold NaN or inf)."""
