@@ -11,7 +11,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tnpeft.adapters.methods import DEFAULT_LEARNING_RATE, METHODS, check_hparams
 from tnpeft.adapters.specs import train_method
@@ -166,7 +166,7 @@ class Context:
 def select_lr(val_by_lr: dict[float, list[float | None]], maximize: bool) -> float | None:
     """The learning rate of the best validation mean (a rate with a diverged seed, ``None``, is not
     selectable); ties go to the smaller rate. ``None`` when every rate diverged."""
-    ok = {lr: statistics.fmean(v) for lr, v in val_by_lr.items() if v and all(x is not None for x in v)}
+    ok = {lr: statistics.fmean(cast(list[float], v)) for lr, v in val_by_lr.items() if v and all(x is not None for x in v)}
     if not ok:
         return None
     return min(ok, key=lambda lr: ((-ok[lr] if maximize else ok[lr]), lr))
@@ -190,14 +190,16 @@ def load_splits(data: str, task: str, model: str, train_size: int | None, val_si
         if len(ho) < held:
             raise ConfigError(f"{data}: {len(ho)} held-out rows, fewer than --val-size + --test-size = {held}",
                               field="test_size")
-        cut = lambda a, b: ClassificationData(ho.texts[a:b], ho.labels[a:b], ho.label_names)  # noqa: E731
+
+        def cut(a: int, b: int) -> ClassificationData:
+            return ClassificationData(ho.texts[a:b], ho.labels[a:b], ho.label_names)
         return tr, cut(0, val_size), cut(val_size, held), len(tr.label_names)
     tok = load_model(model, task).tokenizer
-    tr, ho = load_lm(data, tok, block=max_length, text_column=text_column, train_size=train_size, test_size=held)
-    if len(ho) < held or len(tr) == 0:
-        raise ConfigError(f"{data}: the text makes {len(tr) + len(ho)} blocks of {max_length} tokens, too few for "
-                          f"--val-size + --test-size = {held} held-out blocks and a training set", field="test_size")
-    return tr, LMData(ho.blocks[:val_size]), LMData(ho.blocks[val_size:held]), 0
+    lm_tr, lm_ho = load_lm(data, tok, block=max_length, text_column=text_column, train_size=train_size, test_size=held)
+    if len(lm_ho) < held or len(lm_tr) == 0:
+        raise ConfigError(f"{data}: the text makes {len(lm_tr) + len(lm_ho)} blocks of {max_length} tokens, too few "
+                          f"for --val-size + --test-size = {held} held-out blocks and a training set", field="test_size")
+    return lm_tr, LMData(lm_ho.blocks[:val_size]), LMData(lm_ho.blocks[val_size:held]), 0
 
 
 def check_positive(name: str, v: Any, allow_none: bool = False) -> None:
