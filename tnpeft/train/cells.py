@@ -30,6 +30,7 @@ from tnpeft.train.compare_setup import AdapterSpec, Context
 from tnpeft.train.datasets import load_model
 from tnpeft.train.evaluation import evaluate, make_batch, model_device
 from tnpeft.train.loop import method_hooks
+from tnpeft.train.train_config import effective_warmup
 
 
 def _rss() -> int | None:
@@ -188,7 +189,7 @@ def train_cell(ctx: Context, spec: AdapterSpec, lr: float, seed: int, d: Path, d
     hooks = {} if spec.is_peft else method_hooks(model, total)
     for hook in hooks.values():
         hook.attach(opt)
-    warm = ctx.warmup_steps
+    warm = effective_warmup(ctx.warmup_steps, total, ctx.warmup_fraction)
     losses: list[float] = []
     times: list[float] = []
     diverged = None
@@ -218,6 +219,7 @@ def train_cell(ctx: Context, spec: AdapterSpec, lr: float, seed: int, d: Path, d
         hook.detach()
     record: dict[str, Any] = {
         "adapter": spec.label, "name": spec.name, "hparams": spec.hparams, "lr": lr, "seed": seed, "steps": total,
+        "warmup_steps": warm,
         "adapter_parameters": adapter_params, "head_parameters": head_params,
         "trainable_parameters": adapter_params + head_params,
         "step_seconds_median": statistics.median(times) if times else None,

@@ -156,6 +156,7 @@ class Context:
     target_modules: Any = None
     exclude_modules: list[str] | None = None
     warmup_steps: int = 20
+    warmup_fraction: float = 0.1
     weight_decay: float = 0.0
     eval_batch_size: int = 128
     progress: bool = True

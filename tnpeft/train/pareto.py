@@ -63,7 +63,8 @@ def _place_labels(ax, fig, xs: list[float], ys: list[float], es: list[float], la
 
 def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy", maximize: bool = True,
                 title: str = "", caption: str | None = None) -> None:
-    """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``) against ``adapter_parameters``
+    """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``, or ± the binomial standard
+    error ``test_<metric>_se`` where one seed gives no spread) against ``adapter_parameters``
     for every row, log x; the Pareto front drawn as a step line, its points filled."""
     import matplotlib
 
@@ -79,7 +80,9 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
         return
     xs = [max(1, r["adapter_parameters"]) for r in rows]
     ys = [r[f"test_{metric}_mean"] for r in rows]
-    es = [r.get(f"test_{metric}_std") or 0.0 for r in rows]
+    # the spread over seeds; with one seed, the test set's binomial standard error (accuracy)
+    es = [r[f"test_{metric}_std"] if r.get(f"test_{metric}_std") is not None else r.get(f"test_{metric}_se") or 0.0
+          for r in rows]
     front = set(pareto_front(list(zip(xs, ys)), maximize))
     cmap = plt.get_cmap("tab10")
     colors = [matplotlib.colors.to_hex(cmap(i % 10)) for i in range(len(rows))]

@@ -22,6 +22,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 20
+    warmup_fraction: float = 0.1  # the warm-up is at most this part of the run (see effective_warmup)
     max_length: int = 48
     eval_every: int = 0           # evaluate every N steps (and before the first); 0: only at the end
     checkpoint_every: int = 25
@@ -43,9 +44,20 @@ class TrainConfig:
             raise ConfigError(f"max_steps must be a positive integer, got {self.max_steps!r}", field="max_steps")
         if self.max_steps is not None and isinstance(self.max_steps, bool):
             raise ConfigError(f"max_steps must be a positive integer, got {self.max_steps!r}", field="max_steps")
+        f = self.warmup_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+            raise ConfigError(f"warmup_fraction must be in (0, 1], got {f!r}", field="warmup_fraction")
         for name in ("lr", "weight_decay"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or \
                     (name == "lr" and v == 0):
                 raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number, "
                                   f"got {v!r}", field=name)
+
+
+def effective_warmup(warmup_steps: int, total: int, fraction: float = 0.1) -> int:
+    """The warm-up a run of ``total`` steps gets: ``warmup_steps``, but at most ``fraction`` of the
+    run (at least one step when there is a warm-up at all), so that a short run is not all warm-up."""
+    if not warmup_steps:
+        return 0
+    return max(1, min(warmup_steps, math.floor(fraction * total)))
