@@ -308,3 +308,20 @@ def test_warmup_is_clipped_to_its_fraction_of_the_run():
 
     assert effective_warmup(20, 1000) == 20 and effective_warmup(20, 100) == 10 and effective_warmup(20, 5) == 1
     assert effective_warmup(0, 100) == 0 and effective_warmup(20, 100, fraction=0.5) == 20
+
+
+def test_early_stopping_keeps_the_best_values_and_records_the_curve(grid_run):
+    root, _, _, _, _ = grid_run
+    res = compare(["lora:r=2,alpha=4"], model=str(root / "model"), data=str(root / "data.csv"), lrs=[3e-1],
+                  seeds=[0], steps=12, val_size=40, test_size=40, batch_size=16, max_length=16, out=root / "es",
+                  progress=False, eval_every=2, patience=2)
+    (cell,) = res["cells"]
+    curve = cell["val_curve"]
+    assert [c["step"] for c in curve] == list(range(2, 2 * len(curve) + 1, 2)) and curve
+    best = max(c["accuracy"] for c in curve)
+    assert cell["val"]["accuracy"] >= best - 1e-12            # the kept values are the best seen (or the end's)
+    if cell["stopped_early_at"] is not None:                   # two evaluations in a row without improvement
+        accs = [c["accuracy"] for c in curve]
+        assert max(accs[-2:]) <= max(accs[:-2]) and cell["steps_run"] == cell["stopped_early_at"] < 12
+    with pytest.raises(ConfigError, match="--eval-every"):
+        compare(["lora"], steps=1, patience=2, out=root / "bad")

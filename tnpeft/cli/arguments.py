@@ -162,6 +162,10 @@ def _add_compare(sub: Any) -> None:
                                                                 "--warmup-fraction of the cell's run)")
     k.add_argument("--warmup-fraction", type=float, default=0.1, help="the largest part of a run the warm-up may "
                                                                       "take (default 0.1)")
+    k.add_argument("--eval-every", type=int, default=0, help="validate every N steps: a validation curve per cell "
+                                                             "(default: only at the end)")
+    k.add_argument("--patience", type=int, default=0, help="with --eval-every: stop a cell after N evaluations "
+                                                           "without improvement and keep its best values")
     k.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     k.add_argument("--target-modules", help="comma-separated names or a regex (default all-linear)")
     k.add_argument("--exclude-modules", help="comma-separated names to leave alone")

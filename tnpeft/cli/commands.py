@@ -189,6 +189,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          epochs=args.epochs, train_size=args.train_size, val_size=args.val_size,
                          test_size=args.test_size, batch_size=args.batch_size, max_length=args.max_length,
                          warmup_steps=args.warmup_steps, warmup_fraction=args.warmup_fraction,
+                         eval_every=args.eval_every, patience=args.patience,
                          protocol=args.protocol, out=args.out, task=args.task, target_modules=targets,
                          exclude_modules=excl, text_column=args.text_column, label_column=args.label_column,
                          progress=not args.json, device=args.device)

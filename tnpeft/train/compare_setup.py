@@ -157,6 +157,8 @@ class Context:
     exclude_modules: list[str] | None = None
     warmup_steps: int = 20
     warmup_fraction: float = 0.1
+    eval_every: int = 0           # validate every N steps (a curve in each cell); 0: only at the end
+    patience: int = 0             # with eval_every: stop after this many evaluations without improvement
     weight_decay: float = 0.0
     eval_batch_size: int = 128
     progress: bool = True

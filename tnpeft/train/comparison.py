@@ -65,14 +65,18 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
             batch_size: int = 32, max_length: int = 48, protocol: str = "grid", out: str | Path = "runs/compare",
             task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
             text_column: str = "text", label_column: str = "label", warmup_steps: int = 20,
-            warmup_fraction: float = 0.1, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+            warmup_fraction: float = 0.1, eval_every: int = 0, patience: int = 0, progress: bool = True,
+            device: str | None = None) -> dict[str, Any]:
     """Compare ``adapters`` (spec texts, see :func:`tnpeft.train.compare_setup.parse_adapter_spec`) on
     ``data`` with ``model``; write ``results.json``, ``pareto.png`` and ``curves.png`` into ``out``
     and return the results. Rerunning with the same arguments resumes (finished cells are skipped).
 
     Without ``lrs`` or an ``lr_grid`` entry an adapter's grid is centred on ``lr_centres[method]``,
     else on the method's registered learning rate (:func:`tnpeft.train.compare_setup.lr_centre`).
-    Every cell warms up linearly over ``warmup_steps``, at most ``warmup_fraction`` of its run.
+    Every cell warms up linearly over ``warmup_steps``, at most ``warmup_fraction`` of its run. With
+    ``eval_every`` each cell records a validation curve; with ``patience`` as well it stops once that
+    many evaluations in a row brought no improvement and keeps its best values (the same patience
+    for every row).
     ``result["notes"]`` says where the data fell short of the sizes asked for, which adapters chose
     a rate at the edge of their grid, and whether one seed makes the spread a binomial error;
     ``tnpeft.cli.tables.compare_table(result)`` lays the result out as the command line's table."""
@@ -83,6 +87,12 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
     if isinstance(warmup_fraction, bool) or not isinstance(warmup_fraction, (int, float)) or \
             not 0 < warmup_fraction <= 1:
         raise ConfigError(f"--warmup-fraction must be in (0, 1], got {warmup_fraction!r}", field="warmup_fraction")
+    for name, v in (("eval_every", eval_every), ("patience", patience)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative integer, got {v!r}", field=name)
+    if patience and not eval_every:
+        raise ConfigError("--patience needs --eval-every: early stopping watches the validation curve",
+                          field="patience")
     dev = resolve_device(device)
     grid = learning_rate_grid(specs, lrs, lr_grid, lr_centres)
     out = ensure_dir(out, "--out folder")
@@ -94,9 +104,10 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
           "test_size": test_size, "steps": steps, "epochs": epochs, "batch_size": batch_size,
           "max_length": max_length, "target_modules": target_modules, "exclude_modules": exclude_modules,
           "text_column": text_column, "label_column": label_column, "warmup_steps": warmup_steps,
-          "warmup_fraction": warmup_fraction}
+          "warmup_fraction": warmup_fraction, "eval_every": eval_every, "patience": patience}
     ctx = Context(model, task, train, val, test, num_labels, steps, epochs or 1, batch_size, max_length,
-                  target_modules, exclude_modules, warmup_steps, warmup_fraction, progress=progress, fingerprint=fp)
+                  target_modules, exclude_modules, warmup_steps, warmup_fraction, eval_every, patience,
+                  progress=progress, fingerprint=fp)
     ctx.device = str(dev)
     runner = _Cells(ctx, specs, grid, seeds, protocol, out)
     runner.run()
@@ -156,7 +167,8 @@ class _Cells:
         try:
             for spec in self.specs:
                 self._tune(spec)
-            for spec in self.specs:   # the test split: only the selected rate's cells, after every selection
+                # the test split: only the selected rate's cells, once the selection is made — so a long
+                # comparison finishes its rows one by one, each row's records complete
                 self._test(spec)
         except KeyboardInterrupt:
             self.bar.close()
