@@ -128,7 +128,7 @@ def plot_compare_curves(rows: list[dict[str, Any]], cells: dict[tuple[str, float
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
     for ax, r in zip(axes.flat, rows):
         val_ax = None
-        for i, ((label, lr, seed), rec) in enumerate(sorted(cells.items(), key=lambda kv: kv[0][2])):
+        for (label, lr, seed), rec in sorted(cells.items(), key=lambda kv: kv[0][2]):
             if label == r["adapter"] and lr == r["lr"] and rec.get("train_loss"):
                 losses = rec["train_loss"]
                 k = max(1, len(losses) // 20)
