@@ -10,23 +10,32 @@ import os
 from pathlib import Path
 
 from tnpeft.errors import AdapterFileError, TNPeftError
-from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, sha256, tensors_to_bytes
+from tnpeft.fileio import (
+    GRAPH,
+    atomic_write_pair,
+    checkpoint_folder,
+    read_json,
+    read_safetensors,
+    sha256,
+    tensors_to_bytes,
+)
 from tnpeft.graph.adapter_files import cast_state, check_state, upgrade_state
 from tnpeft.graph.graph import Graph
 from tnpeft.graph.module import GraphModule
 
 
-def save_graph(source: Graph | GraphModule, directory: str | os.PathLike) -> None:
+def save_graph(source: Graph | GraphModule, directory: str | os.PathLike, overwrite: bool = False) -> None:
     """Write a graph's structure and values into ``directory`` (created if needed); the JSON records
     the weights' checksum. ``source`` is a graph (its :attr:`~Graph.module`'s values are saved) or a
-    :class:`GraphModule`."""
+    :class:`GraphModule`. A folder holding a checkpoint of another kind (an adapter, a model) is
+    refused unless ``overwrite`` (:func:`tnpeft.fileio.checkpoint_folder`)."""
     module = source if isinstance(source, GraphModule) else source.module
     d = Path(directory)
     blob = tensors_to_bytes(module.state_dict(), metadata={"format": "pt"})
-    atomic_write_bytes(d / "graph.safetensors", blob)
     meta = module.graph.to_dict()
     meta["weights_sha256"] = sha256(blob)
-    atomic_write_json(d / "graph.json", meta)
+    with checkpoint_folder(d, GRAPH, overwrite=overwrite):   # the previous pair stays loadable until the new one is in
+        atomic_write_pair(d, "graph.safetensors", blob, "graph.json", meta)
 
 
 def load_graph(directory: str | os.PathLike, finite: bool = True) -> Graph:

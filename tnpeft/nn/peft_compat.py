@@ -23,7 +23,17 @@ from torch import nn
 
 from tnpeft.adapters import lora
 from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotMergeableError, TNPeftError
-from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
+from tnpeft.fileio import (
+    MODEL,
+    PEFT_LORA,
+    atomic_write_bytes,
+    atomic_write_json,
+    checkpoint_folder,
+    checkpoint_kinds,
+    read_json,
+    read_safetensors,
+    tensors_to_bytes,
+)
 from tnpeft.graph import Dense, Graph, merged_weight
 from tnpeft.graph.adapter_files import VALUE_DTYPES, cast_state
 from tnpeft.graph.algebra import low_rank_factors, truncate_factors
@@ -241,7 +251,7 @@ def _factors_for_peft(path: str, name: str, mod: Any, max_rank: int | None) -> t
 
 
 def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
-                max_rank: int | None = None) -> PeftExport:
+                max_rank: int | None = None, overwrite: bool = False) -> PeftExport:
     """Write adapter ``adapter_name`` as a peft LoRA checkpoint that
     ``peft.PeftModel.from_pretrained(base_model, directory)`` loads and runs as tnpeft did.
 
@@ -253,7 +263,11 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     module (``rank_pattern``, ``alpha_pattern``). A nonlinear adapter (QWTHN) is refused with a
     :class:`~tnpeft.errors.NotMergeableError` naming the node. An input-mode (multiplicative)
     adapter such as OFT has no LoRA form: the folder then holds the model with the adapter merged
-    (:attr:`PeftExport.merged`), loadable with ``from_pretrained``. Files are written atomically.
+    (:attr:`PeftExport.merged`), loadable with ``from_pretrained``. Files are written atomically,
+    under the folder's lock; a folder that holds a checkpoint of another kind (a tnpeft adapter, a
+    model where a LoRA checkpoint goes, or the reverse) is refused with a
+    :class:`~tnpeft.errors.WriteError` unless ``overwrite``, which removes those files first — a
+    folder never serves a stale file of an earlier export (:func:`tnpeft.fileio.checkpoint_folder`).
     """
     if max_rank is not None and (isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1):
         raise ConfigError(f"max_rank must be a positive integer, got {max_rank!r}", field="max_rank")
@@ -267,7 +281,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
             raise NotMergeableError(f"module {path!r}: adapter {adapter_name!r} has nonlinear node {bad!r}: its update "
                                     "depends on the input, so it has no LoRA (or merged) form to export")
     if any(layer.tn_adapters[adapter_name].graph.mode == "input" for _, layer in layers):
-        return _export_merged(model, Path(directory), adapter_name, layers)
+        return _export_merged(model, Path(directory), adapter_name, layers, overwrite)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
@@ -317,12 +331,15 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
         "modules_to_save": None,
     }
     d = Path(directory)
-    atomic_write_bytes(d / "adapter_model.safetensors", tensors_to_bytes(tensors, metadata={"format": "pt"}))
-    atomic_write_json(d / "adapter_config.json", cfg)
+    blob = tensors_to_bytes(tensors, metadata={"format": "pt"})
+    with checkpoint_folder(d, PEFT_LORA, overwrite=overwrite):
+        (d / "adapter_config.json").unlink(missing_ok=True)     # never the old config beside the new weights
+        atomic_write_bytes(d / "adapter_model.safetensors", blob)
+        atomic_write_json(d / "adapter_config.json", cfg)
     return out
 
 
-def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list) -> PeftExport:
+def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list, overwrite: bool) -> PeftExport:
     """The whole model with adapter ``adapter_name`` merged (other adapters left out; what is
     merged already stays in), as ``model.safetensors`` (+ ``config.json``)."""
     adapted = {p: layer for p, layer in layers}
@@ -347,8 +364,14 @@ def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list) -
                 continue
             seen.add(ident)
             state[key] = v
-    atomic_write_bytes(d / "model.safetensors", tensors_to_bytes(state, metadata={"format": "pt"}))
+    blob = tensors_to_bytes(state, metadata={"format": "pt"})
     config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_json_string"):
-        atomic_write_bytes(d / "config.json", config.to_json_string(use_diff=False).encode())
+    config = config.to_json_string(use_diff=False).encode() if hasattr(config, "to_json_string") else None
+    with checkpoint_folder(d, MODEL, overwrite=overwrite):
+        for name in checkpoint_kinds(d).get(MODEL, []):   # an earlier save's shards (or config) go too
+            if name != "model.safetensors" and (name != "config.json" or config is None):
+                (d / name).unlink(missing_ok=True)
+        atomic_write_bytes(d / "model.safetensors", blob)
+        if config is not None:
+            atomic_write_bytes(d / "config.json", config)
     return out
