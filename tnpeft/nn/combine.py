@@ -20,8 +20,6 @@ from tnpeft.graph import Dense, Graph, GraphModule
 from tnpeft.graph.algebra import COMBINATION_TYPES, Combination, check_additive, weighted_sum
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import (
-    activate,
-    active_adapter_names,
     adapter_names,
     check_adapter_name,
     install_modules,
@@ -158,10 +156,13 @@ def add_weighted_adapter(model: nn.Module, adapters: Sequence[str], weights: Seq
               "combination": {"adapters": list(adapters), "weights": [float(w) for w in weights],
                               "combination_type": combination_type, "svd_rank": svd_rank,
                               "max_error": report.max_error, "exact": report.exact}}
-    active = active_adapter_names(model)
     with transaction(model):
         install_modules(model, adapter_name, getattr(model, SCOPE_ATTR, None) or FrameScope(), built, record)
-        activate(model, active)
+        for _, layer in tn_layers(model):     # the new adapter inactive and frozen; every other flag as it was
+            if adapter_name in layer.active_adapters:
+                layer.active_adapters.remove(adapter_name)
+        for module in built.values():
+            module.requires_grad_(False)
     return report
 
 
