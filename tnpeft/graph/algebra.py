@@ -18,28 +18,29 @@ any such graph, built-in or a user's, without forming ``ΔW`` unless they must:
   of one topology and equal sizes) is peft's "linear" combination: each part's factor ``wᵢ sᵢ`` is
   spread evenly over its ``k`` nodes (``|wᵢ sᵢ|^{1/k}`` on each, the sign on the first) and the
   nodes are summed — the size of one part, exact for one part only (the cross terms between parts
-  remain); its error against the exact sum is reported.
-  ``"svd"`` is the exact sum compressed by :func:`compress`.
+  remain); its error against the exact sum is reported. ``"svd"``: the exact sum, :func:`compress`-ed.
 * :func:`compress` — a truncated SVD of the update at a given rank, from the factors (a QR of each,
   an SVD of an ``r × r`` core), with the relative Frobenius error ``‖s·ΔW − B′A′‖ / ‖s·ΔW‖``.
 
 The results are :class:`Combination` records holding a new :class:`GraphModule` (its graph has
-dense and diagonal nodes only, scale 1: weights and scales are folded into the values).
-Nonlinear graphs (QWTHN) and input-mode graphs (OFT, ``W' = W R``) have no update to add and are
-refused with a :class:`~tnpeft.errors.NotMergeableError` naming the node (or the graph's mode).
+dense and diagonal nodes only, scale 1: weights and scales are folded into the values); a result
+whose values or update overflow its dtype, or NaN / infinite inputs, raise
+:class:`~tnpeft.errors.NonFiniteError`. Nonlinear graphs (QWTHN) and input-mode graphs (OFT,
+``W' = W R``) have no update to add and are refused with a :class:`~tnpeft.errors.NotMergeableError`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from tnpeft.contract import plan_for
-from tnpeft.errors import GraphError, NotMergeableError
+from tnpeft.errors import GraphError, NonFiniteError, NotMergeableError
 from tnpeft.graph.graph import Graph
 from tnpeft.graph.module import GraphModule
 from tnpeft.graph.nodes import Dense, Diagonal, Node, Nonlinear
@@ -68,6 +69,30 @@ class Combination:
     error: float = 0.0
     how: str = ""
     notes: list[str] = field(default_factory=list)
+
+
+def as_module(source: Any, what: str = "a part") -> GraphModule:
+    """``source`` as a :class:`GraphModule` with values: itself or a graph's :attr:`~Graph.module`."""
+    m = source.module if isinstance(source, Graph) else source
+    if not isinstance(m, GraphModule) or any(t.is_meta for t in m.state_dict().values()):
+        raise GraphError(f"{what} must be a tnpeft GraphModule (or a Graph, whose .module holds its values) holding "
+                         f"values, got {'one on the meta device' if isinstance(m, GraphModule) else type(source).__name__}")
+    return m
+
+
+def _finite_result(c: Combination, what: str) -> Combination:
+    """``c``, unless its values or update ``B A`` are not finite in its dtype, or its error is not."""
+    module, error, top = c.module, c.error, 0.0
+    bad = next((n.split(".")[0] for n, p in module.named_parameters() if not torch.isfinite(p).all()), None)
+    big, dt = torch.finfo(module.param_dtype).max, str(module.param_dtype).removeprefix("torch.")
+    if bad is None and math.isfinite(error):
+        b, a = low_rank_factors(module)        # |ΔWᵢⱼ| ≤ ‖Bᵢ‖ ‖Aⱼ‖; multiplied out only above the dtype's range
+        top = float(b.norm(dim=1).max() * a.norm(dim=0).max())
+        if (top := float((b @ a).abs().max()) if top > big else top) <= big:
+            return c
+    where = (f"node {bad!r} holds NaN or infinite values in {dt}" if bad else "its error is not finite"
+             if not math.isfinite(error) else f"its update reaches {top:.3g}, beyond {dt}'s largest value {big:.3g}")
+    raise NonFiniteError(f"{what} is not finite (it overflows, or its inputs are not): {where}", node=bad)
 
 
 def check_additive(module: GraphModule, what: str = "") -> None:
@@ -151,6 +176,7 @@ def low_rank_factors(module: GraphModule, scaled: bool = True) -> tuple[torch.Te
     ``scaled``), ``B`` of shape ``(out_features, r)`` and ``A`` of ``(r, in_features)``, from the
     cheapest cut of the graph (see the module docstring). Raises :class:`NotMergeableError` for a
     nonlinear or input-mode graph."""
+    module = as_module(module)
     check_additive(module)
     g = module.graph
     s = g.scale if scaled else 1.0
@@ -180,10 +206,14 @@ def truncate_factors(b: torch.Tensor, a: torch.Tensor, rank: int) -> tuple[torch
     a = a.to(torch.float64)
     qb, rb = torch.linalg.qr(b)
     qa, ra = torch.linalg.qr(a.T)
-    u, sv, vh = torch.linalg.svd(rb @ ra.T)
+    core = rb @ ra.T
+    if not (torch.isfinite(b).all() and torch.isfinite(a).all() and torch.isfinite(core).all()):
+        raise NonFiniteError("the update holds NaN or infinite values (or overflows float64); it cannot be compressed")
+    u, sv, vh = torch.linalg.svd(core)
     k = min(rank, sv.numel())
-    total = float(sv.square().sum())
-    err = math.sqrt(max(float(sv[k:].square().sum()), 0.0) / total) if total > 0 else 0.0
+    top = float(sv.max()) if sv.numel() else 0.0      # relative to the largest: no overflow in the squares
+    total = float((sv / top).square().sum()) if top > 0 else 0.0
+    err = math.sqrt(max(float((sv[k:] / top).square().sum()), 0.0) / total) if total > 0 else 0.0
     root = sv[:k].sqrt()
     return (qb @ u[:, :k]) * root, root[:, None] * (vh[:k] @ qa.T), err
 
@@ -276,9 +306,8 @@ def _direct_sum(modules: Sequence[GraphModule], coeffs: Sequence[float]) -> Grap
 
 def _cut_rank(g: Graph, sizes: dict[str, int]) -> int | None:
     cut = _cut(g)
-    if cut is None:
-        return None
-    return min(math.prod(sizes.get(i, g.size_dict[i]) for i in cut[2]), g.in_features, g.out_features)
+    return None if cut is None else min(math.prod(sizes.get(i, g.size_dict[i]) for i in cut[2]), g.in_features,
+                                        g.out_features)
 
 
 def _target(modules: Sequence[GraphModule], coeffs: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,23 +320,26 @@ def _target(modules: Sequence[GraphModule], coeffs: Sequence[float]) -> tuple[to
     return torch.cat(bs, 1), torch.cat(as_, 0)
 
 
-def _check_terms(modules: Sequence[GraphModule], weights: Sequence[float]) -> list[float]:
-    if not modules:
-        raise GraphError("a weighted sum needs at least one adapter")
-    if len(weights) != len(modules):
-        raise GraphError(f"{len(modules)} adapters but {len(weights)} weights; give one weight per adapter")
-    out = []
-    for w in weights:
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise GraphError(f"weights must be finite numbers, got {w!r}")
-        out.append(float(w))
+def finite_weight(w: Any) -> bool:
+    """A finite real number (Python's or numpy's; not a bool)."""
+    return isinstance(w, numbers.Real) and not isinstance(w, bool) and math.isfinite(float(w))
+
+
+def _check_terms(modules: Sequence[GraphModule], weights: Sequence[float]) -> tuple[list[GraphModule], list[float]]:
+    if isinstance(modules, (str, Graph, GraphModule)) or not hasattr(modules, "__len__") or not len(modules):
+        raise GraphError(f"a weighted sum needs a non-empty list of adapters, got {type(modules).__name__}")
+    if isinstance(weights, (str, bytes, dict)) or not hasattr(weights, "__len__") or len(weights) != len(modules):
+        raise GraphError(f"{len(modules)} adapters need {len(modules)} weights, got {weights!r}")
+    if not all(finite_weight(w) for w in weights):
+        raise GraphError(f"weights must be finite numbers, got {list(weights)!r}")
+    modules, out = [as_module(m, f"part {i}") for i, m in enumerate(modules)], [float(w) for w in weights]
     shape = (modules[0].graph.in_features, modules[0].graph.out_features)
     for m in modules:
         check_additive(m)
         if (m.graph.in_features, m.graph.out_features) != shape:
             raise GraphError(f"graph {m.graph.name or 'adapter'!r} maps {m.graph.in_features} → "
                              f"{m.graph.out_features}, another {shape[0]} → {shape[1]}; only updates of one shape add")
-    return out
+    return modules, out
 
 
 def weighted_sum(modules: Sequence[GraphModule], weights: Sequence[float], combination_type: str = "cat",
@@ -323,7 +355,12 @@ def weighted_sum(modules: Sequence[GraphModule], weights: Sequence[float], combi
     """
     if combination_type not in COMBINATION_TYPES:
         raise GraphError(f"combination_type must be one of {list(COMBINATION_TYPES)}, got {combination_type!r}")
-    coeffs = _check_terms(modules, weights)
+    modules, coeffs = _check_terms(modules, weights)
+    return _finite_result(_weighted_sum(modules, coeffs, combination_type, rank), f"the weighted sum with weights {coeffs}")
+
+
+def _weighted_sum(modules: list[GraphModule], coeffs: list[float], combination_type: str,
+                  rank: int | None) -> Combination:
     graphs = [m.graph for m in modules]
     if combination_type == "cat":
         if _same_topology(graphs, equal_sizes=False) and _bond_connected(graphs[0]):
@@ -373,8 +410,11 @@ def _linear(modules: Sequence[GraphModule], coeffs: Sequence[float]) -> Combinat
 
 def compress(module: GraphModule, rank: int) -> Combination:
     """``module``'s update truncated to ``rank`` by an SVD, as a LoRA-shaped module with the
-    relative Frobenius error of the truncation (exact when the update's rank is at most ``rank``)."""
+    relative Frobenius error of the truncation (exact when the update's rank is at most ``rank``).
+    ``module`` may be a graph (its :attr:`~Graph.module`'s values are compressed)."""
+    module = as_module(module, "the adapter to compress")
     b, a = low_rank_factors(module)
     b2, a2, err = truncate_factors(b, a, rank)
     out = lora_graph_module(b2, a2, module, name=module.graph.name or "lora", meta={"compressed_from": module.graph.name})
-    return Combination(out, a2.shape[0], err < 1e-10, err, "svd")
+    return _finite_result(Combination(out, a2.shape[0], err < 1e-10, err, "svd"),
+                          f"the compression of {module.graph.name or 'the adapter'!r} to rank {rank}")

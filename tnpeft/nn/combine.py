@@ -8,16 +8,15 @@ inactive and frozen (``tnpeft.set_adapter(model, name)`` makes it run), like pef
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from tnpeft.errors import AdapterStateError, ConfigError, NotMergeableError, TNPeftError
+from tnpeft.errors import AdapterStateError, ConfigError, NonFiniteError, NotMergeableError, TNPeftError
 from tnpeft.graph import Dense, Graph, GraphModule
-from tnpeft.graph.algebra import COMBINATION_TYPES, Combination, check_additive, weighted_sum
+from tnpeft.graph.algebra import COMBINATION_TYPES, Combination, check_additive, finite_weight, weighted_sum
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import (
     adapter_names,
@@ -122,11 +121,13 @@ def add_weighted_adapter(model: nn.Module, adapters: Sequence[str], weights: Seq
     if len(set(adapters)) != len(adapters):
         raise ConfigError(f"adapters {list(adapters)} names an adapter twice; give it one summed weight",
                           field="adapters")
-    if isinstance(weights, (str, bytes)) or len(weights) != len(adapters):
-        raise ConfigError(f"{len(adapters)} adapters need {len(adapters)} weights, got {weights!r}", field="weights")
-    for w in weights:
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ConfigError(f"weights must be finite numbers, got {list(weights)!r}", field="weights")
+    if isinstance(weights, (str, bytes, dict)) or not hasattr(weights, "__len__") or len(weights) != len(adapters):
+        raise ConfigError(f"adapters {list(adapters)} need a list of weights, one per adapter; got {weights!r}",
+                          field="weights")
+    bad = [w for w in weights if not finite_weight(w)]
+    if bad:
+        raise ConfigError(f"weights must be finite numbers (int, float or a numpy scalar), got {bad[0]!r} in "
+                          f"{list(weights)!r}", field="weights")
     if combination_type not in COMBINATION_TYPES:
         raise ConfigError(f"combination_type must be one of {list(COMBINATION_TYPES)}, got {combination_type!r}",
                           field="combination_type")
@@ -146,6 +147,11 @@ def add_weighted_adapter(model: nn.Module, adapters: Sequence[str], weights: Seq
             c: Combination = weighted_sum(parts, [w for _, w in present], combination_type, rank=svd_rank)
         except (NotMergeableError, AdapterStateError) as e:
             raise type(e)(f"module {path!r}: {e}") from None
+        except NonFiniteError as e:
+            parts = ", ".join(f"{a!r} with weight {w:g}" for a, w in present)
+            raise ConfigError(f"module {path!r}: adapter {adapter_name!r} = {combination_type} of {parts}: {e}; use "
+                              "smaller weights (or check the adapters' values with tnpeft.verify)",
+                              field="weights") from None
         except TNPeftError as e:
             raise ConfigError(f"module {path!r}: {e}", field="combination_type") from None
         c.module.train(layer.training)

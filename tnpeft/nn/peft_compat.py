@@ -22,7 +22,14 @@ import torch
 from torch import nn
 
 from tnpeft.adapters import lora
-from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotMergeableError, TNPeftError
+from tnpeft.errors import (
+    AdapterFileError,
+    AdapterStateError,
+    ConfigError,
+    NonFiniteError,
+    NotMergeableError,
+    TNPeftError,
+)
 from tnpeft.fileio import (
     MODEL,
     PEFT_LORA,
@@ -38,7 +45,7 @@ from tnpeft.graph import Dense, Graph, merged_weight
 from tnpeft.graph.adapter_files import VALUE_DTYPES, cast_state
 from tnpeft.graph.algebra import low_rank_factors, truncate_factors
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
-from tnpeft.nn.saving import linear_sizes_at, put_adapter
+from tnpeft.nn.saving import check_materialized, linear_sizes_at, put_adapter
 
 _PREFIX = "base_model.model."
 _KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
@@ -238,16 +245,25 @@ def _factors_for_peft(path: str, name: str, mod: Any, max_rank: int | None) -> t
         return a, b, alpha, {"rank": r, "exact": True, "error": 0.0, "how": "lora"}
     try:
         b, a = low_rank_factors(mod)
-    except NotMergeableError as e:
-        raise NotMergeableError(f"module {path!r}: adapter {name!r}: {e}") from None
-    r = a.shape[0]
-    if max_rank is not None and r > max_rank:
-        b, a, err = truncate_factors(b, a, max_rank)
-        info = {"rank": a.shape[0], "exact": err < 1e-10, "error": err, "how": "svd"}
-    else:
-        info = {"rank": r, "exact": True, "error": 0.0, "how": "factors"}
+        r = a.shape[0]
+        if max_rank is not None and r > max_rank:
+            b, a, err = truncate_factors(b, a, max_rank)
+            info = {"rank": a.shape[0], "exact": err < 1e-10, "error": err, "how": "svd"}
+        else:
+            info = {"rank": r, "exact": True, "error": 0.0, "how": "factors"}
+    except (NotMergeableError, NonFiniteError) as e:
+        raise type(e)(f"module {path!r}: adapter {name!r}: {e}") from None
     dtype = mod.param_dtype
     return a.to(dtype), b.to(dtype), float(a.shape[0]), info     # alpha = r: peft's scaling alpha / r is 1
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], adapter_name: str) -> None:
+    """Refuse to write NaN or infinite values (peft would load them without a word)."""
+    for key, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise NonFiniteError(f"{key!r} of adapter {adapter_name!r} holds NaN or infinite values (or overflows "
+                                 f"{str(t.dtype).removeprefix('torch.')}); nothing was written — check the adapter "
+                                 "with tnpeft.verify")
 
 
 def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
@@ -276,6 +292,8 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
         raise AdapterStateError(f"the model has no adapter named {adapter_name!r}; it has {adapter_names(model)}")
     for path, layer in layers:
         g = layer.tn_adapters[adapter_name].graph
+        check_materialized({f"{path}.{k}": v for k, v in layer.tn_adapters[adapter_name].state_dict().items()},
+                           adapter_name)
         if not g.is_linear:
             bad = next(n.name for n in g.nodes.values() if n.kind == "nonlinear")
             raise NotMergeableError(f"module {path!r}: adapter {adapter_name!r} has nonlinear node {bad!r}: its update "
@@ -331,6 +349,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
         "modules_to_save": None,
     }
     d = Path(directory)
+    _check_finite(tensors, adapter_name)
     blob = tensors_to_bytes(tensors, metadata={"format": "pt"})
     with checkpoint_folder(d, PEFT_LORA, overwrite=overwrite):
         (d / "adapter_config.json").unlink(missing_ok=True)     # never the old config beside the new weights
@@ -364,6 +383,7 @@ def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list, o
                 continue
             seen.add(ident)
             state[key] = v
+    _check_finite({k: state[f"{p}.weight"] for p in out.modules for k in [f"{p}.weight"]}, adapter_name)
     blob = tensors_to_bytes(state, metadata={"format": "pt"})
     config = getattr(model, "config", None)
     config = config.to_json_string(use_diff=False).encode() if hasattr(config, "to_json_string") else None
