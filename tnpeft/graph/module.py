@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnpeft.contract import ContractionPlan, count_cache_hit, plan_for
+from tnpeft.contract.kernels import autocast_on
 from tnpeft.errors import GraphError, NotMergeableError
 from tnpeft.graph.direct import DirectStep, direct_step
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
@@ -223,11 +224,28 @@ class GraphModule(nn.Module):
         return self._stage_plans(rows, dtype, device)
 
     # ------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` checked (a floating-point tensor with ``in_features`` on its last axis) and, outside
+        autocast, cast to the parameters' dtype (as :class:`~tnpeft.nn.TNLinear` casts it)."""
         g = self.graph
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise GraphError(f"graph {g.name or ''!s}: the input must be a floating-point tensor, got "
+                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}", index=g.in_inds[0])
         if x.shape[-1] != g.in_features:
             raise GraphError(f"input has {x.shape[-1]} features on its last axis; graph {g.name or ''!s} expects "
                              f"open leg {g.in_index!r} of size {g.in_features}", index=g.in_inds[0])
+        p = self._first_param
+        if p is not None and p.device != x.device:
+            raise GraphError(f"graph {g.name or ''!s}: the input is on {x.device}, the adapter's values on {p.device}"
+                             + (" (the meta device holds no values: materialize the module first)"
+                                if p.is_meta else "; move one of them"), index=g.in_inds[0])
+        if p is not None and x.dtype != p.dtype and not autocast_on(x.device.type):
+            x = x.to(p.dtype)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.graph
+        x = self._input(x)
         lead = x.shape[:-1]
         h = x.reshape(self._in_shape)
         if g.dropout and self.training:
@@ -259,7 +277,8 @@ class GraphModule(nn.Module):
         with the base layer's output as its addend — no adapter-sized temporary, no separate scale
         and add — and in place when no gradient is recorded. Returns the result."""
         g = self.graph
-        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous()
+        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous() or not x.is_floating_point()
+                or (x.dtype != self.param_dtype and not autocast_on(x.device.type))
                 or x.shape[-1] != g.in_features or not isinstance(g.schedule[-1], ContractStep)
                 or torch.compiler.is_compiling()):   # compiled graphs fuse the add themselves
             return out + self(x).to(out.dtype)

@@ -63,6 +63,15 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def check_materialized(state: dict[str, torch.Tensor], adapter_name: str) -> None:
+    """:class:`AdapterStateError` if a tensor of adapter ``adapter_name`` is on the meta device."""
+    meta = next((k for k, v in state.items() if v.is_meta), None)
+    if meta is not None:
+        raise AdapterStateError(f"adapter {adapter_name!r}: tensor {meta!r} is on the meta device and holds no values "
+                                "to write; materialize the model first (e.g. model.to_empty(device='cpu'), then load "
+                                "or train its values)")
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     # FSDP2 shards parameters as DTensors: gather the full tensor (a collective: every rank calls it)
     full = getattr(t, "full_tensor", None)
@@ -87,6 +96,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
     """
     model = unwrap_model(model)
     graphs, state = adapter_state(model, adapter_name)
+    check_materialized(state, adapter_name)
     state = {k: _full(v) for k, v in state.items()}
     d = Path(directory)
     if main_process_only and torch.distributed.is_available() and torch.distributed.is_initialized() \
