@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tnpeft.draw.geometry import DOT_R, Layout, Point
+from tnpeft.draw.geometry import DOT_R, Layout, Point, output_path
 from tnpeft.draw.labels import Label, place_labels
 from tnpeft.draw.layout import build_layout
 
@@ -90,8 +90,7 @@ class Diagram:
         graphs give equal files."""
         import matplotlib
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = output_path(path)
         with matplotlib.rc_context(_RC):
             meta = {"Date": None} if path.suffix.lower() == ".svg" else (
                 {"CreationDate": None} if path.suffix.lower() == ".pdf" else None)
