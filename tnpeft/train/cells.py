@@ -101,7 +101,17 @@ def parse_adapter_spec(text: Any) -> AdapterSpec:
         if bad:
             raise ConfigError(f"adapter spec {text!r}: peft_lora takes {sorted(PEFT_LORA_HPARAMS)}, not {bad}",
                               field="adapters")
-        return AdapterSpec(text, name, {**PEFT_LORA_HPARAMS, **hparams}, PEFT_LORA)
+        hp = {**PEFT_LORA_HPARAMS, **hparams}
+        for key, ok, want in (("r", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20,
+                               "a positive integer"),
+                              ("alpha", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and math.isfinite(v) and v > 0, "a positive finite number"),
+                              ("dropout", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and 0 <= v < 1, "a number in [0, 1)")):
+            if not ok(hp[key]):
+                raise ConfigError(f"adapter spec {text!r}: peft_lora's {key} is {hp[key]!r}; expected {want}",
+                                  field="adapters")
+        return AdapterSpec(text, name, hp, PEFT_LORA)
     try:
         method = train_method(name, hparams)
         check_hparams(method, hparams)

@@ -39,6 +39,7 @@ from tnpeft.train.datasets import ClassificationData, LMData, infer_task, load_c
 from tnpeft.train.evaluation import resolve_device
 from tnpeft.train.loop import TrainingInterrupted
 from tnpeft.train.pareto import format_table, plot_compare_curves, plot_pareto
+from tnpeft.train.train_config import MAX_LR, MAX_SEED
 
 PROTOCOLS = ("grid", "tune-then-seeds")
 #: the centre of the default learning-rate grid of a method ``lr_centres`` does not name
@@ -57,8 +58,9 @@ def _check_lrs(lrs: Any, where: str) -> list[float]:
         raise ConfigError(f"{where}: the learning-rate grid is empty; give at least one rate, e.g. 1e-3",
                           field="lrs")
     for v in lrs:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"{where}: learning rate {v!r} must be a positive finite number", field="lrs")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= MAX_LR:
+            raise ConfigError(f"{where}: learning rate {v!r} must be a positive finite number up to {MAX_LR:g}",
+                              field="lrs")
     return sorted({float(v) for v in lrs})
 
 
@@ -157,13 +159,30 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _read_done(path: Path, want: str) -> dict[str, Any] | None:
+def _read_done(path: Path, want: str, metrics: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """A finished cell's record (``cell.json``, or ``test.json`` with its ``test`` metrics), or
+    ``None``; every field the comparison reads is checked (a :class:`ConfigError` names the field)."""
     if not path.exists():
         return None
     rec = read_json(path, "comparison cell", error=lambda m: ConfigError(m, field="out"))
     if not isinstance(rec, dict) or rec.get("config_hash") != want:
         raise ConfigError(f"{path} belongs to a comparison with other settings (model, data, split, budget or "
                           "adapter); use another --out or delete that folder", field="out")
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    scores = lambda v, more=(): isinstance(v, dict) and all(num(v.get(m)) for m in (*metrics, *more))  # noqa: E731
+    fields = {"test": (lambda v: scores(v, ("eval_seconds",)), f"an object of numbers {[*metrics, 'eval_seconds']}")} \
+        if path.name == "test.json" else {
+        "val": (lambda v: v is None or scores(v), f"null or an object of numbers {list(metrics)}"),
+        "adapter_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),
+        "head_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),
+        "step_seconds_median": (lambda v: v is None or num(v), "null or a number"),
+        "peak_memory_mb": (lambda v: v is None or num(v), "null or a number"),
+        "train_loss": (lambda v: isinstance(v, list) and all(num(x) for x in v), "a list of numbers")}
+    for name, (ok, want_text) in fields.items():
+        if name not in rec or not ok(rec[name]):
+            raise ConfigError(f"{path}: field {name!r} is {rec.get(name, '(missing)')!r}; expected {want_text} — the "
+                              "file was edited or is corrupt: delete it and run the same command to redo the cell",
+                              field="out")
     return rec
 
 
@@ -190,9 +209,9 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
     if dup:
         raise ConfigError(f"--adapters names {dup} twice", field="adapters")
     seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or \
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds) or \
             len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {seeds!r}: expected distinct non-negative integers", field="seeds")
+        raise ConfigError(f"--seeds {seeds!r}: expected distinct integers from 0 to {MAX_SEED:,}", field="seeds")
     if (steps is None) == (epochs is None):
         raise ConfigError("give one training budget for every cell: --steps N or --epochs E", field="steps")
     for name, v, opt in (("steps", steps, True), ("epochs", epochs, True), ("train_size", train_size, True),
@@ -224,6 +243,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
     ctx.device = str(dev)
     maximize = task == "classification"
     key = "accuracy" if maximize else "perplexity"
+    metrics = ("accuracy", "macro_f1") if maximize else ("perplexity", "loss")
     first = {s.label: [(lr, sd) for lr in grid[s.label] for sd in (seeds if protocol == "grid" else seeds[:1])]
              for s in specs}
     n_cells = sum(len(v) for v in first.values()) + (len(specs) * (len(seeds) - 1) if protocol != "grid" else 0)
@@ -236,7 +256,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
         nonlocal done
         d = _cell_dir(out, spec, lr, seed)
         h = _hash({**fp, "adapter": spec.label, "hparams": spec.hparams, "lr": lr, "seed": seed})
-        rec = _read_done(d / "cell.json", h)
+        rec = _read_done(d / "cell.json", h, metrics)
         if rec is None:
             bar.set_postfix_str(f"{spec.label} lr={lr:g} seed={seed}")
             if not warm[0]:
@@ -277,7 +297,7 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
                 rec = cells.get((spec.label, lr, seed)) if lr is not None else None
                 if rec is not None and rec["val"] is not None:
                     d = Path(rec["dir"])
-                    got = _read_done(d / "test.json", rec["config_hash"])
+                    got = _read_done(d / "test.json", rec["config_hash"], metrics)
                     if got is None:
                         bar.set_postfix_str(f"test {spec.label} seed={seed}")
                         got = {"config_hash": rec["config_hash"], "test": evaluate_test(ctx, spec, seed, d)}
