@@ -51,6 +51,8 @@ def _add_convert(sub: Any) -> None:
                                                   "reported)")
     cv.add_argument("-o", "--output", required=True, help="folder to write adapter_config.json and "
                                                           "adapter_model.safetensors to")
+    cv.add_argument("--overwrite", action="store_true", help="replace a checkpoint of another kind in OUT (a tnpeft "
+                                                            "adapter, a model); never the adapter folder itself")
     cv.add_argument("--import", dest="imports", action="append", metavar="MODULE", help="import MODULE first")
     cv.add_argument("--json", action="store_true", help="print the export report as JSON")
     cv.set_defaults(func=cmd_convert)

@@ -88,7 +88,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     for name in args.imports or ():
         import_user_module(name)
-    ex = convert_adapter(args.adapter_dir, args.output, model=args.model, task=args.task, max_rank=args.max_rank)
+    ex = convert_adapter(args.adapter_dir, args.output, model=args.model, task=args.task, max_rank=args.max_rank,
+                         overwrite=args.overwrite)
     print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.summary())
     return 0
 

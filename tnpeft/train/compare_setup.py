@@ -18,6 +18,7 @@ from tnpeft.adapters.specs import train_method
 from tnpeft.errors import ConfigError
 from tnpeft.fileio import read_json
 from tnpeft.train.datasets import ClassificationData, LMData, load_classification, load_lm, load_model
+from tnpeft.train.train_config import MAX_LR
 
 PEFT_LORA = "peft_lora"
 PEFT_LORA_HPARAMS = {"r": 8, "alpha": 16, "dropout": 0.0}
@@ -85,7 +86,17 @@ def parse_adapter_spec(text: Any) -> AdapterSpec:
         if bad:
             raise ConfigError(f"adapter spec {text!r}: peft_lora takes {sorted(PEFT_LORA_HPARAMS)}, not {bad}",
                               field="adapters")
-        return AdapterSpec(text, name, {**PEFT_LORA_HPARAMS, **hparams}, PEFT_LORA)
+        hp = {**PEFT_LORA_HPARAMS, **hparams}
+        for key, ok, want in (("r", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20,
+                               "a positive integer"),
+                              ("alpha", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and math.isfinite(v) and v > 0, "a positive finite number"),
+                              ("dropout", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and 0 <= v < 1, "a number in [0, 1)")):
+            if not ok(hp[key]):
+                raise ConfigError(f"adapter spec {text!r}: peft_lora's {key} is {hp[key]!r}; expected {want}",
+                                  field="adapters")
+        return AdapterSpec(text, name, hp, PEFT_LORA)
     try:
         method = train_method(name, hparams)
         check_hparams(method, hparams)
@@ -117,8 +128,9 @@ def check_lrs(lrs: Any, where: str) -> list[float]:
         raise ConfigError(f"{where}: the learning-rate grid is empty; give at least one rate, e.g. 1e-3",
                           field="lrs")
     for v in lrs:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"{where}: learning rate {v!r} must be a positive finite number", field="lrs")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= MAX_LR:
+            raise ConfigError(f"{where}: learning rate {v!r} must be a positive finite number up to {MAX_LR:g}",
+                              field="lrs")
     return sorted({float(v) for v in lrs})
 
 
@@ -220,13 +232,30 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_done(path: Path, want: str) -> dict[str, Any] | None:
+def read_done(path: Path, want: str, metrics: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """A finished cell's record (``cell.json``, or ``test.json`` with its ``test`` metrics), or
+    ``None``; every field the comparison reads is checked (a :class:`ConfigError` names the field)."""
     if not path.exists():
         return None
     rec = read_json(path, "comparison cell", error=lambda m: ConfigError(m, field="out"))
     if not isinstance(rec, dict) or rec.get("config_hash") != want:
         raise ConfigError(f"{path} belongs to a comparison with other settings (model, data, split, budget or "
                           "adapter); use another --out or delete that folder", field="out")
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    scores = lambda v, more=(): isinstance(v, dict) and all(num(v.get(m)) for m in (*metrics, *more))  # noqa: E731
+    fields = {"test": (lambda v: scores(v, ("eval_seconds",)), f"an object of numbers {[*metrics, 'eval_seconds']}")} \
+        if path.name == "test.json" else {
+        "val": (lambda v: v is None or scores(v), f"null or an object of numbers {list(metrics)}"),
+        "adapter_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),
+        "head_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),
+        "step_seconds_median": (lambda v: v is None or num(v), "null or a number"),
+        "peak_memory_mb": (lambda v: v is None or num(v), "null or a number"),
+        "train_loss": (lambda v: isinstance(v, list) and all(num(x) for x in v), "a list of numbers")}
+    for name, (ok, want_text) in fields.items():
+        if name not in rec or not ok(rec[name]):
+            raise ConfigError(f"{path}: field {name!r} is {rec.get(name, '(missing)')!r}; expected {want_text} — the "
+                              "file was edited or is corrupt: delete it and run the same command to redo the cell",
+                              field="out")
     return rec
 
 

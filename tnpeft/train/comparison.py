@@ -52,6 +52,7 @@ from tnpeft.train.datasets import infer_task
 from tnpeft.train.evaluation import resolve_device
 from tnpeft.train.loop import TrainingInterrupted
 from tnpeft.train.pareto import plot_compare_curves, plot_pareto
+from tnpeft.train.train_config import MAX_SEED
 
 PROTOCOLS = ("grid", "tune-then-seeds")
 __all__ = ["compare", "summarize", "PROTOCOLS", "default_lrs", "lr_centre", "parse_lr_grid", "select_lr",
@@ -130,9 +131,9 @@ def _check_arguments(adapters: list[str], protocol: str, seeds: Any, steps: Any,
     if dup:
         raise ConfigError(f"--adapters names {dup} twice", field="adapters")
     seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or \
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds) or \
             len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {seeds!r}: expected distinct non-negative integers", field="seeds")
+        raise ConfigError(f"--seeds {seeds!r}: expected distinct integers from 0 to {MAX_SEED:,}", field="seeds")
     if (steps is None) == (epochs is None):
         raise ConfigError("give one training budget for every cell: --steps N or --epochs E", field="steps")
     for name, v, opt in (("steps", steps, True), ("epochs", epochs, True), ("train_size", train_size, True),
@@ -151,6 +152,7 @@ class _Cells:
         self.ctx, self.specs, self.grid, self.seeds, self.protocol, self.out = ctx, specs, grid, seeds, protocol, out
         self.maximize = ctx.task == "classification"
         self.key = "accuracy" if self.maximize else "perplexity"
+        self.metrics = ("accuracy", "macro_f1") if self.maximize else ("perplexity", "loss")
         self.first = {s.label: [(lr, sd) for lr in grid[s.label] for sd in (seeds if protocol == "grid" else seeds[:1])]
                       for s in specs}
         self.n_cells = sum(len(v) for v in self.first.values()) + (
@@ -181,7 +183,7 @@ class _Cells:
         d = cell_dir(self.out, spec, lr, seed)
         fp = self.ctx.fingerprint
         h = config_hash({**fp, "adapter": spec.label, "hparams": spec.hparams, "lr": lr, "seed": seed})
-        rec = read_done(d / "cell.json", h)
+        rec = read_done(d / "cell.json", h, self.metrics)
         if rec is None:
             self.bar.set_postfix_str(f"{spec.label} lr={lr:g} seed={seed}")
             if not self.warm:
@@ -224,7 +226,7 @@ class _Cells:
             rec = self.cells.get((spec.label, lr, seed)) if lr is not None else None
             if rec is not None and rec["val"] is not None:
                 d = Path(rec["dir"])
-                got = read_done(d / "test.json", rec["config_hash"])
+                got = read_done(d / "test.json", rec["config_hash"], self.metrics)
                 if got is None:
                     self.bar.set_postfix_str(f"test {spec.label} seed={seed}")
                     got = {"config_hash": rec["config_hash"], "test": evaluate_test(self.ctx, spec, seed, d)}

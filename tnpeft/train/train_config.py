@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from tnpeft.errors import ConfigError
 
 TASKS = ("classification", "causal_lm")
+#: the largest learning rate accepted: AdamW's first step is 10·lr, and a float32 weight cannot take a step of 1e39
+MAX_LR = 1e6
+#: the largest seed accepted (the random generators take 64-bit seeds; runs derive seeds from it)
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -38,8 +42,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}", field=name)
         for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{name} must be a non-negative integer, got {v!r}", field=name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or (name == "seed" and v > MAX_SEED):
+                raise ConfigError(f"{name} must be a non-negative integer{' up to 2³²−1' if name == 'seed' else ''}, "
+                                  f"got {v!r}", field=name)
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ConfigError(f"max_steps must be a positive integer, got {self.max_steps!r}", field="max_steps")
         if self.max_steps is not None and isinstance(self.max_steps, bool):
@@ -50,9 +55,9 @@ class TrainConfig:
         for name in ("lr", "weight_decay"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or \
-                    (name == "lr" and v == 0):
-                raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number, "
-                                  f"got {v!r}", field=name)
+                    (name == "lr" and not 0 < v <= MAX_LR):
+                raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number"
+                                  f"{f' up to {MAX_LR:g}' if name == 'lr' else ''}, got {v!r}", field=name)
 
 
 def effective_warmup(warmup_steps: int, total: int, fraction: float = 0.1) -> int:
