@@ -176,7 +176,7 @@ def test_saves_of_one_kind_replace_each_other_without_overwrite(tmp_path):
 
 
 def test_graph_and_adapter_folders_are_kinds_too(tmp_path):
-    g = tnpeft.adapters.lora(8, 8, r=2)
+    g = tnpeft.GraphModule(tnpeft.adapters.lora(8, 8, r=2))
     tnpeft.save_graph(g, tmp_path / "g")
     with pytest.raises(WriteError, match="holds a graph"):
         save_adapter(lora_model(), tmp_path / "g")
@@ -185,7 +185,7 @@ def test_graph_and_adapter_folders_are_kinds_too(tmp_path):
         tnpeft.save_graph(g, tmp_path / "a")
     tnpeft.save_graph(g, tmp_path / "a", overwrite=True)
     assert files(tmp_path / "a") == {"graph.json", "graph.safetensors"}
-    assert tnpeft.load_graph(tmp_path / "a").to_json() == g.to_json()
+    assert tnpeft.load_graph(tmp_path / "a").graph.to_json() == g.graph.to_json()
 
 
 def test_an_adapter_config_of_an_unknown_format_is_not_replaced_silently(tmp_path):

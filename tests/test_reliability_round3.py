@@ -263,7 +263,7 @@ def test_taylor_order_zero_is_refused_as_its_message_says():
 def test_compare_arguments_out_of_range_are_one_line(args, field, tmp_path, capsys, monkeypatch):
     import tnpeft.train.comparison as comparison
 
-    monkeypatch.setattr(comparison, "_load_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr(comparison, "load_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
     code, err = run_cli(capsys, "compare", *args, "--steps", "2", "--out", str(tmp_path / "o"))
     assert code == 2 and err.startswith("tnpeft: error:") and "\n" not in err and field in err
 
@@ -320,8 +320,8 @@ def test_import_does_not_let_a_file_in_the_folder_replace_an_installed_package(t
     code = ("import sys, qiskit; from tnpeft.adapters.specs import import_user_module; "
             "m = import_user_module('mymod'); import os; "
             "print(m.WHERE.endswith(os.path.join('qiskit', '__init__.py')), sys.path[0] != os.getcwd())")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tnpeft.__file__).parents[1]),
-                                                       os.environ.get("PYTHONPATH", "")])}
+    paths = [str(Path(tnpeft.__file__).parents[1]), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}   # an empty entry would be the cwd
     # -P: the interpreter itself does not put the current folder first (as the tnpeft script does not)
     code2 = code.replace("import sys, qiskit;", "import sys;")        # qiskit not imported before either
     for c in (code, code2):

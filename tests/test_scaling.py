@@ -20,8 +20,8 @@ from tnpeft.draw.geometry import segment_meets_box
 from tnpeft.draw.labels import PAD, Label, Scene, place_labels
 from tnpeft.draw.layout import build_layout
 from tnpeft.draw.placement import _crossings, _inversions
-from tnpeft.graph import GraphModule
 from tnpeft.params import limits
+from tnpeft.runtime import GraphModule
 from tnpeft.testing.strategies import networks
 from tnpeft.train.datasets import load_classification
 from tnpeft.verification import verify
