@@ -19,6 +19,7 @@ from tnpeft.errors import (
     GraphError,
     IndexSizeError,
     NodeKindError,
+    NonFiniteError,
     NotMergeableError,
     TargetModuleError,
     TNPeftError,
@@ -59,7 +60,7 @@ __all__ = [
     "disable_adapters", "delete_adapter", "add_weighted_adapter", "adapter_names", "trainable_parameters", "print_trainable_parameters",
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",
     "TNPeftError", "GraphError", "IndexSizeError", "DanglingIndexError", "UnreachableLegError", "NodeKindError",
-    "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",
+    "NonFiniteError", "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",
     "BudgetError", "CheckpointError", "WriteError",
     "verify", "VerifyReport", "clear_caches", "cache_info", "__version__",
 ]

@@ -11,6 +11,8 @@ called when a file is loaded.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import os
 import re
@@ -27,12 +29,24 @@ _SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_]\w*)$")
 
 
 def import_user_module(name: str, what: str = "--import") -> Any:
-    """Import module ``name`` (the current folder first, as ``python -m`` does); a
-    :class:`ConfigError` says what went wrong."""
+    """Import module ``name`` — which runs its code — from the current folder if it is there, else
+    from the installed packages; a :class:`ConfigError` says what went wrong. The current folder
+    goes *last* on ``sys.path`` (for the module's own imports of its neighbours), so a file there
+    named like an installed package (``qiskit.py``) never replaces that package."""
     cwd = os.getcwd()
     if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+        sys.path.append(cwd)
+    top = name.split(".")[0]
     try:
+        spec = importlib.machinery.PathFinder.find_spec(top, [cwd]) if top not in sys.modules else None
+        if spec is not None and spec.loader is not None:     # the user's own module, found in the folder
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[top] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(top, None)
+                raise
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         raise ConfigError(f"{what}: no module named {e.name!r} (looked in the current folder {cwd!r} and the "

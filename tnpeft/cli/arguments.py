@@ -51,6 +51,8 @@ def _add_convert(sub: Any) -> None:
                                                   "reported)")
     cv.add_argument("-o", "--output", required=True, help="folder to write adapter_config.json and "
                                                           "adapter_model.safetensors to")
+    cv.add_argument("--overwrite", action="store_true", help="replace a checkpoint of another kind in OUT (a tnpeft "
+                                                            "adapter, a model); never the adapter folder itself")
     cv.add_argument("--import", dest="imports", action="append", metavar="MODULE", help="import MODULE first")
     cv.add_argument("--json", action="store_true", help="print the export report as JSON")
     cv.set_defaults(func=cmd_convert)
@@ -115,7 +117,10 @@ def _add_train(sub: Any) -> None:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--warmup-steps", type=int, default=20, help="linear warmup (clipped to the run's length)")
+    t.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up steps (at most --warmup-fraction "
+                                                                "of the run)")
+    t.add_argument("--warmup-fraction", type=float, default=0.1, help="the largest part of the run the warm-up may "
+                                                                      "take (default 0.1)")
     t.add_argument("--max-length", type=int, default=48, help="tokens per text (classification) or block (LM)")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: at the end)")
@@ -155,6 +160,14 @@ def _add_compare(sub: Any) -> None:
     k.add_argument("--test-size", type=int, default=2000, help="test examples / blocks (reported, never selected on)")
     k.add_argument("--batch-size", type=int, default=32)
     k.add_argument("--max-length", type=int, default=48, help="tokens per text (classification) or block (LM)")
+    k.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up steps of every cell (at most "
+                                                                "--warmup-fraction of the cell's run)")
+    k.add_argument("--warmup-fraction", type=float, default=0.1, help="the largest part of a run the warm-up may "
+                                                                      "take (default 0.1)")
+    k.add_argument("--eval-every", type=int, default=0, help="validate every N steps: a validation curve per cell "
+                                                             "(default: only at the end)")
+    k.add_argument("--patience", type=int, default=0, help="with --eval-every: stop a cell after N evaluations "
+                                                           "without improvement and keep its best values")
     k.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     k.add_argument("--target-modules", help="comma-separated names or a regex (default all-linear)")
     k.add_argument("--exclude-modules", help="comma-separated names to leave alone")

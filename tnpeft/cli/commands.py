@@ -88,7 +88,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     for name in args.imports or ():
         import_user_module(name)
-    ex = convert_adapter(args.adapter_dir, args.output, model=args.model, task=args.task, max_rank=args.max_rank)
+    ex = convert_adapter(args.adapter_dir, args.output, model=args.model, task=args.task, max_rank=args.max_rank,
+                         overwrite=args.overwrite)
     print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.summary())
     return 0
 
@@ -137,7 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tnpeft.train.pipeline import parse_test_size, run_training
 
     cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_length=args.max_length,
+                      weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                      warmup_fraction=args.warmup_fraction, max_length=args.max_length,
                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
     targets: Any = args.target_modules
     if targets and "," in targets:
@@ -187,6 +189,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          steps=args.steps,
                          epochs=args.epochs, train_size=args.train_size, val_size=args.val_size,
                          test_size=args.test_size, batch_size=args.batch_size, max_length=args.max_length,
+                         warmup_steps=args.warmup_steps, warmup_fraction=args.warmup_fraction,
+                         eval_every=args.eval_every, patience=args.patience,
                          protocol=args.protocol, out=args.out, task=args.task, target_modules=targets,
                          exclude_modules=excl, text_column=args.text_column, label_column=args.label_column,
                          progress=not args.json, device=args.device)

@@ -64,39 +64,46 @@ def count_modules(label: str, mods: dict[str, Any], as_json: bool) -> str:
     return "\n".join(lines)
 
 
-def _pm(mean: float | None, std: float | None, scale: float = 1.0) -> str:
-    return "n/a" if mean is None or std is None else f"{mean * scale:.2f} ± {std * scale:.2f}"
+def _pm(mean: float | None, std: float | None, scale: float = 1.0, se: float | None = None) -> str:
+    if mean is None:
+        return "n/a"
+    if std is not None:
+        return f"{mean * scale:.2f} ± {std * scale:.2f}"
+    if se is not None:
+        return f"{mean * scale:.2f} ± {se * scale:.2f} SE"
+    return f"{mean * scale:.2f} (1 seed)"
 
 
 def compare_table(result: dict[str, Any]) -> str:
-    """The comparison table, the protocol and where the files are, as text."""
+    """``tnpeft compare``: the comparison table, its notes, the protocol and where the files are."""
     rows, cls = result["summary"], result["maximize"]
     m1, m2 = ("accuracy", "macro_f1") if cls else ("perplexity", "loss")
     scale = 100.0 if cls else 1.0
-    head = (f"{'adapter':<28}{'params':>10}{'head':>7}{'×LoRA8':>8}{'lr':>9}  "
-            f"{('test acc %' if cls else 'test ppl'):>14}{('macro-F1 %' if cls else 'test loss'):>15}"
-            f"{'step s':>8}{'peak MB':>9}")
-    w = max([len("adapter")] + [len(r["adapter"]) for r in rows]) + 2
-    head = f"{'adapter':<{w}}" + head[28:]
-    lines = [head]
+    head = ("adapter", "params", "head", "×LoRA8", "lr", "test acc %" if cls else "test ppl",
+            "macro-F1 %" if cls else "test loss", "step s", "peak MB")
+    table = [head]
     for r in rows:
         ratio = "" if r["params_vs_lora_r8"] is None else f"{r['params_vs_lora_r8']:.3g}"
-        lr = "diverged" if r["lr"] is None else f"{r['lr']:g}"
-        step = "n/a" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
-        mem = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
-        lines.append(f"{r['adapter']:<{w}}{r['adapter_parameters']:>10,}{r['head_parameters']:>7,}{ratio:>8}"
-                     f"{lr:>9}  {_pm(r[f'test_{m1}_mean'], r[f'test_{m1}_std'], scale):>14}"
-                     f"{_pm(r[f'test_{m2}_mean'], r[f'test_{m2}_std'], scale):>15}{step:>8}{mem:>9}")
+        lr = "diverged" if r["lr"] is None else f"{r['lr']:g}" + ("*" if r.get("lr_at_edge") else "")
+        table.append((r["adapter"], f"{r['adapter_parameters']:,}", f"{r['head_parameters']:,}", ratio, lr,
+                      _pm(r[f"test_{m1}_mean"], r[f"test_{m1}_std"], scale, r.get(f"test_{m1}_se")),
+                      _pm(r[f"test_{m2}_mean"], r[f"test_{m2}_std"], scale),
+                      "n/a" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}",
+                      "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"))
+    lines = columns(table, right=set(range(1, len(head))))
     cfg = result["config"]
     n_sel = sum(c["selected"] for c in result["cells"])
+    spread = (f"mean ± std over {len(result['seeds'])} seeds" if len(result["seeds"]) > 1 else
+              "one seed: ± SE is the test set's binomial standard error, not a spread over seeds")
     lines += ["",
               f"protocol {result['protocol']}: {result['protocol_cells']} training cells, learning rate chosen on "
               f"{cfg['val_size']:,} validation examples ({'highest accuracy' if cls else 'lowest perplexity'}, mean "
-              f"over seeds), figures on {cfg['test_size']:,} test examples ({n_sel} cells tested); mean ± std over "
-              f"{len(result['seeds'])} seed(s)",
-              "params: the adapter's trainable parameters; head: the new task head's; step s: median seconds per "
-              "optimizer step; peak MB: " + result["memory"],
-              f"wrote {result['out']}/results.json, pareto.png, curves.png, cells/ (total {result['wall_seconds']:.0f} s)"]
+              f"over seeds), figures on {cfg['test_size']:,} test examples ({n_sel} cells tested); {spread}",
+              "params: the adapter's trainable parameters; head: the new task head's; lr*: the selected rate is at "
+              "the edge of its grid; step s: median seconds per optimizer step; peak MB: " + result["memory"]]
+    lines += [f"note: {n}" for n in result.get("notes", [])]
+    lines.append(f"wrote {result['out']}/results.json, pareto.png, curves.png, cells/ "
+                 f"(total {result['wall_seconds']:.0f} s)")
     return "\n".join(lines)
 
 

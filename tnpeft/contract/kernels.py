@@ -26,6 +26,15 @@ def letters(*groups: Sequence[str]) -> dict[str, str] | None:
     return None if len(inds) > len(SYMBOLS) else {ind: SYMBOLS[k] for k, ind in enumerate(inds)}
 
 
+def autocast_on(device_type: str) -> bool:
+    """Whether autocast is enabled for ``device_type`` (``False`` for devices autocast does not know,
+    such as ``meta``)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
+
+
 def autocast_operands(arrays: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """The operands as a list; under autocast, floating-point ones in autocast's dtype — as autocast
     itself casts the inputs of a matrix product (``tensordot`` and element-wise scales are not on
@@ -34,7 +43,7 @@ def autocast_operands(arrays: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     if not ops:
         return ops
     dev = ops[0].device.type
-    if not torch.is_autocast_enabled(dev):
+    if not autocast_on(dev):
         return ops
     dt = torch.get_autocast_dtype(dev)
     return [t.to(dt) if t.is_floating_point() and t.dtype != dt else t for t in ops]

@@ -12,6 +12,7 @@ import torch
 
 from tnpeft.circuits.circuit import Circuit, Gate, pauli_circuit
 from tnpeft.circuits.frames import flatten_blocks, givens_circuit, pauli_frame
+from tnpeft.draw.geometry import output_path
 from tnpeft.errors import GraphError
 from tnpeft.graph import Graph, Nonlinear, Unitary
 from tnpeft.params.hypernetworks import QPAHyperNetwork
@@ -84,6 +85,9 @@ def node_circuit(source: Graph | GraphModule, node: str) -> tuple[Circuit, list[
                 f"trainable layer(s), {o.entangler.upper()} ladder, read-out {o.readout}, fusion {o.fusion}")
     if isinstance(nd, Unitary) and isinstance(m, (PauliFrame, GivensFrame)):
         n, k = nd.sizes[-2:]
+        if m.theta.shape[-1] == 0:
+            raise GraphError(f"node {node!r} is a {n}×{k} frame: it has no angles and no gates (it is the constant "
+                             "1), so there is no circuit to draw", node=node)
         theta = m.angles().detach().to(torch.float64).reshape(-1, m.theta.shape[-1])[0].tolist()
         batch = f" (batch element 0 of {tuple(nd.batch_shape)})" if nd.batch_shape else ""
         if isinstance(m, PauliFrame):
@@ -210,7 +214,7 @@ def draw_circuit(source: Graph | GraphModule, node: str, path: str | Path | None
     ax.set_title(textwrap.fill(title, max(60, int(fig_w * 11))), fontsize=9)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = output_path(path)
         plt.rcParams["svg.hashsalt"] = "tnpeft"
         fig.savefig(path, dpi=dpi, metadata={"Date": None} if str(path).endswith(".svg") else None)
     return fig

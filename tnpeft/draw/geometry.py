@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from tnpeft.errors import WriteError
+from tnpeft.fileio import ensure_dir
 
 R = 0.28            # radius of a node disk
 DOT_R = 0.065       # radius of a copy-tensor dot
@@ -144,3 +148,15 @@ def offset_line(pts: list[Point], d: float) -> list[Point]:
             nx, ny = nx / L / cos, ny / L / cos
         out.append((x + d * nx, y + d * ny))
     return out
+
+
+def output_path(path: str | Path) -> Path:
+    """``path`` as a file to write a drawing to: its folder created if needed; a
+    :class:`~tnpeft.errors.WriteError` names a file standing where a folder must be, or a folder
+    where the file must be."""
+    path = Path(path)
+    ensure_dir(path.parent, "output folder")
+    if path.is_dir():
+        raise WriteError(f"output {str(path)!r} is a folder; give a file name ending in .svg, .png or .pdf",
+                         path=str(path))
+    return path

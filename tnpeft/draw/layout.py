@@ -169,6 +169,7 @@ def _assign_keys(graph: Graph, verts: dict[str, Vertex], links: list[Link]) -> N
 
 def _components(nodes: list[str], adj: dict[str, set[str]]) -> list[list[str]]:
     inside = set(nodes)
+    pos = {n: k for k, n in enumerate(nodes)}
     seen: set[str] = set()
     comps = []
     for n in nodes:
@@ -183,7 +184,7 @@ def _components(nodes: list[str], adj: dict[str, set[str]]) -> list[list[str]]:
                 if w in inside and w not in seen:
                     seen.add(w)
                     stack.append(w)
-        comps.append(sorted(comp, key=nodes.index))
+        comps.append(sorted(comp, key=pos.__getitem__))
     return comps
 
 

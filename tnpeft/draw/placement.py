@@ -6,7 +6,7 @@ violators)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, Sequence
 
 from tnpeft.draw.geometry import NODE_KINDS, Link, R, Vertex
 
@@ -38,25 +38,38 @@ def row_units(layer: list[str], blocks: dict[str, list[str]]) -> list[list[str]]
     return units
 
 
+def _inversions(seq: Sequence[float]) -> int:
+    """The number of pairs ``i < j`` with ``seq[i] > seq[j]`` (a merge sort: O(n log n))."""
+    if len(seq) < 2:
+        return 0
+    mid = len(seq) // 2
+    left, right = sorted(seq[:mid]), sorted(seq[mid:])
+    count = _inversions(seq[:mid]) + _inversions(seq[mid:])
+    j = 0
+    for x in left:          # for each left item: the right items smaller than it
+        while j < len(right) and right[j] < x:
+            j += 1
+        count += j
+    return count
+
+
 def _score(layers: list[list[str]], nb: dict[str, list[tuple[str, float]]], verts: dict[str, Vertex]) -> tuple[int, int]:
     """(edge crossings between adjacent layers, nodes out of data-flow order within a layer)."""
     inv = 0
     for layer in layers:
-        keys = [verts[v].order for v in layer if verts[v].kind in NODE_KINDS]
-        inv += sum(1 for i in range(len(keys)) for j in range(i + 1, len(keys)) if keys[i] > keys[j])
+        inv += _inversions([verts[v].order for v in layer if verts[v].kind in NODE_KINDS])
     return _crossings(layers, nb), inv
 
 
 def _crossings(layers: list[list[str]], nb: dict[str, list[tuple[str, float]]]) -> int:
+    """Pairs of edges between adjacent layers whose ends lie in opposite orders: with the edges
+    sorted by their lower end, the inversions of their upper ends (ties at either end never cross)."""
     total = 0
     for i in range(len(layers) - 1):
         here = {v: k for k, v in enumerate(layers[i])}
         up = {v: k for k, v in enumerate(layers[i + 1])}
-        edges = [(here[u], up[w]) for u in layers[i] for w, _ in nb[u] if w in up]
-        for k, (a1, b1) in enumerate(edges):
-            for a2, b2 in edges[k + 1:]:
-                if (a1 - a2) * (b1 - b2) < 0:
-                    total += 1
+        edges = sorted((here[u], up[w]) for u in layers[i] for w, _ in nb[u] if w in up)
+        total += _inversions([b for _, b in edges])
     return total
 
 
@@ -76,7 +89,7 @@ def order_layers(verts: dict[str, Vertex], links: list[Link], layers: list[list[
             here = {v: k for k, v in enumerate(layers[i])}
             scored = []
             for k, unit in enumerate(row_units(layers[i], blocks)):
-                ps = [idx[w] - unit.index(m) for m in unit for w, _ in nb[m] if w in idx]
+                ps = [idx[w] - j for j, m in enumerate(unit) for w, _ in nb[m] if w in idx]
                 bary = sum(ps) / len(ps) if ps else here[unit[0]]
                 scored.append((bary, k, unit))
             scored.sort(key=lambda s: (s[0], s[1]))

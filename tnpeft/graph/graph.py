@@ -351,7 +351,7 @@ class Graph:
             raise GraphError(f"a graph must be a JSON object, got {type(d).__name__}")
         if d.get("format") != "tnpeft.graph":
             raise GraphError(f"not a tnpeft graph: field 'format' is {d.get('format')!r}, expected 'tnpeft.graph'")
-        if d.get("version") != FORMAT_VERSION:
+        if type(d.get("version")) is not int or d.get("version") != FORMAT_VERSION:    # not true, nor 1.0
             raise GraphError(f"graph format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})")
         allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes",
                    "hypernetworks", "generators"}

@@ -65,6 +65,9 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
     return module
 
 
+#: the buffer of a layer holding its half-precision base weight as it was before the first merge
+BASE_COPY = "tn_weight_before_merge"
+
 class TNLinear(nn.Module):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and adds the outputs of its active adapters:
 
@@ -143,6 +146,10 @@ class TNLinear(nn.Module):
         pending = [self.tn_adapters[n] for n in self.active_adapters if n not in merged]
         if not pending:  # nothing active, or everything merged: the base layer alone
             return base(x, *args, **kwargs)
+        w = getattr(self.base_layer, "weight", None)
+        if isinstance(w, torch.Tensor) and w.is_meta and not getattr(x, "is_meta", True):
+            raise AdapterStateError(f"this layer ({self.in_features} → {self.out_features}) is on the meta device and "
+                                    f"holds no values, the input is on {x.device}; materialize the model first")
         h = x
         for module in pending:  # multiplicative adapters transform the input first
             if module.graph.mode == "input":
@@ -215,7 +222,10 @@ class TNLinear(nn.Module):
         """Add the active (or named) adapters' updates into the base weight.
 
         The new weight is computed in full before it replaces the old one; with ``safe_merge`` it is
-        also checked for NaN/inf first. On error the weight is unchanged."""
+        also checked for NaN/inf first. On error the weight is unchanged. A half-precision weight
+        (float16, bfloat16) is kept as it was before the first merge (a non-persistent buffer, the
+        weight's size), so that unmerging restores it exactly instead of subtracting in a precision
+        that rounds."""
         todo = self.merge_order(adapter_names)
         if not todo:
             return
@@ -226,6 +236,8 @@ class TNLinear(nn.Module):
                 new = self._weight_arith(merged_weight, name, new)
             if safe_merge and not torch.isfinite(new).all():
                 raise AdapterStateError(f"merging adapter(s) {todo} gives NaN or infinite weights; not merged")
+            if not self.merged_adapters and w.is_floating_point() and torch.finfo(w.dtype).bits < 32:
+                self.register_buffer(BASE_COPY, w.detach().clone(), persistent=False)
             w.copy_(new)
         self.merged_adapters.extend(todo)
 
@@ -241,12 +253,20 @@ class TNLinear(nn.Module):
         if not todo:
             return
         w = self.base_layer.weight
+        base = getattr(self, BASE_COPY, None)
         with torch.no_grad():
-            new = w.detach()
-            for name in todo:
-                new = self._weight_arith(unmerged_weight, name, new)
+            if base is not None:     # the kept half-precision weight, with the adapters that stay merged
+                new = base
+                for name in [n for n in self.merged_adapters if n not in todo]:
+                    new = self._weight_arith(merged_weight, name, new)
+            else:
+                new = w.detach()
+                for name in todo:
+                    new = self._weight_arith(unmerged_weight, name, new)
             w.copy_(new)
         self.merged_adapters = [n for n in self.merged_adapters if n not in todo]
+        if base is not None and not self.merged_adapters:
+            delattr(self, BASE_COPY)
 
     def _weight_arith(self, fn: Callable[[GraphModule, torch.Tensor, bool], torch.Tensor], name: str,
                       w: torch.Tensor) -> torch.Tensor:

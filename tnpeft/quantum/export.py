@@ -159,7 +159,7 @@ def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
     index = read_json(Path(directory) / INDEX_NAME, "circuit index")
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise AdapterFileError(f"{where!r} is not a tnpeft circuit index: field 'format' must be {FORMAT!r}")
-    if index.get("version") != VERSION:
+    if type(index.get("version")) is not int or index.get("version") != VERSION:
         raise AdapterFileError(f"{where!r}: version {index.get('version')!r} is not supported (expected {VERSION})")
     entries = index.get("circuits")
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnpeft.contract import ContractionPlan, PlanView, count_cache_hit, plan_for
+from tnpeft.contract.kernels import autocast_on
 from tnpeft.errors import GraphError, NotMergeableError
 from tnpeft.graph.nodes import Dense, Diagonal, Node, Nonlinear, Unitary
 from tnpeft.graph.schedule import ApplyStep, ContractStep
@@ -257,11 +258,23 @@ class GraphModule(nn.Module):
 
     # ------------------------------------------------------------ forward
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as the first activation: checked, reshaped into the input legs, dropout applied."""
+        """``x`` as the first activation: checked (a floating-point tensor with ``in_features`` on its
+        last axis, on the values' device), outside autocast cast to the parameters' dtype (as
+        :class:`~tnpeft.nn.TNLinear` casts it), reshaped into the input legs, dropout applied."""
         g = self.graph
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise GraphError(f"graph {g.name or ''!s}: the input must be a floating-point tensor, got "
+                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}", index=g.in_inds[0])
         if x.shape[-1] != g.in_features:
             raise GraphError(f"input has {x.shape[-1]} features on its last axis; graph {g.name or ''!s} expects "
                              f"open leg {g.in_index!r} of size {g.in_features}", index=g.in_inds[0])
+        p = self._first_param
+        if p is not None and p.device != x.device:
+            raise GraphError(f"graph {g.name or ''!s}: the input is on {x.device}, the adapter's values on {p.device}"
+                             + (" (the meta device holds no values: materialize the module first)"
+                                if p.is_meta else "; move one of them"), index=g.in_inds[0])
+        if p is not None and x.dtype != p.dtype and not autocast_on(x.device.type):
+            x = x.to(p.dtype)
         h = x.reshape(self._in_shape)
         if g.dropout and self.training:
             h = F.dropout(h, g.dropout, True)
@@ -308,7 +321,8 @@ class GraphModule(nn.Module):
         adapter-sized temporary, no separate scale and add — and in place when no gradient is
         recorded. Returns the result."""
         g = self.graph
-        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous()
+        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous() or not x.is_floating_point()
+                or (x.dtype != self.param_dtype and not autocast_on(x.device.type))
                 or x.shape[-1] != g.in_features or not isinstance(g.schedule[-1], ContractStep)
                 or torch.compiler.is_compiling()):   # compiled graphs fuse the add themselves
             y: torch.Tensor = self(x)   # nn.Module.__call__ is typed as returning Any

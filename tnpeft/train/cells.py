@@ -30,6 +30,7 @@ from tnpeft.train.compare_setup import AdapterSpec, Context
 from tnpeft.train.datasets import load_model
 from tnpeft.train.evaluation import evaluate, make_batch, model_device
 from tnpeft.train.loop import method_hooks
+from tnpeft.train.train_config import effective_warmup
 
 
 def _rss() -> int | None:
@@ -184,60 +185,122 @@ def load_trained(ctx: Context, spec: AdapterSpec, seed: int, d: Path) -> tuple[n
 def train_cell(ctx: Context, spec: AdapterSpec, lr: float, seed: int, d: Path, desc: str = "cell") -> dict[str, Any]:
     """Train one cell with :func:`tnpeft.train.fit`'s recipe (AdamW, linear warm-up and decay, the data
     order and random state of every step a function of the seed and step), evaluate it on the
-    validation split, save the adapter into ``d`` and return its record (without test metrics)."""
+    validation split, save the adapter into ``d`` and return its record (without test metrics).
+
+    With ``ctx.eval_every`` the validation split is also evaluated every that many steps (the record's
+    ``val_curve``); with ``ctx.patience`` as well, training stops once that many evaluations in a row
+    brought no improvement, and the cell keeps the values of its best evaluation (early stopping)."""
     model, tok, to_save = build_model(ctx, spec, seed)
     adapter_params, head_params = parameter_counts(model, to_save)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=ctx.weight_decay)
-    spe = math.ceil(len(ctx.train) / ctx.batch_size)
-    total = ctx.steps or ctx.epochs * spe
-    hooks = {} if spec.is_peft else method_hooks(model, total)
-    for hook in hooks.values():
-        hook.attach(opt)
-    warm = ctx.warmup_steps
-    losses: list[float] = []
-    times: list[float] = []
-    diverged = None
-    model.train()
-    bar = tqdm(total=total, desc=desc, leave=False, disable=not ctx.progress, unit="step")
+    run = _CellRun(ctx, spec, model, tok, lr, seed)
     with (PeakCUDA(ctx.device) if str(ctx.device).startswith("cuda") else PeakRSS()) as mem:
-        for step in range(total):
-            t0 = time.perf_counter()
-            epoch, i = divmod(step, spe)
-            order = torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-            idx = order[i * ctx.batch_size:(i + 1) * ctx.batch_size].tolist()
-            torch.manual_seed(seed * 1_000_003 + step)
-            for g in opt.param_groups:
-                g["lr"] = lr * (min(1.0, (step + 1) / warm) if warm else 1.0) * max(0.0, 1.0 - step / total)
-            loss = model(**make_batch(ctx.task, ctx.train, idx, tok, ctx.max_length, model_device(model)))["loss"]
-            if not torch.isfinite(loss):
-                diverged = step + 1
-                break
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            times.append(time.perf_counter() - t0)
-            bar.update()
-    bar.close()
-    for hook in hooks.values():
-        hook.detach()
+        run.train(desc)
     record: dict[str, Any] = {
-        "adapter": spec.label, "name": spec.name, "hparams": spec.hparams, "lr": lr, "seed": seed, "steps": total,
+        "adapter": spec.label, "name": spec.name, "hparams": spec.hparams, "lr": lr, "seed": seed, "steps": run.total,
+        "warmup_steps": run.warmup, "steps_run": len(run.losses), "stopped_early_at": run.stopped_at,
         "adapter_parameters": adapter_params, "head_parameters": head_params,
         "trainable_parameters": adapter_params + head_params,
-        "step_seconds_median": statistics.median(times) if times else None,
-        "train_seconds": sum(times), "peak_memory_mb": None if mem.above_start is None else mem.above_start / 2**20,
-        "train_loss": losses, "diverged_at_step": diverged, "val": None}
-    if diverged is None:
+        "step_seconds_median": statistics.median(run.times) if run.times else None,
+        "train_seconds": sum(run.times), "peak_memory_mb": None if mem.above_start is None else mem.above_start / 2**20,
+        "train_loss": run.losses, "diverged_at_step": run.diverged, "val": None, "val_curve": run.curve}
+    if run.diverged is None:
         t0 = time.perf_counter()
+        if run.best is not None:              # early stopping: the best evaluation's values
+            run.restore_best()
+            record["best_step"] = run.best[0]
         record["val"] = evaluate(model, tok, ctx.val, ctx.task, ctx.eval_batch_size, ctx.max_length,
                                  progress=False)
         record["val_eval_seconds"] = time.perf_counter() - t0
         save_trained(model, spec, d)
-    del model, opt
+    del model, run
     _trim()
     return record
+
+
+class _CellRun:
+    """The training steps of one cell, its periodic validation and early stopping."""
+
+    def __init__(self, ctx: Context, spec: AdapterSpec, model: nn.Module, tok: Any, lr: float, seed: int):
+        self.ctx, self.model, self.tok, self.lr, self.seed = ctx, model, tok, lr, seed
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = named
+        self.opt = torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=ctx.weight_decay)
+        self.spe = math.ceil(len(ctx.train) / ctx.batch_size)
+        self.total = ctx.steps or ctx.epochs * self.spe
+        self.hooks = {} if spec.is_peft else method_hooks(model, self.total)
+        for hook in self.hooks.values():
+            hook.attach(self.opt)
+        self.warmup = effective_warmup(ctx.warmup_steps, self.total, ctx.warmup_fraction)
+        self.losses: list[float] = []
+        self.times: list[float] = []
+        self.curve: list[dict[str, Any]] = []
+        self.diverged: int | None = None
+        self.stopped_at: int | None = None
+        self.best: tuple[int, float, dict[str, torch.Tensor]] | None = None
+        self.since_best = 0
+
+    def train(self, desc: str) -> None:
+        ctx, model, opt, total = self.ctx, self.model, self.opt, self.total
+        model.train()
+        bar = tqdm(total=total, desc=desc, leave=False, disable=not ctx.progress, unit="step")
+        for step in range(total):
+            t0 = time.perf_counter()
+            epoch, i = divmod(step, self.spe)
+            order = torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            idx = order[i * ctx.batch_size:(i + 1) * ctx.batch_size].tolist()
+            torch.manual_seed(self.seed * 1_000_003 + step)
+            warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+            for g in opt.param_groups:
+                g["lr"] = self.lr * warm * max(0.0, 1.0 - step / total)
+            loss = model(**make_batch(ctx.task, ctx.train, idx, self.tok, ctx.max_length, model_device(model)))["loss"]
+            if not torch.isfinite(loss):
+                self.diverged = step + 1
+                break
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            self.losses.append(loss.item())
+            self.times.append(time.perf_counter() - t0)
+            bar.update()
+            done = step + 1
+            if ctx.eval_every and done % ctx.eval_every == 0 and done < total and self._validate(done):
+                self.stopped_at = done
+                break
+        bar.close()
+        for hook in self.hooks.values():
+            hook.detach()
+
+    def _validate(self, step: int) -> bool:
+        """Evaluate the validation split at ``step``; ``True`` when early stopping says stop."""
+        ctx = self.ctx
+        m = evaluate(self.model, self.tok, ctx.val, ctx.task, ctx.eval_batch_size, ctx.max_length, progress=False)
+        self.curve.append({"step": step, **m})
+        self.model.train()
+        if not ctx.patience:
+            return False
+        key = "accuracy" if ctx.task == "classification" else "perplexity"
+        score = m[key] if ctx.task == "classification" else -m[key]
+        if self.best is None or score > self.best[1]:
+            self.best = (step, score, {n: p.detach().clone() for n, p in self.params})
+            self.since_best = 0
+            return False
+        self.since_best += 1
+        return self.since_best >= ctx.patience
+
+    def restore_best(self) -> None:
+        """Put the values of the best evaluation back, unless the end of training is better: the
+        last state is evaluated against it first."""
+        assert self.best is not None
+        ctx = self.ctx
+        m = evaluate(self.model, self.tok, ctx.val, ctx.task, ctx.eval_batch_size, ctx.max_length, progress=False)
+        key = "accuracy" if ctx.task == "classification" else "perplexity"
+        score = m[key] if ctx.task == "classification" else -m[key]
+        if score >= self.best[1]:
+            self.best = (len(self.losses), score, {})
+            return
+        with torch.no_grad():
+            for n, p in self.params:
+                p.copy_(self.best[2][n])
 
 
 def warm_up(ctx: Context, spec: AdapterSpec) -> None:

@@ -11,13 +11,14 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from tnpeft.adapters.methods import DEFAULT_LEARNING_RATE, METHODS, check_hparams
 from tnpeft.adapters.specs import train_method
 from tnpeft.errors import ConfigError
 from tnpeft.fileio import read_json
 from tnpeft.train.datasets import ClassificationData, LMData, load_classification, load_lm, load_model
+from tnpeft.train.train_config import MAX_LR
 
 PEFT_LORA = "peft_lora"
 PEFT_LORA_HPARAMS = {"r": 8, "alpha": 16, "dropout": 0.0}
@@ -85,7 +86,18 @@ def parse_adapter_spec(text: Any) -> AdapterSpec:
         if bad:
             raise ConfigError(f"adapter spec {text!r}: peft_lora takes {sorted(PEFT_LORA_HPARAMS)}, not {bad}",
                               field="adapters")
-        return AdapterSpec(text, name, {**PEFT_LORA_HPARAMS, **hparams}, PEFT_LORA)
+        hp = {**PEFT_LORA_HPARAMS, **hparams}
+        ok: Callable[[Any], bool]
+        for key, ok, want in (("r", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20,
+                               "a positive integer"),
+                              ("alpha", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and math.isfinite(v) and v > 0, "a positive finite number"),
+                              ("dropout", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                               and 0 <= v < 1, "a number in [0, 1)")):
+            if not ok(hp[key]):
+                raise ConfigError(f"adapter spec {text!r}: peft_lora's {key} is {hp[key]!r}; expected {want}",
+                                  field="adapters")
+        return AdapterSpec(text, name, hp, PEFT_LORA)
     try:
         method = train_method(name, hparams)
         check_hparams(method, hparams)
@@ -117,8 +129,9 @@ def check_lrs(lrs: Any, where: str) -> list[float]:
         raise ConfigError(f"{where}: the learning-rate grid is empty; give at least one rate, e.g. 1e-3",
                           field="lrs")
     for v in lrs:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"{where}: learning rate {v!r} must be a positive finite number", field="lrs")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= MAX_LR:
+            raise ConfigError(f"{where}: learning rate {v!r} must be a positive finite number up to {MAX_LR:g}",
+                              field="lrs")
     return sorted({float(v) for v in lrs})
 
 
@@ -156,6 +169,9 @@ class Context:
     target_modules: Any = None
     exclude_modules: list[str] | None = None
     warmup_steps: int = 20
+    warmup_fraction: float = 0.1
+    eval_every: int = 0           # validate every N steps (a curve in each cell); 0: only at the end
+    patience: int = 0             # with eval_every: stop after this many evaluations without improvement
     weight_decay: float = 0.0
     eval_batch_size: int = 128
     progress: bool = True
@@ -219,13 +235,34 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_done(path: Path, want: str) -> dict[str, Any] | None:
+def read_done(path: Path, want: str, metrics: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """A finished cell's record (``cell.json``, or ``test.json`` with its ``test`` metrics), or
+    ``None``; every field the comparison reads is checked (a :class:`ConfigError` names the field)."""
     if not path.exists():
         return None
     rec = read_json(path, "comparison cell", error=lambda m: ConfigError(m, field="out"))
     if not isinstance(rec, dict) or rec.get("config_hash") != want:
         raise ConfigError(f"{path} belongs to a comparison with other settings (model, data, split, budget or "
                           "adapter); use another --out or delete that folder", field="out")
+
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def scores(v: Any, more: tuple[str, ...] = ()) -> bool:
+        return isinstance(v, dict) and all(num(v.get(m)) for m in (*metrics, *more))
+    fields: dict[str, tuple[Callable[[Any], bool], str]] = {"test": (lambda v: scores(v, ("eval_seconds",)), f"an object of numbers {[*metrics, 'eval_seconds']}")} \
+        if path.name == "test.json" else {
+        "val": (lambda v: v is None or scores(v), f"null or an object of numbers {list(metrics)}"),
+        "adapter_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),
+        "head_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),
+        "step_seconds_median": (lambda v: v is None or num(v), "null or a number"),
+        "peak_memory_mb": (lambda v: v is None or num(v), "null or a number"),
+        "train_loss": (lambda v: isinstance(v, list) and all(num(x) for x in v), "a list of numbers")}
+    for name, (ok, want_text) in fields.items():
+        if name not in rec or not ok(rec[name]):
+            raise ConfigError(f"{path}: field {name!r} is {rec.get(name, '(missing)')!r}; expected {want_text} — the "
+                              "file was edited or is corrupt: delete it and run the same command to redo the cell",
+                              field="out")
     return rec
 
 

@@ -17,6 +17,7 @@ adapters saved by the cells — so nothing is ever selected on the test set. Eve
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -51,6 +52,7 @@ from tnpeft.train.datasets import infer_task
 from tnpeft.train.evaluation import resolve_device
 from tnpeft.train.loop import TrainingInterrupted
 from tnpeft.train.pareto import plot_compare_curves, plot_pareto
+from tnpeft.train.train_config import MAX_SEED
 
 PROTOCOLS = ("grid", "tune-then-seeds")
 __all__ = ["compare", "summarize", "PROTOCOLS", "default_lrs", "lr_centre", "parse_lr_grid", "select_lr",
@@ -64,16 +66,34 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
             batch_size: int = 32, max_length: int = 48, protocol: str = "grid", out: str | Path = "runs/compare",
             task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
             text_column: str = "text", label_column: str = "label", warmup_steps: int = 20,
-            progress: bool = True, device: str | None = None) -> dict[str, Any]:
+            warmup_fraction: float = 0.1, eval_every: int = 0, patience: int = 0, progress: bool = True,
+            device: str | None = None) -> dict[str, Any]:
     """Compare ``adapters`` (spec texts, see :func:`tnpeft.train.compare_setup.parse_adapter_spec`) on
     ``data`` with ``model``; write ``results.json``, ``pareto.png`` and ``curves.png`` into ``out``
     and return the results. Rerunning with the same arguments resumes (finished cells are skipped).
 
     Without ``lrs`` or an ``lr_grid`` entry an adapter's grid is centred on ``lr_centres[method]``,
     else on the method's registered learning rate (:func:`tnpeft.train.compare_setup.lr_centre`).
+    Every cell warms up linearly over ``warmup_steps``, at most ``warmup_fraction`` of its run. With
+    ``eval_every`` each cell records a validation curve; with ``patience`` as well it stops once that
+    many evaluations in a row brought no improvement and keeps its best values (the same patience
+    for every row).
+    ``result["notes"]`` says where the data fell short of the sizes asked for, which adapters chose
+    a rate at the edge of their grid, and whether one seed makes the spread a binomial error;
     ``tnpeft.cli.tables.compare_table(result)`` lays the result out as the command line's table."""
     specs, seeds = _check_arguments(adapters, protocol, seeds, steps, epochs, train_size, val_size, test_size,
                                     batch_size, max_length)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must be a non-negative integer, got {warmup_steps!r}", field="warmup_steps")
+    if isinstance(warmup_fraction, bool) or not isinstance(warmup_fraction, (int, float)) or \
+            not 0 < warmup_fraction <= 1:
+        raise ConfigError(f"--warmup-fraction must be in (0, 1], got {warmup_fraction!r}", field="warmup_fraction")
+    for name, v in (("eval_every", eval_every), ("patience", patience)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative integer, got {v!r}", field=name)
+    if patience and not eval_every:
+        raise ConfigError("--patience needs --eval-every: early stopping watches the validation curve",
+                          field="patience")
     dev = resolve_device(device)
     grid = learning_rate_grid(specs, lrs, lr_grid, lr_centres)
     out = ensure_dir(out, "--out folder")
@@ -84,13 +104,18 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
     fp = {"model": model, "data": str(data), "task": task, "train_size": len(train), "val_size": val_size,
           "test_size": test_size, "steps": steps, "epochs": epochs, "batch_size": batch_size,
           "max_length": max_length, "target_modules": target_modules, "exclude_modules": exclude_modules,
-          "text_column": text_column, "label_column": label_column, "warmup_steps": warmup_steps}
+          "text_column": text_column, "label_column": label_column, "warmup_steps": warmup_steps,
+          "warmup_fraction": warmup_fraction, "eval_every": eval_every, "patience": patience}
     ctx = Context(model, task, train, val, test, num_labels, steps, epochs or 1, batch_size, max_length,
-                  target_modules, exclude_modules, warmup_steps, progress=progress, fingerprint=fp)
+                  target_modules, exclude_modules, warmup_steps, warmup_fraction, eval_every, patience,
+                  progress=progress, fingerprint=fp)
     ctx.device = str(dev)
     runner = _Cells(ctx, specs, grid, seeds, protocol, out)
     runner.run()
-    return _results(runner, model, data, t_all)
+    notes = [] if train_size is None or len(train) >= train_size else [
+        f"--train-size {train_size:,}: the data holds {len(train):,} training rows after the {val_size + test_size:,} "
+        "held out (rows with an empty text or label are skipped); every cell trained on those"]
+    return _results(runner, model, data, t_all, notes)
 
 
 def _check_arguments(adapters: list[str], protocol: str, seeds: Any, steps: Any, epochs: Any, train_size: Any,
@@ -106,9 +131,9 @@ def _check_arguments(adapters: list[str], protocol: str, seeds: Any, steps: Any,
     if dup:
         raise ConfigError(f"--adapters names {dup} twice", field="adapters")
     seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or \
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds) or \
             len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {seeds!r}: expected distinct non-negative integers", field="seeds")
+        raise ConfigError(f"--seeds {seeds!r}: expected distinct integers from 0 to {MAX_SEED:,}", field="seeds")
     if (steps is None) == (epochs is None):
         raise ConfigError("give one training budget for every cell: --steps N or --epochs E", field="steps")
     for name, v, opt in (("steps", steps, True), ("epochs", epochs, True), ("train_size", train_size, True),
@@ -127,6 +152,7 @@ class _Cells:
         self.ctx, self.specs, self.grid, self.seeds, self.protocol, self.out = ctx, specs, grid, seeds, protocol, out
         self.maximize = ctx.task == "classification"
         self.key = "accuracy" if self.maximize else "perplexity"
+        self.metrics = ("accuracy", "macro_f1") if self.maximize else ("perplexity", "loss")
         self.first = {s.label: [(lr, sd) for lr in grid[s.label] for sd in (seeds if protocol == "grid" else seeds[:1])]
                       for s in specs}
         self.n_cells = sum(len(v) for v in self.first.values()) + (
@@ -143,7 +169,8 @@ class _Cells:
         try:
             for spec in self.specs:
                 self._tune(spec)
-            for spec in self.specs:   # the test split: only the selected rate's cells, after every selection
+                # the test split: only the selected rate's cells, once the selection is made — so a long
+                # comparison finishes its rows one by one, each row's records complete
                 self._test(spec)
         except KeyboardInterrupt:
             self.bar.close()
@@ -156,7 +183,7 @@ class _Cells:
         d = cell_dir(self.out, spec, lr, seed)
         fp = self.ctx.fingerprint
         h = config_hash({**fp, "adapter": spec.label, "hparams": spec.hparams, "lr": lr, "seed": seed})
-        rec = read_done(d / "cell.json", h)
+        rec = read_done(d / "cell.json", h, self.metrics)
         if rec is None:
             self.bar.set_postfix_str(f"{spec.label} lr={lr:g} seed={seed}")
             if not self.warm:
@@ -186,7 +213,10 @@ class _Cells:
             if label == spec.label:
                 by_lr.setdefault(lr, []).append(rec["val"][self.key] if rec["val"] else None)
         chosen = select_lr(by_lr, self.maximize)
-        return {"lr": chosen, "metric": f"val_{self.key}", "maximize": self.maximize,
+        rates = sorted(by_lr)
+        edge = None if chosen is None or len(rates) < 2 else "lowest" if chosen == rates[0] else \
+            "highest" if chosen == rates[-1] else None
+        return {"lr": chosen, "metric": f"val_{self.key}", "maximize": self.maximize, "edge": edge,
                 "by_lr": {f"{r:g}": {"val_mean": (statistics.fmean(cast(list[float], v)) if all(x is not None for x in v) else None),
                                      "seeds": len(v)} for r, v in sorted(by_lr.items())}}
 
@@ -196,7 +226,7 @@ class _Cells:
             rec = self.cells.get((spec.label, lr, seed)) if lr is not None else None
             if rec is not None and rec["val"] is not None:
                 d = Path(rec["dir"])
-                got = read_done(d / "test.json", rec["config_hash"])
+                got = read_done(d / "test.json", rec["config_hash"], self.metrics)
                 if got is None:
                     self.bar.set_postfix_str(f"test {spec.label} seed={seed}")
                     got = {"config_hash": rec["config_hash"], "test": evaluate_test(self.ctx, spec, seed, d)}
@@ -205,10 +235,19 @@ class _Cells:
             self.bar.update()
 
 
-def _results(runner: _Cells, model: str, data: str, t_all: float) -> dict[str, Any]:
-    """The summary, the machine, the plots and ``results.json``."""
+def _results(runner: _Cells, model: str, data: str, t_all: float, notes: list[str]) -> dict[str, Any]:
+    """The summary, the notes, the machine, the plots and ``results.json``."""
     ctx, out, key, seeds = runner.ctx, runner.out, runner.key, runner.seeds
-    result = summarize(runner.specs, runner.cells, runner.selection, seeds, key, runner.maximize)
+    result = summarize(runner.specs, runner.cells, runner.selection, seeds, key, runner.maximize, len(ctx.test))
+    for r in result["summary"]:
+        if r["lr_at_edge"]:
+            notes.append(f"{r['adapter']}: the selected rate {r['lr']:g} is the {r['lr_at_edge']} of its grid "
+                         f"{[float(f'{v:g}') for v in runner.grid[r['adapter']]]} — the best rate may lie beyond it; "
+                         "widen the grid (--lr-grid)")
+    if len(seeds) == 1:
+        notes.append("one seed: there is no spread over seeds; the ± of the accuracy is the test set's binomial "
+                     f"standard error (n = {len(ctx.test):,}), which says nothing of seed-to-seed variation")
+    result["notes"] = notes
     result.update(protocol=runner.protocol, protocol_cells=runner.n_cells, config=ctx.fingerprint,
                   lr_grid=runner.grid, seeds=seeds,
                   machine={"cpu_count": os.cpu_count(), "torch": torch.__version__, "device": ctx.device,
@@ -219,8 +258,10 @@ def _results(runner: _Cells, model: str, data: str, t_all: float) -> dict[str, A
                   wall_seconds=time.perf_counter() - t_all, out=str(out))
     result["pareto_plot"] = str(out / "pareto.png")
     result["curves_plot"] = str(out / "curves.png")
+    spread = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else \
+        f"one seed: bars are the binomial standard error over {len(ctx.test):,} test examples"
     plot_pareto(result["summary"], out / "pareto.png", key, runner.maximize, title=f"{Path(model).name} on "
-                f"{Path(str(data)).name}: test {key} vs adapter parameters\n(mean ± std over {len(seeds)} seed(s), "
+                f"{Path(str(data)).name}: test {key} vs adapter parameters\n({spread}, "
                 f"learning rate chosen on validation, protocol {runner.protocol})")
     plot_compare_curves(result["summary"], runner.cells, out / "curves.png")
     atomic_write_json(out / "results.json", result)
@@ -228,9 +269,11 @@ def _results(runner: _Cells, model: str, data: str, t_all: float) -> dict[str, A
 
 
 def summarize(specs: list[AdapterSpec], cells: dict[tuple[str, float, int], dict[str, Any]],
-              selection: dict[str, dict[str, Any]], seeds: list[int], key: str, maximize: bool) -> dict[str, Any]:
+              selection: dict[str, dict[str, Any]], seeds: list[int], key: str, maximize: bool,
+              n_test: int | None = None) -> dict[str, Any]:
     """Every cell (test metrics only on the selected ones), the selection, and per adapter the mean ±
-    std over seeds of the test metrics at the selected rate."""
+    std over seeds of the test metrics at the selected rate — and, for accuracies, the test set's
+    binomial standard error ``√(p(1−p)/n)`` (the only spread one seed has)."""
     rows = []
     for spec in specs:
         lr = selection[spec.label]["lr"]
@@ -238,6 +281,7 @@ def summarize(specs: list[AdapterSpec], cells: dict[tuple[str, float, int], dict
         any_cell = next(r for (lab, _, _), r in cells.items() if lab == spec.label)
         tested = [r["test"] for r in sel if r.get("test")]
         row: dict[str, Any] = {"adapter": spec.label, "name": spec.name, "hparams": spec.hparams, "lr": lr,
+                               "lr_at_edge": selection[spec.label].get("edge"),
                                "seeds": len(tested), "adapter_parameters": any_cell["adapter_parameters"],
                                "head_parameters": any_cell["head_parameters"],
                                "diverged_seeds": sum(r["val"] is None for r in sel)}
@@ -245,6 +289,11 @@ def summarize(specs: list[AdapterSpec], cells: dict[tuple[str, float, int], dict
         for m in metrics:
             row[f"test_{m}_mean"], row[f"test_{m}_std"] = mean_std([t[m] for t in tested])
             row[f"val_{m}_mean"], _ = mean_std([r["val"][m] for r in sel if r["val"]])
+        if maximize:
+            p = row["test_accuracy_mean"]
+            row["test_accuracy_se"] = None if p is None or not n_test else math.sqrt(p * (1 - p) / n_test)
+            if row["seeds"] == 1:
+                row["test_accuracy_std"] = row["test_macro_f1_std"] = None   # one seed has no spread over seeds
         steps = [r["step_seconds_median"] for r in sel if r["step_seconds_median"] is not None]
         mem = [r["peak_memory_mb"] for r in sel if r["peak_memory_mb"] is not None]
         row["step_seconds"] = statistics.median(steps) if steps else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,15 @@ def _split(n: int, test_size: int | float, seed: int) -> tuple[list[int], list[i
     return rest, test
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,4000}")
+
+
+def _label_order(s: str) -> tuple[bool, int, str]:
+    """Integers first, in numeric order (``"2"`` before ``"10"``), then every other label in text order."""
+    numeric = _INTEGER.fullmatch(s) is not None
+    return not numeric, int(s) if numeric else 0, s
+
+
 def load_classification(data: str, *, text_column: str = "text", label_column: str = "label",
                         train_size: int | None = None, test_size: int | float | None = None,
                         seed: int = 0) -> tuple[ClassificationData, ClassificationData]:
@@ -135,11 +145,12 @@ def load_classification(data: str, *, text_column: str = "text", label_column: s
     raw = _column(rows, label_column, data, "label")
     keep = [i for i, (t, y) in enumerate(zip(texts, raw)) if isinstance(t, str) and t.strip() and y not in (None, "")]
     texts, raw = [texts[i].strip() for i in keep], [raw[i] for i in keep]
-    names = sorted({str(y) for y in raw}, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    names = sorted({str(y) for y in raw}, key=_label_order)
     if len(names) < 2:
         raise ConfigError(f"{data}: column {label_column!r} has {len(names)} distinct label(s); classification "
                           "needs at least two", field="label_column")
-    labels = [names.index(str(y)) for y in raw]
+    index = {name: i for i, name in enumerate(names)}        # one look-up per row: linear in the rows
+    labels = [index[str(y)] for y in raw]
     if test_size is None:
         test_size = max(1, min(round(DEFAULT_TEST_FRACTION * len(texts)), DEFAULT_TEST_CAP))
     tr, te = _split(len(texts), test_size, seed)

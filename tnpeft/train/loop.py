@@ -39,13 +39,13 @@ from tqdm.auto import tqdm
 from tnpeft.adapters import METHODS, TrainingHook
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_json, ensure_dir
-from tnpeft.nn import adapter_method, save_adapter, tn_layers, trainable_parameters
+from tnpeft.nn import adapter_config, adapter_method, save_adapter, tn_layers, trainable_parameters
 from tnpeft.nn.model import active_adapter_names
 from tnpeft.train.checkpoint import Checkpoint
 from tnpeft.train.datasets import ClassificationData, LMData
 from tnpeft.train.evaluation import evaluate, macro_f1, make_batch, model_device
 from tnpeft.train.plots import moving_average, plot_curves, save_png
-from tnpeft.train.train_config import TASKS, TrainConfig
+from tnpeft.train.train_config import TASKS, TrainConfig, effective_warmup
 
 __all__ = ["fit", "method_hooks", "TrainingInterrupted", "DeferredInterrupt", "TrainConfig", "TASKS", "ClassificationData", "LMData",
            "evaluate", "macro_f1", "moving_average", "plot_curves", "save_png"]
@@ -183,7 +183,8 @@ class _Run:
                             "trainable": sum(p.numel() for _, p in named), "run": self.run_info}
         self.ckpt = Checkpoint(self.out)
         self.history: dict[str, Any] = {"train_loss": [], "eval": [], "seconds": 0.0}
-        self.warmup = min(config.warmup_steps, self.total)       # a warmup longer than the run is clipped to it
+        # a warm-up longer than its fraction of the run is clipped to it
+        self.warmup = effective_warmup(config.warmup_steps, self.total, config.warmup_fraction)
 
     def restore(self, resume: bool) -> int:
         """Continue from this run's checkpoint (``resume``) or discard an old one; the first step."""
@@ -203,9 +204,9 @@ class _Run:
             for d in (self.ckpt.dir, self.ckpt.old):
                 if d.exists():
                     shutil.rmtree(d)
-        if self.config.warmup_steps > self.total and self.progress and start == 0:
-            tqdm.write(f"note: --warmup-steps {self.config.warmup_steps} is longer than the run ({self.total} steps); "
-                       f"warming up over all {self.total} steps")
+        if self.warmup < self.config.warmup_steps and self.progress and start == 0:
+            tqdm.write(f"note: --warmup-steps {self.config.warmup_steps} is more than {self.config.warmup_fraction:g} of "
+                       f"the run ({self.total} steps); warming up over {self.warmup} step(s)")
         return start
 
     def lr_at(self, step: int) -> float:
@@ -271,10 +272,15 @@ class _Run:
                 self.save(done)
 
     def finish(self) -> None:
-        """The last evaluation, the final checkpoint and the adapter."""
+        """The last evaluation, the final checkpoint and the adapter (which records the task and token
+        length it was trained with, so that evaluations default to them)."""
         if not self.history["eval"] or self.history["eval"][-1]["step"] != self.total:
             self.evaluate(self.total)
         self.save(self.total)
+        for name in active_adapter_names(self.model):
+            record = adapter_config(self.model, name)
+            if record is not None:
+                record["training"] = {"task": self.config.task, "max_length": self.config.max_length}
         save_adapter(self.model, self.out / "adapter")
 
     def metrics(self) -> dict[str, Any]:

@@ -67,7 +67,8 @@ def _place_labels(ax: Axes, fig: Figure, xs: list[float], ys: list[float], es: l
 
 def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy", maximize: bool = True,
                 title: str = "", caption: str | None = None) -> None:
-    """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``) against ``adapter_parameters``
+    """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``, or ± the binomial standard
+    error ``test_<metric>_se`` where one seed gives no spread) against ``adapter_parameters``
     for every row, log x; the Pareto front drawn as a step line, its points filled."""
     import matplotlib
 
@@ -83,7 +84,9 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
         return
     xs = [max(1, r["adapter_parameters"]) for r in rows]
     ys = [r[f"test_{metric}_mean"] for r in rows]
-    es = [r.get(f"test_{metric}_std") or 0.0 for r in rows]
+    # the spread over seeds; with one seed, the test set's binomial standard error (accuracy)
+    es = [r[f"test_{metric}_std"] if r.get(f"test_{metric}_std") is not None else r.get(f"test_{metric}_se") or 0.0
+          for r in rows]
     front = set(pareto_front(list(zip(xs, ys)), maximize))
     cmap = plt.get_cmap("tab10")
     colors = [matplotlib.colors.to_hex(cmap(i % 10)) for i in range(len(rows))]
@@ -116,7 +119,8 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
 
 def plot_compare_curves(rows: list[dict[str, Any]], cells: dict[tuple[str, float, int], dict[str, Any]],
                         path: Path) -> None:
-    """One panel per adapter: the training loss (moving average) of each seed at the selected rate."""
+    """One panel per adapter: the training loss (moving average) of each seed at the selected rate,
+    and — where the cells recorded one (``--eval-every``) — the validation curve on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -127,11 +131,20 @@ def plot_compare_curves(rows: list[dict[str, Any]], cells: dict[tuple[str, float
     nrows = -(-n // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
     for ax, r in zip(axes.flat, rows):
+        val_ax = None
         for (label, lr, seed), rec in sorted(cells.items(), key=lambda kv: kv[0][2]):
             if label == r["adapter"] and lr == r["lr"] and rec.get("train_loss"):
                 losses = rec["train_loss"]
                 k = max(1, len(losses) // 20)
-                ax.plot(range(1, len(losses) + 1), moving_average(losses, k), lw=1.2, label=f"seed {seed}")
+                line, = ax.plot(range(1, len(losses) + 1), moving_average(losses, k), lw=1.2, label=f"seed {seed}")
+                curve = rec.get("val_curve") or []
+                if curve:
+                    val_ax = val_ax or ax.twinx()
+                    key = "accuracy" if "accuracy" in curve[0] else "perplexity"
+                    val_ax.plot([c["step"] for c in curve], [c[key] for c in curve], ls="--", marker=".", ms=4,
+                                lw=1.0, color=line.get_color())
+                    val_ax.set_ylabel(f"validation {key} (dashed)", fontsize=8)
+                    val_ax.tick_params(labelsize=7)
         ax.set_title(f"{r['adapter']}  (lr {r['lr']:g})" if r["lr"] is not None else f"{r['adapter']} (diverged)",
                      fontsize=9)
         ax.set_xlabel("step", fontsize=8)

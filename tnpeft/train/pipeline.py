@@ -99,11 +99,16 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
         method, targets = cfg.method if not isinstance(method, str) else method, cfg.target_modules
     m.to(dev)
     counts = trainable_parameters(m)
+    notes = [] if train_size is None or len(train) >= train_size else [
+        f"--train-size {train_size:,}: the data holds {len(train):,} training rows after the held-out split (rows with "
+        "an empty text or label are skipped); training on those"]
     if report is not None:
         report(f"{loaded.name}: {method} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
                f"{len(list(tn_layers(m)))} layers; data {data}: {len(train):,} train / {len(test):,} "
                f"held out ({task})")
         report(trainable_parameters_line(m))
+        for n in notes:
+            report(f"note: {n}")
     info = {"model": loaded.name, "data": str(data), "method": method, "hparams": hparams,
             "target_modules": targets if isinstance(targets, str) else list(targets),
             "label_names": getattr(train, "label_names", None)}
@@ -113,6 +118,7 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
         p.numel() for n, p in m.named_parameters() if p.requires_grad and any(n.startswith(s + ".") or f".{s}." in n
                                                                               for s in loaded.modules_to_save))
     metrics.update(write_artifacts(m, out))
+    metrics["notes"] = notes
     atomic_write_json(out / "metrics.json", metrics)
     if report is not None:
         fin = metrics["final"]
