@@ -73,7 +73,7 @@ def file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-def ensure_dir(directory: str | os.PathLike, what: str = "folder") -> Path:
+def ensure_dir(directory: str | os.PathLike[str], what: str = "folder") -> Path:
     """Create ``directory`` (and its parents) if needed; :class:`WriteError` if a file is in the way."""
     d = Path(directory)
     if d.exists() and not d.is_dir():
@@ -118,7 +118,7 @@ def _replace(src: str, dst: Path) -> None:
         raise WriteError(f"cannot write {str(dst)!r}: {e.strerror or e}", path=str(dst)) from None
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file, fsync, rename), with the umask's permissions."""
     path = Path(path)
     ensure_dir(path.parent)
@@ -132,7 +132,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def atomic_write_pair(directory: str | os.PathLike, weights_name: str, weights: bytes, config_name: str,
+def atomic_write_pair(directory: str | os.PathLike[str], weights_name: str, weights: bytes, config_name: str,
                       config: Any) -> None:
     """Replace a weights file and the config that records its checksum so that a crash at any point
     leaves a loadable pair: both files are written to temporary names first; the old weights are
@@ -178,7 +178,7 @@ _TEMP = re.compile(r"\.(adapter_config\.json|adapter_model\.safetensors|model\.s
                    r"graph\.json|graph\.safetensors)\.\w+\.tmp")
 
 
-def checkpoint_kinds(directory: str | os.PathLike) -> dict[str, list[str]]:
+def checkpoint_kinds(directory: str | os.PathLike[str]) -> dict[str, list[str]]:
     """The checkpoints a folder holds, ``{kind: [file names]}``: :data:`TNPEFT_ADAPTER`, :data:`PEFT_LORA`
     or another adapter format (by ``adapter_config.json``), :data:`MODEL` (weights, ``config.json``), :data:`GRAPH`."""
     d = Path(directory)
@@ -253,7 +253,7 @@ def _locked(d: Path, timeout: float) -> Iterator[None]:
 
 
 @contextmanager
-def checkpoint_folder(directory: str | os.PathLike, kind: str, *, overwrite: bool = False,
+def checkpoint_folder(directory: str | os.PathLike[str], kind: str, *, overwrite: bool = False,
                       timeout: float | None = None) -> Iterator[Path]:
     """Hold ``directory`` (created if needed) for writing a checkpoint of ``kind``; yields its path.
 
@@ -284,7 +284,7 @@ def checkpoint_folder(directory: str | os.PathLike, kind: str, *, overwrite: boo
         yield d
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
@@ -301,7 +301,7 @@ def sha256(data: bytes) -> str:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def read_regular_bytes(path: str | os.PathLike, what: str, max_bytes: int,
+def read_regular_bytes(path: str | os.PathLike[str], what: str, max_bytes: int,
                        error: ErrorFactory = AdapterFileError) -> bytes:
     """The bytes of ``path``, which must be a regular file of at most ``max_bytes`` bytes.
 
@@ -372,7 +372,7 @@ def parse_json(text: str | bytes, where: str, max_depth: int = MAX_JSON_DEPTH,
     return obj
 
 
-def read_json(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_BYTES,
+def read_json(path: str | os.PathLike[str], what: str, max_bytes: int = MAX_JSON_BYTES,
               error: ErrorFactory = AdapterFileError) -> Any:
     """Parse a JSON file (a regular file of at most ``max_bytes``, nested at most
     :data:`MAX_JSON_DEPTH` deep); anything else raises ``error`` (default :class:`AdapterFileError`)."""
@@ -384,7 +384,7 @@ def read_json(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_BYTE
     return parse_json(text, f"{what} {str(path)!r}", error=error)
 
 
-def read_safetensors(path: str | os.PathLike, expected_sha256: str | None = None,
+def read_safetensors(path: str | os.PathLike[str], expected_sha256: str | None = None,
                      max_bytes: int = MAX_WEIGHTS_BYTES) -> dict[str, torch.Tensor]:
     """Load every tensor of a safetensors file (no pickle; a regular file of at most ``max_bytes``),
     checking its checksum when one is given. When the checksum does not match and

@@ -71,7 +71,7 @@ def user_builder(spec: str) -> Callable[..., Graph]:
     if m is None:
         raise ConfigError(f"{spec!r} is not module.path:function", field="adapter")
     module = import_user_module(m["module"], f"adapter {spec!r}")
-    fn = getattr(module, m["name"], None)
+    fn: Callable[..., Graph] | None = getattr(module, m["name"], None)
     if not callable(fn):
         found = sorted(k for k, v in vars(module).items() if inspect.isfunction(v) and not k.startswith("_")
                        and v.__module__ == module.__name__)

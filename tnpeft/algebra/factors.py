@@ -155,11 +155,12 @@ def low_rank_factors(module: GraphModule, scaled: bool = True) -> tuple[torch.Te
     g = module.graph
     s = g.scale if scaled else 1.0
     cut = _cut(g)
-    rank = math.prod(g.size_dict[i] for i in cut[2]) if cut is not None else None
-    if cut is None or rank >= min(g.in_features, g.out_features):
+    if cut is None or (rank := math.prod(g.size_dict[i] for i in cut[2])) >= min(g.in_features, g.out_features):
         with torch.no_grad():
             w = module.dense(scaled=False).detach().to(torch.float64) * s
-        eye = lambda n: torch.eye(n, dtype=w.dtype, device=w.device)  # noqa: E731
+
+        def eye(n: int) -> torch.Tensor:
+            return torch.eye(n, dtype=w.dtype, device=w.device)
         return (eye(g.out_features), w) if g.out_features <= g.in_features else (w, eye(g.in_features))
     out_side, in_side, bonds = cut
     values = module_values(module)
@@ -203,7 +204,7 @@ def module_like(graph: Graph, like: GraphModule, values: dict[str, torch.Tensor]
 
 
 def lora_graph_module(b: torch.Tensor, a: torch.Tensor, like: GraphModule, name: str = "lora",
-                      meta: dict | None = None) -> GraphModule:
+                      meta: dict[str, Any] | None = None) -> GraphModule:
     """A LoRA-shaped module (dense ``A[r, in]``, ``B[out, r]``, scale 1) holding ``B``, ``A`` —
     tagged as method ``lora`` with ``r = alpha``, so it saves, loads and exports as LoRA — in the
     dtype and on the device of ``like``."""

@@ -69,7 +69,7 @@ def _result_node(n: Node, sizes: tuple[int, ...]) -> Node:
     return Dense(n.name, n.inds, sizes, init="zeros")
 
 
-def _direct_sum(modules: Sequence[GraphModule], coeffs: Sequence[float]) -> GraphModule:
+def _direct_sum(modules: Sequence[GraphModule], coeffs: Sequence[float]) -> tuple[GraphModule, int | None]:
     g0 = modules[0].graph
     legs = set(g0.in_inds) | set(g0.out_inds)
     bonds = sorted({i for n in g0.nodes.values() for i in n.inds if i not in legs})
@@ -106,7 +106,7 @@ def _target(modules: Sequence[GraphModule], coeffs: Sequence[float]) -> tuple[to
 
 def finite_weight(w: Any) -> bool:
     """A finite real number (Python's or numpy's; not a bool)."""
-    return isinstance(w, numbers.Real) and not isinstance(w, bool) and math.isfinite(float(w))
+    return not isinstance(w, bool) and isinstance(w, numbers.Real) and math.isfinite(float(w))
 
 
 def _check_terms(modules: Sequence[GraphModule], weights: Sequence[float]) -> tuple[list[GraphModule], list[float]]:

@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("tnpeft: error: --in-features and --out-features must be positive", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except TNPeftError as e:
         print(f"tnpeft: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from typing import AbstractSet, Any, Sequence
 
 from tnpeft.algebra import cut_rank
 from tnpeft.graph import Graph
 
 
-def columns(rows: Sequence[Sequence[str]], right: set[int] = frozenset(), sep: str = "  ") -> list[str]:  # type: ignore[assignment]
+def columns(rows: Sequence[Sequence[str]], right: AbstractSet[int] = frozenset(), sep: str = "  ") -> list[str]:
     """``rows`` (the first is the header) padded into aligned columns; the columns in ``right`` are
     right-aligned (numbers)."""
     w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []

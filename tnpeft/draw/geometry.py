@@ -73,7 +73,7 @@ def point_segment_distance(px: float, py: float, x1: float, y1: float, x2: float
     return math.hypot(px - (x1 + t * dx), py - (y1 + t * dy))
 
 
-def _seg_box(x1, y1, x2, y2, bx0, by0, bx1, by1) -> bool:
+def _seg_box(x1: float, y1: float, x2: float, y2: float, bx0: float, by0: float, bx1: float, by1: float) -> bool:
     """Whether a segment meets an axis-aligned box (Liang–Barsky clipping)."""
     t0, t1 = 0.0, 1.0
     dx, dy = x2 - x1, y2 - y1

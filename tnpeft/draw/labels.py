@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from tnpeft.draw.geometry import CLEAR, Layout, Point, segment_meets_box
 
@@ -59,7 +59,7 @@ class Scene:
             self._file("box", k, b)
 
     @staticmethod
-    def _cells(box: tuple[float, float, float, float]):
+    def _cells(box: tuple[float, float, float, float]) -> Iterator[tuple[int, int]]:
         i0, i1 = math.floor(box[0] / CELL), math.floor(box[2] / CELL)
         j0, j1 = math.floor(box[1] / CELL), math.floor(box[3] / CELL)
         return ((i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1))

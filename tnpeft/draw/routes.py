@@ -10,6 +10,7 @@ from collections import defaultdict
 from tnpeft.draw.geometry import (
     BUNDLE_GAP,
     CLEAR,
+    Link,
     Point,
     R,
     Vertex,
@@ -21,7 +22,8 @@ from tnpeft.draw.geometry import (
 )
 
 
-def route_links(verts, links, layers, blocks) -> None:
+def route_links(verts: dict[str, Vertex], links: list[Link], layers: list[list[str]],
+                blocks: dict[str, list[str]]) -> None:
     obstacles = [v for v in verts.values() if v.is_obstacle]
     band = {i: max([verts[v].half_h for v in layer if verts[v].is_obstacle] + [R]) + CLEAR
             for i, layer in enumerate(layers)}

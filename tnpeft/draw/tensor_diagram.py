@@ -21,14 +21,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
-from tnpeft.draw.geometry import DOT_R, Layout, Point, output_path
+from tnpeft.draw.geometry import DOT_R, Layout, Point, Vertex, output_path
 from tnpeft.draw.labels import Label, place_labels
 from tnpeft.draw.layout import build_layout
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import RendererAgg
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
+    from matplotlib.typing import RcKeyType
 
     from tnpeft.graph import Graph
 
@@ -40,7 +44,7 @@ INCH = 0.62          # inches per data unit
 MARGIN = 0.25
 _FONTS = {"index": (8, "normal"), "node": (10, "bold"), "box": (9, "bold"), "caption": (9.5, "normal"),
           "legend": (8, "normal")}
-_RC = {"font.family": "DejaVu Sans", "text.hinting": "no_hinting", "text.hinting_factor": 1, "svg.hashsalt": "tnpeft", "svg.fonttype": "path", "path.simplify": False}
+_RC: dict[RcKeyType, Any] = {"font.family": "DejaVu Sans", "text.hinting": "no_hinting", "text.hinting_factor": 1, "svg.hashsalt": "tnpeft", "svg.fonttype": "path", "path.simplify": False}
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ class TextBox:
 class Diagram:
     """A rendered tensor diagram: the matplotlib figure and its geometry."""
 
-    figure: Any
+    figure: Figure
     shapes: dict[str, Shape] = field(default_factory=dict)
     segments: list[Segment] = field(default_factory=list)
     texts: list[TextBox] = field(default_factory=list)
@@ -99,7 +103,7 @@ class Diagram:
 
 
 @contextmanager
-def _rc():
+def _rc() -> Iterator[None]:
     """The diagram's rc settings, in force for the block (only :data:`_RC`'s keys are saved and
     restored: much cheaper than ``matplotlib.rc_context``, which copies every setting)."""
     import matplotlib
@@ -124,7 +128,7 @@ def _measure(text: str, role: str) -> tuple[float, float]:
 
 
 @lru_cache(maxsize=1)
-def _scratch():
+def _scratch() -> tuple[Figure, RendererAgg, dict[str, Text]]:
     """A figure that is never drawn, its renderer and one text per role (reused for every measure)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -147,7 +151,7 @@ def _caption(graph: Graph, title: str | None) -> str:
 
 def _legend_items(graph: Graph, layout: Layout) -> list[tuple[str, str]]:
     kinds = {v.kind for v in layout.vertices.values()}
-    items = [(k, k) for k in ("dense", "diagonal", "unitary", "nonlinear") if k in kinds]
+    items: list[tuple[str, str]] = [(k, k) for k in ("dense", "diagonal", "unitary", "nonlinear") if k in kinds]
     if "dot" in kinds:
         items.append(("dot", "copy tensor"))
     if "hyper" in kinds:
@@ -190,7 +194,7 @@ def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
 
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=((x1 - x0) * INCH, (y1 - y0) * INCH), dpi=100)
-        FigureCanvasAgg(fig)
+        canvas = FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 1))
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
@@ -207,7 +211,7 @@ def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
             color = "#333333" if lab.role in ("index", "legend") else "black"
             artists.append((lab, ax.text(lab.x, lab.y, lab.text, fontsize=size, fontweight=weight, ha="center",
                                          va="center", color="white" if lab.role == "box" else color, zorder=6)))
-        renderer = fig.canvas.get_renderer()
+        renderer = canvas.get_renderer()
         inv = ax.transData.inverted()
         for lab, art in artists:
             bb = art.get_window_extent(renderer).transformed(inv)
@@ -234,14 +238,14 @@ def _legend_labels(items: list[tuple[str, str]], cx: float, top: float) -> list[
     sizes = [_measure(text, "legend") for _, text in items]
     step = [0.38 + w + 0.3 for w, _ in sizes]
     x = cx - (sum(step) - 0.3) / 2
-    out = []
+    out: list[tuple[str | None, Label]] = []
     for (kind, text), (w, h), st in zip(items, sizes, step):
         out.append((kind, Label(text, "legend", x + 0.38 + w / 2, top - 0.2, w, h)))
         x += st
     return out
 
 
-def _draw(ax, graph: Graph, layout: Layout, diagram: Diagram) -> None:
+def _draw(ax: Axes, graph: Graph, layout: Layout, diagram: Diagram) -> None:
     # the limits are set: shapes go in with add_artist, which skips add_patch's costly data-limit update
     from matplotlib.patches import Circle, FancyBboxPatch, Polygon
 
@@ -266,12 +270,12 @@ def _draw(ax, graph: Graph, layout: Layout, diagram: Diagram) -> None:
                                         edgecolor=_TRAIN, lw=2.0, zorder=3))
             diagram.shapes[v.id] = Shape(v.id, "box", v.x, v.y, half_w=v.half_w, half_h=v.half_h)
         elif v.kind in _FILL:
-            node = graph.nodes[v.id]
-            _symbol(ax, v.x, v.y, v.half_w, v.kind, bool(node.num_parameters()) and v.id not in graph.generated)
+            nd = graph.nodes[v.id]
+            _symbol(ax, v.x, v.y, v.half_w, v.kind, bool(nd.num_parameters()) and v.id not in graph.generated)
             diagram.shapes[v.id] = Shape(v.id, "disk", v.x, v.y, r=v.half_w)
 
 
-def _arrow_tip(route: list[Point], node) -> tuple[Point | None, list[Point]]:
+def _arrow_tip(route: list[Point], node: Vertex) -> tuple[Point | None, list[Point]]:
     pts = route if math.hypot(route[-1][0] - node.x, route[-1][1] - node.y) < 1e-9 else route[::-1]
     (x0, y0), (x1, y1) = pts[-2], pts[-1]
     L = math.hypot(x1 - x0, y1 - y0)
@@ -283,7 +287,7 @@ def _arrow_tip(route: list[Point], node) -> tuple[Point | None, list[Point]]:
     return tip, [(bx - uy * 0.06, by + ux * 0.06), (bx + uy * 0.06, by - ux * 0.06)]
 
 
-def _symbol(ax, x: float, y: float, r: float, kind: str, trainable: bool) -> None:
+def _symbol(ax: Axes, x: float, y: float, r: float, kind: str, trainable: bool) -> None:
     from matplotlib.patches import Circle, Rectangle, Wedge
 
     edge = _TRAIN if trainable else _FROZEN
@@ -307,7 +311,7 @@ def _symbol(ax, x: float, y: float, r: float, kind: str, trainable: bool) -> Non
         ax.plot(xs, ys, color=edge, lw=lw, zorder=4)
 
 
-def _legend_symbol(ax, kind: str, x: float, y: float) -> None:
+def _legend_symbol(ax: Axes, kind: str, x: float, y: float) -> None:
     from matplotlib.patches import Circle, FancyBboxPatch
 
     if kind in ("dense", "diagonal", "unitary", "nonlinear"):

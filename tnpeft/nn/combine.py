@@ -80,7 +80,7 @@ def additive_part(layer: TNLinear, name: str) -> GraphModule:
     dense = Graph([Dense("W", ("out", "in"), tuple(delta.shape), init="zeros")], name=f"{g.name or name}-additive")
     out = GraphModule(dense, dtype=module.param_dtype, device=delta.device)
     with torch.no_grad():
-        out.W.weight.copy_(delta.to(out.param_dtype))
+        out.get_parameter("W.weight").copy_(delta.to(out.param_dtype))
     return out
 
 
@@ -155,8 +155,8 @@ def add_weighted_adapter(model: nn.Module, adapters: Sequence[str], weights: Seq
         except (NotMergeableError, AdapterStateError) as e:
             raise type(e)(f"module {path!r}: {e}") from None
         except NonFiniteError as e:
-            parts = ", ".join(f"{a!r} with weight {w:g}" for a, w in present)
-            raise ConfigError(f"module {path!r}: adapter {adapter_name!r} = {combination_type} of {parts}: {e}; use "
+            terms = ", ".join(f"{a!r} with weight {w:g}" for a, w in present)
+            raise ConfigError(f"module {path!r}: adapter {adapter_name!r} = {combination_type} of {terms}: {e}; use "
                               "smaller weights (or check the adapters' values with tnpeft.verify)",
                               field="weights") from None
         except TNPeftError as e:

@@ -144,9 +144,10 @@ def enclosing_adapter_layer(model: nn.Module, path: str) -> str | None:
     parts = path.split(".")
     m: nn.Module = model
     for k, part in enumerate(parts[:-1]):
-        m = m._modules.get(part)   # walking the tree without raising
-        if m is None:
+        child = m._modules.get(part)   # walking the tree without raising
+        if child is None:
             return None
+        m = child
         if isinstance(m, TNLinear):
             return ".".join(parts[:k + 1])
     return None
@@ -260,7 +261,7 @@ def check_saved_paths(model: nn.Module, paths: list[str], targets: set[str], err
         if inside is not None or clash is not None:
             what = (f"lies inside the adapted layer {inside!r}" if inside is not None else
                     "is an adapted layer" if clash == p else
-                    f"contains the adapted layer {clash!r}" if clash.startswith(p + ".") else
+                    f"contains the adapted layer {clash!r}" if clash is not None and clash.startswith(p + ".") else
                     f"lies inside the adapted layer {clash!r}")
             raise error(f"{where}modules_to_save entry {p!r} {what}; a saved module must be a whole module "
                         "apart from the adapted ones")

@@ -6,14 +6,17 @@ briefly needs their memory once more)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 from tnpeft.errors import AdapterStateError
+from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 
 
-def _check_names(model: nn.Module, names: list[str] | None) -> list[str] | None:
+def _check_names(model: nn.Module, names: str | list[str] | None) -> list[str] | None:
     if names is None:
         return None
     if isinstance(names, str):
@@ -32,7 +35,7 @@ def check_untied(model: nn.Module, paths: list[str]) -> None:
     for name, p in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(p), []).append(name)
     for path in paths:
-        w = model.get_submodule(path).base_layer.weight
+        w = cast(TNLinear, model.get_submodule(path)).base_layer.weight
         others = [n for n in owners.get(id(w), []) if not n.startswith(path + ".")]
         if others:
             raise AdapterStateError(
@@ -41,7 +44,7 @@ def check_untied(model: nn.Module, paths: list[str]) -> None:
                 "the adapter unmerged, or untie the weights first (give the layer its own copy of the weight)")
 
 
-def merge(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> nn.Module:
+def merge(model: nn.Module, adapter_names: str | list[str] | None = None, safe_merge: bool = False) -> nn.Module:
     """Add the active (or named) adapters into the base weights; their forward then costs nothing.
     A name the model does not have raises :class:`AdapterStateError`; nothing is merged unless
     everything can be (``safe_merge`` also refuses weights that would hold NaN or inf); a layer whose

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ from tnpeft.fileio import (
     tensors_to_bytes,
 )
 from tnpeft.graph import Dense, Graph
+from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
 from tnpeft.nn.saving import check_materialized, linear_sizes_at, put_adapter
 from tnpeft.runtime import merged_weight
@@ -52,7 +53,7 @@ _PREFIX = "base_model.model."
 _KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
 
 
-def _pattern_value(pattern: dict, path: str, default):
+def _pattern_value(pattern: dict[str, Any], path: str, default: Any) -> Any:
     # peft: a key matches when the module name ends with it on a dot boundary (regex allowed)
     for key, value in pattern.items():
         if re.match(rf"(.*\.)?({key})$", path):
@@ -64,7 +65,7 @@ def _number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_config(cfg: dict, src: str) -> None:
+def _check_config(cfg: dict[str, Any], src: str) -> None:
     """Every field tnpeft reads from a peft LoRA config, checked for its type and range."""
     def bad(field: str, want: str) -> AdapterFileError:
         return AdapterFileError(f"{src}: field {field!r} is {cfg.get(field)!r}; expected {want}")
@@ -102,7 +103,7 @@ def _check_config(cfg: dict, src: str) -> None:
                 raise AdapterFileError(f"{src}: field {field!r}: {key!r} maps to {value!r}; expected {want}")
 
 
-def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
+def import_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
                 is_trainable: bool = False) -> nn.Module:
     """Load a peft LoRA checkpoint folder into ``model`` as tnpeft LoRA adapter ``adapter_name``.
 
@@ -267,7 +268,7 @@ def _check_finite(tensors: dict[str, torch.Tensor], adapter_name: str) -> None:
                                  "with tnpeft.verify")
 
 
-def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
+def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
                 max_rank: int | None = None, overwrite: bool = False) -> PeftExport:
     """Write adapter ``adapter_name`` as a peft LoRA checkpoint that
     ``peft.PeftModel.from_pretrained(base_model, directory)`` loads and runs as tnpeft did.
@@ -314,7 +315,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
                          "and were not written; save them with the base model")
     if len(rslora) > 1:    # one flag per checkpoint: write rsLoRA modules as plain ones with alpha / √r · r
         for path in ranks:
-            g = model.get_submodule(path).tn_adapters[adapter_name].graph
+            g = cast(TNLinear, model.get_submodule(path)).tn_adapters[adapter_name].graph
             if out.modules[path]["how"] == "lora" and _lora_scaling(g)[1]:
                 alphas[path] = g.scale * ranks[path]
         rslora = {False}
@@ -372,7 +373,7 @@ def _lora_config(model: nn.Module, ranks: dict[str, int], alphas: dict[str, floa
     }
 
 
-def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list, overwrite: bool) -> PeftExport:
+def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list[tuple[str, TNLinear]], overwrite: bool) -> PeftExport:
     """The whole model with adapter ``adapter_name`` merged (other adapters left out; what is
     merged already stays in), as ``model.safetensors`` (+ ``config.json``)."""
     adapted = {p: layer for p, layer in layers}
@@ -388,7 +389,7 @@ def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list, o
                 if not rest.startswith("base_layer."):
                     continue                                 # adapter values: not part of the plain model
                 key = f"{owner}.{rest[len('base_layer.'):]}"
-                layer = model.get_submodule(owner)
+                layer = cast(TNLinear, model.get_submodule(owner))
                 if owner in adapted and rest == "base_layer.weight" and adapter_name not in layer.merged_adapters:
                     v = merged_weight(layer.tn_adapters[adapter_name], v, layer.fan_in_fan_out)
                     out.modules[owner] = {"rank": None, "exact": True, "error": 0.0, "how": "merged"}
@@ -399,7 +400,7 @@ def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list, o
             state[key] = v
     _check_finite({k: state[f"{p}.weight"] for p in out.modules for k in [f"{p}.weight"]}, adapter_name)
     blob = tensors_to_bytes(state, metadata={"format": "pt"})
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     config = config.to_json_string(use_diff=False).encode() if hasattr(config, "to_json_string") else None
     with checkpoint_folder(d, MODEL, overwrite=overwrite):
         for name in checkpoint_kinds(d).get(MODEL, []):   # an earlier save's shards (or config) go too

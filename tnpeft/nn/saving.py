@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return (full() if callable(full) else t).detach().cpu()
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
+def save_adapter(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
                  main_process_only: bool = True, overwrite: bool = False) -> Path:
     """Write adapter ``adapter_name`` to ``directory`` (created if needed) and return its path.
 
@@ -120,7 +121,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
     return d
 
 
-def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], source: str,
+def _saved_state(model: nn.Module, cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str,
                  targets: set[str]) -> dict[str, dict[str, torch.Tensor]]:
     """The values of the saved whole modules, checked and cast to the model's dtypes."""
     paths = list((cfg.get("config") or {}).get("modules_to_save") or [])
@@ -143,7 +144,7 @@ def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], 
     return out
 
 
-def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str | None = None,
+def load_adapter(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str | None = None,
                  is_trainable: bool = False) -> nn.Module:
     """Load a saved adapter into ``model`` and make it active.
 
@@ -188,7 +189,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
 
 def put_adapter(model: nn.Module, name: str, scope: FrameScope | None, modules: dict[str, GraphModule],
                 values: dict[str, dict[str, torch.Tensor]], saved: dict[str, dict[str, torch.Tensor]],
-                record: dict | None, is_trainable: bool) -> nn.Module:
+                record: dict[str, Any] | None, is_trainable: bool) -> nn.Module:
     """The one change of a load, all or nothing: install new ``modules`` (when ``record`` is given),
     copy checked ``values`` into them and ``saved`` into whole modules, make adapter ``name`` active,
     and freeze it unless ``is_trainable``."""

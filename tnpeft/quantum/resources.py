@@ -102,7 +102,7 @@ def _counts(qc: QuantumCircuit) -> dict[str, int]:
     return {"one_qubit": one, "two_qubit": two, "multi_qubit": many, "depth": qc.depth()}
 
 
-def _structure(qc: QuantumCircuit) -> tuple:
+def _structure(qc: QuantumCircuit) -> tuple[Any, ...]:
     # what the decomposed gate counts depend on: gates, their qubits and control states, not angles
     return (qc.num_qubits,) + tuple((inst.operation.name, tuple(qc.find_bit(q).index for q in inst.qubits),
                                      getattr(inst.operation, "ctrl_state", None)) for inst in qc.data)
@@ -213,12 +213,12 @@ def resource_report(source: Any, backend: BackendV2 | str | None = "generic", *,
                 continue
             for qc in circuits if isinstance(circuits, list) else [circuits]:
                 index = qc.metadata.get("batch_index") or []
-                key = f"{name}[{','.join(map(str, index))}]" if index else name
-                built.append((f"{path}:{key}" if path else key, path, name, qc))
+                item = f"{name}[{','.join(map(str, index))}]" if index else name
+                built.append((f"{path}:{item}" if path else item, path, name, qc))
     if backend == "generic":
         backend = default_backend(max((qc.num_qubits for *_, qc in built), default=1))
     report.backend = None if backend is None else getattr(backend, "name", type(backend).__name__)
-    memo: dict[tuple, tuple[dict, dict | None]] = {}
+    memo: dict[tuple[Any, ...], tuple[dict[str, int], dict[str, int] | None]] = {}
     for label, path, node, qc in built:
         key = _structure(qc)
         if key not in memo:

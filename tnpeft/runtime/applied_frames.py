@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tnpeft.graph.nodes import Unitary
+from tnpeft.graph.nodes import Node, Unitary
 from tnpeft.params.unitary import FrameModule
 
 #: apply a frame to the activation when its :meth:`~tnpeft.params.unitary.FrameModule.apply_cost`
@@ -41,7 +41,7 @@ class FrameApplication:
         return y.reshape(*lead, y.shape[-1]).permute(self.perm_out)
 
 
-def frame_application(node, frame, act_inds: tuple[str, ...], exits: tuple[str, ...],
+def frame_application(node: Node, frame: object, act_inds: tuple[str, ...], exits: tuple[str, ...],
                       sizes: Mapping[str, int]) -> FrameApplication | None:
     """The :class:`FrameApplication` for a stage reading activation legs ``act_inds`` (batch axis first)
     with the single node ``node``, or ``None`` when the stage is better contracted."""

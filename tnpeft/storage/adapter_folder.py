@@ -95,7 +95,7 @@ def upgrade_state(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str
     return out
 
 
-def read_adapter(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Graph], dict[str, torch.Tensor]]:
+def read_adapter(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Graph], dict[str, torch.Tensor]]:
     """Parse and check a saved adapter without touching any model: (config, graphs, tensors).
 
     Reads are bounded (regular files only; the config at most :data:`tnpeft.fileio.MAX_JSON_BYTES`;
@@ -211,7 +211,7 @@ def split_adapter_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tenso
     return per
 
 
-def read_adapter_modules(directory: str | os.PathLike, dtype: torch.dtype = torch.float64,
+def read_adapter_modules(directory: str | os.PathLike[str], dtype: torch.dtype = torch.float64,
                          finite: bool = True) -> dict[str, GraphModule]:
     """The saved adapter's graph modules with their values (``dtype``, default float64), by module
     path — for working with a saved adapter without the model it was trained on (export, checks).

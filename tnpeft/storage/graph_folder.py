@@ -32,7 +32,7 @@ class LoadedGraph(NamedTuple):
     module: GraphModule
 
 
-def save_graph(module: GraphModule, directory: str | os.PathLike, overwrite: bool = False) -> None:
+def save_graph(module: GraphModule, directory: str | os.PathLike[str], overwrite: bool = False) -> None:
     """Write a graph's structure and values — a :class:`GraphModule` — into ``directory`` (created
     if needed); the JSON records the weights' checksum. A bare :class:`Graph` holds no values and is
     refused (save ``GraphModule(graph)``). A folder holding a checkpoint of another kind (an adapter,
@@ -50,7 +50,7 @@ def save_graph(module: GraphModule, directory: str | os.PathLike, overwrite: boo
         atomic_write_pair(d, "graph.safetensors", blob, "graph.json", meta)
 
 
-def load_graph(directory: str | os.PathLike, finite: bool = True) -> LoadedGraph:
+def load_graph(directory: str | os.PathLike[str], finite: bool = True) -> LoadedGraph:
     """Read a graph written by :func:`save_graph`: ``(graph, module)``, the module holding the saved
     values (JSON is parsed as data; no code is executed). ``finite=False`` accepts NaN and infinite
     values."""

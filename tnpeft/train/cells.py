@@ -62,6 +62,9 @@ class PeakRSS:
     """The process's resident memory, sampled every ``interval`` s in a thread: ``peak - start``
     in bytes (None where ``/proc/self/statm`` cannot be read)."""
 
+    start: int | None
+    peak: int | None
+
     def __init__(self, interval: float = 0.01):
         self.interval, self.start, self.peak = interval, None, None
         self._stop = threading.Event()
@@ -81,7 +84,7 @@ class PeakRSS:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -97,6 +100,9 @@ class PeakRSS:
 class PeakCUDA:
     """The CUDA allocator's peak while the block runs, above what was allocated when it began."""
 
+    start: int | None
+    peak: int | None
+
     def __init__(self, device: str):
         self.device, self.start, self.peak = torch.device(device), None, None
 
@@ -106,7 +112,7 @@ class PeakCUDA:
         torch.cuda.reset_peak_memory_stats(self.device)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         torch.cuda.synchronize(self.device)
         self.peak = torch.cuda.max_memory_allocated(self.device)
 
@@ -126,9 +132,9 @@ def build_model(ctx: Context, spec: AdapterSpec, seed: int) -> tuple[nn.Module, 
 
         names = find_targets(loaded.model, AdapterConfig("lora", targets, exclude_modules=excl))
         hp = spec.hparams
-        cfg = LoraConfig(r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"], target_modules=names,
-                         modules_to_save=loaded.modules_to_save or None)
-        return get_peft_model(loaded.model, cfg).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
+        lora = LoraConfig(r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"], target_modules=names,
+                          modules_to_save=loaded.modules_to_save or None)
+        return get_peft_model(loaded.model, lora).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
     cfg = AdapterConfig(spec.method, targets, exclude_modules=excl, modules_to_save=loaded.modules_to_save,
                         **spec.hparams)
     return inject(loaded.model, cfg).to(ctx.device), loaded.tokenizer, loaded.modules_to_save

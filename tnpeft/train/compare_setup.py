@@ -11,7 +11,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, cast
 
 from tnpeft.adapters.methods import DEFAULT_LEARNING_RATE, METHODS, check_hparams
 from tnpeft.adapters.specs import train_method
@@ -87,6 +87,7 @@ def parse_adapter_spec(text: Any) -> AdapterSpec:
             raise ConfigError(f"adapter spec {text!r}: peft_lora takes {sorted(PEFT_LORA_HPARAMS)}, not {bad}",
                               field="adapters")
         hp = {**PEFT_LORA_HPARAMS, **hparams}
+        ok: Callable[[Any], bool]
         for key, ok, want in (("r", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20,
                                "a positive integer"),
                               ("alpha", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -181,7 +182,7 @@ class Context:
 def select_lr(val_by_lr: dict[float, list[float | None]], maximize: bool) -> float | None:
     """The learning rate of the best validation mean (a rate with a diverged seed, ``None``, is not
     selectable); ties go to the smaller rate. ``None`` when every rate diverged."""
-    ok = {lr: statistics.fmean(v) for lr, v in val_by_lr.items() if v and all(x is not None for x in v)}
+    ok = {lr: statistics.fmean(cast(list[float], v)) for lr, v in val_by_lr.items() if v and all(x is not None for x in v)}
     if not ok:
         return None
     return min(ok, key=lambda lr: ((-ok[lr] if maximize else ok[lr]), lr))
@@ -205,14 +206,16 @@ def load_splits(data: str, task: str, model: str, train_size: int | None, val_si
         if len(ho) < held:
             raise ConfigError(f"{data}: {len(ho)} held-out rows, fewer than --val-size + --test-size = {held}",
                               field="test_size")
-        cut = lambda a, b: ClassificationData(ho.texts[a:b], ho.labels[a:b], ho.label_names)  # noqa: E731
+
+        def cut(a: int, b: int) -> ClassificationData:
+            return ClassificationData(ho.texts[a:b], ho.labels[a:b], ho.label_names)
         return tr, cut(0, val_size), cut(val_size, held), len(tr.label_names)
     tok = load_model(model, task).tokenizer
-    tr, ho = load_lm(data, tok, block=max_length, text_column=text_column, train_size=train_size, test_size=held)
-    if len(ho) < held or len(tr) == 0:
-        raise ConfigError(f"{data}: the text makes {len(tr) + len(ho)} blocks of {max_length} tokens, too few for "
-                          f"--val-size + --test-size = {held} held-out blocks and a training set", field="test_size")
-    return tr, LMData(ho.blocks[:val_size]), LMData(ho.blocks[val_size:held]), 0
+    lm_tr, lm_ho = load_lm(data, tok, block=max_length, text_column=text_column, train_size=train_size, test_size=held)
+    if len(lm_ho) < held or len(lm_tr) == 0:
+        raise ConfigError(f"{data}: the text makes {len(lm_tr) + len(lm_ho)} blocks of {max_length} tokens, too few "
+                          f"for --val-size + --test-size = {held} held-out blocks and a training set", field="test_size")
+    return lm_tr, LMData(lm_ho.blocks[:val_size]), LMData(lm_ho.blocks[val_size:held]), 0
 
 
 def check_positive(name: str, v: Any, allow_none: bool = False) -> None:
@@ -241,9 +244,13 @@ def read_done(path: Path, want: str, metrics: tuple[str, ...] = ()) -> dict[str,
     if not isinstance(rec, dict) or rec.get("config_hash") != want:
         raise ConfigError(f"{path} belongs to a comparison with other settings (model, data, split, budget or "
                           "adapter); use another --out or delete that folder", field="out")
-    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    scores = lambda v, more=(): isinstance(v, dict) and all(num(v.get(m)) for m in (*metrics, *more))  # noqa: E731
-    fields = {"test": (lambda v: scores(v, ("eval_seconds",)), f"an object of numbers {[*metrics, 'eval_seconds']}")} \
+
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def scores(v: Any, more: tuple[str, ...] = ()) -> bool:
+        return isinstance(v, dict) and all(num(v.get(m)) for m in (*metrics, *more))
+    fields: dict[str, tuple[Callable[[Any], bool], str]] = {"test": (lambda v: scores(v, ("eval_seconds",)), f"an object of numbers {[*metrics, 'eval_seconds']}")} \
         if path.name == "test.json" else {
         "val": (lambda v: v is None or scores(v), f"null or an object of numbers {list(metrics)}"),
         "adapter_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),

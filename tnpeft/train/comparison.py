@@ -23,7 +23,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -61,7 +61,7 @@ __all__ = ["compare", "summarize", "PROTOCOLS", "default_lrs", "lr_centre", "par
 
 def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets", lrs: list[float] | None = None,
             lr_grid: dict[str, list[float]] | None = None, lr_centres: dict[str, float] | None = None,
-            seeds: list[int] = (0, 1, 2), steps: int | None = None, epochs: int | None = None,
+            seeds: Sequence[int] = (0, 1, 2), steps: int | None = None, epochs: int | None = None,
             train_size: int | None = 2000, val_size: int = 500, test_size: int = 500,
             batch_size: int = 32, max_length: int = 48, protocol: str = "grid", out: str | Path = "runs/compare",
             task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
@@ -212,12 +212,12 @@ class _Cells:
         for (label, lr, _), rec in self.cells.items():
             if label == spec.label:
                 by_lr.setdefault(lr, []).append(rec["val"][self.key] if rec["val"] else None)
-        lr = select_lr(by_lr, self.maximize)
+        chosen = select_lr(by_lr, self.maximize)
         rates = sorted(by_lr)
-        edge = None if lr is None or len(rates) < 2 else "lowest" if lr == rates[0] else \
-            "highest" if lr == rates[-1] else None
-        return {"lr": lr, "metric": f"val_{self.key}", "maximize": self.maximize, "edge": edge,
-                "by_lr": {f"{r:g}": {"val_mean": (statistics.fmean(v) if all(x is not None for x in v) else None),
+        edge = None if chosen is None or len(rates) < 2 else "lowest" if chosen == rates[0] else \
+            "highest" if chosen == rates[-1] else None
+        return {"lr": chosen, "metric": f"val_{self.key}", "maximize": self.maximize, "edge": edge,
+                "by_lr": {f"{r:g}": {"val_mean": (statistics.fmean(cast(list[float], v)) if all(x is not None for x in v) else None),
                                      "seeds": len(v)} for r, v in sorted(by_lr.items())}}
 
     def _test(self, spec: AdapterSpec) -> None:

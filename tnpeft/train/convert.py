@@ -12,7 +12,7 @@ from tnpeft.storage.adapter_folder import SAVED_PREFIX, read_adapter
 from tnpeft.train.datasets import load_model
 
 
-def convert_adapter(adapter_dir: str | os.PathLike, output: str | os.PathLike, model: str = "minilm",
+def convert_adapter(adapter_dir: str | os.PathLike[str], output: str | os.PathLike[str], model: str = "minilm",
                     task: str | None = None, max_rank: int | None = None, overwrite: bool = False) -> PeftExport:
     """Load the saved adapter in ``adapter_dir`` into ``model`` (``minilm``, ``smollm2`` or a model
     folder, as ``tnpeft train`` loads it; ``task`` defaults to classification when the adapter saved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ def macro_f1(pred: list[int], gold: list[int], n_classes: int) -> float:
     return sum(f1s) / n_classes
 
 
-def make_batch(task: str, data, idx: list[int], tokenizer, max_length: int,
+def make_batch(task: str, data: Any, idx: list[int], tokenizer: Any, max_length: int,
                device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """The model inputs of examples ``idx`` (tokenized, padded, with labels), on ``device``."""
     if task == "classification":
@@ -76,7 +77,7 @@ def training_length(model: nn.Module) -> int | None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, tokenizer, data, task: str = "classification", batch_size: int = 128,
+def evaluate(model: nn.Module, tokenizer: Any, data: Any, task: str = "classification", batch_size: int = 128,
              max_length: int | None = None, desc: str = "eval", progress: bool = True) -> dict[str, float]:
     """Classification: ``accuracy`` and ``macro_f1``; causal LM: ``loss`` and ``perplexity``.
 

@@ -29,6 +29,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from types import FrameType
 from typing import Any, Iterator
 
 import torch
@@ -70,7 +71,7 @@ class DeferredInterrupt:
         self._previous: Any = None
         self._installed = False
 
-    def _handler(self, signum, frame) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self._depth:
             self.pending = True
         else:
@@ -83,7 +84,7 @@ class DeferredInterrupt:
             self._installed = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
             self._installed = False
@@ -119,7 +120,7 @@ def method_hooks(model: nn.Module, total_step: int) -> dict[str, TrainingHook]:
 SMOOTHED = "loss (mean of last 20)"
 
 
-def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: str | Path, *,
+def fit(model: nn.Module, tokenizer: Any, train: Any, test: Any, config: TrainConfig, out_dir: str | Path, *,
         resume: bool = True, desc: str = "training", progress: bool = True, stop_after: int | None = None,
         run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model``'s trainable parameters on ``train`` and evaluate on ``test``.
@@ -154,7 +155,7 @@ class _Run:
     """One training run of :func:`fit`: its checks, optimizer, hooks and checkpoint, its steps and
     its record (``history``: the training losses, the held-out evaluations, the seconds spent)."""
 
-    def __init__(self, model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: str | Path,
+    def __init__(self, model: nn.Module, tokenizer: Any, train: Any, test: Any, config: TrainConfig, out_dir: str | Path,
                  desc: str, progress: bool, run_info: dict[str, Any] | None):
         config.check()
         self.out = ensure_dir(out_dir, "output folder")
@@ -233,7 +234,8 @@ class _Run:
         torch.manual_seed(c.seed * 1_000_003 + step)       # dropout etc.: a function of the step
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(step)
-        loss = self.model(**make_batch(c.task, self.train, idx, self.tokenizer, c.max_length, self.device))["loss"]
+        loss: torch.Tensor = self.model(**make_batch(c.task, self.train, idx, self.tokenizer, c.max_length,
+                                                     self.device))["loss"]
         if not torch.isfinite(loss):
             raise ConfigError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "
                               f"rate (lr={c.lr})", field="lr")

@@ -5,9 +5,13 @@ and the printed table."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tnpeft.train.plots import moving_average, save_png
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # label offsets tried in turn (points), nearest first: the first that overlaps no label, point or bar wins
 _OFFSETS = [(7, 6), (7, -12), (-7, 6), (-7, -12), (7, 16), (7, -22), (-7, 16), (-7, -22), (0, 26), (0, -32),
@@ -26,12 +30,12 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool = True) -> li
     return front
 
 
-def _place_labels(ax, fig, xs: list[float], ys: list[float], es: list[float], labels: list[str],
+def _place_labels(ax: Axes, fig: Figure, xs: list[float], ys: list[float], es: list[float], labels: list[str],
                   colors: list[str]) -> None:
     """Write each label next to its point where it overlaps no point, error bar or label written
     before (greedy)."""
     fig.canvas.draw()
-    r = fig.canvas.get_renderer()
+    r = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # matplotlib: on the Agg canvas only
     taken = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
     boxes = [(px - 5, py - 5, px + 5, py + 5) for px, py in taken]
     for x, y, e in zip(xs, ys, es):

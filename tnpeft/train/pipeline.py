@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+from torch import nn
 
 from tnpeft.adapters import check_hparams
 from tnpeft.draw import draw_graph
@@ -15,12 +17,12 @@ from tnpeft.nn import AdapterConfig, inject, load_adapter, tn_layers, trainable_
 from tnpeft.nn.model import saved_modules, trainable_parameters_line
 from tnpeft.quantum import circuit_names, export_circuits
 from tnpeft.quantum.resources import resource_report
-from tnpeft.train.datasets import infer_task, load_classification, load_lm, load_model
+from tnpeft.train.datasets import ClassificationData, LMData, infer_task, load_classification, load_lm, load_model
 from tnpeft.train.evaluation import resolve_device
 from tnpeft.train.loop import TrainConfig, fit
 
 
-def write_artifacts(model, out: Path, adapter_name: str = "default") -> dict[str, Any]:
+def write_artifacts(model: nn.Module, out: Path, adapter_name: str = "default") -> dict[str, Any]:
     """The tensor diagram of the first adapted layer (``diagram.svg``) and, for adapters with
     circuits, the OpenQASM 3 files of every adapted module's circuits (``circuits/``, with
     ``index.json``) and their resources (``circuits/resources.json``: qubits, gates, depth, raw,
@@ -71,6 +73,8 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
     out = Path(out)
     dev = resolve_device(device)
     check_run_arguments(out, train_size, test_size)
+    train: ClassificationData | LMData
+    test: ClassificationData | LMData
     if task == "classification":
         train, test = load_classification(data, text_column=text_column, label_column=label_column,
                                           train_size=train_size, test_size=test_size,
@@ -80,6 +84,7 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
         loaded = load_model(model, task, seed=config.seed)
         train, test = load_lm(data, loaded.tokenizer, block=config.max_length, text_column=text_column,
                               train_size=train_size, test_size=0.1 if test_size is None else test_size)
+    targets: str | Sequence[str]
     if adapter_dir is not None:   # train on from a saved adapter: its graphs, values and saved modules
         loaded.model.requires_grad_(False)
         m = load_adapter(loaded.model, adapter_dir, is_trainable=True)

@@ -34,13 +34,13 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable, Mapping
 
 import torch
 from torch import nn
 
 from tnpeft.contract import plan_for
-from tnpeft.graph import Graph, Nonlinear, Unitary
+from tnpeft.graph import ContractStep, Graph, Nonlinear, Unitary
 from tnpeft.params import limits
 from tnpeft.runtime import GraphModule, merged_weight, unmerged_weight
 from tnpeft.storage import graph_modules
@@ -63,7 +63,7 @@ def verify(source: Any, *, tol: float = 1e-5, rows: int = 7, seed: int = 0, modu
     report = VerifyReport(_name(source, mods), modules=list(mods))
     for path, m in mods.items():
         report.checks += held_checks(m, path, tol=tol, rows=rows, seed=seed)
-    first: dict[tuple, list[str]] = {}
+    first: dict[tuple[Hashable, ...], list[str]] = {}
     for path, m in mods.items():   # the topology checks once per distinct structure
         first.setdefault(m.graph.signature(), []).append(path)
     for paths in first.values():
@@ -199,7 +199,7 @@ def _picks(g: Graph, gen: torch.Generator, target: int = 64) -> dict[str, torch.
     return picks
 
 
-def _flat(legs: tuple[str, ...], sizes: dict[str, int], picks: dict[str, torch.Tensor]) -> torch.Tensor:
+def _flat(legs: tuple[str, ...], sizes: Mapping[str, int], picks: dict[str, torch.Tensor]) -> torch.Tensor:
     """Row-major flat positions of the picked multi-indices over ``legs``."""
     flat = torch.zeros(1, dtype=torch.long)
     for ind in legs:
@@ -210,7 +210,9 @@ def _flat(legs: tuple[str, ...], sizes: dict[str, int], picks: dict[str, torch.T
 def _dense_block(g: Graph, m: GraphModule, picks: dict[str, torch.Tensor]) -> torch.Tensor:
     """``scale · ΔW`` on the picked rows × columns, contracted from the node tensors cut to the
     picked positions of the open legs (as :meth:`GraphModule.dense` does for the whole of ΔW)."""
-    names = g.schedule[0].nodes
+    first = g.schedule[0]
+    assert isinstance(first, ContractStep)   # a linear graph is one contraction
+    names = first.nodes
     tensors = []
     for n in names:
         t = m.tensor(n)
