@@ -1,7 +1,7 @@
 """Stages that apply one frame to the activation instead of contracting with its matrix.
 
-A stage ``activation × U`` whose only node is a unitary node with a cheap :meth:`apply
-<tnpeft.params.unitary.FrameModule.apply>` (a Givens butterfly: ``O(N log N)`` per vector) and
+A stage ``activation × U`` whose only node is a unitary node with a cheap :meth:`apply_frame
+<tnpeft.params.unitary.FrameModule.apply_frame>` (a Givens butterfly: ``O(N log N)`` per vector) and
 whose indices are one leg of ``U`` in, the other out — its batch legs passing through — is run as
 ``U`` applied to every vector: the ``N×K`` matrix is never formed, in forward or backward. A wide
 butterfly frame at ``N = 3072`` costs about 1.6 % of the dense product this way.
@@ -37,7 +37,7 @@ class FrameApplication:
     def run(self, frame: FrameModule, h: torch.Tensor) -> torch.Tensor:
         x = h.permute(self.perm_in)
         lead = x.shape[:-1]
-        y = frame.apply(x.reshape(-1, self.batch, x.shape[-1]), adjoint=self.adjoint)
+        y = frame.apply_frame(x.reshape(-1, self.batch, x.shape[-1]), adjoint=self.adjoint)
         return y.reshape(*lead, y.shape[-1]).permute(self.perm_out)
 
 

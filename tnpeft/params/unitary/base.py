@@ -111,12 +111,11 @@ class FrameModule(nn.Module):
         return self._compute(self.flat_param().detach().to(torch.float64))
 
     def apply_cost(self) -> float | None:
-        """Work per vector of :meth:`apply` relative to a dense product with the frame (``N·K``
+        """Work per vector of :meth:`apply_frame` relative to a dense product with the frame (``N·K``
         multiply-adds), or ``None`` when the frame cannot be applied without being formed."""
         return None
 
-    # shadows nn.Module.apply(fn): model.apply(fn) fails on a model holding a frame
-    def apply(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:  # type: ignore[override]  # see above
+    def apply_frame(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         """``U`` applied to every vector of ``h`` ``(M, G, K)`` → ``(M, G, N)`` (``Uᵀ``, ``(M, G, N)`` →
         ``(M, G, K)``, with ``adjoint``) without forming ``U``; only where :meth:`apply_cost` is
         not ``None``."""

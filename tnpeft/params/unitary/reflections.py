@@ -157,7 +157,7 @@ class GivensFrame(AngleFrame):
         per_run = (r + q) / 2
         return runs * per_run * self.size / (self.n * self.k)
 
-    def apply(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:  # type: ignore[override]  # see FrameModule
+    def apply_frame(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         theta = quantize_ste(self.flat_param(), self.bits)
         dtype = h.dtype
         work = h.float() if dtype in (torch.bfloat16, torch.float16) else h
