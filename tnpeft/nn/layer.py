@@ -11,6 +11,7 @@ from torch import nn
 
 from tnpeft.errors import AdapterStateError, BudgetError, ConfigError, GraphError, NotMergeableError
 from tnpeft.graph import Graph
+from tnpeft.nn.quantized import float_weight, write_weight
 from tnpeft.params.unitary import FrameScope
 from tnpeft.runtime import GraphModule, delta_weight, merged_weight, unmerged_weight
 
@@ -53,6 +54,14 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
     return module
 
 
+def train_nodes(module: GraphModule, trainable: bool) -> None:
+    """Let the trainable nodes (and hyper-networks) of ``module`` require gradients, or freeze all."""
+    nodes = module.graph.nodes
+    for name, part in module.named_children():
+        node = nodes.get(name)
+        part.requires_grad_(trainable and (node is None or node.trainable))  # None: a hyper-network
+
+
 class TNLinear(nn.Module):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and adds the outputs of its active adapters:
 
@@ -81,6 +90,9 @@ class TNLinear(nn.Module):
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
+        #: one adapter name (or ``"__base__"``) per sample of the batch while a mixed-adapter batch
+        #: runs (:func:`tnpeft.nn.mixed_adapters`), else ``None``
+        self.sample_adapters: list[str] | None = None
         self.train(base_layer.training)
 
     # ------------------------------------------------------------------ adapters
@@ -126,6 +138,8 @@ class TNLinear(nn.Module):
             if self.merged_adapters:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if self.sample_adapters is not None:
+            return self._forward_per_sample(x, self.sample_adapters, *args, **kwargs)
         merged = self.merged_adapters
         pending = [self.tn_adapters[n] for n in self.active_adapters if n not in merged]
         if not pending:  # nothing active, or everything merged: the base layer alone
@@ -145,6 +159,88 @@ class TNLinear(nn.Module):
             # the adapter's last product takes the base output as its addend (one addmm, no temporary)
             result = module.accumulate(result, h)
         return result
+
+    def _forward_per_sample(self, x: torch.Tensor, names: list[str], *args, **kwargs) -> torch.Tensor:
+        """``base(x)`` plus, for each sample ``i``, the update of adapter ``names[i]`` alone (none for
+        ``"__base__"`` or an adapter this layer does not hold). Additive adapters only."""
+        if len(names) != x.shape[0]:
+            raise AdapterStateError(f"adapter_names has {len(names)} entries for a batch of {x.shape[0]} samples; "
+                                    "give one adapter name per sample")
+        if self.merged_adapters:
+            raise AdapterStateError(f"adapters {self.merged_adapters} are merged into the weights; unmerge them "
+                                    "before running a mixed-adapter batch")
+        result = self.base_layer(x, *args, **kwargs)
+        for name in dict.fromkeys(names):
+            module = self.tn_adapters[name] if name in self.tn_adapters else None
+            if module is None:
+                continue
+            if module.graph.mode != "add":
+                raise AdapterStateError(f"adapter {name!r} is multiplicative (input-mode); a mixed-adapter batch "
+                                        "adds one adapter's update per sample and needs additive adapters")
+            rows = torch.tensor([i for i, n in enumerate(names) if n == name], device=x.device)
+            h = x.index_select(0, rows)
+            if h.dtype != module.param_dtype and not torch.is_autocast_enabled():
+                h = h.to(module.param_dtype)
+            result = result.index_add(0, rows, module(h).to(result.dtype))
+        return result
+
+    # ------------------------------------------------------------------ peft's layer protocol
+    # What peft calls on an adapter layer (``BaseTunerLayer``'s interface): tnpeft's peft method
+    # (:mod:`tnpeft.nn.peft_tuner`) registers this class as one, so the peft layer is this layer.
+    adapter_layer_names = ("tn_adapters",)
+    other_param_names: tuple[str, ...] = ()
+
+    def get_base_layer(self) -> nn.Module:
+        """The wrapped layer."""
+        return self.base_layer
+
+    @property
+    def merged(self) -> bool:
+        """Whether any adapter is merged into the base weight."""
+        return bool(self.merged_adapters)
+
+    @property
+    def disable_adapters(self) -> bool:
+        """Whether the layer computes its base output only (peft's name for :attr:`disabled`)."""
+        return self.disabled
+
+    @property
+    def active_adapter(self) -> str | list[str]:
+        """The active adapter's name (a list when several are active)."""
+        a = self.active_adapters
+        return a[0] if len(a) == 1 else list(a)
+
+    def enable_adapters(self, enabled: bool) -> None:
+        """Run the active adapters (``True``) or the base layer alone (``False``)."""
+        self.disabled = not enabled
+
+    def set_adapter(self, adapter_names: str | Iterable[str], inference_mode: bool = False) -> None:
+        """Make ``adapter_names`` (those this layer holds) the active adapters: their trainable nodes
+        require gradients (none with ``inference_mode``); every other adapter is frozen."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        self.active_adapters = [n for n in names if n in self.tn_adapters]
+        for name, module in self.tn_adapters.items():
+            train_nodes(module, name in self.active_adapters and not inference_mode)
+
+    def set_requires_grad(self, adapter_names: str | Iterable[str], requires_grad: bool = True) -> None:
+        """Switch the gradients of adapters ``adapter_names`` on (their trainable nodes) or off."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for name in names:
+            if name in self.tn_adapters:
+                train_nodes(self.tn_adapters[name], requires_grad)
+
+    def _all_available_adapter_names(self) -> list[str]:
+        return sorted(self.tn_adapters)
+
+    def _get_available_adapters(self) -> set[str]:
+        return set(self.tn_adapters)
+
+    def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device: torch.device | None = None) -> None:
+        if adapter_name in self.tn_adapters:
+            self.tn_adapters[adapter_name].to(device if device is not None else self.base_layer.weight.device)
+
+    def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
+        return False
 
     # ------------------------------------------------------------------ merge
     def delta_weight(self, name: str) -> torch.Tensor:
@@ -202,18 +298,19 @@ class TNLinear(nn.Module):
         """Add the active (or named) adapters' updates into the base weight.
 
         The new weight is computed in full before it replaces the old one; with ``safe_merge`` it is
-        also checked for NaN/inf first. On error the weight is unchanged."""
+        also checked for NaN/inf first. On error the weight is unchanged. A quantized base weight
+        (bitsandbytes int8 / 4-bit) is dequantized, updated and quantized again
+        (:mod:`tnpeft.nn.quantized`)."""
         todo = self.merge_order(adapter_names)
         if not todo:
             return
-        w = self.base_layer.weight
         with torch.no_grad():
-            new = w.detach()
+            new = float_weight(self.base_layer)
             for name in todo:
                 new = self._weight_arith(merged_weight, name, new)
             if safe_merge and not torch.isfinite(new).all():
                 raise AdapterStateError(f"merging adapter(s) {todo} gives NaN or infinite weights; not merged")
-            w.copy_(new)
+            write_weight(self.base_layer, new)
         self.merged_adapters.extend(todo)
 
     def unmerge(self, adapter_names: Iterable[str] | None = None) -> None:
@@ -227,12 +324,11 @@ class TNLinear(nn.Module):
         todo = [n for n in reversed(self.merged_adapters) if n in names]
         if not todo:
             return
-        w = self.base_layer.weight
         with torch.no_grad():
-            new = w.detach()
+            new = float_weight(self.base_layer)
             for name in todo:
                 new = self._weight_arith(unmerged_weight, name, new)
-            w.copy_(new)
+            write_weight(self.base_layer, new)
         self.merged_adapters = [n for n in self.merged_adapters if n not in todo]
 
     def _weight_arith(self, fn, name: str, w: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from tnpeft.errors import AdapterStateError
+from tnpeft.nn.checkpointing import unwatch_checkpointing
 from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 
@@ -70,6 +71,7 @@ def unload(model: nn.Module, merge_first: bool = False) -> nn.Module:
         for attr in (CONFIGS_ATTR, SCOPE_ATTR):
             if hasattr(model, attr):
                 delattr(model, attr)
+    unwatch_checkpointing(model)
     return model
 
 
