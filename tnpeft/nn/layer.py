@@ -69,7 +69,9 @@ class TNLinear(nn.Module):
 
     Attributes:
         base_layer: the wrapped layer (its weight is what ``merge`` changes).
-        tn_adapters: ``nn.ModuleDict`` of adapter name → :class:`~tnpeft.graph.GraphModule`.
+        tn_adapters: ``nn.ModuleDict`` of adapter name → :class:`~tnpeft.graph.GraphModule`
+            (registered as ``tnpeft_adapters``: parameter names read
+            ``<layer>.tnpeft_adapters.<adapter>.<node>.<param>``).
         active_adapters: names used in the forward pass.
         merged_adapters: names currently added into ``base_layer``'s weight (they act whether or not
             they are active, until unmerged).
@@ -86,7 +88,9 @@ class TNLinear(nn.Module):
         self.base_layer = base_layer
         self.in_features, self.out_features = layer_sizes(base_layer)
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)
-        self.tn_adapters = nn.ModuleDict()
+        # registered as "tnpeft_adapters" (peft's and transformers' key conventions want the method's
+        # prefix, "tnpeft_", in the name); read it as ``layer.tn_adapters``
+        self.tnpeft_adapters = nn.ModuleDict()
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
@@ -94,6 +98,11 @@ class TNLinear(nn.Module):
         #: runs (:func:`tnpeft.nn.mixed_adapters`), else ``None``
         self.sample_adapters: list[str] | None = None
         self.train(base_layer.training)
+
+    @property
+    def tn_adapters(self) -> nn.ModuleDict:
+        """Adapter name → :class:`~tnpeft.GraphModule` (the submodule ``tnpeft_adapters``)."""
+        return self._modules["tnpeft_adapters"]  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ adapters
     def check_graph(self, name: str, graph: Graph) -> None:
@@ -187,7 +196,7 @@ class TNLinear(nn.Module):
     # ------------------------------------------------------------------ peft's layer protocol
     # What peft calls on an adapter layer (``BaseTunerLayer``'s interface): tnpeft's peft method
     # (:mod:`tnpeft.nn.peft_tuner`) registers this class as one, so the peft layer is this layer.
-    adapter_layer_names = ("tn_adapters",)
+    adapter_layer_names = ("tnpeft_adapters",)
     other_param_names: tuple[str, ...] = ()
 
     def get_base_layer(self) -> nn.Module:
@@ -228,6 +237,13 @@ class TNLinear(nn.Module):
         for name in names:
             if name in self.tn_adapters:
                 train_nodes(self.tn_adapters[name], requires_grad)
+
+    def _freeze_non_trainable_peft_weights(self, adapter_names: Iterable[str] | None = None) -> None:
+        for module in self.tn_adapters.values():
+            for node_name, part in module.named_children():
+                node = module.graph.nodes.get(node_name)
+                if node is not None and not node.trainable:
+                    part.requires_grad_(False)
 
     def _all_available_adapter_names(self) -> list[str]:
         return sorted(self.tn_adapters)
