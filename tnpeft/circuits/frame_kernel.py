@@ -64,8 +64,9 @@ class SignTable:
 
     def tensor(self, like: torch.Tensor) -> torch.Tensor:
         """The diagonal as a ``(1, rows, 1)`` tensor of ``like``'s dtype and device."""
-        key = (like.dtype, like.device)
-        t = self._tensors.get(key)
+        if torch.compiler.is_compiling():         # a constant of the compiled graph: no cache to guard on
+            return torch.tensor(self.values, dtype=like.dtype, device=like.device).view(1, -1, 1)
+        t = self._tensors.get(key := (like.dtype, like.device))
         if t is None:
             t = self._tensors[key] = torch.tensor(self.values, dtype=like.dtype, device=like.device).view(1, -1, 1)
         return t
@@ -238,12 +239,12 @@ class Program:
     def tables(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(stage_angles, stage_signs, chains)`` as tensors on ``device`` (made once per dtype and
         device, and kept with the program)."""
-        key = (dtype, device)
-        t = self._tensors.get(key)
+        t = self._tensors.get((dtype, device)) if not torch.compiler.is_compiling() else None  # compiled: constants
         if t is None:
-            t = self._tensors[key] = (torch.tensor(self.stage_angles, dtype=torch.long, device=device),
-                                      torch.tensor(self.stage_signs, dtype=dtype, device=device),
-                                      torch.tensor(self.chains, dtype=torch.long, device=device))
+            t = (torch.tensor(self.stage_angles, dtype=torch.long, device=device),
+                 torch.tensor(self.stage_signs, dtype=dtype, device=device),
+                 torch.tensor(self.chains, dtype=torch.long, device=device))
+            self._tensors.update({} if torch.compiler.is_compiling() else {(dtype, device): t})
         return t
 
 

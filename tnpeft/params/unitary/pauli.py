@@ -56,6 +56,8 @@ class PauliFrame(AngleFrame):
         self.layers, self.bits = layers, bits
         self.theta = init_angles((*self.batch, pauli_count(n, layers)), init, dtype, device, rng)
         self.__dict__["_kernel"] = compile_frame(pauli_frame(n, layers))   # plain data, not state
+        # the flat program, made now (a compiled forward then reads plain data, no cache)
+        self.__dict__["_program"] = compile_program(self._kernel) if self._kernel is not None else None
 
     def options_key(self) -> tuple:
         return (self.layers, self.bits)
@@ -70,6 +72,6 @@ class PauliFrame(AngleFrame):
         state = eye_frames(self.n, self.k, theta.shape[0], theta)
         if self._kernel is None:   # N = 1: nothing to rotate
             return state.clone()
-        program = compile_program(self._kernel)
+        program = self._program
         mats = factor_matrices(program, torch.cos(half), torch.sin(half))
         return run_program(program, state, theta[:, list(program.cs_angles)], mats)

@@ -56,7 +56,7 @@ class FrameScope:
 
     def frame(self, member: FrameModule) -> torch.Tensor:
         """``member``'s result (a frame's ``(*batch, N, K)``), computed with its group if needed."""
-        if self.alone:
+        if self.alone or torch.compiler.is_compiling():   # compiled graphs: no shared cache to guard on
             return member.compute_alone()
         if member not in self._members:
             # a module this scope has not seen (e.g. in a deep copy, whose scope starts empty): compute
