@@ -54,6 +54,15 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
     return module
 
 
+def _wrapped_base_keys(module: TNLinear, state_dict: dict, prefix: str, *args) -> None:
+    # a state dict with the plain model's names for the base layer (``<layer>.weight``, as
+    # ``save_pretrained`` of an adapted model writes them) loads into ``<layer>.base_layer.weight``
+    for name in module.base_layer.state_dict(keep_vars=True):
+        plain, wrapped = prefix + name, prefix + "base_layer." + name
+        if plain in state_dict and wrapped not in state_dict:
+            state_dict[wrapped] = state_dict.pop(plain)
+
+
 def train_nodes(module: GraphModule, trainable: bool) -> None:
     """Let the trainable nodes (and hyper-networks) of ``module`` require gradients, or freeze all."""
     nodes = module.graph.nodes
@@ -97,6 +106,7 @@ class TNLinear(nn.Module):
         #: one adapter name (or ``"__base__"``) per sample of the batch while a mixed-adapter batch
         #: runs (:func:`tnpeft.nn.mixed_adapters`), else ``None``
         self.sample_adapters: list[str] | None = None
+        self.register_load_state_dict_pre_hook(_wrapped_base_keys)
         self.train(base_layer.training)
 
     @property

@@ -15,6 +15,7 @@ from tnpeft.graph import Graph
 from tnpeft.graph.names import adapter_name_problem
 from tnpeft.nn.checkpointing import watch_checkpointing
 from tnpeft.nn.config import AdapterConfig
+from tnpeft.nn.hf_save import guard_save_pretrained
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, adapter_module, layer_sizes
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
@@ -211,6 +212,7 @@ def install_modules(model: nn.Module, adapter_name: str, scope: FrameScope, modu
     if getattr(model, SCOPE_ATTR, None) is None:
         setattr(model, SCOPE_ATTR, scope)
     watch_checkpointing(model)
+    guard_save_pretrained(model)
     for name, module in modules.items():
         layer = model.get_submodule(name)
         if not isinstance(layer, TNLinear):

@@ -10,6 +10,7 @@ from torch import nn
 
 from tnpeft.errors import AdapterStateError
 from tnpeft.nn.checkpointing import unwatch_checkpointing
+from tnpeft.nn.hf_save import unguard_save_pretrained
 from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 
@@ -75,6 +76,7 @@ def unload(model: nn.Module, merge_first: bool = False, adapter_names: list[str]
             if hasattr(model, attr):
                 delattr(model, attr)
     unwatch_checkpointing(model)
+    unguard_save_pretrained(model)
     return model
 
 

@@ -27,6 +27,7 @@ from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotM
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
 from tnpeft.graph import Dense, Graph
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
+from tnpeft.nn.peft_format import task_type_of
 from tnpeft.nn.saving import linear_sizes_at, put_adapter
 from tnpeft.runtime import merged_weight
 from tnpeft.storage.adapter_folder import VALUE_DTYPES, cast_state
@@ -242,7 +243,7 @@ def _factors_for_peft(path: str, name: str, mod: Any, max_rank: int | None) -> t
 
 
 def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
-                max_rank: int | None = None) -> PeftExport:
+                max_rank: int | None = None, task_type: str | None = None) -> PeftExport:
     """Write adapter ``adapter_name`` as a peft LoRA checkpoint that
     ``peft.PeftModel.from_pretrained(base_model, directory)`` loads and runs as tnpeft did.
 
@@ -255,7 +256,10 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     :class:`~tnpeft.errors.NotMergeableError` naming the node. An input-mode (multiplicative)
     adapter such as OFT has no LoRA form: the folder then holds the model with the adapter merged
     (:attr:`PeftExport.merged`), loadable with ``from_pretrained``. Files are written atomically.
+    ``task_type`` (peft's, e.g. ``"CAUSAL_LM"``; inferred from the model's class by default) is what
+    ``AutoPeftModelFor…`` reads.
     """
+    task = task_type_of(model, task_type)
     if max_rank is not None and (isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1):
         raise ConfigError(f"max_rank must be a positive integer, got {max_rank!r}", field="max_rank")
     layers = [(p, layer) for p, layer in tn_layers(model) if adapter_name in layer.tn_adapters]
@@ -302,7 +306,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     alpha = Counter(alphas.values()).most_common(1)[0][0]
     cfg = {
         "peft_type": "LORA",
-        "task_type": None,
+        "task_type": task,
         "base_model_name_or_path": getattr(getattr(model, "config", None), "_name_or_path", None),
         "r": r,
         "lora_alpha": alpha,

@@ -25,12 +25,8 @@ from tnpeft.contract import check_optimizer
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.graph import Graph
 from tnpeft.nn.config import AdapterConfig
+from tnpeft.nn.peft_format import FORMAT_VERSION, PEFT_TYPE
 
-#: the peft type and the state-dict prefix of tnpeft's peft method
-PEFT_TYPE = "TNPEFT"
-PREFIX = "tnpeft_"
-#: the version of the config format this tnpeft writes (and the newest it reads)
-FORMAT_VERSION = 1
 #: the oldest peft whose tuner interface tnpeft's method uses (state-dict key hooks of 0.21)
 MIN_PEFT = (0, 21)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from peft.utils import PeftType, register_peft_method
 
-from tnpeft.nn.peft_config import MIN_PEFT, PEFT_TYPE, PREFIX, TNPeftConfig, peft_version
+from tnpeft.nn.peft_config import MIN_PEFT, TNPeftConfig, peft_version
+from tnpeft.nn.peft_format import PEFT_TYPE, PREFIX
 from tnpeft.nn.peft_tuner import TNPeftModel
 
 

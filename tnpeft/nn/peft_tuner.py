@@ -10,7 +10,6 @@ the whole injection runs in a :func:`~tnpeft.nn.transaction.transaction`.
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -28,15 +27,14 @@ from tnpeft.nn.layer import LINEAR_TYPES, TNLinear
 from tnpeft.nn.mixed_batch import mixed_adapters
 from tnpeft.nn.model import build_graphs, build_modules, check_adapter_name, tn_layers
 from tnpeft.nn.model_merge import merge, unload, unmerge
-from tnpeft.nn.peft_config import PREFIX, TNPeftConfig
+from tnpeft.nn.peft_config import TNPeftConfig
+from tnpeft.nn.peft_format import PREFIX, checkpoint_key
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
 from tnpeft.runtime import GraphModule
 
 # the peft layer is tnpeft's layer: it implements BaseTunerLayer's interface itself
 BaseTunerLayer.register(TNLinear)
-
-_ADAPTER_KEY = "tnpeft_adapters"
 
 
 def check_target(path: str, module: nn.Module) -> None:
@@ -136,7 +134,7 @@ class TNPeftModel(BaseTuner):
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
         """``….tnpeft_adapters.<adapter>.<node>.<param>`` → ``….tnpeft_adapters.<node>.<param>`` (the file's
         keys name no adapter, so one file loads under any name)."""
-        return re.sub(rf"(^|\.){_ADAPTER_KEY}\.{re.escape(adapter_name)}(\.|$)", rf"\1{_ADAPTER_KEY}\2", key, count=1)
+        return checkpoint_key(key, adapter_name)
 
     # ------------------------------------------------------------------ forward
     @contextmanager

@@ -16,7 +16,7 @@ def convert_adapter(adapter_dir: str | os.PathLike, output: str | os.PathLike, m
     """Load the saved adapter in ``adapter_dir`` into ``model`` (``minilm``, ``smollm2`` or a model
     folder, as ``tnpeft train`` loads it; ``task`` defaults to classification when the adapter saved
     a ``head``, else causal LM) and write it with :func:`tnpeft.export_peft` (``max_rank``: SVD
-    compression above that rank)."""
+    compression above that rank; peft's ``task_type`` from ``task``)."""
     if max_rank is not None and (isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1):
         raise ConfigError(f"--max-rank must be a positive integer, got {max_rank!r}", field="max_rank")
     _, _, tensors = read_adapter(adapter_dir)
@@ -26,4 +26,5 @@ def convert_adapter(adapter_dir: str | os.PathLike, output: str | os.PathLike, m
     loaded = load_model(model, task, num_labels=head[-1].shape[0] if head else 2)
     m = load_adapter(loaded.model, adapter_dir)
     name = next(iter(getattr(m, CONFIGS_ATTR)))
-    return export_peft(m, output, adapter_name=name, max_rank=max_rank)
+    return export_peft(m, output, adapter_name=name, max_rank=max_rank,
+                       task_type="SEQ_CLS" if task == "classification" else "CAUSAL_LM")
