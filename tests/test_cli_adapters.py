@@ -93,7 +93,7 @@ def test_convert_a_saved_quantum_peft_adapter_loads_in_peft(capsys, tmp_path, mi
     m = tnpeft.inject(loaded.model, AdapterConfig("quantum_peft", ["query", "value"], r=4, modules_to_save=["head"]))
     with torch.no_grad():
         for n, p in m.named_parameters():
-            if ".tn_adapters." in n:
+            if ".tnpeft_adapters." in n:
                 p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(n))))
     tnpeft.save_adapter(m, tmp_path / "saved")
     code, out, err = run(capsys, "convert", "--adapter-dir", str(tmp_path / "saved"), "--model", "minilm",

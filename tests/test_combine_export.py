@@ -149,10 +149,10 @@ def test_delete_adapter(method):
     if method != "qwthn":
         tnpeft.merge(m)                                        # a merged adapter is unmerged first
     n_params = sum(p.numel() for p in m.parameters())
-    b_params = sum(p.numel() for n, p in m.named_parameters() if ".tn_adapters.b." in n)
+    b_params = sum(p.numel() for n, p in m.named_parameters() if ".tnpeft_adapters.b." in n)
     tnpeft.delete_adapter(m, "b")
     assert tnpeft.adapter_names(m) == ["a"]
-    assert not any(".tn_adapters.b." in n for n, _ in m.named_parameters())
+    assert not any(".tnpeft_adapters.b." in n for n, _ in m.named_parameters())
     assert sum(p.numel() for p in m.parameters()) == n_params - b_params
     assert adapter_config(m, "b") is None
     with torch.no_grad():

@@ -3,6 +3,7 @@ needs no C++ toolchain; benchmarks/run.py --compile measures inductor's speed)."
 
 import copy
 
+import pytest
 import torch
 from conftest import tiny_gpt2
 
@@ -21,3 +22,33 @@ def test_compiled_adapted_model_matches_eager():
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         compiled(ids, labels=ids).loss.backward()
         assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("method, train, peft", [("quantum_peft", True, False), ("qpa", False, True)])
+def test_compiled_model_recompiles_at_most_once(method, train, peft):
+    """10 forwards of one shape: at most one frame compiled after the first call (no guard on a
+    counter or a cache), and no graph break in the adapters."""
+    from peft import get_peft_model
+    from tiny_llama import METHODS, TARGETS, tiny_llama, token_ids
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_llama()
+    if peft:
+        model = get_peft_model(model, tnpeft.TNPeftConfig(method=method, target_modules=TARGETS, **METHODS[method]))
+    else:
+        tnpeft.inject(model, tnpeft.AdapterConfig(method, TARGETS, **METHODS[method]))
+    model.train(train)
+    compiled = torch.compile(model, backend="eager")
+    x = token_ids()
+    frames = []
+    for _ in range(10):
+        if train:
+            compiled(x, labels=x).loss.backward()
+        else:
+            with torch.no_grad():
+                compiled(x)
+        frames.append(counters["frames"]["total"])
+    assert frames[-1] - frames[0] <= 1, frames
+    assert not counters["graph_break"], dict(counters["graph_break"])

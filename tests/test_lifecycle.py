@@ -691,7 +691,7 @@ class Lifecycle(RuleBasedStateMachine):
         for name in self.active:
             if name not in self.frozen:
                 for path in self.adapters[name]["paths"]:
-                    want |= {f"{path}.tn_adapters.{name}.{k}" for k in self.adapters[name]["values"][path]}
+                    want |= {f"{path}.tnpeft_adapters.{name}.{k}" for k in self.adapters[name]["values"][path]}
         got = {n for n, p in m.named_parameters() if p.requires_grad}
         if self.untouched:                       # a model no adapter call has touched trains as it was
             want = {n for n, _ in m.named_parameters()}

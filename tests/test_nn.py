@@ -31,7 +31,7 @@ def adapted(base=None, **hp):
 def test_base_is_frozen_and_only_adapters_train():
     m = adapted()
     trainable = [n for n, p in m.named_parameters() if p.requires_grad]
-    assert trainable and all(".tn_adapters.default." in n for n in trainable)
+    assert trainable and all(".tnpeft_adapters.default." in n for n in trainable)
     before = {n: p.clone() for n, p in m.named_parameters()}
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
     x = ids()

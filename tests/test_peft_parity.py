@@ -44,7 +44,7 @@ def grads(model, kind):
             path = name.replace("base_model.model.", "").replace(".lora_A.default.weight", ".A").replace(
                 ".lora_B.default.weight", ".B")
         else:
-            path = name.replace(".tn_adapters.default", "").replace(".A.weight", ".A").replace(".B.weight", ".B")
+            path = name.replace(".tnpeft_adapters.default", "").replace(".A.weight", ".A").replace(".B.weight", ".B")
         out[path] = p.grad
     return out
 

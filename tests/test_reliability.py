@@ -267,7 +267,7 @@ def test_modules_to_save_that_overlap_the_adapted_layers_are_refused(tmp_path, s
 def test_paths_inside_an_adapted_layer_are_refused(tmp_path):
     _, d = saved(tmp_path)
     m = inject(tiny(), AdapterConfig("qpa", ["c_attn"], r=2, chunk_size=16, hidden=[8]))
-    for inner in (C_ATTN + ".base_layer", C_ATTN + ".tn_adapters.default.G.mlp.0"):
+    for inner in (C_ATTN + ".base_layer", C_ATTN + ".tnpeft_adapters.default.G.mlp.0"):
         dd = tmp_path / inner.replace(".", "_")
         _, dd = saved(tmp_path, dd.name)
 

@@ -30,6 +30,7 @@ from tnpeft.graph import Dense, Diagonal, Graph, HyperNetwork, Nonlinear, Unitar
 from tnpeft.nn import (
     AdapterConfig,
     TNLinear,
+    TNPeftConfig,
     adapter_names,
     add_weighted_adapter,
     delete_adapter,
@@ -40,6 +41,7 @@ from tnpeft.nn import (
     load_adapter,
     merge,
     merge_and_unload,
+    mixed_adapters,
     print_trainable_parameters,
     save_adapter,
     set_adapter,
@@ -56,7 +58,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Graph", "GraphModule", "Dense", "Diagonal", "Unitary", "Nonlinear", "HyperNetwork", "save_graph", "load_graph",
     "graph_modules", "weighted_sum", "compress", "adapters", "draw", "quantum",
-    "AdapterConfig", "TNLinear", "inject", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
+    "AdapterConfig", "TNPeftConfig", "TNLinear", "inject", "mixed_adapters", "merge", "unmerge", "unload", "merge_and_unload", "set_adapter",
     "disable_adapters", "delete_adapter", "add_weighted_adapter", "adapter_names", "trainable_parameters", "print_trainable_parameters",
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",
     "TNPeftError", "GraphError", "IndexSizeError", "DanglingIndexError", "UnreachableLegError", "NodeKindError",

@@ -6,9 +6,8 @@ RY gates on distinct qubits becomes Kronecker products on up to :data:`GROUP` co
 folded into those factors (a ±1 diagonal on their columns), and a factor whose qubits lie inside
 the previous factor's, with nothing in between touching them, is multiplied into it — for
 Quantum-PEFT's circuit the first RY layer, the even CZs and the even RYs become one factor per
-group. Exact: only commuting gates are regrouped. :func:`compile_program` flattens a frame
-description (the cosine–sine construction, :mod:`tnpeft.circuits.frames`) into operations
-on row ranges of the state ``(G, N, K)``.
+group. Exact: only commuting gates are regrouped. :func:`compile_program` flattens a frame description
+(the cosine–sine construction, :mod:`tnpeft.circuits.frames`) into operations on row ranges of ``(G, N, K)``.
 
 **Running.** :func:`factor_matrices` builds every factor of a frame in one batched pass per
 factor shape (the only part autograd records); :func:`run_program` applies the operations in place
@@ -64,8 +63,9 @@ class SignTable:
 
     def tensor(self, like: torch.Tensor) -> torch.Tensor:
         """The diagonal as a ``(1, rows, 1)`` tensor of ``like``'s dtype and device."""
-        key = (like.dtype, like.device)
-        t = self._tensors.get(key)
+        if torch.compiler.is_compiling():         # a constant of the compiled graph: no cache to guard on
+            return torch.tensor(self.values, dtype=like.dtype, device=like.device).view(1, -1, 1)
+        t = self._tensors.get(key := (like.dtype, like.device))
         if t is None:
             t = self._tensors[key] = torch.tensor(self.values, dtype=like.dtype, device=like.device).view(1, -1, 1)
         return t
@@ -238,12 +238,12 @@ class Program:
     def tables(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(stage_angles, stage_signs, chains)`` as tensors on ``device`` (made once per dtype and
         device, and kept with the program)."""
-        key = (dtype, device)
-        t = self._tensors.get(key)
+        t = self._tensors.get((dtype, device)) if not torch.compiler.is_compiling() else None  # compiled: constants
         if t is None:
-            t = self._tensors[key] = (torch.tensor(self.stage_angles, dtype=torch.long, device=device),
-                                      torch.tensor(self.stage_signs, dtype=dtype, device=device),
-                                      torch.tensor(self.chains, dtype=torch.long, device=device))
+            t = (torch.tensor(self.stage_angles, dtype=torch.long, device=device),
+                 torch.tensor(self.stage_signs, dtype=dtype, device=device),
+                 torch.tensor(self.chains, dtype=torch.long, device=device))
+            self._tensors.update({} if torch.compiler.is_compiling() else {(dtype, device): t})
         return t
 
 

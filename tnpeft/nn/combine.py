@@ -24,6 +24,7 @@ from tnpeft.nn.model import (
     install_modules,
     tn_layers,
 )
+from tnpeft.nn.quantized import float_weight
 from tnpeft.nn.transaction import SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
 from tnpeft.runtime import GraphModule
@@ -73,7 +74,7 @@ def additive_part(layer: TNLinear, name: str) -> GraphModule:
                                 f"from the base weight, but {layer.merged_adapters} are merged into it; unmerge "
                                 "first (tnpeft.unmerge)")
     with torch.no_grad():
-        w = layer.base_layer.weight.detach().to(torch.float64)
+        w = float_weight(layer.base_layer).to(torch.float64)
         w = w.T if layer.fan_in_fan_out else w
         d = module.dense(scaled=True).detach().to(torch.float64)
         delta = w @ d - w

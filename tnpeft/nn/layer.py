@@ -11,6 +11,7 @@ from torch import nn
 
 from tnpeft.errors import AdapterStateError, BudgetError, ConfigError, GraphError, NotMergeableError
 from tnpeft.graph import Graph
+from tnpeft.nn.quantized import float_weight, write_weight
 from tnpeft.params.unitary import FrameScope
 from tnpeft.runtime import GraphModule, delta_weight, merged_weight, unmerged_weight
 
@@ -68,6 +69,24 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
 #: the buffer of a layer holding its half-precision base weight as it was before the first merge
 BASE_COPY = "tn_weight_before_merge"
 
+
+def _wrapped_base_keys(module: TNLinear, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    # a state dict with the plain model's names for the base layer (``<layer>.weight``, as
+    # ``save_pretrained`` of an adapted model writes them) loads into ``<layer>.base_layer.weight``
+    for name in module.base_layer.state_dict(keep_vars=True):
+        plain, wrapped = prefix + name, prefix + "base_layer." + name
+        if plain in state_dict and wrapped not in state_dict:
+            state_dict[wrapped] = state_dict.pop(plain)
+
+
+def train_nodes(module: GraphModule, trainable: bool) -> None:
+    """Let the trainable nodes (and hyper-networks) of ``module`` require gradients, or freeze all."""
+    nodes = module.graph.nodes
+    for name, part in module.named_children():
+        node = nodes.get(name)
+        part.requires_grad_(trainable and (node is None or node.trainable))  # None: a hyper-network
+
+
 class TNLinear(nn.Module):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and adds the outputs of its active adapters:
 
@@ -75,7 +94,9 @@ class TNLinear(nn.Module):
 
     Attributes:
         base_layer: the wrapped layer (its weight is what ``merge`` changes).
-        tn_adapters: ``nn.ModuleDict`` of adapter name → :class:`~tnpeft.graph.GraphModule`.
+        tn_adapters: ``nn.ModuleDict`` of adapter name → :class:`~tnpeft.graph.GraphModule`
+            (registered as ``tnpeft_adapters``: parameter names read
+            ``<layer>.tnpeft_adapters.<adapter>.<node>.<param>``).
         active_adapters: names used in the forward pass.
         merged_adapters: names currently added into ``base_layer``'s weight (they act whether or not
             they are active, until unmerged).
@@ -92,11 +113,22 @@ class TNLinear(nn.Module):
         self.base_layer: nn.Linear | Conv1D = base_layer
         self.in_features, self.out_features = layer_sizes(base_layer)
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)
-        self.tn_adapters = cast("_AdapterDict", nn.ModuleDict())
+        # registered as "tnpeft_adapters" (peft's and transformers' key conventions want the method's
+        # prefix, "tnpeft_", in the name); read it as ``layer.tn_adapters``
+        self.tnpeft_adapters = nn.ModuleDict()
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
+        #: one adapter name (or ``"__base__"``) per sample of the batch while a mixed-adapter batch
+        #: runs (:func:`tnpeft.nn.mixed_adapters`), else ``None``
+        self.sample_adapters: list[str] | None = None
+        self.register_load_state_dict_pre_hook(_wrapped_base_keys)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.train(base_layer.training)
+
+    @property
+    def tn_adapters(self) -> _AdapterDict:
+        """Adapter name → :class:`~tnpeft.GraphModule` (the submodule ``tnpeft_adapters``)."""
+        return cast("_AdapterDict", self._modules["tnpeft_adapters"])
 
     # ------------------------------------------------------------------ adapters
     def check_graph(self, name: str, graph: Graph) -> None:
@@ -142,6 +174,8 @@ class TNLinear(nn.Module):
             if self.merged_adapters:
                 self.unmerge()
             return base(x, *args, **kwargs)
+        if self.sample_adapters is not None:
+            return self._forward_per_sample(x, self.sample_adapters, *args, **kwargs)
         merged = self.merged_adapters
         pending = [self.tn_adapters[n] for n in self.active_adapters if n not in merged]
         if not pending:  # nothing active, or everything merged: the base layer alone
@@ -165,6 +199,96 @@ class TNLinear(nn.Module):
             # the adapter's last product takes the base output as its addend (one addmm, no temporary)
             result = module.accumulate(result, h)
         return result
+
+    def _forward_per_sample(self, x: torch.Tensor, names: list[str], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``base(x)`` plus, for each sample ``i``, the update of adapter ``names[i]`` alone (none for
+        ``"__base__"`` or an adapter this layer does not hold). Additive adapters only."""
+        if len(names) != x.shape[0]:
+            raise AdapterStateError(f"adapter_names has {len(names)} entries for a batch of {x.shape[0]} samples; "
+                                    "give one adapter name per sample")
+        if self.merged_adapters:
+            raise AdapterStateError(f"adapters {self.merged_adapters} are merged into the weights; unmerge them "
+                                    "before running a mixed-adapter batch")
+        base: Callable[..., torch.Tensor] = self.base_layer
+        result = base(x, *args, **kwargs)
+        for name in dict.fromkeys(names):
+            module = self.tn_adapters[name] if name in self.tn_adapters else None
+            if module is None:
+                continue
+            if module.graph.mode != "add":
+                raise AdapterStateError(f"adapter {name!r} is multiplicative (input-mode); a mixed-adapter batch "
+                                        "adds one adapter's update per sample and needs additive adapters")
+            rows = torch.tensor([i for i, n in enumerate(names) if n == name], device=x.device)
+            h = x.index_select(0, rows)
+            if h.dtype != module.param_dtype and not torch.is_autocast_enabled():
+                h = h.to(module.param_dtype)
+            result = result.index_add(0, rows, module(h).to(result.dtype))
+        return result
+
+    # ------------------------------------------------------------------ peft's layer protocol
+    # What peft calls on an adapter layer (``BaseTunerLayer``'s interface): tnpeft's peft method
+    # (:mod:`tnpeft.nn.peft_tuner`) registers this class as one, so the peft layer is this layer.
+    adapter_layer_names = ("tnpeft_adapters",)
+    other_param_names: tuple[str, ...] = ()
+
+    def get_base_layer(self) -> nn.Module:
+        """The wrapped layer."""
+        return self.base_layer
+
+    @property
+    def merged(self) -> bool:
+        """Whether any adapter is merged into the base weight."""
+        return bool(self.merged_adapters)
+
+    @property
+    def disable_adapters(self) -> bool:
+        """Whether the layer computes its base output only (peft's name for :attr:`disabled`)."""
+        return self.disabled
+
+    @property
+    def active_adapter(self) -> str | list[str]:
+        """The active adapter's name (a list when several are active)."""
+        a = self.active_adapters
+        return a[0] if len(a) == 1 else list(a)
+
+    def enable_adapters(self, enabled: bool) -> None:
+        """Run the active adapters (``True``) or the base layer alone (``False``)."""
+        self.disabled = not enabled
+
+    def set_adapter(self, adapter_names: str | Iterable[str], inference_mode: bool = False) -> None:
+        """Make ``adapter_names`` (those this layer holds) the active adapters: their trainable nodes
+        require gradients (none with ``inference_mode``); every other adapter is frozen."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        self.active_adapters = [n for n in names if n in self.tn_adapters]
+        for name, module in self.tn_adapters.items():
+            train_nodes(module, name in self.active_adapters and not inference_mode)
+
+    def set_requires_grad(self, adapter_names: str | Iterable[str], requires_grad: bool = True) -> None:
+        """Switch the gradients of adapters ``adapter_names`` on (their trainable nodes) or off."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        for name in names:
+            if name in self.tn_adapters:
+                train_nodes(self.tn_adapters[name], requires_grad)
+
+    def _freeze_non_trainable_peft_weights(self, adapter_names: Iterable[str] | None = None) -> None:
+        for module in self.tn_adapters.values():
+            for node_name, part in module.named_children():
+                node = module.graph.nodes.get(node_name)
+                if node is not None and not node.trainable:
+                    part.requires_grad_(False)
+
+    def _all_available_adapter_names(self) -> list[str]:
+        return sorted(self.tn_adapters)
+
+    def _get_available_adapters(self) -> set[str]:
+        return set(self.tn_adapters)
+
+    def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device: torch.device | None = None) -> None:
+        if adapter_name in self.tn_adapters:
+            self.tn_adapters[adapter_name].to(device if device is not None else self.base_layer.weight.device)
+
+    def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
+        return False
 
     # ------------------------------------------------------------------ merge
     def delta_weight(self, name: str) -> torch.Tensor:
@@ -225,20 +349,21 @@ class TNLinear(nn.Module):
         also checked for NaN/inf first. On error the weight is unchanged. A half-precision weight
         (float16, bfloat16) is kept as it was before the first merge (a non-persistent buffer, the
         weight's size), so that unmerging restores it exactly instead of subtracting in a precision
-        that rounds."""
+        that rounds. A quantized base weight (bitsandbytes int8 / 4-bit) is dequantized, updated and
+        quantized again (:mod:`tnpeft.nn.quantized`)."""
         todo = self.merge_order(adapter_names)
         if not todo:
             return
-        w = self.base_layer.weight
         with torch.no_grad():
-            new = w.detach()
+            new = float_weight(self.base_layer)
             for name in todo:
                 new = self._weight_arith(merged_weight, name, new)
             if safe_merge and not torch.isfinite(new).all():
                 raise AdapterStateError(f"merging adapter(s) {todo} gives NaN or infinite weights; not merged")
+            w = self.base_layer.weight
             if not self.merged_adapters and w.is_floating_point() and torch.finfo(w.dtype).bits < 32:
                 self.register_buffer(BASE_COPY, w.detach().clone(), persistent=False)
-            w.copy_(new)
+            write_weight(self.base_layer, new)
         self.merged_adapters.extend(todo)
 
     def unmerge(self, adapter_names: Iterable[str] | None = None) -> None:
@@ -252,7 +377,6 @@ class TNLinear(nn.Module):
         todo = [n for n in reversed(self.merged_adapters) if n in names]
         if not todo:
             return
-        w = self.base_layer.weight
         base = getattr(self, BASE_COPY, None)
         with torch.no_grad():
             if base is not None:     # the kept half-precision weight, with the adapters that stay merged
@@ -260,10 +384,10 @@ class TNLinear(nn.Module):
                 for name in [n for n in self.merged_adapters if n not in todo]:
                     new = self._weight_arith(merged_weight, name, new)
             else:
-                new = w.detach()
+                new = float_weight(self.base_layer)
                 for name in todo:
                     new = self._weight_arith(unmerged_weight, name, new)
-            w.copy_(new)
+            write_weight(self.base_layer, new)
         self.merged_adapters = [n for n in self.merged_adapters if n not in todo]
         if base is not None and not self.merged_adapters:
             delattr(self, BASE_COPY)

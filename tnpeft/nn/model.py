@@ -13,7 +13,9 @@ from torch import nn
 from tnpeft.errors import AdapterStateError, ConfigError, GraphError, TargetModuleError, TNPeftError
 from tnpeft.graph import Graph
 from tnpeft.graph.names import adapter_name_problem
+from tnpeft.nn.checkpointing import watch_checkpointing
 from tnpeft.nn.config import AdapterConfig
+from tnpeft.nn.hf_save import guard_save_pretrained
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, adapter_module, layer_sizes
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
@@ -210,6 +212,8 @@ def install_modules(model: nn.Module, adapter_name: str, scope: FrameScope, modu
     adapter's JSON record. Call it inside a :func:`~tnpeft.nn.transaction.transaction`."""
     if getattr(model, SCOPE_ATTR, None) is None:
         setattr(model, SCOPE_ATTR, scope)
+    watch_checkpointing(model)
+    guard_save_pretrained(model)
     for name, module in modules.items():
         layer = model.get_submodule(name)
         if not isinstance(layer, TNLinear):
@@ -342,12 +346,7 @@ def activate(model: nn.Module, names: list[str]) -> None:
         for path in saved_modules(model, n):
             model.get_submodule(path).requires_grad_(True)
     for _, layer in tn_layers(model):
-        layer.active_adapters = [n for n in names if n in layer.tn_adapters]
-        for n in layer.active_adapters:
-            graph = layer.tn_adapters[n].graph
-            for node_name, mod in layer.tn_adapters[n].named_children():
-                node = graph.nodes.get(node_name)
-                mod.requires_grad_(True if node is None else node.trainable)  # None: a hyper-network
+        layer.set_adapter(names)
 
 
 @contextmanager

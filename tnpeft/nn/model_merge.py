@@ -11,6 +11,8 @@ from typing import cast
 from torch import nn
 
 from tnpeft.errors import AdapterStateError
+from tnpeft.nn.checkpointing import unwatch_checkpointing
+from tnpeft.nn.hf_save import unguard_save_pretrained
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
@@ -72,26 +74,31 @@ def unmerge(model: nn.Module) -> nn.Module:
     return model
 
 
-def unload(model: nn.Module, merge_first: bool = False) -> nn.Module:
-    """Replace every :class:`TNLinear` by its base layer (after merging the active adapters if
-    ``merge_first``, else unmerging every merged one) and return the plain model.
-    ``merge_and_unload`` is ``unload(model, True)``."""
+def unload(model: nn.Module, merge_first: bool = False, adapter_names: list[str] | None = None,
+           safe_merge: bool = False) -> nn.Module:
+    """Replace every :class:`TNLinear` by its base layer (after merging the active adapters — or
+    ``adapter_names`` — if ``merge_first``, else unmerging every merged one) and return the plain
+    model. ``merge_and_unload`` is ``unload(model, True)``."""
+    names = _check_names(model, adapter_names)
     layers = list(tn_layers(model))
+    todo: dict[str, list[str]] = {}
     if merge_first:
-        for _, layer in layers:
-            layer.merge_order()                                              # every check before any write
-        check_untied(model, [path for path, layer in layers if layer.active_adapters])
+        for name, layer in layers:                                           # every check before any write
+            todo[name] = layer.merge_order(None if names is None else [n for n in names if n in layer.tn_adapters])
+        check_untied(model, [path for path, _ in layers if todo[path]])
     with transaction(model) as tx:
         for name, layer in layers:
             tx.backup(layer.base_layer.weight)
             if merge_first:
-                layer.merge()
+                layer.merge(todo[name], safe_merge=safe_merge)
             else:
                 layer.unmerge()
             set_submodule(model, name, layer.base_layer)
         for attr in (CONFIGS_ATTR, SCOPE_ATTR):
             if hasattr(model, attr):
                 delattr(model, attr)
+    unwatch_checkpointing(model)
+    unguard_save_pretrained(model)
     return model
 
 

@@ -45,6 +45,7 @@ from tnpeft.fileio import (
 from tnpeft.graph import Dense, Graph
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
+from tnpeft.nn.peft_format import task_type_of
 from tnpeft.nn.saving import check_materialized, linear_sizes_at, put_adapter
 from tnpeft.runtime import merged_weight
 from tnpeft.storage.adapter_folder import VALUE_DTYPES, cast_state
@@ -269,7 +270,8 @@ def _check_finite(tensors: dict[str, torch.Tensor], adapter_name: str) -> None:
 
 
 def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
-                max_rank: int | None = None, overwrite: bool = False) -> PeftExport:
+                max_rank: int | None = None, task_type: str | None = None,
+                overwrite: bool = False) -> PeftExport:
     """Write adapter ``adapter_name`` as a peft LoRA checkpoint that
     ``peft.PeftModel.from_pretrained(base_model, directory)`` loads and runs as tnpeft did.
 
@@ -286,7 +288,10 @@ def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_nam
     model where a LoRA checkpoint goes, or the reverse) is refused with a
     :class:`~tnpeft.errors.WriteError` unless ``overwrite``, which removes those files first — a
     folder never serves a stale file of an earlier export (:func:`tnpeft.fileio.checkpoint_folder`).
+    ``task_type`` (peft's, e.g. ``"CAUSAL_LM"``; inferred from the model's class by default) is what
+    ``AutoPeftModelFor…`` reads.
     """
+    task = task_type_of(model, task_type)
     layers = _exportable_layers(model, adapter_name, max_rank)
     if any(layer.tn_adapters[adapter_name].graph.mode == "input" for _, layer in layers):
         return _export_merged(model, Path(directory), adapter_name, layers, overwrite)
@@ -319,7 +324,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_nam
             if out.modules[path]["how"] == "lora" and _lora_scaling(g)[1]:
                 alphas[path] = g.scale * ranks[path]
         rslora = {False}
-    cfg = _lora_config(model, ranks, alphas, max(dropout), rslora.pop(), conv1d)
+    cfg = _lora_config(model, ranks, alphas, max(dropout), rslora.pop(), conv1d, task)
     d = Path(directory)
     _check_finite(tensors, adapter_name)
     blob = tensors_to_bytes(tensors, metadata={"format": "pt"})
@@ -349,14 +354,14 @@ def _exportable_layers(model: nn.Module, adapter_name: str, max_rank: int | None
 
 
 def _lora_config(model: nn.Module, ranks: dict[str, int], alphas: dict[str, float], dropout: float, rslora: bool,
-                 conv1d: bool) -> dict[str, Any]:
+                 conv1d: bool, task: str | None) -> dict[str, Any]:
     """peft's ``adapter_config.json`` of a LoRA checkpoint: the most common rank and alpha, the others
     as patterns."""
     r = Counter(ranks.values()).most_common(1)[0][0]
     alpha = Counter(alphas.values()).most_common(1)[0][0]
     return {
         "peft_type": "LORA",
-        "task_type": None,
+        "task_type": task,
         "base_model_name_or_path": getattr(getattr(model, "config", None), "_name_or_path", None),
         "r": r,
         "lora_alpha": alpha,

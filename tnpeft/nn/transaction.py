@@ -27,8 +27,8 @@ _MISSING = object()
 CONFIGS_ATTR = "tnpeft_configs"
 #: the attribute of an adapted model holding its frame scope (equal-shaped frames built together)
 SCOPE_ATTR = "_tnpeft_frame_scope"
-#: attributes tnpeft keeps on an adapted model
-MODEL_ATTRS = (CONFIGS_ATTR, SCOPE_ATTR)
+#: attributes tnpeft keeps on an adapted model (``save_pretrained``: :mod:`tnpeft.nn.hf_save`)
+MODEL_ATTRS = (CONFIGS_ATTR, SCOPE_ATTR, "save_pretrained")
 #: attributes of an adapter layer (``TNLinear``) that say which adapters run and which are merged
 LAYER_ATTRS = ("active_adapters", "merged_adapters", "disabled")
 

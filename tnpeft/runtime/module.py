@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.graph.graph import Graph
 
 _BATCH = "__batch__"
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class RuntimeStep(NamedTuple):
@@ -43,6 +44,25 @@ def _bucket(n: int) -> int:
     # plans depend on the batch size only through cost; round it up to a power of two so that
     # varying sequence lengths reuse a handful of plans instead of planning every step
     return 1 << max(0, (n - 1).bit_length())
+
+
+def stage_equations(graph: Graph) -> dict[int, str]:
+    """The ``torch.einsum`` equation of each linear stage (batch axis first), by stage position;
+    stages with more distinct indices than einsum has letters are left out."""
+    out: dict[int, str] = {}
+    k = 0
+    for step in graph.schedule:
+        if not isinstance(step, ContractStep):
+            continue
+        inputs = [(_BATCH,) + graph.activations[a] for a in step.inputs] + [graph.nodes[n].inds for n in step.nodes]
+        letters: dict[str, str] = {}
+        for ind in [i for t in inputs for i in t]:
+            letters.setdefault(ind, _LETTERS[len(letters)] if len(letters) < len(_LETTERS) else "")
+        if all(letters.values()):
+            out[k] = ",".join("".join(letters[i] for i in t) for t in inputs) + "->" + \
+                "".join(letters[i] for i in (_BATCH,) + step.exits)
+        k += 1
+    return out
 
 
 def build_param(node: Node, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
@@ -139,11 +159,18 @@ class GraphModule(nn.Module):
             steps.append(RuntimeStep(step, k, applied))
             k += 1
         self._steps = tuple(steps)
+        # under torch.compile each stage is one einsum (structure only: no plan look-up or cache for the
+        # compiler to guard on; the compiler orders the contraction itself)
+        self._einsums = stage_equations(graph)
+        self._n_stages = k
         # nodes whose tensor is a parameter, read without calling their module on the hot path
         self._weight_nodes = frozenset(
             name for name, node in graph.nodes.items() if name not in graph.generated and
             (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None)))
         self._gen_cache: dict[str, tuple[tuple[tuple[int, ...], ...], dict[str, torch.Tensor]]] = {}
+        self._generated = dict(graph.generated)        # node → hyper-network, a plain dict for the hot path
+        self._gen_outputs = {name: tuple((o, tuple(graph.nodes[o].sizes)) for o in net.outputs)
+                             for name, net in graph.hypernetworks.items()}
         self._in_shape = (-1,) + tuple(graph.size_dict[i] for i in graph.in_inds)
         self._views: dict[tuple[int, torch.dtype, torch.device], list[PlanView]] = {}
         self._last_key: tuple[int, torch.dtype, torch.device] | None = None
@@ -183,21 +210,25 @@ class GraphModule(nn.Module):
         by ones measured on a quantum backend) and bypasses the cache.
         """
         gen = self._modules[hypernetwork]
+        if torch.compiler.is_compiling():          # no cache for a compiled graph to guard on
+            return self._split_generated(hypernetwork, gen(probs) if probs is not None else gen())
         key = (tuple(p._version for p in gen.parameters()), tuple(p.data_ptr() for p in gen.parameters()))
         if probs is None and not torch.is_grad_enabled():
             hit = self._gen_cache.get(hypernetwork)
             if hit is not None and hit[0] == key:
                 return hit[1]
-        flat = gen(probs) if probs is not None else gen()
+        out = self._split_generated(hypernetwork, gen(probs) if probs is not None else gen())
+        if probs is None and not torch.is_grad_enabled():
+            self._gen_cache[hypernetwork] = (key, out)
+        return out
+
+    def _split_generated(self, hypernetwork: str, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         start = 0
-        for o in self.graph.hypernetworks[hypernetwork].outputs:
-            shape = self.graph.nodes[o].sizes
+        for o, shape in self._gen_outputs[hypernetwork]:
             n = math.prod(shape)
             out[o] = flat[start:start + n].reshape(shape)
             start += n
-        if probs is None and not torch.is_grad_enabled():
-            self._gen_cache[hypernetwork] = (key, out)
         return out
 
     def clear_generated(self, hypernetwork: str | None = None) -> None:
@@ -209,7 +240,7 @@ class GraphModule(nn.Module):
 
     def _tensors(self, names: tuple[str, ...]) -> list[torch.Tensor]:
         mods = self._modules
-        gen = self.graph.generated
+        gen = self._generated
         if not gen:
             return [mods[n].weight if n in self._weight_nodes else mods[n]() for n in names]
         values: dict[str, torch.Tensor] = {}
@@ -284,7 +315,9 @@ class GraphModule(nn.Module):
         """The stage loop — the one hot path of the forward. Without ``out``: the last activation
         (unscaled). With ``out`` (``(rows, out_features)``-viewable, an additive graph): the last
         contraction is added into ``out`` with the scale, as one matrix product where it is one."""
-        plans = self._stage_plans(h.shape[0], h.dtype, h.device)
+        compiling = torch.compiler.is_compiling()
+        plans = None if compiling and len(self._einsums) == self._n_stages else \
+            self._stage_plans(h.shape[0], h.dtype, h.device)
         acts: dict[int, torch.Tensor] = {0: h}
         last = len(self._steps) - 1
         g = self.graph
@@ -300,6 +333,9 @@ class GraphModule(nn.Module):
                 acts[step.output] = y
                 continue
             ops = [acts[a] for a in step.inputs] + self._tensors(step.nodes)
+            if plans is None:
+                acts[step.output] = torch.einsum(self._einsums[rs.plan], *ops)
+                continue
             if out is not None and n == last:
                 return plans[rs.plan].accumulate(out.view(-1, g.out_features), *ops, alpha=g.scale).view(out.shape)
             acts[step.output] = plans[rs.plan](*ops)

@@ -17,9 +17,9 @@ def convert_adapter(adapter_dir: str | os.PathLike[str], output: str | os.PathLi
     """Load the saved adapter in ``adapter_dir`` into ``model`` (``minilm``, ``smollm2`` or a model
     folder, as ``tnpeft train`` loads it; ``task`` defaults to classification when the adapter saved
     a ``head``, else causal LM) and write it with :func:`tnpeft.export_peft` (``max_rank``: SVD
-    compression above that rank). ``output`` must not be ``adapter_dir`` itself (that would destroy
-    the adapter it reads), and a folder holding another kind of checkpoint is refused unless
-    ``overwrite``."""
+    compression above that rank; peft's ``task_type`` from ``task``). ``output`` must not be
+    ``adapter_dir`` itself (that would destroy the adapter it reads), and a folder holding another
+    kind of checkpoint is refused unless ``overwrite``."""
     if max_rank is not None and (isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1):
         raise ConfigError(f"--max-rank must be a positive integer, got {max_rank!r}", field="max_rank")
     if Path(output).resolve() == Path(adapter_dir).resolve() or (
@@ -34,4 +34,5 @@ def convert_adapter(adapter_dir: str | os.PathLike[str], output: str | os.PathLi
     loaded = load_model(model, task, num_labels=head[-1].shape[0] if head else 2)
     m = load_adapter(loaded.model, adapter_dir)
     name = next(iter(getattr(m, CONFIGS_ATTR)))
-    return export_peft(m, output, adapter_name=name, max_rank=max_rank, overwrite=overwrite)
+    return export_peft(m, output, adapter_name=name, max_rank=max_rank,
+                       task_type="SEQ_CLS" if task == "classification" else "CAUSAL_LM", overwrite=overwrite)

@@ -13,6 +13,7 @@ import torch
 from tnpeft.circuits.circuit import pauli_circuit
 from tnpeft.circuits.frame_kernel import (
     CompiledFrame,
+    Program,
     compile_frame,
     compile_program,
     factor_matrices,
@@ -54,6 +55,7 @@ class PauliFrame(AngleFrame):
     """
 
     _kernel: CompiledFrame | None   # kept in __dict__ (see __init__)
+    _program: Program | None
 
     def __init__(self, n: int, k: int, batch: Sequence[int] = (), layers: int = 1, bits: int | None = None,
                  init: str = "random", dtype: torch.dtype | None = None, device: torch.device | str | None = None,
@@ -62,6 +64,8 @@ class PauliFrame(AngleFrame):
         self.layers, self.bits = layers, bits
         self.theta = init_angles((*self.batch, pauli_count(n, layers)), init, dtype, device, rng)
         self.__dict__["_kernel"] = compile_frame(pauli_frame(n, layers))   # plain data, not state
+        # the flat program, made now (a compiled forward then reads plain data, no cache)
+        self.__dict__["_program"] = compile_program(self._kernel) if self._kernel is not None else None
 
     def options_key(self) -> tuple[object, ...]:
         return (self.layers, self.bits)
@@ -76,6 +80,7 @@ class PauliFrame(AngleFrame):
         state = eye_frames(self.n, self.k, theta.shape[0], theta)
         if self._kernel is None:   # N = 1: nothing to rotate
             return state.clone()
-        program = compile_program(self._kernel)
+        program = self._program
+        assert program is not None          # made with the kernel
         mats = factor_matrices(program, torch.cos(half), torch.sin(half))
         return run_program(program, state, theta[:, list(program.cs_angles)], mats)

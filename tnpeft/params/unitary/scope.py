@@ -36,11 +36,20 @@ class FrameScope:
     instead of one per layer. A frame's result is reused by the other members of its group until
     the member that asks for it has already had it (a new forward pass), a parameter changed, or
     the grad mode changed; then the whole group is recomputed. Copies of a model get a fresh scope.
+
+    While :attr:`alone` is set, every member is computed on its own, from its parameters, each time
+    it is asked for, and nothing is kept: what activation checkpointing needs, since it recomputes
+    one layer's forward during the backward pass and that recomputation must perform the very
+    operations of the original forward on the very same inputs (a frame batched with, or cached
+    from, another layer's region would not). ``inject`` sets it at the start of every training
+    forward of a model that checkpoints (:mod:`tnpeft.nn.checkpointing`).
     """
 
     def __init__(self) -> None:
         self._groups: dict[tuple[object, ...], _FrameGroup] = {}
         self._members: weakref.WeakSet[ScopeMember] = weakref.WeakSet()
+        #: compute every member alone, uncached (a checkpointed training forward)
+        self.alone = False
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FrameScope:
         return FrameScope()  # members of a copy register again on their first forward
@@ -62,6 +71,8 @@ class FrameScope:
 
     def frame(self, member: ScopeMember) -> torch.Tensor:
         """``member``'s result (a frame's ``(*batch, N, K)``), computed with its group if needed."""
+        if self.alone or torch.compiler.is_compiling():   # compiled graphs: no shared cache to guard on
+            return member.compute_alone()
         if member not in self._members:
             # a module this scope has not seen (e.g. in a deep copy, whose scope starts empty): compute
             # it alone this time and batch it with its peers from the next forward on, instead of
