@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from tnpeft.params.unitary import UNITARY_PARAMS, circuit_angle_count, pauli_count
 
 PARAMS = sorted(UNITARY_PARAMS)
+EXACT = sorted(k for k, v in UNITARY_PARAMS.items() if v.exact)    # cayley_neumann is peft OFT's series
 
 
 def options_for(name, data):
@@ -22,7 +23,7 @@ def options_for(name, data):
     return o
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", EXACT)
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_orthonormal_columns_float32(name, data):
@@ -85,6 +86,10 @@ def test_parameter_count_equals_closed_form(name, n, k, batch):
         d = max(1, (n - 1).bit_length())
         assert count == sum(len([i for i in range(n) if (i // (1 << (j % d))) % 2 == 0 and i + (1 << (j % d)) < n])
                             for j in range(d))
+    elif name in ("cayley_packed", "cayley_neumann"):     # the strict upper triangle of one n×n block
+        assert count == math.comb(n, 2)
+        if n > 150:
+            return
     else:
         assert count == n * k
     if n * k <= 20000:

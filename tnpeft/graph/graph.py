@@ -25,7 +25,7 @@ from tnpeft.graph.hypernetwork import HyperNetwork
 from tnpeft.graph.names import check_elements
 from tnpeft.graph.nodes import Dense, Node, Unitary, node_from_dict
 from tnpeft.graph.schedule import ApplyStep, ContractStep, build_schedule
-from tnpeft.params import limits
+from tnpeft.params import UNITARY_PARAMS, limits
 
 FORMAT_VERSION = 1
 
@@ -63,6 +63,11 @@ class Graph:
         mode: ``"add"`` (default): ``y = base(x) + scale · contract(graph, x)``. ``"input"``: the
             graph transforms the layer's input, ``y = base(contract(graph, x))`` — a multiplicative
             adapter such as OFT (``W' = W R``); in and out legs then both have the layer's input size.
+            ``"output"``: it transforms the layer's output, ``y = contract(graph, base(x))`` (IA³:
+            ``y = l ⊙ (W x + b)``, merged as ``W' = diag(l) W``); both legs have the output size.
+        bias: in mode ``"output"``, ``False`` leaves the bias out of the map: ``y = G(W x) + b``.
+        post: an output-mode graph applied after an input-mode one — a two-sided multiplicative
+            adapter ``y = P(W (D x) [+ b])``, merged as ``W' = P W D`` (BOFT: ``y = s ⊙ (W R x) + b``).
         hypernetworks: hyper-networks (:class:`HyperNetwork`) that fill dense nodes with generated
             values (QPA); a generated node owns no parameters and the hyper-network's are counted
             instead.
@@ -77,7 +82,7 @@ class Graph:
                  out_index: str | tuple[str, ...] = "out", in_features: int | None = None,
                  out_features: int | None = None, scale: float = 1.0, dropout: float = 0.0, name: str = "",
                  meta: Mapping[str, Any] | None = None, mode: str = "add",
-                 hypernetworks: Iterable[HyperNetwork] = ()):
+                 hypernetworks: Iterable[HyperNetwork] = (), bias: bool = True, post: Graph | None = None):
         nodes = list(nodes)
         if not nodes:
             raise GraphError("a graph needs at least one node")
@@ -93,8 +98,16 @@ class Graph:
                              node=dup[0])
         in_inds = self._legs("in_index", in_index)
         out_inds = self._legs("out_index", out_index)
-        if mode not in ("add", "input"):
-            raise GraphError(f"mode must be 'add' or 'input', got {mode!r}")
+        if mode not in ("add", "input", "output"):
+            raise GraphError(f"mode must be 'add', 'input' or 'output', got {mode!r}")
+        if not isinstance(bias, bool) or not (bias or mode == "output"):
+            raise GraphError(f"bias={bias!r}: leaving the bias out (bias=False) is for mode 'output' only")
+        if post is not None and not (mode == "input" and isinstance(post, Graph) and post.mode == "output"
+                                     and post.is_linear and post.post is None):
+            raise GraphError("post must be a linear output-mode Graph following an input-mode one (W' = P·W·D)")
+        clash = sorted(set(n.name for n in nodes) & set(post.nodes) if post is not None else ())
+        if clash:
+            raise GraphError(f"node name {clash[0]!r} is used by the graph and by its post map", node=clash[0])
         if not isinstance(name, str):
             raise GraphError(f"graph name must be a string, got {name!r}")
         if meta is not None and not isinstance(meta, Mapping):
@@ -111,6 +124,8 @@ class Graph:
         self.in_inds = in_inds
         self.out_inds = out_inds
         self.mode = mode
+        self.bias = bias
+        self.post = post
         self.scale = float(scale)
         self.dropout = float(dropout)
         self.name = name
@@ -130,8 +145,8 @@ class Graph:
                                      node=holder, index=legs[0])
         self.in_features = math.prod(self.size_dict[i] for i in in_inds)
         self.out_features = math.prod(self.size_dict[i] for i in out_inds)
-        if mode == "input" and self.in_features != self.out_features:
-            raise GraphError(f"an input-mode graph maps the layer input to itself, but its legs have sizes "
+        if mode != "add" and self.in_features != self.out_features:
+            raise GraphError(f"an {mode}-mode graph maps the layer {mode} to itself, but its legs have sizes "
                              f"{self.in_features} → {self.out_features}")
         self._check_dangling(nodes)
         schedule = build_schedule(nodes, in_inds, out_inds)
@@ -147,7 +162,8 @@ class Graph:
         self.size_dict = MappingProxyType(self.size_dict)
         self._signature = (tuple(json.dumps(n.to_dict(), sort_keys=True) for n in self._nodes_list),
                            self.in_inds, self.out_inds, self.scale, self.dropout, self.mode,
-                           tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.hypernetworks.values()))
+                           tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.hypernetworks.values()),
+                           self.bias, post.signature() if post is not None else None)
         self._frozen = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -190,8 +206,10 @@ class Graph:
         elements, all node tensors together at most ``MAX_GRAPH_ELEMENTS``, and at most
         ``MAX_PARAMETERS`` trainable parameters. :class:`GraphModule` calls it before it allocates
         anything; it reads the graph alone."""
+        if self.post is not None:
+            self.post.check_budget()
         for n in self._nodes_list:
-            for what, count in (("its tensor", n.elements), ("its parameters", n.num_parameters())):
+            for what, count in (("its tensor", n.shared_elements), ("its parameters", n.num_parameters())):
                 check_elements(n.name, what, count)
         elements = sum(n.elements for n in self._nodes_list)
         if elements > limits.MAX_GRAPH_ELEMENTS:
@@ -261,11 +279,20 @@ class Graph:
         """True when the graph's matrix ``dense()`` is orthogonal by construction: a
         linear graph of square unitary nodes only (used to unmerge input-mode adapters by a transpose)."""
         return self.is_linear and all(isinstance(n, Unitary) and n.sizes[-1] == n.sizes[-2]
-                                      for n in self.nodes.values())
+                                      and UNITARY_PARAMS[n.param].exact for n in self.nodes.values())
+
+    def fits(self, in_features: int, out_features: int) -> bool:
+        """Whether the graph fits a layer ``in_features → out_features``: an additive graph maps
+        ``in → out``, an input-mode one ``in → in``, an output-mode one (and a post map) ``out → out``."""
+        want = {"add": (in_features, out_features), "input": (in_features, in_features),
+                "output": (out_features, out_features)}[self.mode]
+        return (self.in_features, self.out_features) == want and (self.post is None or
+                                                                  self.post.fits(in_features, out_features))
 
     def num_parameters(self) -> int:
         """Trainable scalars of the adapter, from the graph alone (nothing is allocated)."""
         own = sum(n.num_parameters() for n in self._nodes_list if n.name not in self.generated)
+        own += self.post.num_parameters() if self.post is not None else 0
         return own + sum(g.shape(self.generated_size(k)).num_parameters for k, g in self.hypernetworks.items())
 
     def num_generated(self) -> int:
@@ -284,7 +311,7 @@ class Graph:
             rows.append({"node": k, "kind": f"hypernetwork:{g.kind}", "inds": {}, "parameters":
                          g.shape(self.generated_size(k)).num_parameters, "trainable": True,
                          "generates": list(g.outputs), "generated_values": self.generated_size(k)})
-        return rows
+        return rows + (self.post.parameter_table() if self.post is not None else [])
 
     def signature(self) -> tuple:
         """A hashable key of the structure (not the values): equal graphs contract the same way."""
@@ -295,7 +322,7 @@ class Graph:
         ``scale``, ``name``, ``meta``, …), validated like any graph."""
         args: dict[str, Any] = {"nodes": self._nodes_list, "in_index": self.in_index, "out_index": self.out_index,
                                 "scale": self.scale, "dropout": self.dropout, "name": self.name,
-                                "meta": _plain(self.meta), "mode": self.mode,
+                                "meta": _plain(self.meta), "mode": self.mode, "bias": self.bias, "post": self.post,
                                 "hypernetworks": list(self.hypernetworks.values())}
         unknown = set(changes) - set(args)
         if unknown:
@@ -308,8 +335,10 @@ class Graph:
         the nodes' initialisation): values saved from one load into the other."""
         strip = lambda g: [{k: v for k, v in n.to_dict().items() if k not in ("init", "std")} for n in g._nodes_list]  # noqa: E731
         gens = lambda g: [x.to_dict() for x in g.hypernetworks.values()]  # noqa: E731
-        return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode) ==
-                (other.in_inds, other.out_inds, other.scale, other.mode) and gens(self) == gens(other))
+        posts = (self.post, other.post)
+        return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode, self.bias) ==
+                (other.in_inds, other.out_inds, other.scale, other.mode, other.bias) and gens(self) == gens(other)
+                and (posts == (None, None) or None not in posts and posts[0].same_values_layout(posts[1])))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Graph) and self.signature() == other.signature()
@@ -334,6 +363,10 @@ class Graph:
              "nodes": [n.to_dict() for n in self._nodes_list]}
         if self.hypernetworks:
             d["hypernetworks"] = [g.to_dict() for g in self.hypernetworks.values()]
+        if not self.bias:
+            d["bias"] = False
+        if self.post is not None:
+            d["post"] = self.post.to_dict()
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -350,7 +383,7 @@ class Graph:
         if d.get("version") != FORMAT_VERSION:
             raise GraphError(f"graph format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})")
         allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes",
-                   "hypernetworks", "generators"}
+                   "hypernetworks", "generators", "bias", "post"}
         extra = set(d) - allowed
         if extra:
             raise GraphError(f"unknown graph field(s) {sorted(extra)}; expected some of {sorted(allowed)}")
@@ -369,7 +402,8 @@ class Graph:
         _check_count("hyper-networks", len(gens))
         return cls([node_from_dict(n) for n in d["nodes"]], in_index=legs["in_index"], out_index=legs["out_index"],
                    scale=d.get("scale", 1.0), dropout=d.get("dropout", 0.0), name=d.get("name", ""), meta=meta,
-                   mode=d.get("mode", "add"), hypernetworks=[HyperNetwork.from_dict(g) for g in gens])
+                   mode=d.get("mode", "add"), hypernetworks=[HyperNetwork.from_dict(g) for g in gens],
+                   bias=d.get("bias", True), post=cls.from_dict(d["post"]) if d.get("post") is not None else None)
 
     @classmethod
     def from_json(cls, text: str) -> Graph:

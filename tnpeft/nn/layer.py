@@ -12,7 +12,15 @@ from torch import nn
 from tnpeft.errors import AdapterStateError, BudgetError, ConfigError, GraphError, NotMergeableError
 from tnpeft.graph import Graph
 from tnpeft.params.unitary import FrameScope
-from tnpeft.runtime import GraphModule, delta_weight, merged_weight, unmerged_weight
+from tnpeft.runtime import (
+    GraphModule,
+    SharedValues,
+    delta_weight,
+    merged_bias,
+    merged_weight,
+    unmerged_bias,
+    unmerged_weight,
+)
 
 try:  # GPT-2 style layers: y = x W + b with W of shape (in, out)
     from transformers.pytorch_utils import Conv1D
@@ -33,15 +41,28 @@ def layer_sizes(layer: nn.Module) -> tuple[int, int]:
     raise TypeError(type(layer).__name__)
 
 
+def target_sizes(layer: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of a linear layer or of an adapted one (:class:`TNLinear`)."""
+    return (layer.in_features, layer.out_features) if isinstance(layer, TNLinear) else layer_sizes(layer)
+
+
+def adapter_dtype(base_layer: nn.Module) -> torch.dtype:
+    """The dtype of an adapter's values on ``base_layer``: float32, float64 if the base weight is."""
+    return base_layer.weight.dtype if base_layer.weight.dtype == torch.float64 else torch.float32
+
+
 def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | None = None,
-                   scope: FrameScope | None = None, optimize: object = "auto", where: str = "") -> GraphModule:
+                   scope: FrameScope | None = None, optimize: object = "auto", where: str = "",
+                   shared: SharedValues | None = None) -> GraphModule:
     """A new :class:`GraphModule` of ``graph`` for ``base_layer``: parameters on the base weight's
-    device, float32 (float64 if the base weight is), in the base layer's train/eval mode. An
-    allocation failure is a :class:`ConfigError` naming ``where``; nothing else is changed."""
+    device, float32 (float64 if the base weight is), in the base layer's train/eval mode, reading
+    its shared nodes from ``shared``. An allocation failure is a :class:`ConfigError` naming
+    ``where``; nothing else is changed."""
     w = base_layer.weight
-    dtype = w.dtype if w.dtype == torch.float64 else torch.float32
+    dtype = adapter_dtype(base_layer)
     try:
-        module = GraphModule(graph, dtype=dtype, device=w.device, rng=rng, scope=scope, optimize=optimize)
+        module = GraphModule(graph, dtype=dtype, device=w.device, rng=rng, scope=scope, optimize=optimize,
+                             shared=shared)
     except BudgetError as e:
         if where and e.args:
             e.args = (where + e.args[0],) + e.args[1:]
@@ -56,7 +77,8 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
 class TNLinear(nn.Module):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and adds the outputs of its active adapters:
 
-    ``y = base(x) + Σ_active scale_a · contract(graph_a, x)``.
+    ``y = base(x) + Σ_active scale_a · contract(graph_a, x)``; multiplicative adapters transform
+    the input first (input mode) or the base output (output mode, post maps).
 
     Attributes:
         base_layer: the wrapped layer (its weight is what ``merge`` changes).
@@ -88,11 +110,10 @@ class TNLinear(nn.Module):
         """Raise unless ``graph`` fits this layer under the new adapter name ``name``."""
         if name in self.tn_adapters:
             raise AdapterStateError(f"this layer already has an adapter named {name!r}")
-        want = (self.in_features, self.in_features) if graph.mode == "input" else (self.in_features, self.out_features)
-        if (graph.in_features, graph.out_features) != want:
+        if not graph.fits(self.in_features, self.out_features):
             raise GraphError(f"adapter {name!r} maps {graph.in_features} → {graph.out_features} features but the "
-                             f"layer needs {want[0]} → {want[1]}"
-                             + (" (an input-mode adapter transforms the layer's input)" if graph.mode == "input" else ""))
+                             f"layer is {self.in_features} → {self.out_features} (an additive adapter maps in → out, "
+                             "an input-mode one in → in, an output-mode one out → out)")
 
     def attach_adapter(self, name: str, module: GraphModule) -> GraphModule:
         """Register a built :class:`GraphModule` as adapter ``name`` (active; in this layer's mode)."""
@@ -135,8 +156,11 @@ class TNLinear(nn.Module):
             if module.graph.mode == "input":
                 h = module(h.to(module.param_dtype)).to(x.dtype)
         result = self.base_layer(h, *args, **kwargs)
+        maps = [m if m.graph.mode == "output" else m.post for m in pending if m.graph.mode == "output" or m.post is not None]
+        if maps:
+            result = self._output_maps(result, maps)
         for module in pending:
-            if module.graph.mode == "input":
+            if module.graph.mode != "add":
                 continue
             h = x
             p_dtype = module.param_dtype
@@ -146,13 +170,30 @@ class TNLinear(nn.Module):
             result = module.accumulate(result, h)
         return result
 
+    def _output_maps(self, y: torch.Tensor, maps: list[GraphModule]) -> torch.Tensor:
+        """``P_k(⋯P_1(y))``: output-mode maps on the base output; one that leaves the bias out maps
+        ``y − b`` and adds ``b`` back."""
+        b = self.base_layer.bias
+        for m in maps:
+            keep = b is not None and not m.graph.bias
+            h = y - b if keep else y
+            h = m(h.to(m.param_dtype)).to(y.dtype)
+            y = h + b if keep else h
+        return y
+
+    def weight_tensors(self) -> list[torch.Tensor]:
+        """The base layer's tensors a merge may change: its weight, and its bias if it has one."""
+        b = self.base_layer.bias
+        return [self.base_layer.weight] + ([b] if b is not None else [])
+
     # ------------------------------------------------------------------ merge
     def delta_weight(self, name: str) -> torch.Tensor:
         """``scale · ΔW`` of adapter ``name`` in the base weight's layout (transposed for Conv1D)."""
         return delta_weight(self.tn_adapters[name], self.fan_in_fan_out)
 
     def _input_mode(self, name: str) -> bool:
-        return self.tn_adapters[name].graph.mode == "input"
+        # multiplicative: input-mode or output-mode (they do not commute with additive updates)
+        return self.tn_adapters[name].graph.mode != "add"
 
     def merge_order(self, adapter_names: Iterable[str] | None = None) -> list[str]:
         """The adapters :meth:`merge` would add, in order, after checking that it can.
@@ -183,8 +224,10 @@ class TNLinear(nn.Module):
         if not todo:
             return todo
         active = self.active_adapters
-        todo.sort(key=lambda n: (0, -active.index(n) if n in active else -len(active) - 1)
-                  if self._input_mode(n) else (1, 0))
+        # input maps merge last-applied first (W D_k ⋯ D_1), output maps first-applied first (P_k ⋯ P_1 W)
+        todo.sort(key=lambda n: (1, 0) if not self._input_mode(n) else
+                  (0, -active.index(n) if n in active else -len(active) - 1)
+                  if self.tn_adapters[n].graph.mode == "input" else (0, active.index(n) if n in active else -1))
         first = next((n for n in todo if self._input_mode(n)), None)
         if first is not None and any(not self._input_mode(m) for m in self.merged_adapters):
             raise AdapterStateError(f"merge input-mode adapter {first!r} before additive ones (unmerge them first): "
@@ -206,14 +249,18 @@ class TNLinear(nn.Module):
         todo = self.merge_order(adapter_names)
         if not todo:
             return
-        w = self.base_layer.weight
+        w, b = self.base_layer.weight, self.base_layer.bias
         with torch.no_grad():
             new = w.detach()
+            new_b = None if b is None else b.detach()
             for name in todo:
                 new = self._weight_arith(merged_weight, name, new)
-            if safe_merge and not torch.isfinite(new).all():
+                new_b = merged_bias(self.tn_adapters[name], new_b)
+            if safe_merge and not (torch.isfinite(new).all() and (new_b is None or torch.isfinite(new_b).all())):
                 raise AdapterStateError(f"merging adapter(s) {todo} gives NaN or infinite weights; not merged")
             w.copy_(new)
+            if b is not None:
+                b.copy_(new_b)
         self.merged_adapters.extend(todo)
 
     def unmerge(self, adapter_names: Iterable[str] | None = None) -> None:
@@ -227,12 +274,16 @@ class TNLinear(nn.Module):
         todo = [n for n in reversed(self.merged_adapters) if n in names]
         if not todo:
             return
-        w = self.base_layer.weight
+        w, b = self.base_layer.weight, self.base_layer.bias
         with torch.no_grad():
             new = w.detach()
+            new_b = None if b is None else b.detach()
             for name in todo:
                 new = self._weight_arith(unmerged_weight, name, new)
+                new_b = unmerged_bias(self.tn_adapters[name], new_b)
             w.copy_(new)
+            if b is not None:
+                b.copy_(new_b)
         self.merged_adapters = [n for n in self.merged_adapters if n not in todo]
 
     def _weight_arith(self, fn, name: str, w: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from torch import nn
 
 from tnpeft.errors import AdapterStateError
 from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
+from tnpeft.nn.shared_store import remove_shared
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 
 
@@ -36,7 +37,8 @@ def merge(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: 
     with transaction(model) as tx:
         for layer, todo in plans:
             if todo:
-                tx.backup(layer.base_layer.weight)
+                for t in layer.weight_tensors():
+                    tx.backup(t)
                 layer.merge(todo, safe_merge=safe_merge)
     return model
 
@@ -46,7 +48,8 @@ def unmerge(model: nn.Module) -> nn.Module:
     with transaction(model) as tx:
         for _, layer in tn_layers(model):
             if layer.merged_adapters:
-                tx.backup(layer.base_layer.weight)
+                for t in layer.weight_tensors():
+                    tx.backup(t)
                 layer.unmerge()
     return model
 
@@ -61,7 +64,8 @@ def unload(model: nn.Module, merge_first: bool = False) -> nn.Module:
             layer.merge_order()                                              # every check before any write
     with transaction(model) as tx:
         for name, layer in layers:
-            tx.backup(layer.base_layer.weight)
+            for t in layer.weight_tensors():
+                tx.backup(t)
             if merge_first:
                 layer.merge()
             else:
@@ -70,6 +74,7 @@ def unload(model: nn.Module, merge_first: bool = False) -> nn.Module:
         for attr in (CONFIGS_ATTR, SCOPE_ATTR):
             if hasattr(model, attr):
                 delattr(model, attr)
+        remove_shared(model)
     return model
 
 
@@ -90,8 +95,10 @@ def delete_adapter(model: nn.Module, adapter_name: str) -> nn.Module:
         for _, layer in tn_layers(model):
             if adapter_name in layer.tn_adapters:
                 if adapter_name in layer.merged_adapters:
-                    tx.backup(layer.base_layer.weight)
+                    for t in layer.weight_tensors():
+                        tx.backup(t)
                 layer.delete_adapter(adapter_name)
         getattr(model, CONFIGS_ATTR, {}).pop(adapter_name, None)
+        remove_shared(model, adapter_name)
         activate(model, remaining)
     return model

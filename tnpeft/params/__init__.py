@@ -7,7 +7,7 @@ Circuits (:mod:`tnpeft.circuits.circuit`) are data here too, with the statevecto
 QNN nodes and QPA's hyper-network run on.
 """
 
-from tnpeft.params.dense import DENSE_INITS, DenseParam, init_dense
+from tnpeft.params.dense import DENSE_INITS, BasisVector, DenseParam, init_dense
 from tnpeft.params.diagonal import DIAGONAL_INITS, DiagonalParam
 from tnpeft.params.functions import FUNCTIONS, get_function
 from tnpeft.params.hypernetworks import HYPERNETWORKS
@@ -16,6 +16,7 @@ from tnpeft.params.unitary import UNITARY_PARAMS, UnitaryParametrization, regist
 
 __all__ = [
     "DenseParam",
+    "BasisVector",
     "DiagonalParam",
     "DENSE_INITS",
     "DIAGONAL_INITS",

@@ -56,3 +56,19 @@ class DenseParam(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.weight
+
+
+class BasisVector(nn.Module):
+    """The fixed one-hot vector ``e_position`` of length ``size`` (a basis node's tensor). It holds
+    a non-persistent buffer: nothing is saved, the position being part of the structure."""
+
+    def __init__(self, size: int, position: int, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        e = torch.zeros(size, dtype=dtype, device=device)
+        if e.device.type != "meta":
+            e[position] = 1.0
+        self.register_buffer("weight", e, persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight

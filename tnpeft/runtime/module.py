@@ -17,9 +17,19 @@ from torch import nn
 
 from tnpeft.contract import ContractionPlan, PlanView, count_cache_hit, plan_for
 from tnpeft.errors import GraphError, NotMergeableError
+from tnpeft.graph.basis import Basis
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
 from tnpeft.graph.schedule import ApplyStep, ContractStep
-from tnpeft.params import HYPERNETWORKS, NONLINEAR_MAPS, UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
+from tnpeft.graph.sharing import full_node
+from tnpeft.params import (
+    HYPERNETWORKS,
+    NONLINEAR_MAPS,
+    UNITARY_PARAMS,
+    BasisVector,
+    DenseParam,
+    DiagonalParam,
+    get_function,
+)
 from tnpeft.params.unitary import FrameModule, FrameScope
 from tnpeft.runtime.applied_frames import FrameApplication, frame_application
 
@@ -52,6 +62,8 @@ def build_param(node, dtype=None, device=None, rng: torch.Generator | None = Non
         return DenseParam(node.sizes, node.init, node.trainable, dtype, device, rng, std=node.std)
     if isinstance(node, Diagonal):
         return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, rng, active=node.active)
+    if isinstance(node, Basis):
+        return BasisVector(node.sizes[0], node.position, dtype, device)
     if isinstance(node, Unitary):
         n, k = node.sizes[-2:]
         m = UNITARY_PARAMS[node.param].build(n, k, node.batch_shape, dtype=dtype, device=device, rng=rng,
@@ -79,19 +91,27 @@ class GraphModule(nn.Module):
             default the graph has its own.
         optimize: the contraction optimizer handed to cotengra (a preset name such as ``"auto"``,
             ``"greedy"``, ``"optimal"``, or an optimizer object); plans are cached per optimizer.
+        shared: the values of the adapter's shared tensors (:class:`~tnpeft.runtime.SharedValues`,
+            one per adapter of a model): a shared node reads its block of them and owns nothing. Without
+            it, each shared node holds the whole shared tensor itself (a graph used alone).
+
+    A graph with a ``post`` map gets its module as :attr:`post`; the post map's node values are
+    registered here too (node names are unique across both).
 
     Raises :class:`~tnpeft.errors.BudgetError` before allocating anything if the graph exceeds the
     allocation budgets (:meth:`tnpeft.Graph.check_budget`).
     """
 
     def __init__(self, graph: Graph, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 rng: torch.Generator | None = None, scope: FrameScope | None = None, optimize: object = "auto"):
+                 rng: torch.Generator | None = None, scope: FrameScope | None = None, optimize: object = "auto",
+                 shared: nn.Module | None = None):
         super().__init__()
         graph.check_budget()           # sizes bounded before anything is allocated
         self.graph = graph
         self.optimize = optimize
         scope = scope if scope is not None else FrameScope()
         self._fns = {}
+        views: dict[str, tuple[nn.Module, str, tuple | None]] = {}   # shared node → (holder, key, its block)
         for name, node in graph.nodes.items():
             if isinstance(node, Nonlinear):
                 if node.is_elementwise:
@@ -103,6 +123,16 @@ class GraphModule(nn.Module):
                     m.requires_grad_(node.trainable)
                     self.add_module(name, m)
                     self._fns[name] = m
+            elif node.share is not None:
+                block = None if node.sizes == node.share.sizes else tuple(slice(0, k) for k in node.sizes)
+                if shared is None:       # used alone: the node holds the whole shared tensor
+                    self.add_module(name, build_param(full_node(node), dtype, device, rng, scope))
+                    views[name] = (self, name, block)
+                elif node.share.key not in shared._modules:
+                    raise GraphError(f"node {name!r} views shared tensor {node.share.key!r}, which the shared values "
+                                     f"do not hold (they hold {list(shared._modules)})", node=name)
+                else:
+                    views[name] = (shared, node.share.key, block)
             elif name not in graph.generated:
                 self.add_module(name, build_param(node, dtype, device, rng, scope))
         for name, net in graph.hypernetworks.items():
@@ -134,14 +164,24 @@ class GraphModule(nn.Module):
         self._steps = tuple(steps)
         # nodes whose tensor is a parameter, read without calling their module on the hot path
         self._weight_nodes = frozenset(
-            name for name, node in graph.nodes.items() if name not in graph.generated and
+            name for name, node in graph.nodes.items() if name not in graph.generated and name not in views and
             (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None)))
+        self.__dict__["_shared_views"] = views
+        self.__dict__["post"] = None if graph.post is None else GraphModule(
+            graph.post, dtype=dtype, device=device, rng=rng, scope=scope, optimize=optimize, shared=shared)
+        if self.post is not None:
+            for name, m in self.post.named_children():
+                self.add_module(name, m)
         self._gen_cache: dict[str, tuple[tuple, dict[str, torch.Tensor]]] = {}
         self._in_shape = (-1,) + tuple(graph.size_dict[i] for i in graph.in_inds)
         self._views: dict[tuple, list[PlanView]] = {}
         self._last_key: tuple | None = None
         self._last_plans: list[ContractionPlan] | None = None
-        self.__dict__["_first_param"] = next(iter(self.parameters()), None)  # a reference, not a registration
+        first = next(iter(self.parameters()), None)
+        if first is None and views:           # all values shared: the dtype is theirs
+            holder, key, _ = next(iter(views.values()))
+            first = holder._modules[key].weight
+        self.__dict__["_first_param"] = first  # a reference, not a registration
 
     @property
     def param_dtype(self) -> torch.dtype:
@@ -163,8 +203,21 @@ class GraphModule(nn.Module):
             raise GraphError(f"node {name!r} is nonlinear and has no tensor", node=name)
         if name in self.graph.generated:
             return self.generated_values(self.graph.generated[name])[name]
+        if name in self._shared_views:
+            return self._view(name)
         m = self._modules[name]
         return m.weight if name in self._weight_nodes else m()
+
+    @property
+    def shared(self) -> nn.Module | None:
+        """The shared values this module reads (a :class:`~tnpeft.runtime.SharedValues`), if any."""
+        return next((h for h, _, _ in self._shared_views.values() if h is not self), None)
+
+    def _view(self, name: str) -> torch.Tensor:
+        # read through the holder each time: FSDP swaps the parameter objects it manages
+        holder, key, block = self._shared_views[name]
+        t = holder._modules[key].weight
+        return t if block is None else t[block]
 
     def generated_values(self, hypernetwork: str, probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The tensors hyper-network ``hypernetwork`` fills, by node name.
@@ -202,11 +255,12 @@ class GraphModule(nn.Module):
     def _tensors(self, names: tuple[str, ...]) -> list[torch.Tensor]:
         mods = self._modules
         gen = self.graph.generated
-        if not gen:
+        if not gen and not self._shared_views:
             return [mods[n].weight if n in self._weight_nodes else mods[n]() for n in names]
         values: dict[str, torch.Tensor] = {}
         for g in dict.fromkeys(gen[n] for n in names if n in gen):
             values.update(self.generated_values(g))
+        values.update((n, self._view(n)) for n in names if n in self._shared_views)
         return [values[n] if n in values else mods[n].weight if n in self._weight_nodes else mods[n]() for n in names]
 
     # ------------------------------------------------------------ plans
