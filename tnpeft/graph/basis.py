@@ -1,4 +1,7 @@
-"""The basis-vector node: a fixed one-hot vector on one index.
+"""Fixed nodes, whose values follow from the structure alone (nothing is stored or trained): the
+basis vector (a layer index) and the Fourier basis (FourierFT's frozen spectral basis).
+
+**Basis.** A fixed one-hot vector on one index.
 
 Contracting a node with ``e_p`` on index ``ind`` selects that node's slice at position ``p``. This is
 how a graph carries a *layer index* (or a projection index: q, k, v, o, up, down): a tensor shared
@@ -48,4 +51,42 @@ class Basis(Node):
         return cls(name, (index,), (size,), trainable=False, position=position)
 
 
+@dataclass(frozen=True)
+class Fourier(Node):
+    r"""One side of a 2-D inverse DFT restricted to ``K`` random frequencies (FourierFT).
+
+    ``inds = (leg, k, t)``, sizes ``(size, K, 2)``. The frequencies are the first ``K`` entries of a
+    random permutation of the ``m·n`` positions of an ``m × n`` spectrum (``torch.randperm`` with
+    a generator seeded by ``seed``): position ``f`` is row ``j = f // n``, column ``l = f % n``. The
+    ``"out"`` side holds ``U[p, k] = (cos, sin)(2π p j_k / m)``, the ``"in"`` side
+    ``V[q, k] = (cos, −sin)(2π q l_k / n)``, so that ``Σ_t U[p,k,t] V[q,k,t] = Re e^{2πi(p j_k/m + q l_k/n)}``
+    and ``Σ_k c_k Σ_t U V / (m n)`` is the real part of the inverse DFT of the sparse spectrum ``c``.
+    """
+
+    seed: int = 777
+    spectrum: tuple[int, int] = (1, 1)
+    side: str = "out"
+    kind: ClassVar[str] = "fourier"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "spectrum", tuple(self.spectrum))
+        m, n = self.spectrum if len(self.spectrum) == 2 else (0, 0)
+        ok = (self.side in ("out", "in") and len(self.inds) == 3 and self.sizes[2] == 2 and not self.trainable
+              and self.share is None and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (m, n))
+              and self.sizes[0] == (m if self.side == "out" else n) and self.sizes[1] <= m * n
+              and isinstance(self.seed, int) and not isinstance(self.seed, bool))
+        if not ok:
+            raise GraphError(f"fourier node {self.name!r}: expected inds (leg, k, t) with sizes (m or n, K ≤ m·n, 2) for "
+                             f"side 'out' or 'in' of a spectrum of shape (m, n), an integer seed, not trainable; got "
+                             f"sizes {self.sizes}, spectrum {self.spectrum}, side {self.side!r}", node=self.name)
+
+    def num_parameters(self) -> int:
+        return 0
+
+    def _extra(self) -> dict[str, Any]:
+        return {"seed": self.seed, "spectrum": list(self.spectrum), "side": self.side}
+
+
 NODE_KINDS[Basis.kind] = Basis
+NODE_KINDS[Fourier.kind] = Fourier

@@ -398,6 +398,8 @@ def node_from_dict(d: Any) -> Node:
     kwargs = {k: v for k, v in d.items() if k not in ("kind",)}
     kwargs["inds"] = tuple(kwargs["inds"])
     kwargs["sizes"] = tuple(kwargs["sizes"])
+    if isinstance(kwargs.get("spectrum"), list):
+        kwargs["spectrum"] = tuple(kwargs["spectrum"])
     sh = kwargs.get("share")
     if sh is not None:
         if not isinstance(sh, dict) or set(sh) != {"key", "sizes"} or not isinstance(sh["sizes"], list):

@@ -27,6 +27,7 @@ from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotM
 from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
 from tnpeft.graph import Dense, Graph
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
+from tnpeft.nn.peft_native import export_native, import_native
 from tnpeft.nn.saving import linear_sizes_at, put_adapter
 from tnpeft.runtime import merged_weight
 from tnpeft.storage.adapter_folder import VALUE_DTYPES, cast_state
@@ -103,9 +104,10 @@ def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     d = Path(directory)
     cfg = read_json(d / "adapter_config.json", "peft adapter config")
     src = f"peft checkpoint {str(d)!r}"
-    if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
-        raise AdapterFileError(f"{src}: field 'peft_type' is {cfg.get('peft_type') if isinstance(cfg, dict) else None!r}; "
-                               "only LoRA checkpoints ('LORA') can be imported")
+    if isinstance(cfg, dict) and cfg.get("peft_type") != "LORA":    # peft's tensor-network tuners
+        return import_native(model, d, cfg, adapter_name, is_trainable)
+    if not isinstance(cfg, dict):
+        raise AdapterFileError(f"{src}: the config is not a JSON object")
     _check_config(cfg, src)
     tensors = read_safetensors(d / "adapter_model.safetensors")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
@@ -242,7 +244,7 @@ def _factors_for_peft(path: str, name: str, mod: Any, max_rank: int | None) -> t
 
 
 def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
-                max_rank: int | None = None) -> PeftExport:
+                max_rank: int | None = None, native: bool = False) -> PeftExport:
     """Write adapter ``adapter_name`` as a peft LoRA checkpoint that
     ``peft.PeftModel.from_pretrained(base_model, directory)`` loads and runs as tnpeft did.
 
@@ -255,7 +257,18 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     :class:`~tnpeft.errors.NotMergeableError` naming the node. An input-mode (multiplicative)
     adapter such as OFT has no LoRA form: the folder then holds the model with the adapter merged
     (:attr:`PeftExport.merged`), loadable with ``from_pretrained``. Files are written atomically.
+
+    With ``native=True`` the adapter is written in its own peft tuner's format instead (LoHa, LoKr,
+    VeRA, IA³, OFT, BOFT, HRA, FourierFT, AdaLoRA; :mod:`tnpeft.nn.peft_native`): exact, loaded by
+    ``PeftModel.from_pretrained`` as that tuner.
     """
+    if native:
+        if max_rank is not None:
+            raise ConfigError("max_rank compresses to LoRA; a native export is exact (give one of the two)",
+                              field="max_rank")
+        path = export_native(model, directory, adapter_name)
+        return PeftExport(path, modules={p: {"rank": None, "exact": True, "error": 0.0, "how": "native"}
+                                         for p, layer in tn_layers(model) if adapter_name in layer.tn_adapters})
     if max_rank is not None and (isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1):
         raise ConfigError(f"max_rank must be a positive integer, got {max_rank!r}", field="max_rank")
     layers = [(p, layer) for p, layer in tn_layers(model) if adapter_name in layer.tn_adapters]

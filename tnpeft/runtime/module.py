@@ -17,7 +17,7 @@ from torch import nn
 
 from tnpeft.contract import ContractionPlan, PlanView, count_cache_hit, plan_for
 from tnpeft.errors import GraphError, NotMergeableError
-from tnpeft.graph.basis import Basis
+from tnpeft.graph.basis import Basis, Fourier
 from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
 from tnpeft.graph.schedule import ApplyStep, ContractStep
 from tnpeft.graph.sharing import full_node
@@ -28,6 +28,7 @@ from tnpeft.params import (
     BasisVector,
     DenseParam,
     DiagonalParam,
+    FourierBasis,
     get_function,
 )
 from tnpeft.params.unitary import FrameModule, FrameScope
@@ -64,6 +65,8 @@ def build_param(node, dtype=None, device=None, rng: torch.Generator | None = Non
         return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, rng, active=node.active)
     if isinstance(node, Basis):
         return BasisVector(node.sizes[0], node.position, dtype, device)
+    if isinstance(node, Fourier):
+        return FourierBasis(node.sizes[0], node.sizes[1], node.spectrum, node.seed, node.side, dtype, device)
     if isinstance(node, Unitary):
         n, k = node.sizes[-2:]
         m = UNITARY_PARAMS[node.param].build(n, k, node.batch_shape, dtype=dtype, device=device, rng=rng,

@@ -97,9 +97,14 @@ def held_checks(module: GraphModule, path: str = "", *, tol: float = 1e-5, rows:
     return out
 
 
+def _nodes(g: Graph) -> dict:
+    """The graph's nodes and its post map's."""
+    return {**g.nodes, **(g.post.nodes if g.post is not None else {})}
+
+
 def _owners(g: Graph) -> list[str]:
     """Nodes (and hyper-networks) that hold or produce values."""
-    names = [n for n, node in g.nodes.items() if not (isinstance(node, Nonlinear) and node.is_elementwise)]
+    names = [n for n, node in _nodes(g).items() if not (isinstance(node, Nonlinear) and node.is_elementwise)]
     return names + list(g.hypernetworks)
 
 
@@ -112,7 +117,7 @@ def _holder(m: GraphModule, name: str) -> nn.Module:
 
 
 def _trainable_owners(g: Graph) -> list[str]:
-    names = [n for n, node in g.nodes.items() if n not in g.generated and node.num_parameters()]
+    names = [n for n, node in _nodes(g).items() if n not in g.generated and node.num_parameters()]
     return names + list(g.hypernetworks)
 
 
@@ -259,7 +264,11 @@ def _gradient_flow(graph: Graph, m: GraphModule, x: torch.Tensor, gen: torch.Gen
                       module=path)]
     out = m(x)
     target = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    (out * target).sum().backward()
+    loss = (out * target).sum()
+    if m.post is not None:      # the output-side map, on a random base output
+        y = m.post(torch.randn(x.shape[0], graph.post.in_features, generator=gen, dtype=torch.float64))
+        loss = loss + (y * torch.randn(y.shape, generator=gen, dtype=torch.float64)).sum()
+    loss.backward()
     checks = []
     for name in _trainable_owners(graph):
         params = [p for p in _holder(m, name).parameters() if p.requires_grad]
