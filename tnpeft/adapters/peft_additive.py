@@ -19,6 +19,7 @@ from tnpeft.adapters.peft_formats import (
     check_layers,
     common_config,
     expect,
+    fan_in_fan_out,
     integer,
     most_common,
     number,
@@ -169,7 +170,7 @@ def _vera_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
         v = tensors_of(m)
         tensors[f"{PREFIX}{p}.vera_lambda_d"] = v["d.weight"]
         tensors[f"{PREFIX}{p}.vera_lambda_b"] = v["b.weight"]
-    return common_config("VERA", layers, r=r, projection_prng_key=0, save_projection=True, vera_dropout=0.0,
+    return common_config("VERA", layers, fan_in_fan_out=fan_in_fan_out(layers), r=r, projection_prng_key=0, save_projection=True, vera_dropout=0.0,
                          d_initial=0.1, bias="none", init_weights=True), tensors
 
 
@@ -201,7 +202,7 @@ def _fourierft_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer
     h = next(iter(hp.values()))
     k, pattern = per_module(ks)
     tensors = {f"{PREFIX}{p}.fourierft_spectrum": tensors_of(m)["c.weight"] for p, m in modules.items()}
-    return common_config("FOURIERFT", layers, n_frequency=k, n_frequency_pattern=pattern,
+    return common_config("FOURIERFT", layers, fan_in_fan_out=fan_in_fan_out(layers), n_frequency=k, n_frequency_pattern=pattern,
                          scaling=h.get("scaling", 150.0), random_loc_seed=h.get("random_loc_seed", 777),
                          bias="none", init_weights=False), tensors
 
@@ -250,7 +251,7 @@ def _adalora_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
         tensors.update({f"{PREFIX}{p}.lora_A": v["Q.weight"], f"{PREFIX}{p}.lora_B": v["P.weight"],
                         f"{PREFIX}{p}.lora_E": v["E.weight"][:, None]})
     tinit, tfinal = hp.get("tinit", 0), hp.get("tfinal", 0)
-    return common_config("ADALORA", layers, r=r, init_r=r, target_r=min(hp.get("target_r", r), r),
+    return common_config("ADALORA", layers, fan_in_fan_out=fan_in_fan_out(layers), r=r, init_r=r, target_r=min(hp.get("target_r", r), r),
                          lora_alpha=scales.pop() * (r + 1e-5), lora_dropout=0.0, tinit=tinit, tfinal=tfinal,
                          deltaT=hp.get("delta_t", 1), total_step=hp.get("total_step") or tinit + tfinal + 1,
                          beta1=hp.get("beta1", 0.85), beta2=hp.get("beta2", 0.85), rank_pattern=None,

@@ -137,7 +137,12 @@ def build(src: str, path: str, fn: Callable[..., Graph], *args: Any, **kwargs: A
 def common_config(peft_type: str, layers: dict[str, PeftLayer], **fields: Any) -> dict[str, Any]:
     """The fields every exported config has, then ``fields``."""
     return {"peft_type": peft_type, "task_type": None, "target_modules": sorted(layers), "inference_mode": True,
-            "modules_to_save": None, "fan_in_fan_out": any(x.conv1d for x in layers.values()), **fields}
+            "modules_to_save": None, **fields}
+
+
+def fan_in_fan_out(layers: dict[str, PeftLayer]) -> bool:
+    """peft's ``fan_in_fan_out``: whether the targets are GPT-2's ``Conv1D`` (weights stored ``in × out``)."""
+    return any(x.conv1d for x in layers.values())
 
 
 def per_module(values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -18,6 +18,7 @@ from tnpeft.adapters.peft_formats import (
     check_layers,
     common_config,
     expect,
+    fan_in_fan_out,
     integer,
     most_common,
     refuse,
@@ -55,7 +56,7 @@ def _ia3_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
     for p, m in modules.items():
         v = tensors_of(m)["l.weight"]
         tensors[f"{PREFIX}{p}.ia3_l"] = v.reshape(1, -1) if p in ff else v.reshape(-1, 1)
-    return common_config("IA3", layers, feedforward_modules=ff, init_ia3_weights=True), tensors
+    return common_config("IA3", layers, fan_in_fan_out=fan_in_fan_out(layers), feedforward_modules=ff, init_ia3_weights=True), tensors
 
 
 register_format(PeftFormat("IA3", "ia3", ("ia3_l",), _ia3_load, _ia3_save, conv1d=True))
@@ -112,7 +113,7 @@ def _oft_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
     for what, s in (("param", params), ("block_size", sizes), ("terms", terms)):
         if len(s) > 1:
             raise ConfigError(f"peft's OFT has one {what} per checkpoint; the modules have {sorted(s)}", field=what)
-    return common_config("OFT", layers, r=0, oft_block_size=sizes.pop(), module_dropout=0.0, coft=False, eps=6e-5,
+    return common_config("OFT", layers, fan_in_fan_out=fan_in_fan_out(layers), r=0, oft_block_size=sizes.pop(), module_dropout=0.0, coft=False, eps=6e-5,
                          block_share=False, use_cayley_neumann=params.pop() == "neumann",
                          num_cayley_neumann_terms=terms.pop(), init_weights=True, bias="none",
                          peft_version=PEFT_VERSION), tensors
@@ -150,7 +151,7 @@ def _boft_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
         tensors[f"{PREFIX}{p}.boft_R"] = (v["R.skew_factor"] * 2)[None]
         tensors[f"{PREFIX}{p}.boft_s"] = v["s.weight"][:, None]
     size = most_common([m.graph.nodes["R"].sizes[-1] for m in modules.values()])
-    return common_config("BOFT", layers, boft_block_size=size, boft_block_num=0, boft_n_butterfly_factor=1,
+    return common_config("BOFT", layers, fan_in_fan_out=fan_in_fan_out(layers), boft_block_size=size, boft_block_num=0, boft_n_butterfly_factor=1,
                          boft_dropout=0.0, init_weights=True, bias="none"), tensors
 
 
