@@ -154,7 +154,8 @@ def loretta_rep(in_features: int, out_features: int, r: int = 8, tt_rank: int = 
                  out_index=tuple(f"o{k + 1}" for k in range(len(outs))), scale=alpha / r, name="loretta_rep")
 
 
-@register("loretta_adp", paper="Yang et al., LoRETTA, NAACL 2024, arXiv 2402.11417 (adapter form)")
+@register("loretta_adp", paper="Yang et al., LoRETTA, NAACL 2024, arXiv 2402.11417 (adapter form)",
+          aliases={"r": "bottleneck"})
 def loretta_adp(in_features: int, out_features: int, bottleneck: int = 64, tt_rank: int = 5, cores: int = 2,
                 scale: float = 1.0) -> Graph:
     r"""LoRETTA_adp, parallel placement: ``y += scale · g(x)`` with the bottleneck adapter

@@ -180,7 +180,7 @@ def lora_same_rank(g: Graph) -> tuple[int | None, int | None]:
     r = cut_rank(g)
     if r is None:
         hp = g.meta.get("hparams") or {}
-        r = next((hp[k] for k in ("r", "rank") if isinstance(hp.get(k), int) and not isinstance(hp.get(k), bool)),
+        r = next((hp[k] for k in ("r", "rank", "bottleneck") if isinstance(hp.get(k), int) and not isinstance(hp.get(k), bool)),
                  None)
     if not r:
         return None, None
