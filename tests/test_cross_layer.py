@@ -6,6 +6,7 @@ the layer's index; save/load in a fresh process, delete_adapter and add_weighted
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from conftest import tiny_gpt2
 from safetensors.torch import load_file
 
 import tnpeft
+from tnpeft.cli import main
 from tnpeft.graph import count_parameters
 from tnpeft.nn import adapter_modules
 
@@ -107,7 +109,7 @@ def test_lortta_is_one_cp_tensor_over_out_head_dim_matrix_layer():
 
 
 @pytest.mark.parametrize("method,hp", [("vera", {"r": 4}), ("metatt", {"r": 3})])
-def test_saved_once_and_reloaded_in_a_fresh_process(method, hp, tmp_path):
+def test_saved_once_and_reloaded_in_a_fresh_process(method, hp, tmp_path, capsys):
     model = adapted(method, **hp)
     with torch.no_grad():
         want = model(IDS).logits
@@ -130,6 +132,9 @@ def test_saved_once_and_reloaded_in_a_fresh_process(method, hp, tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     torch.testing.assert_close(torch.load(tmp_path / "y.pt"), want, atol=0, rtol=0)
+    assert tnpeft.verify(tmp_path / "a").ok                   # the saved folder, shared tensors read once
+    assert main(["count", "--adapter-dir", str(tmp_path / "a"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"] == tnpeft.trainable_parameters(model).trainable
 
 
 def test_delete_add_weighted_merge_with_shared_tensors():
@@ -157,3 +162,35 @@ def test_delete_add_weighted_merge_with_shared_tensors():
     assert "tnpeft_shared" not in dict(model.named_children())
     plain = copy.deepcopy(model)
     assert not any("tnpeft_shared" in k for k in plain.state_dict())
+
+
+def test_output_maps_combine_and_export_through_the_weights(tmp_path):
+    # IA³ (output mode, scaling the bias) and BOFT (a post map leaving it) on GPT-2: merged exports carry
+    # the scaled bias; an additive combination refuses a map that changes the bias
+    model = tnpeft.inject(tiny_gpt2(), tnpeft.AdapterConfig("ia3", ["c_attn"]))
+    tnpeft.inject(model, tnpeft.AdapterConfig("boft", ["c_attn"], block_size=4), adapter_name="b")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "tn_adapters" in n or n.endswith("c_attn.base_layer.bias"):    # GPT-2's biases start at zero
+                p.normal_(1.0 if n.endswith(("l.weight", "s.weight")) else 0.0, 0.3,
+                          generator=torch.Generator().manual_seed(len(n)))
+    for name in ("default", "b"):
+        tnpeft.set_adapter(model, name)
+        with torch.no_grad():
+            want = model(IDS).logits
+        out = tnpeft.export_peft(model, tmp_path / name, adapter_name=name)
+        assert out.merged
+        plain = tiny_gpt2()
+        plain.load_state_dict(load_file(str(tmp_path / name / "model.safetensors")), strict=False)
+        with torch.no_grad():
+            torch.testing.assert_close(plain(IDS).logits, want, atol=1e-5, rtol=0)
+    with pytest.raises(tnpeft.NotMergeableError, match="bias"):
+        tnpeft.add_weighted_adapter(model, ["default"], [1.0], "c", combination_type="cat")
+    report = tnpeft.add_weighted_adapter(model, ["b"], [1.0], "c", combination_type="cat")
+    tnpeft.set_adapter(model, "c")
+    with torch.no_grad():
+        got = model(IDS).logits
+    tnpeft.set_adapter(model, "b")
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(IDS).logits, atol=1e-5, rtol=0)
+    assert report.exact

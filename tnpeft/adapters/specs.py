@@ -23,7 +23,7 @@ from typing import Any, Callable
 from tnpeft.adapters.methods import METHODS, check_hparams, get_builder
 from tnpeft.algebra import cut_rank
 from tnpeft.errors import ConfigError, TNPeftError
-from tnpeft.graph import Graph
+from tnpeft.graph import Graph, count_parameters
 from tnpeft.storage import graph_modules
 
 _SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_]\w*)$")
@@ -191,7 +191,7 @@ def count_modules(label: str, mods: dict[str, Any], as_json: bool) -> str:
     """A saved adapter's count (``tnpeft count --adapter-dir``): one row per adapted module, and
     the total; as JSON text with ``as_json``."""
     rows = [(p, m.graph) for p, m in mods.items()]
-    total = sum(g.num_parameters() for _, g in rows)
+    total = count_parameters({p: g for p, g in rows})      # tensors shared across layers counted once
     if as_json:
         return json.dumps({"adapter": label, "parameters": total, "modules": [
             {"module": p, "name": g.name, "in_features": g.in_features, "out_features": g.out_features,

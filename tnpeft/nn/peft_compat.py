@@ -29,7 +29,7 @@ from tnpeft.graph import Dense, Graph
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
 from tnpeft.nn.peft_native import export_native, import_native
 from tnpeft.nn.saving import linear_sizes_at, put_adapter
-from tnpeft.runtime import merged_weight
+from tnpeft.runtime import merged_bias, merged_weight
 from tnpeft.storage.adapter_folder import VALUE_DTYPES, cast_state
 
 _PREFIX = "base_model.model."
@@ -280,7 +280,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
             bad = next(n.name for n in g.nodes.values() if n.kind == "nonlinear")
             raise NotMergeableError(f"module {path!r}: adapter {adapter_name!r} has nonlinear node {bad!r}: its update "
                                     "depends on the input, so it has no LoRA (or merged) form to export")
-    if any(layer.tn_adapters[adapter_name].graph.mode == "input" for _, layer in layers):
+    if any(layer.tn_adapters[adapter_name].graph.mode != "add" for _, layer in layers):   # multiplicative
         return _export_merged(model, Path(directory), adapter_name, layers)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
@@ -355,6 +355,8 @@ def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list) -
                 layer = model.get_submodule(owner)
                 if owner in adapted and rest == "base_layer.weight" and adapter_name not in layer.merged_adapters:
                     v = merged_weight(layer.tn_adapters[adapter_name], v, layer.fan_in_fan_out)
+                elif owner in adapted and rest == "base_layer.bias" and adapter_name not in layer.merged_adapters:
+                    v = merged_bias(layer.tn_adapters[adapter_name], v)        # an output map that scales it
                     out.modules[owner] = {"rank": None, "exact": True, "error": 0.0, "how": "merged"}
             ident = (v.data_ptr(), v.numel())
             if v.numel() and ident in seen:                  # a tied weight (GPT-2's lm_head): written once
