@@ -96,6 +96,10 @@ def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     expression that does not compile, a tensor that is not a 2-D floating-point matrix, and values
     that are not finite in the adapter's dtype. Everything is checked and built before the model
     changes; on any error it is exactly as it was. New modules follow the host layers' train/eval mode.
+
+    A checkpoint of one of peft's tensor-network tuners (``peft_type`` LOHA, LOKR, VERA, IA3, OFT, BOFT,
+    HRA, FOURIERFT, …: :data:`tnpeft.adapters.PEFT_FORMATS`) becomes tnpeft's graph of that method,
+    equal to peft's layer (:func:`tnpeft.nn.peft_native.import_native`).
     """
     check_adapter_name(adapter_name)
     if adapter_name in adapter_names(model):
@@ -259,7 +263,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     (:attr:`PeftExport.merged`), loadable with ``from_pretrained``. Files are written atomically.
 
     With ``native=True`` the adapter is written in its own peft tuner's format instead (LoHa, LoKr,
-    VeRA, IA³, OFT, BOFT, HRA, FourierFT, AdaLoRA; :mod:`tnpeft.nn.peft_native`): exact, loaded by
+    VeRA, IA³, OFT, …: :data:`tnpeft.adapters.PEFT_FORMATS`, :mod:`tnpeft.nn.peft_native`): exact, loaded by
     ``PeftModel.from_pretrained`` as that tuner.
     """
     if native:

@@ -1,5 +1,6 @@
-"""peft checkpoints of the tensor-network tuners (LoHa, LoKr, VeRA, IA³, OFT, BOFT, HRA, FourierFT,
-AdaLoRA) into a model and out of it: the model side of :mod:`tnpeft.adapters.peft_formats`.
+"""peft checkpoints of the tensor-network tuners (LoHa, LoKr, VeRA, IA³, OFT, BOFT, HRA, FourierFT and
+the others of :data:`tnpeft.adapters.PEFT_FORMATS`) into a model and out of it: the model side of
+:mod:`tnpeft.adapters.peft_formats`.
 
 ``tnpeft.import_peft`` reads any of them (LoRA stays in :mod:`tnpeft.nn.peft_compat`);
 ``tnpeft.export_peft(..., native=True)`` writes a model's adapter in its own tuner's format, which
