@@ -141,10 +141,11 @@ def test_hadamard_and_kronecker_products_of_any_sub_networks():
     torch.testing.assert_close(k.dense(scaled=True), torch.kron(c.dense(scaled=True), e.dense(scaled=True)))
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", NEW + ["oft"])
 def test_every_new_builtin_passes_verify(name, capsys):
     n, m = (64, 64)
-    hp = {"lortta": {"heads": 4}, "fourierft": {"n_frequency": 50}, "vera": {"r": 16}}.get(name, {})
+    hp = {"lortta": {"heads": 4}, "fourierft": {"n_frequency": 50}, "vera": {"r": 16},
+          "oft": {"block_size": 8, "param": "cayley_neumann"}}.get(name, {})
     assert tnpeft.verify(METHODS[name].builder(n, m, **hp)).ok
     if name in ("boft", "vera", "metatt"):       # and from the command line
         args = [f"{k}={v}" for k, v in hp.items()]

@@ -239,3 +239,32 @@ def test_tnpeft_exact_oft_exports_as_peft_oft(tmp_path):
     back = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
     with torch.no_grad():
         assert rel(back(ids).logits, want) <= 1e-5
+
+
+def test_a_pruned_adalora_checkpoint_imports_and_exports(tmp_path):
+    # peft's own budget schedule prunes triplets (rank_pattern masks, sliced tensors, modules at rank 0)
+    base = tiny_llama()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = peft.get_peft_model(copy.deepcopy(base), peft.AdaLoraConfig(
+            init_r=6, target_r=2, lora_alpha=8, target_modules=T, init_lora_weights=False, total_step=4, tinit=0,
+            tfinal=1, deltaT=1))
+    opt = torch.optim.SGD([p for p in pm.parameters() if p.requires_grad], lr=0.1)
+    ids = torch.randint(0, 61, (2, 7), generator=torch.Generator().manual_seed(1))
+    pm.train()
+    for step in range(4):
+        pm(ids, labels=ids).loss.backward()
+        opt.step()
+        pm.base_model.update_and_allocate(step)
+        opt.zero_grad()
+    pm.save_pretrained(tmp_path / "p")
+    masks = json.loads((tmp_path / "p" / "adapter_config.json").read_text())["rank_pattern"]
+    assert any(not all(m) for m in masks.values())                      # something was pruned
+    pm.eval()
+    with torch.no_grad():
+        want = pm(ids).logits
+        tm = tnpeft.import_peft(copy.deepcopy(base), tmp_path / "p")
+        assert rel(tm(ids).logits, want) <= 1e-5
+        tnpeft.export_peft(tm, tmp_path / "back", native=True)
+        back = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "back")
+        assert rel(back(ids).logits, want) <= 1e-5

@@ -223,24 +223,26 @@ def _adalora_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Te
         r = expect(t.get("lora_A"), (t["lora_A"].shape[0] if "lora_A" in t else 0, n), src, path, "lora_A").shape[0]
         mask = pattern_value({k.removesuffix(".lora_E"): v for k, v in (cfg.get("rank_pattern") or {}).items()},
                              path, None)
-        if r != (sum(bool(b) for b in mask) if isinstance(mask, list) else init_r) or r < 1:
+        if r != (sum(bool(b) for b in mask) if isinstance(mask, list) else init_r):
             raise AdapterFileError(f"{src}: module {path!r} keeps {r} triplets in its weights but its config (init_r, "
                                    f"rank_pattern) says {sum(map(bool, mask)) if isinstance(mask, list) else init_r}")
+        if r == 0:          # pruned away: its update is zero, so the layer gets no adapter
+            continue
         g = build(src, path, adalora, n, m, r=r, target_r=min(r, integer(cfg, src, "target_r", 8)), alpha=alpha)
         # peft scales by alpha / (ranknum + 1e-5) with ranknum = init_r even after pruning (alpha 0: the rank)
         out.graphs[path] = g.replace(scale=(alpha if alpha > 0 else r) / (init_r + 1e-5))
         out.values[path] = {"Q.weight": t["lora_A"], "P.weight": expect(t.get("lora_B"), (m, r), src, path, "lora_B"),
                             "E.weight": expect(t.get("lora_E"), (r, 1), src, path, "lora_E")[:, 0]}
+    if not out.graphs:
+        raise AdapterFileError(f"{src}: every module was pruned to rank 0 (field 'rank_pattern'): nothing to import")
     return out
 
 
 def _adalora_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
                   shared: Tensors) -> tuple[dict[str, Any], Tensors]:
     ranks = {p: m.graph.nodes["Q"].sizes[0] for p, m in modules.items()}
-    if len(set(ranks.values())) > 1:
-        raise ConfigError(f"peft's AdaLoRA has one init_r per checkpoint; the modules have ranks "
-                          f"{sorted(set(ranks.values()))}", field="r")
-    r = next(iter(ranks.values()))
+    r = max(ranks.values())          # init_r; smaller modules (a pruned import) keep their first rows
+    pattern = {f"{p}.lora_E": [True] * k + [False] * (r - k) for p, k in ranks.items() if k < r}
     scales = {m.graph.scale for m in modules.values()}
     if len(scales) > 1:
         raise ConfigError("peft's AdaLoRA has one lora_alpha per checkpoint; the modules' scales differ", field="alpha")
@@ -254,7 +256,7 @@ def _adalora_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
     return common_config("ADALORA", layers, fan_in_fan_out=fan_in_fan_out(layers), r=r, init_r=r, target_r=min(hp.get("target_r", r), r),
                          lora_alpha=scales.pop() * (r + 1e-5), lora_dropout=0.0, tinit=tinit, tfinal=tfinal,
                          deltaT=hp.get("delta_t", 1), total_step=hp.get("total_step") or tinit + tfinal + 1,
-                         beta1=hp.get("beta1", 0.85), beta2=hp.get("beta2", 0.85), rank_pattern=None,
+                         beta1=hp.get("beta1", 0.85), beta2=hp.get("beta2", 0.85), rank_pattern=pattern or None,
                          orth_reg_weight=hp.get("orth_reg_weight", 0.5), bias="none", init_lora_weights=True), tensors
 
 

@@ -57,7 +57,7 @@ def import_native(model: nn.Module, d: Path, cfg: dict, adapter_name: str, is_tr
         if suffix is None:
             if key.startswith(_PREFIX):
                 raise AdapterFileError(f"{src}: tensor {key!r} is not one of peft {fmt.peft_type}'s tensors "
-                                       f"{list(fmt.params)}")
+                                       f"{list(fmt.params)} (field 'peft_type' is {fmt.peft_type!r})")
             extra[key] = v
             continue
         per.setdefault(key[len(_PREFIX): -len(suffix) - 1], {})[suffix] = v
