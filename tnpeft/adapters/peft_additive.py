@@ -92,7 +92,6 @@ _LOKR = {"lokr_w1": "W1.weight", "lokr_w1_a": "Wa1.weight", "lokr_w1_b": "Wb1.we
 def _lokr_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
                src: str) -> PeftImport:
     _no_dropout(cfg, src, _DROPS)
-    refuse(cfg, src, "use_effective_conv2d", (False, True, None), "expected true or false")
     out = PeftImport("lokr")
     both, factor = bool(cfg.get("decompose_both", False)), integer(cfg, src, "decompose_factor", -1)
     for path, t in tensors.items():

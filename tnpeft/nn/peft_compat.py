@@ -208,7 +208,9 @@ class PeftExport:
 
     def summary(self) -> str:
         """What was written, in a line (and one per note)."""
-        if self.merged:
+        if self.modules and all(m["how"] == "native" for m in self.modules.values()):
+            head = f"wrote {self.path}: a checkpoint of {len(self.modules)} modules in its own peft tuner's format; exact"
+        elif self.merged:
             head = (f"wrote {self.path}: the adapter is multiplicative (input-mode), which a LoRA checkpoint cannot "
                     "hold; the folder holds the model with it merged (load it with from_pretrained)")
         else:
@@ -220,7 +222,8 @@ class PeftExport:
         return "\n".join([head] + [f"note: {n}" for n in self.notes])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "format": "merged-model" if self.merged else "peft-lora",
+        native = bool(self.modules) and all(m["how"] == "native" for m in self.modules.values())
+        return {"path": str(self.path), "format": "merged-model" if self.merged else "peft-native" if native else "peft-lora",
                 "exact": self.exact, "max_error": self.max_error, "modules": self.modules, "notes": self.notes}
 
 
