@@ -268,3 +268,4 @@ def test_a_pruned_adalora_checkpoint_imports_and_exports(tmp_path):
         tnpeft.export_peft(tm, tmp_path / "back", native=True)
         back = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "back")
         assert rel(back(ids).logits, want) <= 1e-5
+

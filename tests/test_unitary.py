@@ -27,7 +27,9 @@ def options_for(name, data):
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_orthonormal_columns_float32(name, data):
-    n = data.draw(st.one_of(st.integers(2, 64), st.sampled_from([128, 255, 256, 768, 1000, 1024, 2049, 4096])), label="N")
+    # cayley_packed is one dense N×N solve over N(N−1)/2 parameters (peft OFT's blocks are small): N ≤ 256
+    big = [128, 255, 256] if name == "cayley_packed" else [128, 255, 256, 768, 1000, 1024, 2049, 4096]
+    n = data.draw(st.one_of(st.integers(2, 64), st.sampled_from(big)), label="N")
     k = data.draw(st.integers(1, min(n, 16)), label="K")
     seed = data.draw(st.integers(0, 2**16), label="seed")
     opts = options_for(name, data)
@@ -172,5 +174,6 @@ def test_bfloat16_parameters_get_frames_computed_in_float32(param):
     u = m()
     assert u.dtype == torch.bfloat16
     u32 = m._compute(m.flat_param().float())[0]
-    assert (u32.double().T @ u32.double() - torch.eye(6, dtype=torch.float64)).abs().max() < 1e-5
+    if UNITARY_PARAMS[param].exact:     # cayley_neumann, peft OFT's series, is not orthogonal by design
+        assert (u32.double().T @ u32.double() - torch.eye(6, dtype=torch.float64)).abs().max() < 1e-5
     assert torch.equal(u, u32.to(torch.bfloat16).reshape(u.shape))     # computed in float32, rounded once

@@ -37,12 +37,12 @@ from tnpeft.runtime import GraphModule
 _DROPS = ("rank_dropout", "module_dropout")
 
 
-def _no_dropout(cfg: dict, src: str, names: tuple[str, ...]) -> None:
+def _no_dropout(cfg: dict[str, Any], src: str, names: tuple[str, ...]) -> None:
     for name in names:
         refuse(cfg, src, name, (0, 0.0, None), "tnpeft builds this tuner without dropout")
 
 
-def _rank_alpha(cfg: dict, path: str, r_file: int, src: str, alpha_key: str = "alpha") -> tuple[int, float]:
+def _rank_alpha(cfg: dict[str, Any], path: str, r_file: int, src: str, alpha_key: str = "alpha") -> tuple[int, float]:
     r = pattern_value(cfg.get("rank_pattern"), path, integer(cfg, src, "r", r_file))
     if r != r_file:
         raise AdapterFileError(f"{src}: module {path!r} has rank {r_file} in its weights but {r} in its config "
@@ -51,7 +51,7 @@ def _rank_alpha(cfg: dict, path: str, r_file: int, src: str, alpha_key: str = "a
 
 
 # ------------------------------------------------------------------ LoHa
-def _loha_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _loha_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
                src: str) -> PeftImport:
     _no_dropout(cfg, src, _DROPS)
     out = PeftImport("loha")
@@ -89,7 +89,7 @@ _LOKR = {"lokr_w1": "W1.weight", "lokr_w1_a": "Wa1.weight", "lokr_w1_b": "Wb1.we
          "lokr_w2_a": "Wa2.weight", "lokr_w2_b": "Wb2.weight"}
 
 
-def _lokr_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _lokr_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
                src: str) -> PeftImport:
     _no_dropout(cfg, src, _DROPS)
     out = PeftImport("lokr")
@@ -141,7 +141,7 @@ def vera_projections(r: int, in_max: int, out_max: int, key: int) -> tuple[torch
     return a, b
 
 
-def _vera_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _vera_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
                src: str) -> PeftImport:
     refuse(cfg, src, "vera_dropout", (0, 0.0, None), "tnpeft builds VeRA without dropout")
     refuse(cfg, src, "bias", ("none", None), "tnpeft imports VeRA without trained biases")
@@ -177,7 +177,7 @@ register_format(PeftFormat("VERA", "vera", ("vera_lambda_b", "vera_lambda_d"), _
 
 
 # ------------------------------------------------------------------ FourierFT
-def _fourierft_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _fourierft_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
                     src: str) -> PeftImport:
     refuse(cfg, src, "bias", ("none", None), "tnpeft imports FourierFT without trained biases")
     out = PeftImport("fourierft")
@@ -211,7 +211,7 @@ register_format(PeftFormat("FOURIERFT", "fourierft", ("fourierft_spectrum",), _f
 
 
 # ------------------------------------------------------------------ AdaLoRA
-def _adalora_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _adalora_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
                   src: str) -> PeftImport:
     refuse(cfg, src, "bias", ("none", None), "tnpeft imports AdaLoRA without trained biases")
     init_r = integer(cfg, src, "init_r", 12)

@@ -86,7 +86,7 @@ def format_for_method(method: str | None) -> PeftFormat | None:
 
 
 # ------------------------------------------------------------------ shared helpers
-def pattern_value(pattern: dict | None, path: str, default: Any) -> Any:
+def pattern_value(pattern: dict[str, Any] | None, path: str, default: Any) -> Any:
     """peft's ``rank_pattern`` / ``alpha_pattern`` look-up: the first key matching the path's end."""
     for key, value in (pattern or {}).items():
         if re.match(rf"(.*\.)?({key})$", path):
@@ -94,13 +94,13 @@ def pattern_value(pattern: dict | None, path: str, default: Any) -> Any:
     return default
 
 
-def refuse(cfg: dict, src: str, field_name: str, allowed: tuple, why: str) -> None:
+def refuse(cfg: dict[str, Any], src: str, field_name: str, allowed: tuple[Any, ...], why: str) -> None:
     """:class:`AdapterFileError` naming ``field_name`` unless its value is one of ``allowed``."""
     if cfg.get(field_name, allowed[0]) not in allowed:
         raise AdapterFileError(f"{src}: field {field_name!r} is {cfg.get(field_name)!r}; {why}")
 
 
-def number(cfg: dict, src: str, name: str, default: float) -> float:
+def number(cfg: dict[str, Any], src: str, name: str, default: float) -> float:
     v = cfg.get(name, default)
     if v is None:
         v = default
@@ -109,7 +109,7 @@ def number(cfg: dict, src: str, name: str, default: float) -> float:
     return v
 
 
-def integer(cfg: dict, src: str, name: str, default: int) -> int:
+def integer(cfg: dict[str, Any], src: str, name: str, default: int) -> int:
     v = cfg.get(name, default)
     if isinstance(v, bool) or not isinstance(v, int):
         raise AdapterFileError(f"{src}: field {name!r} is {v!r}; expected an integer")

@@ -3,7 +3,7 @@ HRA (see :mod:`tnpeft.adapters.peft_formats`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -27,6 +27,7 @@ from tnpeft.adapters.peft_formats import (
 )
 from tnpeft.adapters.peft_tuners import boft, hra, ia3, is_feedforward
 from tnpeft.errors import AdapterFileError, ConfigError
+from tnpeft.graph import Unitary
 from tnpeft.runtime import GraphModule
 
 #: the peft version written into exported configs (OFT warns about Cayley–Neumann files of older ones)
@@ -34,7 +35,7 @@ PEFT_VERSION = "0.18.0"
 
 
 # ------------------------------------------------------------------ IA³
-def _ia3_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _ia3_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
               src: str) -> PeftImport:
     ff_rule = cfg.get("feedforward_modules") or []
     if not isinstance(ff_rule, (str, list)):
@@ -63,7 +64,7 @@ register_format(PeftFormat("IA3", "ia3", ("ia3_l",), _ia3_load, _ia3_save, conv1
 
 
 # ------------------------------------------------------------------ OFT
-def _oft_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _oft_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
               src: str) -> PeftImport:
     refuse(cfg, src, "coft", (False, None), "constrained OFT projects its parameters in place at every step; "
            "tnpeft does not import it")
@@ -100,7 +101,7 @@ def _oft_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
     params, sizes, terms, tensors = set(), set(), set(), {}
     for p, m in modules.items():
         node = m.graph.nodes.get("R1")
-        if set(m.graph.nodes) != {"R1"} or node.param not in ("cayley", "cayley_packed", "cayley_neumann") or \
+        if set(m.graph.nodes) != {"R1"} or not isinstance(node, Unitary) or node.param not in ("cayley", "cayley_packed", "cayley_neumann") or \
                 node.options.get("intrinsic_rank") not in (None, node.sizes[-1]):
             raise ConfigError(f"module {p!r}: peft's OFT is one block rotation (no butterfly) of param cayley, "
                               f"cayley_packed or cayley_neumann; this adapter has {sorted(m.graph.nodes)}", field="param")
@@ -123,7 +124,7 @@ register_format(PeftFormat("OFT", "oft", ("oft_R.weight",), _oft_load, _oft_save
 
 
 # ------------------------------------------------------------------ BOFT
-def _boft_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _boft_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
                src: str) -> PeftImport:
     refuse(cfg, src, "boft_n_butterfly_factor", (1,), "tnpeft builds BOFT with one butterfly factor (peft itself "
            "uses 1 without its CUDA kernel)")
@@ -159,7 +160,7 @@ register_format(PeftFormat("BOFT", "boft", ("boft_R", "boft_s"), _boft_load, _bo
 
 
 # ------------------------------------------------------------------ HRA
-def _hra_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
+def _hra_load(cfg: dict[str, Any], layers: dict[str, PeftLayer], tensors: dict[str, Tensors], extra: Tensors,
               src: str) -> PeftImport:
     refuse(cfg, src, "apply_GS", (False, None), "the Gram–Schmidt variant is another map; tnpeft imports the "
            "product of reflections")
@@ -176,9 +177,9 @@ def _hra_load(cfg: dict, layers: dict[str, PeftLayer], tensors: dict[str, Tensor
 def _hra_save(modules: dict[str, GraphModule], layers: dict[str, PeftLayer],
               shared: Tensors) -> tuple[dict[str, Any], Tensors]:
     check_layers("HRA", layers, False)
-    ranks = {m.graph.nodes["H"].options.get("intrinsic_rank") for m in modules.values()}
+    ranks = {cast(Unitary, m.graph.nodes["H"]).options.get("intrinsic_rank") for m in modules.values()}
     if len(ranks) > 1:
-        raise ConfigError(f"peft's HRA has one r per checkpoint; the modules have {sorted(ranks)}", field="r")
+        raise ConfigError(f"peft's HRA has one r per checkpoint; the modules have {sorted(ranks, key=str)}", field="r")
     tensors = {f"{PREFIX}{p}.hra_u": tensors_of(m)["H.vectors"].T.contiguous() for p, m in modules.items()}
     return common_config("HRA", layers, r=ranks.pop(), apply_GS=False, init_weights=True, bias="none"), tensors
 

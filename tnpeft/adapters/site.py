@@ -63,7 +63,7 @@ def layer_sites(sizes: dict[str, tuple[int, int]]) -> dict[str, LayerSite]:
     kinds = tuple(dict.fromkeys(p.rsplit(".", 1)[-1] for p in sizes))
     in_max = max((s[0] for s in sizes.values()), default=0)
     out_max = max((s[1] for s in sizes.values()), default=0)
-    return {p: LayerSite(p, rank.get(layer_number(p), 0), max(1, len(numbers)), p.rsplit(".", 1)[-1], kinds, in_max,
+    return {p: LayerSite(p, rank.get(layer_number(p) or 0, 0), max(1, len(numbers)), p.rsplit(".", 1)[-1], kinds, in_max,
                          out_max) for p in sizes}
 
 

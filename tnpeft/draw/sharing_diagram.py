@@ -59,7 +59,7 @@ def sharing_diagram(source: Any, *, adapter_name: str = "default", title: str | 
     texts.append((cap, "caption", width / 2, top + R + 0.6 + ch / 2 + 0.15))
     with matplotlib.rc_context(STYLE['rc']):
         fig = Figure(figsize=((x1 - x0) * INCH, (y1 - low + box_h + MARGIN * 2) * INCH), dpi=100)
-        FigureCanvasAgg(fig)
+        canvas = FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 1))
         ax.set_xlim(x0, x1)
         ax.set_ylim(low - box_h / 2 - MARGIN, y1)
@@ -83,7 +83,7 @@ def sharing_diagram(source: Any, *, adapter_name: str = "default", title: str | 
                                         edgecolor="#4C72B0", lw=1.0, zorder=2))
             d.shapes[f"layer:{path}"] = Shape(f"layer:{path}", "box", bx[path], low, half_w=box_w / 2, half_h=box_h / 2)
             texts.append((text, "box", bx[path], low))
-        renderer = fig.canvas.get_renderer()
+        renderer = canvas.get_renderer()
         inv = ax.transData.inverted()
         for text, role, x, y in texts:
             size = {"node": 9, "caption": 9.5, "box": 8}[role]

@@ -11,7 +11,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Hashable, Iterable, Mapping
 
 from tnpeft.errors import (
     BudgetError,
@@ -22,18 +22,12 @@ from tnpeft.errors import (
 )
 from tnpeft.fileio import parse_json
 from tnpeft.graph.hypernetwork import HyperNetwork
-from tnpeft.graph.names import check_elements
+from tnpeft.graph.names import check_count, check_elements
 from tnpeft.graph.nodes import Dense, Node, Unitary, node_from_dict
 from tnpeft.graph.schedule import ApplyStep, ContractStep, build_schedule
 from tnpeft.params import UNITARY_PARAMS, limits
 
 FORMAT_VERSION = 1
-
-
-def _check_count(what: str, n: int) -> None:
-    if n > limits.MAX_NODES:
-        raise BudgetError(f"a graph has {n:,} {what}; the limit is {limits.MAX_NODES:,} "
-                          "(tnpeft.params.limits.MAX_NODES)")
 
 
 def _plain(value: Any) -> Any:
@@ -43,6 +37,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _check_mode(mode: str, bias: bool, post: Graph | None, nodes: list[Node]) -> None:
+    """A graph's ``mode``, ``bias`` and ``post`` map fit together (see :class:`Graph`)."""
+    if mode not in ("add", "input", "output"):
+        raise GraphError(f"mode must be 'add', 'input' or 'output', got {mode!r}")
+    if not isinstance(bias, bool) or not (bias or mode == "output"):
+        raise GraphError(f"bias={bias!r}: leaving the bias out (bias=False) is for mode 'output' only")
+    if post is not None and not (mode == "input" and isinstance(post, Graph) and post.mode == "output"
+                                 and post.is_linear and post.post is None):
+        raise GraphError("post must be a linear output-mode Graph following an input-mode one (W' = P·W·D)")
+    clash = sorted(set(n.name for n in nodes) & set(post.nodes) if post is not None else ())
+    if clash:
+        raise GraphError(f"node name {clash[0]!r} is used by the graph and by its post map", node=clash[0])
 
 
 class Graph:
@@ -86,7 +94,7 @@ class Graph:
         nodes = list(nodes)
         if not nodes:
             raise GraphError("a graph needs at least one node")
-        _check_count("nodes", len(nodes))
+        check_count("nodes", len(nodes))
         for n in nodes:
             if not isinstance(n, Node):
                 raise GraphError(f"graph nodes must be Node objects (Dense, Diagonal, Unitary, Nonlinear), "
@@ -98,16 +106,7 @@ class Graph:
                              node=dup[0])
         in_inds = self._legs("in_index", in_index)
         out_inds = self._legs("out_index", out_index)
-        if mode not in ("add", "input", "output"):
-            raise GraphError(f"mode must be 'add', 'input' or 'output', got {mode!r}")
-        if not isinstance(bias, bool) or not (bias or mode == "output"):
-            raise GraphError(f"bias={bias!r}: leaving the bias out (bias=False) is for mode 'output' only")
-        if post is not None and not (mode == "input" and isinstance(post, Graph) and post.mode == "output"
-                                     and post.is_linear and post.post is None):
-            raise GraphError("post must be a linear output-mode Graph following an input-mode one (W' = P·W·D)")
-        clash = sorted(set(n.name for n in nodes) & set(post.nodes) if post is not None else ())
-        if clash:
-            raise GraphError(f"node name {clash[0]!r} is used by the graph and by its post map", node=clash[0])
+        _check_mode(mode, bias, post, nodes)
         if not isinstance(name, str):
             raise GraphError(f"graph name must be a string, got {name!r}")
         if meta is not None and not isinstance(meta, Mapping):
@@ -123,14 +122,14 @@ class Graph:
         self.out_index = out_inds[0] if len(out_inds) == 1 else out_inds
         self.in_inds = in_inds
         self.out_inds = out_inds
-        self.mode = mode
-        self.bias = bias
-        self.post = post
+        self.mode: str = mode
+        self.bias: bool = bias
+        self.post: Graph | None = post
         self.scale = float(scale)
         self.dropout = float(dropout)
         self.name = name
         self.meta: Mapping[str, Any] = MappingProxyType(dict(meta or {}))
-        self.size_dict = self._check_sizes(nodes)
+        self.size_dict: Mapping[str, int] = self._check_sizes(nodes)
         for legs, want, what in ((in_inds, in_features, "in_features"), (out_inds, out_features, "out_features")):
             for leg in legs:
                 if leg not in self.size_dict:
@@ -172,7 +171,7 @@ class Graph:
                              "and keep tensors in a GraphModule(graph)")
         object.__setattr__(self, name, value)
 
-    def __reduce__(self):  # pickling (DDP, multiprocessing) rebuilds the value from its JSON form
+    def __reduce__(self) -> tuple[Callable[[Any], Graph], tuple[dict[str, Any]]]:  # pickling (DDP, multiprocessing) rebuilds the value from its JSON form
         return (Graph.from_dict, (self.to_dict(),))
 
     # ---------------------------------------------------------------- validation
@@ -221,14 +220,14 @@ class Graph:
         if params > limits.MAX_PARAMETERS:
             rows = [(n.name, n.num_parameters()) for n in self._nodes_list if n.name not in self.generated]
             rows += [(k, g.shape(self.generated_size(k)).num_parameters) for k, g in self.hypernetworks.items()]
-            big_name, big = max(rows, key=lambda r: r[1])
+            big_name, big_count = max(rows, key=lambda r: r[1])
             raise BudgetError(f"graph {self.name or ''!s}: {params:,} trainable parameters ({big_name!r} alone "
-                              f"{big:,}); the limit is {limits.MAX_PARAMETERS:,} "
+                              f"{big_count:,}); the limit is {limits.MAX_PARAMETERS:,} "
                               "(tnpeft.params.limits.MAX_PARAMETERS)", node=big_name)
 
     @staticmethod
     def _check_hypernetworks(nets: list[Any], by_name: dict[str, Node]) -> dict[str, HyperNetwork]:
-        _check_count("hyper-networks", len(nets))
+        check_count("hyper-networks", len(nets))
         out: dict[str, HyperNetwork] = {}
         owner: dict[str, str] = {}
         for g in nets:
@@ -313,7 +312,7 @@ class Graph:
                          "generates": list(g.outputs), "generated_values": self.generated_size(k)})
         return rows + (self.post.parameter_table() if self.post is not None else [])
 
-    def signature(self) -> tuple:
+    def signature(self) -> tuple[Hashable, ...]:
         """A hashable key of the structure (not the values): equal graphs contract the same way."""
         return self._signature
 
@@ -333,12 +332,17 @@ class Graph:
     def same_values_layout(self, other: Graph) -> bool:
         """True if ``other`` computes the same function family with the same tensors (equal up to
         the nodes' initialisation): values saved from one load into the other."""
-        strip = lambda g: [{k: v for k, v in n.to_dict().items() if k not in ("init", "std")} for n in g._nodes_list]  # noqa: E731
-        gens = lambda g: [x.to_dict() for x in g.hypernetworks.values()]  # noqa: E731
-        posts = (self.post, other.post)
+        def strip(g: Graph) -> list[dict[str, Any]]:
+            return [{k: v for k, v in n.to_dict().items() if k not in ("init", "std")} for n in g._nodes_list]
+
+        def gens(g: Graph) -> list[dict[str, Any]]:
+            return [x.to_dict() for x in g.hypernetworks.values()]
+
+        p, q = self.post, other.post
+        posts_match = p is None and q is None or p is not None and q is not None and p.same_values_layout(q)
         return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode, self.bias) ==
                 (other.in_inds, other.out_inds, other.scale, other.mode, other.bias) and gens(self) == gens(other)
-                and (posts == (None, None) or None not in posts and posts[0].same_values_layout(posts[1])))
+                and posts_match)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Graph) and self.signature() == other.signature()
@@ -380,7 +384,7 @@ class Graph:
             raise GraphError(f"a graph must be a JSON object, got {type(d).__name__}")
         if d.get("format") != "tnpeft.graph":
             raise GraphError(f"not a tnpeft graph: field 'format' is {d.get('format')!r}, expected 'tnpeft.graph'")
-        if d.get("version") != FORMAT_VERSION:
+        if type(d.get("version")) is not int or d.get("version") != FORMAT_VERSION:    # not true, nor 1.0
             raise GraphError(f"graph format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})")
         allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes",
                    "hypernetworks", "generators", "bias", "post"}
@@ -389,7 +393,7 @@ class Graph:
             raise GraphError(f"unknown graph field(s) {sorted(extra)}; expected some of {sorted(allowed)}")
         if not isinstance(d.get("nodes"), list):
             raise GraphError("graph field 'nodes' must be a list of node objects")
-        _check_count("nodes", len(d["nodes"]))
+        check_count("nodes", len(d["nodes"]))
         meta = d.get("meta", {})
         if not isinstance(meta, dict):
             raise GraphError("graph field 'meta' must be an object")
@@ -399,7 +403,7 @@ class Graph:
         gens = d.get("hypernetworks", d.get("generators", []))   # files of tnpeft 0.1 say 'generators'
         if not isinstance(gens, list):
             raise GraphError("graph field 'hypernetworks' must be a list of hyper-network objects")
-        _check_count("hyper-networks", len(gens))
+        check_count("hyper-networks", len(gens))
         return cls([node_from_dict(n) for n in d["nodes"]], in_index=legs["in_index"], out_index=legs["out_index"],
                    scale=d.get("scale", 1.0), dropout=d.get("dropout", 0.0), name=d.get("name", ""), meta=meta,
                    mode=d.get("mode", "add"), hypernetworks=[HyperNetwork.from_dict(g) for g in gens],

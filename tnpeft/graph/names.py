@@ -59,6 +59,14 @@ def check_size(node: str, index: str, size: Any) -> int:
     return size
 
 
+def check_count(what: str, n: int) -> None:
+    """Raise :class:`BudgetError` if a graph would have more than
+    :data:`~tnpeft.params.limits.MAX_NODES` ``what`` (nodes, hyper-networks)."""
+    if n > limits.MAX_NODES:
+        raise BudgetError(f"a graph has {n:,} {what}; the limit is {limits.MAX_NODES:,} "
+                          "(tnpeft.params.limits.MAX_NODES)")
+
+
 def check_elements(node: str, what: str, count: int) -> None:
     """Raise :class:`BudgetError` if one tensor of ``node`` would have more than
     :data:`~tnpeft.params.limits.MAX_TENSOR_ELEMENTS` elements."""

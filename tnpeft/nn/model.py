@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -146,9 +146,10 @@ def enclosing_adapter_layer(model: nn.Module, path: str) -> str | None:
     parts = path.split(".")
     m: nn.Module = model
     for k, part in enumerate(parts[:-1]):
-        m = m._modules.get(part)   # walking the tree without raising
-        if m is None:
+        child = m._modules.get(part)   # walking the tree without raising
+        if child is None:
             return None
+        m = child
         if isinstance(m, TNLinear):
             return ".".join(parts[:k + 1])
     return None
@@ -196,7 +197,8 @@ def build_modules(model: nn.Module, graphs: dict[str, Graph], adapter_name: str,
     modules: dict[str, GraphModule] = {}
     bases = {n: (lambda m: m.base_layer if isinstance(m, TNLinear) else m)(model.get_submodule(n)) for n in graphs}
     first = next(iter(bases.values()), None)
-    shared = first and build_shared(graphs, adapter_dtype(first), first.weight.device, rng)   # one copy per adapter
+    shared = None if first is None else build_shared(graphs, adapter_dtype(first), cast(torch.Tensor, first.weight).device,
+                                                     rng)   # one copy per adapter
     for name, g in graphs.items():
         layer = model.get_submodule(name)
         module = adapter_module(bases[name], g, rng=rng, scope=scope, optimize=optimize, where=f"module {name!r}: ",
@@ -266,7 +268,7 @@ def check_saved_paths(model: nn.Module, paths: list[str], targets: set[str], err
         if inside is not None or clash is not None:
             what = (f"lies inside the adapted layer {inside!r}" if inside is not None else
                     "is an adapted layer" if clash == p else
-                    f"contains the adapted layer {clash!r}" if clash.startswith(p + ".") else
+                    f"contains the adapted layer {clash!r}" if clash is not None and clash.startswith(p + ".") else
                     f"lies inside the adapted layer {clash!r}")
             raise error(f"{where}modules_to_save entry {p!r} {what}; a saved module must be a whole module "
                         "apart from the adapted ones")
@@ -396,7 +398,12 @@ def trainable_parameters(model: nn.Module) -> ParameterCount:
     return ParameterCount(trainable, total)
 
 
-def print_trainable_parameters(model: nn.Module) -> None:
-    """Print the counts in peft's format: ``trainable params: … || all params: … || trainable%: …``."""
+def trainable_parameters_line(model: nn.Module) -> str:
+    """The counts in peft's format: ``trainable params: … || all params: … || trainable%: …``."""
     c = trainable_parameters(model)
-    print(f"trainable params: {c.trainable:,d} || all params: {c.total:,d} || trainable%: {c.percent:.4f}")
+    return f"trainable params: {c.trainable:,d} || all params: {c.total:,d} || trainable%: {c.percent:.4f}"
+
+
+def print_trainable_parameters(model: nn.Module) -> None:
+    """Print :func:`trainable_parameters_line` (peft's ``print_trainable_parameters``)."""
+    print(trainable_parameters_line(model))

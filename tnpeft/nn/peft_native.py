@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from tnpeft.adapters import PEFT_FORMATS, PeftLayer, format_for_method, method_of
 from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotMergeableError
-from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_safetensors, tensors_to_bytes
-from tnpeft.nn.layer import Conv1D, TNLinear
+from tnpeft.fileio import (
+    PEFT_LORA,
+    atomic_write_bytes,
+    atomic_write_json,
+    checkpoint_folder,
+    read_safetensors,
+    tensors_to_bytes,
+)
+from tnpeft.nn.layer import LINEAR_TYPES, TNLinear
+from tnpeft.nn.merged_export import check_finite
 from tnpeft.nn.model import adapter_method, adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
 from tnpeft.nn.saving import linear_sizes_at, put_adapter
 from tnpeft.nn.shared_store import shared_values
@@ -30,11 +39,11 @@ _PREFIX = "base_model.model."
 def _layer(model: nn.Module, path: str, src: str) -> PeftLayer:
     n_in, n_out = linear_sizes_at(model, path, src)
     m = model.get_submodule(path)
-    conv = m.fan_in_fan_out if isinstance(m, TNLinear) else isinstance(m, Conv1D)
+    conv = m.fan_in_fan_out if isinstance(m, TNLinear) else isinstance(m, LINEAR_TYPES) and not isinstance(m, nn.Linear)
     return PeftLayer(path, n_in, n_out, conv)
 
 
-def import_native(model: nn.Module, d: Path, cfg: dict, adapter_name: str, is_trainable: bool) -> nn.Module:
+def import_native(model: nn.Module, d: Path, cfg: dict[str, Any], adapter_name: str, is_trainable: bool) -> nn.Module:
     """Import a peft checkpoint of a tensor-network tuner (``cfg["peft_type"]`` one of
     :data:`tnpeft.adapters.PEFT_FORMATS`) as adapter ``adapter_name``."""
     check_adapter_name(adapter_name)
@@ -42,7 +51,7 @@ def import_native(model: nn.Module, d: Path, cfg: dict, adapter_name: str, is_tr
         raise AdapterStateError(f"the model already has an adapter named {adapter_name!r}; pick another name or "
                                 "delete it first")
     src = f"peft checkpoint {str(d)!r}"
-    fmt = PEFT_FORMATS.get(cfg.get("peft_type"))
+    fmt = PEFT_FORMATS.get(str(cfg.get("peft_type")))
     if fmt is None:
         raise AdapterFileError(f"{src}: field 'peft_type' is {cfg.get('peft_type')!r}; tnpeft imports 'LORA' and "
                                f"{sorted(PEFT_FORMATS)}")
@@ -74,11 +83,15 @@ def import_native(model: nn.Module, d: Path, cfg: dict, adapter_name: str, is_tr
     return put_adapter(model, adapter_name, scope, modules, values, {}, record, is_trainable, shared)
 
 
-def export_native(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default") -> Path:
+def export_native(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
+                  overwrite: bool = False) -> Path:
     """Write adapter ``adapter_name`` in its own peft tuner's format (``peft_type`` of the method:
     ``LOHA`` for ``loha``, …); a method peft has no tuner for, a layer peft's tuner refuses (GPT-2's
     ``Conv1D`` for LoHa, LoKr, OFT, BOFT, HRA) or a graph the format cannot hold is refused with a
-    :class:`ConfigError` naming the field. Files are written atomically."""
+    :class:`ConfigError` naming the field. Files are written atomically under the folder's lock; a
+    folder holding another kind of checkpoint is refused unless ``overwrite``
+    (:func:`tnpeft.fileio.checkpoint_folder`); values that are not finite are refused with a
+    :class:`~tnpeft.errors.NonFiniteError` before anything is written."""
     layers = [(p, layer) for p, layer in tn_layers(model) if adapter_name in layer.tn_adapters]
     if not layers:
         raise AdapterStateError(f"the model has no adapter named {adapter_name!r}; it has {adapter_names(model)}")
@@ -102,8 +115,11 @@ def export_native(model: nn.Module, directory: str | os.PathLike, adapter_name: 
         raise NotMergeableError(f"adapter {adapter_name!r}: its graphs are not those of peft's {fmt.peft_type} "
                                 f"({e})") from None
     cfg["base_model_name_or_path"] = getattr(getattr(model, "config", None), "_name_or_path", None)
+    check_finite(tensors, adapter_name)
     out = Path(directory)
-    atomic_write_bytes(out / "adapter_model.safetensors",
-                       tensors_to_bytes({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"}))
-    atomic_write_json(out / "adapter_config.json", cfg)
+    blob = tensors_to_bytes({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
+    with checkpoint_folder(out, PEFT_LORA, overwrite=overwrite):
+        (out / "adapter_config.json").unlink(missing_ok=True)     # never the old config beside the new weights
+        atomic_write_bytes(out / "adapter_model.safetensors", blob)
+        atomic_write_json(out / "adapter_config.json", cfg)
     return out

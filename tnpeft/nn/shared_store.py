@@ -10,7 +10,7 @@ file) and counted once.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, cast
 
 import torch
 from torch import nn
@@ -25,8 +25,12 @@ __all__ = ["SHARED_ATTR", "SHARED_PREFIX", "shared_values", "build_shared", "ins
 
 def shared_values(model: nn.Module, adapter_name: str) -> SharedValues | None:
     """The shared tensors of adapter ``adapter_name`` on ``model`` (``None`` if it has none)."""
-    store = model._modules.get(SHARED_ATTR)
-    return store[adapter_name] if store is not None and adapter_name in store else None
+    store = _store(model)
+    return cast(SharedValues, store[adapter_name]) if store is not None and adapter_name in store else None
+
+
+def _store(model: nn.Module) -> nn.ModuleDict | None:
+    return cast("nn.ModuleDict | None", model._modules.get(SHARED_ATTR))
 
 
 def build_shared(graphs: Mapping[str, Graph], dtype: torch.dtype, device: torch.device,
@@ -41,14 +45,16 @@ def install_shared(model: nn.Module, adapter_name: str, values: SharedValues | N
     """Make ``values`` the shared tensors of adapter ``adapter_name`` (inside a transaction)."""
     if values is None:
         return
-    if SHARED_ATTR not in model._modules:
-        model.add_module(SHARED_ATTR, nn.ModuleDict())
-    model._modules[SHARED_ATTR][adapter_name] = values
+    store = _store(model)
+    if store is None:
+        store = nn.ModuleDict()
+        model.add_module(SHARED_ATTR, store)
+    store[adapter_name] = values
 
 
 def remove_shared(model: nn.Module, adapter_name: str | None = None) -> None:
     """Drop the shared tensors of one adapter (all of them with ``None``; inside a transaction)."""
-    store = model._modules.get(SHARED_ATTR)
+    store = _store(model)
     if store is None:
         return
     if adapter_name is not None and adapter_name in store:
@@ -59,10 +65,11 @@ def remove_shared(model: nn.Module, adapter_name: str | None = None) -> None:
 
 def activate_shared(model: nn.Module, names: list[str]) -> None:
     """Trainable shared tensors of the active adapters ``names`` train; every other one is frozen."""
-    store = model._modules.get(SHARED_ATTR)
+    store = _store(model)
     for adapter, values in (store.items() if store is not None else ()):
-        for key, node in values.specs.items():
-            values._modules[key].requires_grad_(adapter in names and node.trainable)
+        shared = cast(SharedValues, values)
+        for key, node in shared.specs.items():
+            shared.get_submodule(key).requires_grad_(adapter in names and node.trainable)
 
 
 def shared_state(model: nn.Module, adapter_name: str) -> dict[str, torch.Tensor]:

@@ -33,8 +33,9 @@ def bias_options(in_size: int, out_size: int, node: str | None = None, **options
 class BiasMap(nn.Module):
     """``(rows, *shape) → (rows, *shape)``: ``then(x + b)``, ``b`` of the input's size."""
 
-    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], dtype=None, device=None,
-                 rng: torch.Generator | None = None, node: str | None = None, **options: Any):
+    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None, rng: torch.Generator | None = None,
+                 node: str | None = None, **options: Any) -> None:
         super().__init__()
         self.fn = FUNCTIONS[bias_options(math.prod(in_shape), math.prod(out_shape), node, **options)]
         self.out_shape = tuple(out_shape)

@@ -29,7 +29,7 @@ def _kaiming_uniform_relu(t: torch.Tensor, rng: torch.Generator | None) -> None:
     t.uniform_(-bound, bound, generator=rng)
 
 
-DENSE_INITS: dict[str, Callable[[torch.Tensor, torch.Generator | None], None]] = {
+DENSE_INITS: dict[str, Callable[[torch.Tensor, torch.Generator | None], object]] = {
     "zeros": lambda t, g: t.zero_(),
     "ones": lambda t, g: t.fill_(1.0),
     "kaiming_uniform": _kaiming_uniform,
@@ -69,6 +69,8 @@ class BasisVector(nn.Module):
     """The fixed one-hot vector ``e_position`` of length ``size`` (a basis node's tensor). It holds
     a non-persistent buffer: nothing is saved, the position being part of the structure."""
 
+    weight: torch.Tensor
+
     def __init__(self, size: int, position: int, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None):
         super().__init__()
@@ -92,6 +94,8 @@ def fourier_frequencies(shape: tuple[int, int], k: int, seed: int) -> tuple[torc
 class FourierBasis(nn.Module):
     """One side of a sparse 2-D inverse DFT (a ``fourier`` node): ``(size, K, 2)`` cos/sin values,
     computed in float64 from the structure, kept as a non-persistent buffer (nothing is saved)."""
+
+    weight: torch.Tensor
 
     def __init__(self, size: int, k: int, shape: tuple[int, int], seed: int, side: str,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None):

@@ -33,7 +33,7 @@ import torch
 
 from tnpeft.contract import plan_for
 from tnpeft.errors import ConfigError, GraphError
-from tnpeft.graph import Graph, Unitary
+from tnpeft.graph import ContractStep, Graph, Unitary
 from tnpeft.quantum.backends import sample_probabilities
 from tnpeft.quantum.compile import frame_matrices, to_qiskit
 from tnpeft.quantum.shots import circuit_frame
@@ -183,7 +183,9 @@ class AdapterEstimate:
 
 
 def _dense(graph: Graph, module: GraphModule, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    names = graph.schedule[0].nodes
+    first = graph.schedule[0]
+    assert isinstance(first, ContractStep)   # a linear graph is one contraction
+    names = first.nodes
     ops = [tensors[n] if n in tensors else module.tensor(n).detach().to(torch.float64) for n in names]
     plan = plan_for([graph.nodes[n].inds for n in names], graph.out_inds + graph.in_inds, graph.size_dict,
                     names=names, key_extra=("estimate",))
@@ -201,7 +203,7 @@ def estimate_adapter(source: Any, backend: BackendV2 | None = None, *, shots: in
         raise ConfigError("estimate_adapter needs a linear, additive graph without pass-through legs "
                           f"(graph {graph.name or ''!s} is not)", field="source")
     unitary = [n for n, nd in graph.nodes.items() if isinstance(nd, Unitary)]
-    if not unitary or any(graph.nodes[n].batch_shape for n in unitary):
+    if not unitary or any(nd.batch_shape for nd in graph.nodes.values() if isinstance(nd, Unitary)):
         raise ConfigError("estimate_adapter needs unbatched unitary nodes", field="source")
     report = AdapterEstimate(backend=None if backend is None else getattr(backend, "name", type(backend).__name__))
     tensors = {}

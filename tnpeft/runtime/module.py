@@ -9,33 +9,25 @@ and then kept on the module, so a steady-state forward does no planning and no c
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tnpeft.contract import ContractionPlan, PlanView, count_cache_hit, plan_for
+from tnpeft.contract.kernels import autocast_on
 from tnpeft.errors import GraphError, NotMergeableError
-from tnpeft.graph.basis import Basis, Fourier
-from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
+from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear
 from tnpeft.graph.schedule import ApplyStep, ContractStep
-from tnpeft.graph.sharing import full_node
-from tnpeft.params import (
-    HYPERNETWORKS,
-    NONLINEAR_MAPS,
-    UNITARY_PARAMS,
-    BasisVector,
-    DenseParam,
-    DiagonalParam,
-    FourierBasis,
-    get_function,
-)
-from tnpeft.params.unitary import FrameModule, FrameScope
+from tnpeft.params import HYPERNETWORKS, NONLINEAR_MAPS, get_function
+from tnpeft.params.unitary import FrameScope
 from tnpeft.runtime.applied_frames import FrameApplication, frame_application
+from tnpeft.runtime.node_values import SharedView, build_param, shared_view, shared_weight
 
 if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.graph.graph import Graph
+    from tnpeft.runtime.shared_values import SharedValues
 
 _BATCH = "__batch__"
 
@@ -53,30 +45,6 @@ def _bucket(n: int) -> int:
     # plans depend on the batch size only through cost; round it up to a power of two so that
     # varying sequence lengths reuse a handful of plans instead of planning every step
     return 1 << max(0, (n - 1).bit_length())
-
-
-def build_param(node, dtype=None, device=None, rng: torch.Generator | None = None,
-                scope: FrameScope | None = None) -> nn.Module:
-    """The parametrization module of one node (frames join ``scope`` for batched materialization);
-    ``rng`` draws the initial values."""
-    if isinstance(node, Dense):
-        return DenseParam(node.sizes, node.init, node.trainable, dtype, device, rng, std=node.std)
-    if isinstance(node, Diagonal):
-        return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, rng, active=node.active)
-    if isinstance(node, Basis):
-        return BasisVector(node.sizes[0], node.position, dtype, device)
-    if isinstance(node, Fourier):
-        return FourierBasis(node.sizes[0], node.sizes[1], node.spectrum, node.seed, node.side, dtype, device)
-    if isinstance(node, Unitary):
-        n, k = node.sizes[-2:]
-        m = UNITARY_PARAMS[node.param].build(n, k, node.batch_shape, dtype=dtype, device=device, rng=rng,
-                                             **node.options)
-        if not node.trainable:
-            m.requires_grad_(False)
-        if isinstance(m, FrameModule) and scope is not None:
-            m.join_scope(scope)
-        return m
-    raise GraphError(f"node {node.name!r} of kind {node.kind!r} has no parametrization", node=node.name)
 
 
 class GraphModule(nn.Module):
@@ -105,6 +73,13 @@ class GraphModule(nn.Module):
     allocation budgets (:meth:`tnpeft.Graph.check_budget`).
     """
 
+    # the children are read straight from ``_modules`` on the hot path (no ``__getattr__``); torch
+    # types that dict's values as ``Module | None`` and module attributes as ``Tensor | Module``
+    _modules: dict[str, Any]
+    _first_param: nn.Parameter | torch.Tensor | None
+    _shared_views: dict[str, SharedView]
+    post: GraphModule | None
+
     def __init__(self, graph: Graph, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  rng: torch.Generator | None = None, scope: FrameScope | None = None, optimize: object = "auto",
                  shared: nn.Module | None = None):
@@ -113,8 +88,8 @@ class GraphModule(nn.Module):
         self.graph = graph
         self.optimize = optimize
         scope = scope if scope is not None else FrameScope()
-        self._fns = {}
-        views: dict[str, tuple[nn.Module, str, tuple | None]] = {}   # shared node → (holder, key, its block)
+        self._fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        views: dict[str, SharedView] = {}   # shared node → (holder, key, its block)
         for name, node in graph.nodes.items():
             if isinstance(node, Nonlinear):
                 if node.is_elementwise:
@@ -127,22 +102,15 @@ class GraphModule(nn.Module):
                     self.add_module(name, m)
                     self._fns[name] = m
             elif node.share is not None:
-                block = None if node.sizes == node.share.sizes else tuple(slice(0, k) for k in node.sizes)
-                if shared is None:       # used alone: the node holds the whole shared tensor
-                    self.add_module(name, build_param(full_node(node), dtype, device, rng, scope))
-                    views[name] = (self, name, block)
-                elif node.share.key not in shared._modules:
-                    raise GraphError(f"node {name!r} views shared tensor {node.share.key!r}, which the shared values "
-                                     f"do not hold (they hold {list(shared._modules)})", node=name)
-                else:
-                    views[name] = (shared, node.share.key, block)
+                views[name] = shared_view(self, node, shared, dtype, device, rng, scope)
             elif name not in graph.generated:
                 self.add_module(name, build_param(node, dtype, device, rng, scope))
         for name, net in graph.hypernetworks.items():
             gen = HYPERNETWORKS[net.kind].build(graph.generated_size(name), dtype=dtype, device=device, rng=rng,
                                                 **net.options)
-            if hasattr(gen, "join_scope"):   # hyper-networks of one shape across layers run as one batch
-                gen.join_scope(scope)
+            join = getattr(gen, "join_scope", None)
+            if join is not None:   # hyper-networks of one shape across layers run as one batch
+                join(scope)
             self.add_module(name, gen)
         # the schedule as the hot loop reads it: each contraction with its plan's position, or the
         # frame it applies to the activation instead of forming the frame's matrix
@@ -175,15 +143,15 @@ class GraphModule(nn.Module):
         if self.post is not None:
             for name, m in self.post.named_children():
                 self.add_module(name, m)
-        self._gen_cache: dict[str, tuple[tuple, dict[str, torch.Tensor]]] = {}
+        self._gen_cache: dict[str, tuple[tuple[tuple[int, ...], ...], dict[str, torch.Tensor]]] = {}
         self._in_shape = (-1,) + tuple(graph.size_dict[i] for i in graph.in_inds)
-        self._views: dict[tuple, list[PlanView]] = {}
-        self._last_key: tuple | None = None
+        self._views: dict[tuple[int, torch.dtype, torch.device], list[PlanView]] = {}
+        self._last_key: tuple[int, torch.dtype, torch.device] | None = None
         self._last_plans: list[ContractionPlan] | None = None
-        first = next(iter(self.parameters()), None)
+        first: torch.Tensor | None = next(iter(self.parameters()), None)
         if first is None and views:           # all values shared: the dtype is theirs
             holder, key, _ = next(iter(views.values()))
-            first = holder._modules[key].weight
+            first = shared_weight(holder, key)
         self.__dict__["_first_param"] = first  # a reference, not a registration
 
     @property
@@ -209,17 +177,18 @@ class GraphModule(nn.Module):
         if name in self._shared_views:
             return self._view(name)
         m = self._modules[name]
-        return m.weight if name in self._weight_nodes else m()
+        t: torch.Tensor = m.weight if name in self._weight_nodes else m()
+        return t
 
     @property
-    def shared(self) -> nn.Module | None:
+    def shared(self) -> SharedValues | None:
         """The shared values this module reads (a :class:`~tnpeft.runtime.SharedValues`), if any."""
-        return next((h for h, _, _ in self._shared_views.values() if h is not self), None)
+        return cast("SharedValues | None", next((h for h, _, _ in self._shared_views.values() if h is not self), None))
 
     def _view(self, name: str) -> torch.Tensor:
         # read through the holder each time: FSDP swaps the parameter objects it manages
         holder, key, block = self._shared_views[name]
-        t = holder._modules[key].weight
+        t = shared_weight(holder, key)
         return t if block is None else t[block]
 
     def generated_values(self, hypernetwork: str, probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -307,11 +276,23 @@ class GraphModule(nn.Module):
 
     # ------------------------------------------------------------ forward
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as the first activation: checked, reshaped into the input legs, dropout applied."""
+        """``x`` as the first activation: checked (a floating-point tensor with ``in_features`` on its
+        last axis, on the values' device), outside autocast cast to the parameters' dtype (as
+        :class:`~tnpeft.nn.TNLinear` casts it), reshaped into the input legs, dropout applied."""
         g = self.graph
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise GraphError(f"graph {g.name or ''!s}: the input must be a floating-point tensor, got "
+                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}", index=g.in_inds[0])
         if x.shape[-1] != g.in_features:
             raise GraphError(f"input has {x.shape[-1]} features on its last axis; graph {g.name or ''!s} expects "
                              f"open leg {g.in_index!r} of size {g.in_features}", index=g.in_inds[0])
+        p = self._first_param
+        if p is not None and p.device != x.device:
+            raise GraphError(f"graph {g.name or ''!s}: the input is on {x.device}, the adapter's values on {p.device}"
+                             + (" (the meta device holds no values: materialize the module first)"
+                                if p.is_meta else "; move one of them"), index=g.in_inds[0])
+        if p is not None and x.dtype != p.dtype and not autocast_on(x.device.type):
+            x = x.to(p.dtype)
         h = x.reshape(self._in_shape)
         if g.dropout and self.training:
             h = F.dropout(h, g.dropout, True)
@@ -358,10 +339,12 @@ class GraphModule(nn.Module):
         adapter-sized temporary, no separate scale and add — and in place when no gradient is
         recorded. Returns the result."""
         g = self.graph
-        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous()
+        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous() or not x.is_floating_point()
+                or (x.dtype != self.param_dtype and not autocast_on(x.device.type))
                 or x.shape[-1] != g.in_features or not isinstance(g.schedule[-1], ContractStep)
                 or torch.compiler.is_compiling()):   # compiled graphs fuse the add themselves
-            return out + self(x).to(out.dtype)
+            y: torch.Tensor = self(x)   # nn.Module.__call__ is typed as returning Any
+            return out + y.to(out.dtype)
         return self._run(self._input(x), out)
 
     def dense(self, scaled: bool = False) -> torch.Tensor:
@@ -372,7 +355,9 @@ class GraphModule(nn.Module):
             raise NotMergeableError(
                 f"graph {g.name or ''!s} has nonlinear node {bad.name!r}: its update depends on the input and is "
                 "not a fixed matrix, so it cannot be materialized or merged")
-        names = g.schedule[0].nodes
+        first = g.schedule[0]
+        assert isinstance(first, ContractStep)   # a linear graph is one contraction
+        names = first.nodes
         inputs = [g.nodes[n].inds for n in names]
         shared = g.shared_legs
         in_only = tuple(i for i in g.in_inds if i not in shared)
@@ -388,7 +373,7 @@ class GraphModule(nn.Module):
         w = w.permute(order).reshape(g.out_features, g.in_features)
         return w * g.scale if scaled and g.scale != 1.0 else w
 
-    def to_quimb(self):
+    def to_quimb(self) -> Any:
         """A ``quimb.tensor.TensorNetwork`` with the node tensors (as numpy arrays), their index
         names, and tags ``{node name, KIND}``. The open legs stay open; a graph with nonlinear
         nodes has no such network (quimb networks are multilinear) and raises."""

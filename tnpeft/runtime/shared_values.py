@@ -10,7 +10,7 @@ from torch import nn
 
 from tnpeft.graph.names import check_elements
 from tnpeft.graph.nodes import Node
-from tnpeft.runtime.module import build_param
+from tnpeft.runtime.node_values import build_param, shared_weight
 
 
 class SharedValues(nn.Module):
@@ -20,6 +20,8 @@ class SharedValues(nn.Module):
     layer's ``GraphModule(graph, shared=values)``: each reads its leading block, so one set of
     values serves all layers — one copy in the state dict, in the saved file and in the
     optimizer, gradients summed over the layers by autograd."""
+
+    _specs: dict[str, Node]
 
     def __init__(self, nodes: Mapping[str, Node], dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None, rng: torch.Generator | None = None):
@@ -36,7 +38,7 @@ class SharedValues(nn.Module):
 
     def tensor(self, key: str) -> torch.Tensor:
         """The whole shared tensor ``key``."""
-        return self._modules[key].weight
+        return shared_weight(self, key)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}: {tuple(n.sizes)}{'' if n.trainable else ' frozen'}" for k, n in self._specs.items())
+        return ", ".join(f"{k}: {tuple(n.sizes)}{'' if n.trainable else ' frozen'}" for k, n in self.specs.items())

@@ -32,7 +32,8 @@ def _map(module: GraphModule, like: torch.Tensor, inverse: bool) -> torch.Tensor
     diag = torch.diagonal(d)
     if torch.equal(torch.diag(diag), d):      # a diagonal map (IA³, BOFT's scale): element-wise
         return torch.diag(1.0 / diag)
-    return torch.linalg.inv(d)
+    inv: torch.Tensor = torch.linalg.inv(d)
+    return inv
 
 
 def _input_map(module: GraphModule, w: torch.Tensor, fan_in_fan_out: bool, inverse: bool) -> torch.Tensor:
@@ -71,7 +72,7 @@ def unmerged_weight(module: GraphModule, w: torch.Tensor, fan_in_fan_out: bool =
 
 
 def _bias_map(module: GraphModule) -> GraphModule | None:
-    out = module if module.graph.mode == "output" else module.post
+    out: GraphModule | None = module if module.graph.mode == "output" else module.post
     return out if out is not None and out.graph.bias else None
 
 

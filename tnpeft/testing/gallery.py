@@ -11,7 +11,7 @@ the geometric diagram tests draw exactly these.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from tnpeft.adapters import (
     adalora,
@@ -122,7 +122,7 @@ GALLERY: dict[str, Callable[[], Graph]] = {
 
 
 def model_graphs(builder: Callable[..., Graph], layers: int = 2, kinds: tuple[str, ...] = ("q_proj", "v_proj"),
-                 sizes: dict[str, tuple[int, int]] | None = None, **hparams) -> dict[str, Graph]:
+                 sizes: dict[str, tuple[int, int]] | None = None, **hparams: Any) -> dict[str, Graph]:
     """The graphs a model-wide builder gives the targets ``model.layers.<l>.<kind>`` of a small model
     (``sizes``: ``(in, out)`` per kind, 768 → 768 by default), as ``inject`` builds them."""
     paths = {f"model.layers.{i}.{k}": (sizes or {}).get(k, (768, 768)) for i in range(layers) for k in kinds}

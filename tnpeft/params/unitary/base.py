@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
@@ -19,7 +19,8 @@ def eye_frames(n: int, k: int, g: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(n, k, dtype=like.dtype, device=like.device).expand(g, n, k)
 
 
-def init_angles(shape, init: str, dtype, device, rng: torch.Generator | None) -> nn.Parameter:
+def init_angles(shape: Sequence[int], init: str, dtype: torch.dtype | None, device: torch.device | str | None,
+                rng: torch.Generator | None) -> nn.Parameter:
     """Circuit angles: uniform on (−π, π), or zero for ``init="identity"``."""
     theta = torch.empty(*shape, dtype=dtype, device=device)
     with torch.no_grad():
@@ -53,8 +54,9 @@ class FrameModule(nn.Module):
     n: int
     k: int
     batch: tuple[int, ...]
+    scope: FrameScope | None   # kept in __dict__ (see __init__)
 
-    def __init__(self, n: int, k: int, batch=()) -> None:
+    def __init__(self, n: int, k: int, batch: Sequence[int] = ()) -> None:
         super().__init__()
         self.n, self.k, self.batch = n, k, tuple(batch)
         self.__dict__["scope"] = None  # a plain reference: not a submodule, not state
@@ -75,11 +77,11 @@ class FrameModule(nn.Module):
         """The one trainable tensor, shape ``(*batch, *tail)``."""
         raise NotImplementedError
 
-    def options_key(self) -> tuple:
+    def options_key(self) -> tuple[object, ...]:
         """What besides the shape must match for two frames to be computed in one batch."""
         return ()
 
-    def batch_key(self) -> tuple:
+    def batch_key(self) -> tuple[object, ...]:
         p = self.free_tensor()
         return (type(self), self.n, self.k, tuple(p.shape[len(self.batch):])) + self.options_key()
 
@@ -109,18 +111,18 @@ class FrameModule(nn.Module):
         return self._compute(self.flat_param().detach().to(torch.float64))
 
     def apply_cost(self) -> float | None:
-        """Work per vector of :meth:`apply` relative to a dense product with the frame (``N·K``
+        """Work per vector of :meth:`apply_frame` relative to a dense product with the frame (``N·K``
         multiply-adds), or ``None`` when the frame cannot be applied without being formed."""
         return None
 
-    def apply(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+    def apply_frame(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         """``U`` applied to every vector of ``h`` ``(M, G, K)`` → ``(M, G, N)`` (``Uᵀ``, ``(M, G, N)`` →
         ``(M, G, K)``, with ``adjoint``) without forming ``U``; only where :meth:`apply_cost` is
         not ``None``."""
         raise NotImplementedError(f"{type(self).__name__} is applied through its matrix")
 
     # the scope protocol (tnpeft.params.unitary.scope)
-    def scope_device(self) -> tuple:
+    def scope_device(self) -> tuple[torch.dtype, torch.device]:
         p = self.free_tensor()
         return p.dtype, p.device
 
@@ -144,6 +146,8 @@ class FrameModule(nn.Module):
 
 class AngleFrame(FrameModule):
     """A frame whose free parameters are circuit angles ``theta``."""
+
+    theta: nn.Parameter
 
     def free_tensor(self) -> torch.Tensor:
         return self.theta

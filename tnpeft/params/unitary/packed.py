@@ -18,6 +18,8 @@ does. Parameters: ``N(N−1)/2`` per block.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -32,8 +34,9 @@ def packed_count(n: int) -> int:
 class PackedSkewFrame(FrameModule):
     """A square frame ``(N, N)`` from ``N(N−1)/2`` packed skew entries per batch item."""
 
-    def __init__(self, n: int, k: int, batch=(), init: str = "random", terms: int = 5, dtype=None, device=None,
-                 rng=None):
+    def __init__(self, n: int, k: int, batch: Sequence[int] = (), init: str = "random", terms: int = 5,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 rng: torch.Generator | None = None) -> None:
         super().__init__(n, k, batch)
         v = torch.empty(*self.batch, packed_count(n), dtype=dtype, device=device)
         with torch.no_grad():
@@ -47,7 +50,7 @@ class PackedSkewFrame(FrameModule):
     def free_tensor(self) -> torch.Tensor:
         return self.weight
 
-    def options_key(self) -> tuple:
+    def options_key(self) -> tuple[object, ...]:
         return (self.terms,)
 
     def skew(self, flat: torch.Tensor) -> torch.Tensor:
@@ -64,7 +67,8 @@ class PackedCayleyFrame(PackedSkewFrame):
     def _compute(self, flat: torch.Tensor) -> torch.Tensor:
         a = self.skew(flat)
         eye = torch.eye(self.n, dtype=a.dtype, device=a.device).expand_as(a)
-        return torch.linalg.solve(eye + a, eye - a)[:, :, : self.k]   # (I+A)⁻¹(I−A): the factors commute
+        u: torch.Tensor = torch.linalg.solve(eye + a, eye - a)   # (I+A)⁻¹(I−A): the factors commute
+        return u[:, :, : self.k]
 
 
 class NeumannCayleyFrame(PackedSkewFrame):

@@ -6,10 +6,13 @@ same data the Qiskit export and the drawing follow.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from tnpeft.circuits.circuit import pauli_circuit
 from tnpeft.circuits.frame_kernel import (
+    CompiledFrame,
     compile_frame,
     compile_program,
     factor_matrices,
@@ -50,14 +53,17 @@ class PauliFrame(AngleFrame):
     (:func:`tnpeft.circuits.frames.pauli_frame_circuit`).
     """
 
-    def __init__(self, n: int, k: int, batch: tuple[int, ...] = (), layers: int = 1, bits: int | None = None,
-                 init: str = "random", dtype=None, device=None, rng=None):
+    _kernel: CompiledFrame | None   # kept in __dict__ (see __init__)
+
+    def __init__(self, n: int, k: int, batch: Sequence[int] = (), layers: int = 1, bits: int | None = None,
+                 init: str = "random", dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 rng: torch.Generator | None = None):
         super().__init__(n, k, batch)
         self.layers, self.bits = layers, bits
         self.theta = init_angles((*self.batch, pauli_count(n, layers)), init, dtype, device, rng)
         self.__dict__["_kernel"] = compile_frame(pauli_frame(n, layers))   # plain data, not state
 
-    def options_key(self) -> tuple:
+    def options_key(self) -> tuple[object, ...]:
         return (self.layers, self.bits)
 
     def angles(self) -> torch.Tensor:
