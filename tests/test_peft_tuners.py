@@ -269,3 +269,20 @@ def test_a_pruned_adalora_checkpoint_imports_and_exports(tmp_path):
         back = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "back")
         assert rel(back(ids).logits, want) <= 1e-5
 
+
+def test_half_precision_output_map_unmerges_weight_and_bias_exactly():
+    # IA³ scales the bias too: in float16, dividing it back would round; the kept copies restore both
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(64, 96)).to(torch.float16)
+    w0, b0 = base[0].weight.clone(), base[0].bias.clone()
+    tm = tnpeft.inject(base, tnpeft.AdapterConfig("ia3", ["0"]))
+    with torch.no_grad():
+        for p in tm.parameters():
+            if p.requires_grad:
+                p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(5)) * 2 + 0.3)
+    tnpeft.merge(tm)
+    scale = tm[0].tn_adapters["default"].dense(scaled=True).diagonal().to(torch.float16)
+    assert not torch.equal(tm[0].base_layer.bias, b0) and torch.allclose(tm[0].base_layer.bias, scale * b0, rtol=1e-2)
+    assert not torch.equal((scale * b0) / scale, b0)          # the division alone would not restore it
+    tnpeft.unmerge(tm)
+    assert torch.equal(tm[0].base_layer.weight, w0) and torch.equal(tm[0].base_layer.bias, b0)

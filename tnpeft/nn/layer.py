@@ -89,6 +89,7 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
 
 #: the buffer of a layer holding its half-precision base weight as it was before the first merge
 BASE_COPY = "tn_weight_before_merge"
+BASE_BIAS_COPY = "tn_bias_before_merge"
 
 class TNLinear(nn.Module):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and adds the outputs of its active adapters:
@@ -284,6 +285,8 @@ class TNLinear(nn.Module):
                 raise AdapterStateError(f"merging adapter(s) {todo} gives NaN or infinite weights; not merged")
             if not self.merged_adapters and w.is_floating_point() and torch.finfo(w.dtype).bits < 32:
                 self.register_buffer(BASE_COPY, w.detach().clone(), persistent=False)
+                if b is not None:       # an output map may scale it
+                    self.register_buffer(BASE_BIAS_COPY, b.detach().clone(), persistent=False)
             w.copy_(new)
             if b is not None and new_b is not None:
                 b.copy_(new_b)
@@ -312,14 +315,22 @@ class TNLinear(nn.Module):
                 for name in todo:
                     new = self._weight_arith(unmerged_weight, name, new)
             new_b: torch.Tensor | None = None if b is None else b.detach()
-            for name in todo:       # an output map that scaled the bias
-                new_b = unmerged_bias(self.tn_adapters[name], new_b)
+            base_b = getattr(self, BASE_BIAS_COPY, None)
+            if base is not None and base_b is not None:     # the kept bias, likewise
+                new_b = base_b
+                for name in [n for n in self.merged_adapters if n not in todo]:
+                    new_b = merged_bias(self.tn_adapters[name], new_b)
+            else:
+                for name in todo:       # an output map that scaled the bias
+                    new_b = unmerged_bias(self.tn_adapters[name], new_b)
             w.copy_(new)
             if b is not None and new_b is not None:
                 b.copy_(new_b)
         self.merged_adapters = [n for n in self.merged_adapters if n not in todo]
         if base is not None and not self.merged_adapters:
             delattr(self, BASE_COPY)
+            if hasattr(self, BASE_BIAS_COPY):
+                delattr(self, BASE_BIAS_COPY)
 
     def _weight_arith(self, fn: Callable[[GraphModule, torch.Tensor, bool], torch.Tensor], name: str,
                       w: torch.Tensor) -> torch.Tensor:
