@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from tnpeft.adapters import quantum_peft
-from tnpeft.draw import draw_circuit, tensor_diagram
-from tnpeft.testing.gallery import GALLERY
+from tnpeft.draw import draw_circuit, sharing_diagram, tensor_diagram
+from tnpeft.testing.gallery import GALLERY, SHARING
 
 OUT = Path(__file__).parent / "diagrams"
 
@@ -73,6 +73,12 @@ def main() -> None:
     torch.manual_seed(0)
     for name, make in GALLERY.items():
         diagram = tensor_diagram(make())
+        diagram.save(OUT / f"{name}.svg")
+        if png is not None:
+            diagram.save(png / f"{name}.png", dpi=110)
+        print(f"wrote {OUT / name}.svg")
+    for name, make in SHARING.items():
+        diagram = sharing_diagram(make())
         diagram.save(OUT / f"{name}.svg")
         if png is not None:
             diagram.save(png / f"{name}.png", dpi=110)

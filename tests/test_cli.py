@@ -82,7 +82,7 @@ def test_user_builder_errors_are_one_line(capsys):
                        (["mypkg.topos:ttlora"], "needs positive --in-features and --out-features"),
                        (["mypkg.topos:kron", "--in-features", "7", "--out-features", "8"],
                         "built a 4 → 8 graph for a 7 → 8 layer"),
-                       (["ttlora", "--in-features", "8", "--out-features", "8"], "module.path:function")):
+                       (["tt_lora_of_mine", "--in-features", "8", "--out-features", "8"], "module.path:function")):
         assert main(["count", *argv]) == 2, argv
         err = capsys.readouterr().err
         assert want in err and "Traceback" not in err and err.count("\n") == 1, err

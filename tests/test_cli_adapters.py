@@ -49,8 +49,16 @@ def test_adapters_lists_every_method_with_defaults_including_a_users(capsys):
         METHODS.pop("mine_chain")
 
 
+# adapters without a rank: a diagonal scale (IA³), block rotations (BOFT), a sparse spectrum (FourierFT),
+# a full-rank circuit of local gates (QuanTA)
+RANKLESS = {"ia3", "boft", "fourierft", "quanta"}
+
+
 def test_r_means_the_rank_for_every_builtin():
     for name, m in METHODS.items():
+        if name in RANKLESS:
+            assert "r" not in m.hparams and "r" not in m.aliases
+            continue
         n_in, n_out = SIZES.get(name, (64, 48))
         g = m.builder(n_in, n_out, r=4, **({"target_r": 2} if name == "adalora" else {}))
         assert "r" in m.hparams or "r" in m.aliases

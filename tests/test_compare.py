@@ -325,3 +325,28 @@ def test_early_stopping_keeps_the_best_values_and_records_the_curve(grid_run):
         assert max(accs[-2:]) <= max(accs[:-2]) and cell["steps_run"] == cell["stopped_early_at"] < 12
     with pytest.raises(ConfigError, match="--eval-every"):
         compare(["lora"], steps=1, patience=2, out=root / "bad")
+
+
+NEW_METHODS = ["loha:r=2", "lokr:r=2", "vera:r=4", "ia3", "oft:block_size=4,param=cayley_neumann", "boft",
+               "hra:r=2", "fourierft:n_frequency=8", "quanta:n_axes=2", "ttlora:r=2", "tensor_ring:r=2",
+               "loretta_rep:r=2,tt_rank=2", "loretta_adp:bottleneck=4,tt_rank=2", "metatt:r=2", "lortta:r=2,heads=2"]
+
+
+def test_compare_runs_the_tensor_network_methods(tmp_path, monkeypatch):
+    # peft's tuners, the literature and the model-wide methods, one tiny cell each (the figures are
+    # tested above: skipped here, and so is the memory trimming between cells, for time)
+    import tnpeft.train.cells as cells
+
+    monkeypatch.setattr(comparison, "plot_pareto", lambda *a, **k: None)
+    monkeypatch.setattr(comparison, "plot_compare_curves", lambda *a, **k: None)
+    monkeypatch.setattr(cells, "_trim", lambda: None)
+    _tiny_bert(tmp_path / "model")
+    _csv(tmp_path / "data.csv", n=120)
+    res = compare(NEW_METHODS, model=str(tmp_path / "model"), data=str(tmp_path / "data.csv"), lrs=[1e-2], seeds=[0],
+                  steps=2, val_size=16, test_size=16, batch_size=8, max_length=8, target_modules=["query", "value"],
+                  out=tmp_path / "out", progress=False)
+    done = {c["adapter"]: c for c in res["cells"]}
+    assert sorted(done) == sorted(NEW_METHODS)
+    for label, c in done.items():
+        assert c["val"] is not None and 0.0 <= c["val"]["accuracy"] <= 1.0, label
+        assert c["adapter_parameters"] > 0 and c["steps"] == 2, label

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from diagram_checks import problems
@@ -15,11 +16,11 @@ from hypothesis import strategies as st
 
 from tnpeft.adapters import mpo, quantum_peft, qwthn
 from tnpeft.cli import main
-from tnpeft.draw import draw_graph, tensor_diagram
+from tnpeft.draw import draw_graph, sharing_diagram, tensor_diagram
 from tnpeft.draw.geometry import BUNDLE_GAP
 from tnpeft.graph import Dense, Graph, Nonlinear
 from tnpeft.runtime import GraphModule
-from tnpeft.testing.gallery import GALLERY, kronecker, ttlora
+from tnpeft.testing.gallery import GALLERY, SHARING, kronecker, ttlora
 from tnpeft.testing.strategies import graphs, networks
 
 
@@ -229,3 +230,16 @@ def test_circuit_view(tmp_path):
         draw_circuit(quantum_peft(8, 8, rank=2, param="cayley"), "U")
     assert main(["draw", "quantum_peft", "--in-features", "16", "--out-features", "16", "rank=2", "--circuit", "U",
                  "-o", str(tmp_path / "c.png")]) == 0
+
+
+@pytest.mark.parametrize("name", sorted(SHARING))
+def test_sharing_diagrams_draw_each_shared_tensor_once_and_join_it_to_every_layer_using_it(name):
+    graphs = SHARING[name]()
+    d = sharing_diagram(graphs)
+    assert problems(d) == []
+    keys = {n.share.key for g in graphs.values() for n in g.nodes.values() if n.share is not None}
+    assert {s for s in d.shapes if s.startswith("shared:")} == {f"shared:{k}" for k in keys}
+    joined = {(s.ends[0][7:], s.ends[1][6:]) for s in d.segments}
+    assert joined == {(n.share.key, p) for p, g in graphs.items() for n in g.nodes.values() if n.share is not None}
+    assert (Path(__file__).resolve().parents[1] / "docs" / "diagrams" / f"{name}.svg").exists()
+    d.figure.clear()

@@ -287,3 +287,39 @@ def test_export_peft_writes_the_task_type(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(AutoPeftModelForCausalLM.from_pretrained(tmp_path / "lora")(x).logits,
                                    m(x).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["vera", "metatt"])
+def test_methods_with_shared_tensors_are_refused_before_any_change(method):
+    # their tensors live once on the model, which peft's per-layer injection does not hold (yet)
+    model = tiny_llama()
+    before = _snapshot(model)
+    with pytest.raises(ConfigError, match="shares tensors across layers") as e:
+        get_peft_model(model, tnpeft.TNPeftConfig(method=method, target_modules=TARGETS, r=4))
+    assert e.value.field == "method"
+    after = _snapshot(model)
+    assert after[0] == before[0] and all(torch.equal(after[1][k], v) for k, v in before[1].items())
+
+
+#: peft's tensor-network tuners built into tnpeft (additive, input- and output-side ones)
+ZOO = {"loha": {"r": 4}, "lokr": {"r": 4}, "ia3": {}, "boft": {"block_size": 4}, "hra": {"r": 4}}
+
+
+@pytest.mark.parametrize("method", list(ZOO))
+def test_the_zoo_through_the_peft_method_equals_inject(method):
+    base = tiny_llama()
+    native = tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig(method, TARGETS, **ZOO[method]))
+    pm = get_peft_model(copy.deepcopy(base), tnpeft.TNPeftConfig(method=method, target_modules=TARGETS,
+                                                                  **ZOO[method]))
+    perturb(native)
+    inner = pm.base_model.model
+    for path, layer in tn_layers(native):
+        inner.get_submodule(path).tn_adapters["default"].load_state_dict(layer.tn_adapters["default"].state_dict())
+    x = token_ids()
+    with torch.no_grad():
+        want = native(x).logits
+        assert (want - base(x).logits).abs().max() > 1e-3                         # the adapters act
+        torch.testing.assert_close(pm(x).logits, want, atol=1e-6, rtol=0)
+        merged = pm.merge_and_unload()
+        assert not list(tn_layers(merged))
+        torch.testing.assert_close(merged(x).logits, want, atol=1e-5, rtol=1e-5)

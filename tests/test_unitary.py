@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from tnpeft.params.unitary import UNITARY_PARAMS, circuit_angle_count, pauli_count
 
 PARAMS = sorted(UNITARY_PARAMS)
+EXACT = sorted(k for k, v in UNITARY_PARAMS.items() if v.exact)    # cayley_neumann is peft OFT's series
 
 
 def options_for(name, data):
@@ -22,11 +23,13 @@ def options_for(name, data):
     return o
 
 
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", EXACT)
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_orthonormal_columns_float32(name, data):
-    n = data.draw(st.one_of(st.integers(2, 64), st.sampled_from([128, 255, 256, 768, 1000, 1024, 2049, 4096])), label="N")
+    # cayley_packed is one dense N×N solve over N(N−1)/2 parameters (peft OFT's blocks are small): N ≤ 256
+    big = [128, 255, 256] if name == "cayley_packed" else [128, 255, 256, 768, 1000, 1024, 2049, 4096]
+    n = data.draw(st.one_of(st.integers(2, 64), st.sampled_from(big)), label="N")
     k = data.draw(st.integers(1, min(n, 16)), label="K")
     seed = data.draw(st.integers(0, 2**16), label="seed")
     opts = options_for(name, data)
@@ -85,6 +88,10 @@ def test_parameter_count_equals_closed_form(name, n, k, batch):
         d = max(1, (n - 1).bit_length())
         assert count == sum(len([i for i in range(n) if (i // (1 << (j % d))) % 2 == 0 and i + (1 << (j % d)) < n])
                             for j in range(d))
+    elif name in ("cayley_packed", "cayley_neumann"):     # the strict upper triangle of one n×n block
+        assert count == math.comb(n, 2)
+        if n > 150:
+            return
     else:
         assert count == n * k
     if n * k <= 20000:
@@ -167,5 +174,6 @@ def test_bfloat16_parameters_get_frames_computed_in_float32(param):
     u = m()
     assert u.dtype == torch.bfloat16
     u32 = m._compute(m.flat_param().float())[0]
-    assert (u32.double().T @ u32.double() - torch.eye(6, dtype=torch.float64)).abs().max() < 1e-5
+    if UNITARY_PARAMS[param].exact:     # cayley_neumann, peft OFT's series, is not orthogonal by design
+        assert (u32.double().T @ u32.double() - torch.eye(6, dtype=torch.float64)).abs().max() < 1e-5
     assert torch.equal(u, u32.to(torch.bfloat16).reshape(u.shape))     # computed in float32, rounded once

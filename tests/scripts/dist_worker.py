@@ -19,8 +19,9 @@ from conftest import tiny_gpt2  # noqa: E402
 
 import tnpeft  # noqa: E402
 
-HP = {"lora": {"r": 4, "init_b": "normal"}, "quantum_peft": {"rank": 4}, "qwthn": {"r": 4}}
-LR = {"lora": 0.05, "quantum_peft": 2.0, "qwthn": 0.5}   # plain SGD: the steps move every tensor
+HP = {"lora": {"r": 4, "init_b": "normal"}, "quantum_peft": {"rank": 4}, "qwthn": {"r": 4}, "vera": {"r": 4},
+      "metatt": {"r": 3}}
+LR = {"lora": 0.05, "quantum_peft": 2.0, "qwthn": 0.5, "vera": 0.5, "metatt": 0.5}   # plain SGD: the steps move every tensor
 
 
 def main() -> None:

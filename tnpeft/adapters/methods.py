@@ -91,8 +91,10 @@ def _json_ready(value: Any) -> bool:
 
 
 def _signature_hparams(fn: Callable[..., Any]) -> dict[str, Any]:
+    # ``site`` is not a hyper-parameter: inject gives model-wide builders the layer's place in the model
     params = list(inspect.signature(fn).parameters.values())[2:]
-    return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name != "site"}
 
 
 def register(name: str, *, paper: str | None = None, training_hook: HookFactory | None = None,
@@ -130,7 +132,7 @@ def register(name: str, *, paper: str | None = None, training_hook: HookFactory 
             if isinstance(graph, Graph):
                 bound = sig.bind(*args, **kwargs)
                 bound.apply_defaults()
-                hp = {k: v for k, v in list(bound.arguments.items())[2:] if _json_ready(v)}
+                hp = {k: v for k, v in list(bound.arguments.items())[2:] if _json_ready(v) and k != "site"}
                 tags: dict[str, Any] = {"method": name, "hparams": hp}
                 if paper:
                     tags["paper"] = paper

@@ -10,7 +10,7 @@ from tnpeft.params import UNITARY_PARAMS
 
 @register("oft", paper="Qiu et al., NeurIPS 2023; Liu et al., ICLR 2024 (BOFT)")
 def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bool = False,
-        param: str = "cayley", r: int | None = None) -> Graph:
+        param: str = "cayley", r: int | None = None, terms: int = 5) -> Graph:
     r"""A multiplicative orthogonal adapter: the layer computes ``W (R x)`` with ``R`` orthogonal —
     ``W' = W R`` once merged (Qiu et al., 2023; Liu et al., 2024 for the butterfly form).
 
@@ -28,6 +28,12 @@ def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bo
     multiplies by ``Rᵀ``: no matrix inverse.
 
     ``r`` (peft's OFT ``r``) gives the number of blocks instead: ``block_size = in_features / r``.
+
+    **peft's OFT** is ``param="cayley_neumann"`` (its default ``use_cayley_neumann=True``, ``terms``
+    = ``num_cayley_neumann_terms``: a truncated series, *not* orthogonal, unmerged by a matrix
+    inverse) or ``param="cayley_packed"`` (``use_cayley_neumann=False``: exact). Both store the
+    strict upper triangle of each block, ``s(s−1)/2`` parameters, as peft's ``oft_R`` does; with
+    equal values the layer equals peft's.
 
     Parameters: ``b · count(param, s, s)`` (+ ``s · count(param, b, b)`` with the butterfly), where
     ``count(cayley, n, n) = n²`` (the skew factor is stored whole; its skew part is used).
@@ -51,12 +57,14 @@ def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bo
         ok = sorted(k for k, v in UNITARY_PARAMS.items() if v.identity_init)
         raise ConfigError(f"oft: param {param!r} cannot start at the identity; expected one of {ok}", field="param")
     b = n // block_size
-    nodes = [Unitary("R1", ("blk", "o", "i"), (b, block_size, block_size), param=param, options={"init": "identity"})]
+    check_positive_int("oft", "terms", terms)
+    opts = {"init": "identity", **({"terms": terms} if param == "cayley_neumann" else {})}
+    nodes = [Unitary("R1", ("blk", "o", "i"), (b, block_size, block_size), param=param, options=opts)]
     out_index: tuple[str, ...] = ("blk", "o")
     if butterfly:
         if b < 2:
             raise ConfigError(f"oft: a butterfly needs at least two blocks; in_features {n} has {b} of size "
                               f"{block_size}", field="butterfly")
-        nodes.append(Unitary("R2", ("o", "B", "blk"), (block_size, b, b), param=param, options={"init": "identity"}))
+        nodes.append(Unitary("R2", ("o", "B", "blk"), (block_size, b, b), param=param, options=dict(opts)))
         out_index = ("B", "o")
     return Graph(nodes, in_index=("blk", "i"), out_index=out_index, mode="input", name="oft")

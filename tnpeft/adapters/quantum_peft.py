@@ -53,6 +53,9 @@ def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int
     if param not in UNITARY_PARAMS:
         raise ConfigError(f"quantum_peft: unknown param {param!r}; expected one of {sorted(UNITARY_PARAMS)}",
                           field="param")
+    if not UNITARY_PARAMS[param].exact:
+        raise ConfigError(f"quantum_peft: param {param!r} is not orthogonal (a truncated series); U and V need "
+                          "orthonormal columns", field="param")
     if rank > min(in_features, out_features):
         raise ConfigError(f"quantum_peft: rank {rank} exceeds min(in_features, out_features) = "
                           f"{min(in_features, out_features)}; orthonormal columns need K ≤ N", field="rank")
@@ -73,6 +76,8 @@ def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int
             options["bits"] = bits
     else:
         if intrinsic_rank is not None:
+            if "intrinsic_rank" not in UNITARY_PARAMS[param].options:
+                raise ConfigError(f"quantum_peft: param {param!r} has no intrinsic rank", field="intrinsic_rank")
             options["intrinsic_rank"] = intrinsic_rank
         if param == "taylor":
             options["order"] = order

@@ -64,9 +64,10 @@ def _bond_connected(g: Graph) -> bool:
 
 
 def _result_node(n: Node, sizes: tuple[int, ...]) -> Node:
+    # the values are the parts' (shared tensors and fixed nodes materialized per layer); frozen stays frozen
     if isinstance(n, Diagonal):
-        return Diagonal(n.name, n.inds, sizes, init="zeros")
-    return Dense(n.name, n.inds, sizes, init="zeros")
+        return Diagonal(n.name, n.inds, sizes, init="zeros", trainable=n.trainable)
+    return Dense(n.name, n.inds, sizes, init="zeros", trainable=n.trainable)
 
 
 def _direct_sum(modules: Sequence[GraphModule], coeffs: Sequence[float]) -> tuple[GraphModule, int | None]:

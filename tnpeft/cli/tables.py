@@ -9,7 +9,7 @@ import math
 from typing import AbstractSet, Any, Sequence
 
 from tnpeft.algebra import cut_rank
-from tnpeft.graph import Graph
+from tnpeft.graph import Graph, count_parameters
 
 
 def columns(rows: Sequence[Sequence[str]], right: AbstractSet[int] = frozenset(), sep: str = "  ") -> list[str]:
@@ -40,7 +40,7 @@ def lora_same_rank(g: Graph) -> tuple[int | None, int | None]:
     r = cut_rank(g)
     if r is None:
         hp = g.meta.get("hparams") or {}
-        r = next((hp[k] for k in ("r", "rank") if isinstance(hp.get(k), int) and not isinstance(hp.get(k), bool)),
+        r = next((hp[k] for k in ("r", "rank", "bottleneck") if isinstance(hp.get(k), int) and not isinstance(hp.get(k), bool)),
                  None)
     if not r:
         return None, None
@@ -51,7 +51,7 @@ def count_modules(label: str, mods: dict[str, Any], as_json: bool) -> str:
     """A saved adapter's count (``tnpeft count --adapter-dir``): one row per adapted module, and
     the total; as JSON text with ``as_json``."""
     rows = [(p, m.graph) for p, m in mods.items()]
-    total = sum(g.num_parameters() for _, g in rows)
+    total = count_parameters({p: g for p, g in rows})      # tensors shared across layers counted once
     if as_json:
         return json.dumps({"adapter": label, "parameters": total, "modules": [
             {"module": p, "name": g.name, "in_features": g.in_features, "out_features": g.out_features,

@@ -14,7 +14,7 @@ R = 0.28            # radius of a node disk
 DOT_R = 0.065       # radius of a copy-tensor dot
 CLEAR = 0.09        # clearance kept between a line and a shape it does not end at
 BUNDLE_GAP = 0.09   # distance between the parallel lines of a bundle
-NODE_KINDS = ("dense", "diagonal", "unitary", "nonlinear")
+NODE_KINDS = ("dense", "diagonal", "unitary", "nonlinear", "basis", "fourier")
 Point = tuple[float, float]
 
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from tnpeft.draw.geometry import CLEAR, Layout, Point, segment_meets_box
+from tnpeft.draw.geometry import CLEAR, NODE_KINDS, Layout, Point, segment_meets_box
 
 PAD = 0.035   # free margin kept around a text box
 CELL = 2.0    # side of the grid cells the scene files its items in (data units)
@@ -135,7 +135,7 @@ def place_labels(layout: Layout, measure: Callable[[str, str], tuple[float, floa
                  (v.x - w / 2 - 0.08, v.y + s * (gap + 0.1))]
         put(v.label, "index", spots)
     for v in verts.values():
-        if v.kind in ("dense", "diagonal", "unitary", "nonlinear"):
+        if v.kind in NODE_KINDS:
             put(v.label, "node", _around(v.x, v.y, v.half_w, measure(v.label, "node")))
     for v in verts.values():
         if v.kind == "dot" and v.label:

@@ -3,8 +3,11 @@
 Notation (as in the Quantum-PEFT and tensor-network literature): a filled circle is a dense
 tensor, an open circle with a slash a diagonal one, a half-filled circle a unitary (orthonormal
 columns), a delay symbol (flat back towards its input, round front towards its output) a nonlinear
-map, a small black dot a copy tensor (an index shared by three or more nodes or open legs).
-Trainable nodes have a coloured outline. A hyper-network (QPA's) is a box with dashed arrows to
+map, a small black dot a copy tensor (an index shared by three or more nodes or open legs), a
+small square a fixed basis vector (a layer or projection index), a pale disk a fixed Fourier
+basis. Trainable nodes have a coloured outline; a node whose values are shared across layers a
+dashed one (:func:`tnpeft.draw.sharing_diagram` shows which layers share them). An output-side
+map (a ``post`` graph) is drawn beside the input map on its own leg. A hyper-network (QPA's) is a box with dashed arrows to
 the nodes it fills. Bonds carry their index name and size; open legs end free, inputs below the
 nodes and outputs above them (:mod:`tnpeft.draw.layout` says where everything goes,
 :mod:`tnpeft.draw.labels` where the texts go).
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from tnpeft.draw.geometry import DOT_R, Layout, Point, Vertex, output_path
 from tnpeft.draw.labels import Label, place_labels
 from tnpeft.draw.layout import build_layout
+from tnpeft.graph import Graph, Node
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -34,10 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.text import Text
     from matplotlib.typing import RcKeyType
 
-    from tnpeft.graph import Graph
-
 _FILL = {"dense": "#4C72B0", "diagonal": "white", "unitary": "#DD8452", "nonlinear": "#55A868",
-         "hyper": "#8172B3"}
+         "hyper": "#8172B3", "basis": "white", "fourier": "#A9C6E8"}
 _TRAIN = "#C44E52"
 _FROZEN = "#555555"
 INCH = 0.62          # inches per data unit
@@ -141,26 +143,57 @@ def _scratch() -> tuple[Figure, RendererAgg, dict[str, Text]]:
     return fig, renderer, probes
 
 
+def measure_text(text: str, role: str) -> tuple[float, float]:
+    """Width and height of ``text`` drawn in ``role`` (``"node"``, ``"index"``, ``"box"``,
+    ``"caption"``, ``"legend"``), in data units."""
+    return _measure(text, role)
+
+
+#: the drawing style other diagrams share: fills by node kind, outline colours, matplotlib settings
+STYLE: dict[str, Any] = {"fill": _FILL, "trainable": _TRAIN, "frozen": _FROZEN, "rc": _RC}
+
+
 def _caption(graph: Graph, title: str | None) -> str:
     name = title or graph.name or "adapter"
-    mode = " (transforms the layer input)" if graph.mode == "input" else ""
+    mode = {"input": " (transforms the layer input)", "output": " (transforms the layer output)"}.get(graph.mode, "")
+    if graph.post is not None:
+        mode = " (transforms the layer input, then its output)"
     gen = f", generating {graph.num_generated():,} values" if graph.hypernetworks else ""
+    shared = sorted({(n.share.key, n.share.sizes) for n in _all_nodes(graph).values() if n.share is not None})
+    note = ("\nshared across layers: " + ", ".join(f"{k} ({'×'.join(map(str, s))})" for k, s in shared)) if shared else ""
     return (f"{name}: {graph.in_features:,} → {graph.out_features:,}{mode}\n"
-            f"scale {graph.scale:.4g} · {graph.num_parameters():,} trainable parameters{gen}")
+            f"scale {graph.scale:.4g} · {graph.num_parameters():,} trainable parameters{gen}{note}")
+
+
+def _all_nodes(graph: Graph) -> dict[str, Node]:
+    return {**graph.nodes, **(graph.post.nodes if graph.post is not None else {})}
+
+
+def _display(graph: Graph) -> Graph:
+    """The graph as drawn: with its post map's nodes beside the input map, on the post map's own
+    (pass-through) legs."""
+    if graph.post is None:
+        return graph
+    p = graph.post
+    return Graph(list(graph.nodes.values()) + list(p.nodes.values()), in_index=graph.in_inds + p.in_inds,
+                  out_index=graph.out_inds + p.out_inds, name=graph.name)
 
 
 def _legend_items(graph: Graph, layout: Layout) -> list[tuple[str, str]]:
     kinds = {v.kind for v in layout.vertices.values()}
     items: list[tuple[str, str]] = [(k, k) for k in ("dense", "diagonal", "unitary", "nonlinear") if k in kinds]
+    items += [(k, t) for k, t in (("basis", "basis vector"), ("fourier", "Fourier basis")) if k in kinds]
     if "dot" in kinds:
         items.append(("dot", "copy tensor"))
     if "hyper" in kinds:
         items.append(("hyper", "hyper-network"))
     trained = [bool(n.num_parameters()) and k not in graph.generated for k, n in graph.nodes.items()]
     frozen = [not t and k not in graph.generated for t, k in zip(trained, graph.nodes)]
+    shared = any(n.share is not None for n in graph.nodes.values())
     return items + [(k, text) for k, text, on in (("trainable", "trainable", any(trained)),
                                                   ("frozen", "generated", bool(graph.generated)),
-                                                  ("frozen", "frozen", any(frozen))) if on]
+                                                  ("frozen", "frozen", any(frozen)),
+                                                  ("shared", "shared across layers", shared)) if on]
 
 
 def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
@@ -169,6 +202,7 @@ def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    caption_graph, graph = graph, _display(graph)
     spread = 1.0
     for attempt in range(6):   # more room until every label finds a free spot beside its line
         layout = build_layout(graph, _measure, spread)
@@ -178,7 +212,7 @@ def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
         spread *= 1.25 if attempt < 4 else 1.0
     xs, ys = _extent(layout, labels)
     cx = (xs[0] + xs[1]) / 2
-    cap = _caption(graph, title)
+    cap = _caption(caption_graph, title)
     cw, ch = _measure(cap, "caption")
     labels.append(Label(cap, "caption", cx, ys[1] + 0.3 + ch / 2, cw, ch))
     legend = _legend_labels(_legend_items(graph, layout), cx, ys[0] - 0.35)
@@ -271,7 +305,8 @@ def _draw(ax: Axes, graph: Graph, layout: Layout, diagram: Diagram) -> None:
             diagram.shapes[v.id] = Shape(v.id, "box", v.x, v.y, half_w=v.half_w, half_h=v.half_h)
         elif v.kind in _FILL:
             nd = graph.nodes[v.id]
-            _symbol(ax, v.x, v.y, v.half_w, v.kind, bool(nd.num_parameters()) and v.id not in graph.generated)
+            _symbol(ax, v.x, v.y, v.half_w, v.kind, bool(nd.num_parameters()) and v.id not in graph.generated,
+                    shared=nd.share is not None)
             diagram.shapes[v.id] = Shape(v.id, "disk", v.x, v.y, r=v.half_w)
 
 
@@ -287,13 +322,18 @@ def _arrow_tip(route: list[Point], node: Vertex) -> tuple[Point | None, list[Poi
     return tip, [(bx - uy * 0.06, by + ux * 0.06), (bx + uy * 0.06, by - ux * 0.06)]
 
 
-def _symbol(ax: Axes, x: float, y: float, r: float, kind: str, trainable: bool) -> None:
+def _symbol(ax: Axes, x: float, y: float, r: float, kind: str, trainable: bool, shared: bool = False) -> None:
     from matplotlib.patches import Circle, Rectangle, Wedge
 
     edge = _TRAIN if trainable else _FROZEN
     lw = 2.2 if trainable else 1.3
-    if kind == "dense":
-        ax.add_artist(Circle((x, y), r, facecolor=_FILL[kind], edgecolor=edge, lw=lw, zorder=3))
+    ls = (0, (2.0, 1.2)) if shared else "-"
+    if kind in ("dense", "fourier"):
+        ax.add_artist(Circle((x, y), r, facecolor=_FILL[kind], edgecolor=edge, lw=lw, ls=ls, zorder=3))
+    elif kind == "basis":
+        h = r * 0.62
+        ax.add_artist(Rectangle((x - h, y - h), 2 * h, 2 * h, facecolor="white", edgecolor=edge, lw=lw, zorder=3))
+        ax.add_artist(Circle((x, y), h * 0.35, color=edge, zorder=4))
     elif kind == "diagonal":
         ax.add_artist(Circle((x, y), r, facecolor="white", edgecolor=edge, lw=lw, zorder=3))
         d = r * 0.7
@@ -314,8 +354,10 @@ def _symbol(ax: Axes, x: float, y: float, r: float, kind: str, trainable: bool) 
 def _legend_symbol(ax: Axes, kind: str, x: float, y: float) -> None:
     from matplotlib.patches import Circle, FancyBboxPatch
 
-    if kind in ("dense", "diagonal", "unitary", "nonlinear"):
+    if kind in ("dense", "diagonal", "unitary", "nonlinear", "basis", "fourier"):
         _symbol(ax, x, y, 0.13, kind, False)
+    elif kind == "shared":
+        _symbol(ax, x, y, 0.13, "dense", True, shared=True)
     elif kind == "dot":
         ax.add_artist(Circle((x, y), DOT_R, color="black", zorder=4))
     elif kind == "hyper":

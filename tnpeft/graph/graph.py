@@ -22,18 +22,12 @@ from tnpeft.errors import (
 )
 from tnpeft.fileio import parse_json
 from tnpeft.graph.hypernetwork import HyperNetwork
-from tnpeft.graph.names import check_elements
+from tnpeft.graph.names import check_count, check_elements
 from tnpeft.graph.nodes import Dense, Node, Unitary, node_from_dict
 from tnpeft.graph.schedule import ApplyStep, ContractStep, build_schedule
-from tnpeft.params import limits
+from tnpeft.params import UNITARY_PARAMS, limits
 
 FORMAT_VERSION = 1
-
-
-def _check_count(what: str, n: int) -> None:
-    if n > limits.MAX_NODES:
-        raise BudgetError(f"a graph has {n:,} {what}; the limit is {limits.MAX_NODES:,} "
-                          "(tnpeft.params.limits.MAX_NODES)")
 
 
 def _plain(value: Any) -> Any:
@@ -43,6 +37,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _check_mode(mode: str, bias: bool, post: Graph | None, nodes: list[Node]) -> None:
+    """A graph's ``mode``, ``bias`` and ``post`` map fit together (see :class:`Graph`)."""
+    if mode not in ("add", "input", "output"):
+        raise GraphError(f"mode must be 'add', 'input' or 'output', got {mode!r}")
+    if not isinstance(bias, bool) or not (bias or mode == "output"):
+        raise GraphError(f"bias={bias!r}: leaving the bias out (bias=False) is for mode 'output' only")
+    if post is not None and not (mode == "input" and isinstance(post, Graph) and post.mode == "output"
+                                 and post.is_linear and post.post is None):
+        raise GraphError("post must be a linear output-mode Graph following an input-mode one (W' = P·W·D)")
+    clash = sorted(set(n.name for n in nodes) & set(post.nodes) if post is not None else ())
+    if clash:
+        raise GraphError(f"node name {clash[0]!r} is used by the graph and by its post map", node=clash[0])
 
 
 class Graph:
@@ -63,6 +71,11 @@ class Graph:
         mode: ``"add"`` (default): ``y = base(x) + scale · contract(graph, x)``. ``"input"``: the
             graph transforms the layer's input, ``y = base(contract(graph, x))`` — a multiplicative
             adapter such as OFT (``W' = W R``); in and out legs then both have the layer's input size.
+            ``"output"``: it transforms the layer's output, ``y = contract(graph, base(x))`` (IA³:
+            ``y = l ⊙ (W x + b)``, merged as ``W' = diag(l) W``); both legs have the output size.
+        bias: in mode ``"output"``, ``False`` leaves the bias out of the map: ``y = G(W x) + b``.
+        post: an output-mode graph applied after an input-mode one — a two-sided multiplicative
+            adapter ``y = P(W (D x) [+ b])``, merged as ``W' = P W D`` (BOFT: ``y = s ⊙ (W R x) + b``).
         hypernetworks: hyper-networks (:class:`HyperNetwork`) that fill dense nodes with generated
             values (QPA); a generated node owns no parameters and the hyper-network's are counted
             instead.
@@ -77,11 +90,11 @@ class Graph:
                  out_index: str | tuple[str, ...] = "out", in_features: int | None = None,
                  out_features: int | None = None, scale: float = 1.0, dropout: float = 0.0, name: str = "",
                  meta: Mapping[str, Any] | None = None, mode: str = "add",
-                 hypernetworks: Iterable[HyperNetwork] = ()):
+                 hypernetworks: Iterable[HyperNetwork] = (), bias: bool = True, post: Graph | None = None):
         nodes = list(nodes)
         if not nodes:
             raise GraphError("a graph needs at least one node")
-        _check_count("nodes", len(nodes))
+        check_count("nodes", len(nodes))
         for n in nodes:
             if not isinstance(n, Node):
                 raise GraphError(f"graph nodes must be Node objects (Dense, Diagonal, Unitary, Nonlinear), "
@@ -93,8 +106,7 @@ class Graph:
                              node=dup[0])
         in_inds = self._legs("in_index", in_index)
         out_inds = self._legs("out_index", out_index)
-        if mode not in ("add", "input"):
-            raise GraphError(f"mode must be 'add' or 'input', got {mode!r}")
+        _check_mode(mode, bias, post, nodes)
         if not isinstance(name, str):
             raise GraphError(f"graph name must be a string, got {name!r}")
         if meta is not None and not isinstance(meta, Mapping):
@@ -110,7 +122,9 @@ class Graph:
         self.out_index = out_inds[0] if len(out_inds) == 1 else out_inds
         self.in_inds = in_inds
         self.out_inds = out_inds
-        self.mode = mode
+        self.mode: str = mode
+        self.bias: bool = bias
+        self.post: Graph | None = post
         self.scale = float(scale)
         self.dropout = float(dropout)
         self.name = name
@@ -130,8 +144,8 @@ class Graph:
                                      node=holder, index=legs[0])
         self.in_features = math.prod(self.size_dict[i] for i in in_inds)
         self.out_features = math.prod(self.size_dict[i] for i in out_inds)
-        if mode == "input" and self.in_features != self.out_features:
-            raise GraphError(f"an input-mode graph maps the layer input to itself, but its legs have sizes "
+        if mode != "add" and self.in_features != self.out_features:
+            raise GraphError(f"an {mode}-mode graph maps the layer {mode} to itself, but its legs have sizes "
                              f"{self.in_features} → {self.out_features}")
         self._check_dangling(nodes)
         schedule = build_schedule(nodes, in_inds, out_inds)
@@ -147,7 +161,8 @@ class Graph:
         self.size_dict = MappingProxyType(self.size_dict)
         self._signature = (tuple(json.dumps(n.to_dict(), sort_keys=True) for n in self._nodes_list),
                            self.in_inds, self.out_inds, self.scale, self.dropout, self.mode,
-                           tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.hypernetworks.values()))
+                           tuple(json.dumps(g.to_dict(), sort_keys=True) for g in self.hypernetworks.values()),
+                           self.bias, post.signature() if post is not None else None)
         self._frozen = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -190,8 +205,10 @@ class Graph:
         elements, all node tensors together at most ``MAX_GRAPH_ELEMENTS``, and at most
         ``MAX_PARAMETERS`` trainable parameters. :class:`GraphModule` calls it before it allocates
         anything; it reads the graph alone."""
+        if self.post is not None:
+            self.post.check_budget()
         for n in self._nodes_list:
-            for what, count in (("its tensor", n.elements), ("its parameters", n.num_parameters())):
+            for what, count in (("its tensor", n.shared_elements), ("its parameters", n.num_parameters())):
                 check_elements(n.name, what, count)
         elements = sum(n.elements for n in self._nodes_list)
         if elements > limits.MAX_GRAPH_ELEMENTS:
@@ -210,7 +227,7 @@ class Graph:
 
     @staticmethod
     def _check_hypernetworks(nets: list[Any], by_name: dict[str, Node]) -> dict[str, HyperNetwork]:
-        _check_count("hyper-networks", len(nets))
+        check_count("hyper-networks", len(nets))
         out: dict[str, HyperNetwork] = {}
         owner: dict[str, str] = {}
         for g in nets:
@@ -261,11 +278,20 @@ class Graph:
         """True when the graph's matrix ``dense()`` is orthogonal by construction: a
         linear graph of square unitary nodes only (used to unmerge input-mode adapters by a transpose)."""
         return self.is_linear and all(isinstance(n, Unitary) and n.sizes[-1] == n.sizes[-2]
-                                      for n in self.nodes.values())
+                                      and UNITARY_PARAMS[n.param].exact for n in self.nodes.values())
+
+    def fits(self, in_features: int, out_features: int) -> bool:
+        """Whether the graph fits a layer ``in_features → out_features``: an additive graph maps
+        ``in → out``, an input-mode one ``in → in``, an output-mode one (and a post map) ``out → out``."""
+        want = {"add": (in_features, out_features), "input": (in_features, in_features),
+                "output": (out_features, out_features)}[self.mode]
+        return (self.in_features, self.out_features) == want and (self.post is None or
+                                                                  self.post.fits(in_features, out_features))
 
     def num_parameters(self) -> int:
         """Trainable scalars of the adapter, from the graph alone (nothing is allocated)."""
         own = sum(n.num_parameters() for n in self._nodes_list if n.name not in self.generated)
+        own += self.post.num_parameters() if self.post is not None else 0
         return own + sum(g.shape(self.generated_size(k)).num_parameters for k, g in self.hypernetworks.items())
 
     def num_generated(self) -> int:
@@ -284,7 +310,7 @@ class Graph:
             rows.append({"node": k, "kind": f"hypernetwork:{g.kind}", "inds": {}, "parameters":
                          g.shape(self.generated_size(k)).num_parameters, "trainable": True,
                          "generates": list(g.outputs), "generated_values": self.generated_size(k)})
-        return rows
+        return rows + (self.post.parameter_table() if self.post is not None else [])
 
     def signature(self) -> tuple[Hashable, ...]:
         """A hashable key of the structure (not the values): equal graphs contract the same way."""
@@ -295,7 +321,7 @@ class Graph:
         ``scale``, ``name``, ``meta``, …), validated like any graph."""
         args: dict[str, Any] = {"nodes": self._nodes_list, "in_index": self.in_index, "out_index": self.out_index,
                                 "scale": self.scale, "dropout": self.dropout, "name": self.name,
-                                "meta": _plain(self.meta), "mode": self.mode,
+                                "meta": _plain(self.meta), "mode": self.mode, "bias": self.bias, "post": self.post,
                                 "hypernetworks": list(self.hypernetworks.values())}
         unknown = set(changes) - set(args)
         if unknown:
@@ -312,8 +338,11 @@ class Graph:
         def gens(g: Graph) -> list[dict[str, Any]]:
             return [x.to_dict() for x in g.hypernetworks.values()]
 
-        return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode) ==
-                (other.in_inds, other.out_inds, other.scale, other.mode) and gens(self) == gens(other))
+        p, q = self.post, other.post
+        posts_match = p is None and q is None or p is not None and q is not None and p.same_values_layout(q)
+        return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode, self.bias) ==
+                (other.in_inds, other.out_inds, other.scale, other.mode, other.bias) and gens(self) == gens(other)
+                and posts_match)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Graph) and self.signature() == other.signature()
@@ -338,6 +367,10 @@ class Graph:
              "nodes": [n.to_dict() for n in self._nodes_list]}
         if self.hypernetworks:
             d["hypernetworks"] = [g.to_dict() for g in self.hypernetworks.values()]
+        if not self.bias:
+            d["bias"] = False
+        if self.post is not None:
+            d["post"] = self.post.to_dict()
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -354,13 +387,13 @@ class Graph:
         if type(d.get("version")) is not int or d.get("version") != FORMAT_VERSION:    # not true, nor 1.0
             raise GraphError(f"graph format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})")
         allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes",
-                   "hypernetworks", "generators"}
+                   "hypernetworks", "generators", "bias", "post"}
         extra = set(d) - allowed
         if extra:
             raise GraphError(f"unknown graph field(s) {sorted(extra)}; expected some of {sorted(allowed)}")
         if not isinstance(d.get("nodes"), list):
             raise GraphError("graph field 'nodes' must be a list of node objects")
-        _check_count("nodes", len(d["nodes"]))
+        check_count("nodes", len(d["nodes"]))
         meta = d.get("meta", {})
         if not isinstance(meta, dict):
             raise GraphError("graph field 'meta' must be an object")
@@ -370,10 +403,11 @@ class Graph:
         gens = d.get("hypernetworks", d.get("generators", []))   # files of tnpeft 0.1 say 'generators'
         if not isinstance(gens, list):
             raise GraphError("graph field 'hypernetworks' must be a list of hyper-network objects")
-        _check_count("hyper-networks", len(gens))
+        check_count("hyper-networks", len(gens))
         return cls([node_from_dict(n) for n in d["nodes"]], in_index=legs["in_index"], out_index=legs["out_index"],
                    scale=d.get("scale", 1.0), dropout=d.get("dropout", 0.0), name=d.get("name", ""), meta=meta,
-                   mode=d.get("mode", "add"), hypernetworks=[HyperNetwork.from_dict(g) for g in gens])
+                   mode=d.get("mode", "add"), hypernetworks=[HyperNetwork.from_dict(g) for g in gens],
+                   bias=d.get("bias", True), post=cls.from_dict(d["post"]) if d.get("post") is not None else None)
 
     @classmethod
     def from_json(cls, text: str) -> Graph:

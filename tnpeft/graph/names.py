@@ -17,7 +17,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: the graph's values (:class:`tnpeft.runtime.GraphModule`), so it must not shadow one of its attributes
 RESERVED_NAMES = frozenset(dir(nn.Module)) | frozenset(vars(nn.Module())) | {
     "graph", "optimize", "param_dtype", "tensor", "generated_values", "clear_generated", "plan", "dense",
-    "accumulate", "to_quimb"}
+    "accumulate", "to_quimb", "post", "specs", "shared"}
 #: the prefix of index names the contraction engine keeps for itself (the batch index ``__batch__``)
 RESERVED_INDEX_PREFIX = "__"
 
@@ -31,7 +31,7 @@ def reserved_name(name: str) -> bool:
 def check_name(what: str, name: Any, node: str | None = None) -> None:
     """Raise :class:`GraphError` unless ``name`` is a valid, unreserved name for a ``what``
     (``"node"``, ``"hyper-network"`` or ``"index"``; ``node`` names the node an index belongs to)."""
-    own = what in ("node", "hyper-network")
+    own = what in ("node", "hyper-network", "shared tensor")
     at = (name if isinstance(name, str) else None) if own else node
     where = f"node {node!r}: " if node and not own else ""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -57,6 +57,14 @@ def check_size(node: str, index: str, size: Any) -> int:
             f"{limits.MAX_INDEX_SIZE:,}", node=node, index=index,
         )
     return size
+
+
+def check_count(what: str, n: int) -> None:
+    """Raise :class:`BudgetError` if a graph would have more than
+    :data:`~tnpeft.params.limits.MAX_NODES` ``what`` (nodes, hyper-networks)."""
+    if n > limits.MAX_NODES:
+        raise BudgetError(f"a graph has {n:,} {what}; the limit is {limits.MAX_NODES:,} "
+                          "(tnpeft.params.limits.MAX_NODES)")
 
 
 def check_elements(node: str, what: str, count: int) -> None:

@@ -8,7 +8,7 @@ tensors live in :class:`tnpeft.graph.GraphModule`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from tnpeft.errors import BudgetError, ConfigError, GraphError, IndexSizeError, NodeKindError
@@ -17,13 +17,34 @@ from tnpeft.params import DENSE_INITS, DIAGONAL_INITS, FUNCTIONS, NONLINEAR_MAPS
 
 
 @dataclass(frozen=True)
+class Share:
+    """A node's values live in one tensor ``key`` of shape ``sizes`` shared by every graph of an
+    adapter that names it (the layers of a model); the node is its leading block ``[:s₀, :s₁, …]``
+    (VeRA: one ``A`` for the widest layer, sliced). Saved once, counted once, drawn once."""
+
+    key: str
+    sizes: tuple[int, ...]
+
+    def check(self, node: Node) -> None:
+        check_name("shared tensor", self.key)   # a module name: the values are a module of the model
+        object.__setattr__(self, "sizes", tuple(self.sizes))
+        if len(self.sizes) != len(node.sizes) or any(check_size(node.name, i, s) < t for i, s, t in
+                                                     zip(node.inds, self.sizes, node.sizes)):
+            raise IndexSizeError(f"node {node.name!r}: shared tensor {self.key!r} has sizes {self.sizes}; the node "
+                                 f"{node.sizes} must be a leading block of it (as many sizes, none larger)",
+                                 node=node.name)
+
+
+@dataclass(frozen=True)
 class Node:
-    """Base class: a named tensor with named indices. Use a concrete kind below."""
+    """Base class: a named tensor with named indices. Use a concrete kind below. ``share`` makes
+    its values a view of a tensor shared across layers (:class:`Share`; dense and diagonal nodes)."""
 
     name: str
     inds: tuple[str, ...]
     sizes: tuple[int, ...]
     trainable: bool = True
+    share: Share | None = None
 
     kind: ClassVar[str] = "node"
 
@@ -55,6 +76,16 @@ class Node:
         if not isinstance(self.trainable, bool):
             raise GraphError(f"node {self.name!r}: trainable must be true or false, got {self.trainable!r}",
                              node=self.name)
+        if self.share is not None:
+            if not isinstance(self.share, Share) or self.kind not in ("dense", "diagonal"):
+                raise GraphError(f"node {self.name!r}: only dense and diagonal nodes can be shared (a Share), got "
+                                 f"{type(self.share).__name__} on a {self.kind} node", node=self.name)
+            self.share.check(self)
+
+    @property
+    def shared_elements(self) -> int:
+        """Elements of the values behind the node: the whole shared tensor for a shared node."""
+        return math.prod(self.share.sizes if self.share is not None else self.sizes)
 
     @property
     def elements(self) -> int:
@@ -83,6 +114,8 @@ class Node:
                              "sizes": list(self.sizes)}
         if not self.trainable:
             d["trainable"] = False
+        if self.share is not None:
+            d["share"] = {"key": self.share.key, "sizes": list(self.share.sizes)}
         d.update(self._extra())
         return d
 
@@ -113,7 +146,7 @@ class Dense(Node):
                              "finite number", node=self.name)
 
     def num_parameters(self) -> int:
-        return math.prod(self.sizes) if self.trainable else 0
+        return self.shared_elements if self.trainable else 0
 
     def _extra(self) -> dict[str, Any]:
         return {"init": self.init} if self.std is None else {"init": self.init, "std": self.std}
@@ -142,14 +175,14 @@ class Diagonal(Node):
             raise GraphError(f"diagonal node {self.name!r}: unknown init {self.init!r}; expected one of "
                              f"{list(DIAGONAL_INITS)}", node=self.name)
         if self.active is not None and (isinstance(self.active, bool) or not isinstance(self.active, int)
-                                        or not 0 < self.active <= self.sizes[0]):
-            raise GraphError(f"diagonal node {self.name!r}: active must be an integer in [1, {self.sizes[0]}], "
-                             f"got {self.active!r}", node=self.name)
+                                        or not 0 < self.active <= self.sizes[0] or self.share is not None):
+            raise GraphError(f"diagonal node {self.name!r}: active must be an integer in [1, {self.sizes[0]}] (and "
+                             f"the node not shared), got {self.active!r}", node=self.name)
 
     def num_parameters(self) -> int:
         if not self.trainable:
             return 0
-        return self.sizes[0] if self.active is None else self.active
+        return self.shared_elements if self.active is None else self.active
 
     def _extra(self) -> dict[str, Any]:
         d: dict[str, Any] = {"init": self.init}
@@ -194,7 +227,7 @@ class Unitary(Node):
         if unknown:
             raise GraphError(f"unitary node {self.name!r}: param {self.param!r} takes options "
                              f"{list(p.options)}, not {sorted(unknown)}", node=self.name)
-        for opt in ("layers", "intrinsic_rank", "bits", "order"):
+        for opt in ("layers", "intrinsic_rank", "bits", "order", "terms"):
             v = self.options.get(opt)
             hi = limits.MAX_ANGLE_BITS if opt == "bits" else 4096
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1
@@ -203,7 +236,7 @@ class Unitary(Node):
                                  f"got {v!r}" + (" (2^52 levels already resolve angles to float64 precision)"
                                                  if opt == "bits" else ""), node=self.name)
         init = self.options.get("init", "random")
-        if init not in ("random", "identity") or (init == "identity" and not p.identity_init):
+        if init not in ("random", "identity") + p.inits or (init == "identity" and not p.identity_init):
             raise GraphError(f"unitary node {self.name!r}: init {init!r} is not available for param {self.param!r}"
                              + ("; its zero-angle circuit is a ±1 diagonal, not the identity" if init == "identity" else ""),
                              node=self.name)
@@ -339,14 +372,8 @@ class Nonlinear(Node):
         return d
 
 
+#: node kind → class; a kind's JSON fields are its dataclass fields (new kinds register here)
 NODE_KINDS: dict[str, type[Node]] = {c.kind: c for c in (Dense, Diagonal, Unitary, Nonlinear)}
-
-_FIELDS = {
-    "dense": {"init", "std"},
-    "diagonal": {"init", "active"},
-    "unitary": {"param", "options"},
-    "nonlinear": {"fn", "n_inputs", "options"},
-}
 
 
 def node_from_dict(d: Any) -> Node:
@@ -358,7 +385,7 @@ def node_from_dict(d: Any) -> Node:
     if not isinstance(kind, str) or kind not in NODE_KINDS:
         raise NodeKindError(f"node {name!r}: unknown kind {kind!r}; expected one of {sorted(NODE_KINDS)}",
                             node=name if isinstance(name, str) else None)
-    allowed = {"kind", "name", "inds", "sizes", "trainable"} | _FIELDS[kind]
+    allowed = {"kind"} | {f.name for f in fields(NODE_KINDS[kind])}
     extra = set(d) - allowed
     if extra:
         raise GraphError(f"{kind} node {name!r}: unknown field(s) {sorted(extra)}; expected some of {sorted(allowed)}",
@@ -371,6 +398,14 @@ def node_from_dict(d: Any) -> Node:
     kwargs = {k: v for k, v in d.items() if k not in ("kind",)}
     kwargs["inds"] = tuple(kwargs["inds"])
     kwargs["sizes"] = tuple(kwargs["sizes"])
+    if isinstance(kwargs.get("spectrum"), list):
+        kwargs["spectrum"] = tuple(kwargs["spectrum"])
+    sh = kwargs.get("share")
+    if sh is not None:
+        if not isinstance(sh, dict) or set(sh) != {"key", "sizes"} or not isinstance(sh["sizes"], list):
+            raise GraphError(f"{kind} node {name!r}: field 'share' must be {{'key': name, 'sizes': [...]}}, got {sh!r}",
+                             node=name if isinstance(name, str) else None)
+        kwargs["share"] = Share(sh["key"], tuple(sh["sizes"]))
     try:
         return NODE_KINDS[kind](**kwargs)
     except TypeError as e:  # a field of the wrong type that the dataclass rejected

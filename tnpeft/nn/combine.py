@@ -27,7 +27,7 @@ from tnpeft.nn.model import (
 from tnpeft.nn.quantized import float_weight
 from tnpeft.nn.transaction import SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
-from tnpeft.runtime import GraphModule
+from tnpeft.runtime import GraphModule, merged_bias, merged_weight
 
 
 @dataclass
@@ -61,9 +61,10 @@ class CombinationReport:
 
 
 def additive_part(layer: TNLinear, name: str) -> GraphModule:
-    """Adapter ``name`` of ``layer`` as a linear additive module: itself, or for an input-mode
-    (multiplicative) adapter ``y = W (D x)`` its additive equivalent ``W (D − I)`` (a dense node)
-    computed from the layer's base weight — which needs the layer to have nothing merged."""
+    """Adapter ``name`` of ``layer`` as a linear additive module: itself, or for a multiplicative
+    adapter (``y = W (D x)``, ``y = P W x``, ``P W D x``) its additive equivalent ``W' − W`` (a
+    dense node) computed from the layer's base weight — which needs the layer to have nothing
+    merged, and an output map that leaves the layer's bias as it is (an additive update has no bias)."""
     module = layer.tn_adapters[name]
     g = module.graph
     if g.mode == "add" or not g.is_linear:
@@ -73,11 +74,14 @@ def additive_part(layer: TNLinear, name: str) -> GraphModule:
         raise AdapterStateError(f"adapter {name!r} is input-mode (W' = W·D): its additive update W (D − I) is taken "
                                 f"from the base weight, but {layer.merged_adapters} are merged into it; unmerge "
                                 "first (tnpeft.unmerge)")
+    b = layer.base_layer.bias
+    if b is not None and merged_bias(module, b) is not b and bool(b.detach().abs().max() > 0):
+        raise NotMergeableError(f"adapter {name!r} transforms the layer's bias too (y = P (W x + b)); an additive "
+                                "update cannot hold that")
     with torch.no_grad():
         w = float_weight(layer.base_layer).to(torch.float64)
         w = w.T if layer.fan_in_fan_out else w
-        d = module.dense(scaled=True).detach().to(torch.float64)
-        delta = w @ d - w
+        delta = merged_weight(module, w) - w
     dense = Graph([Dense("W", ("out", "in"), tuple(delta.shape), init="zeros")], name=f"{g.name or name}-additive")
     out = GraphModule(dense, dtype=module.param_dtype, device=delta.device)
     with torch.no_grad():

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 import torch
 from torch import nn
 
 from tnpeft.errors import AdapterStateError, BudgetError, ConfigError, GraphError, NotMergeableError
 from tnpeft.graph import Graph
+from tnpeft.nn.peft_layer import PeftLayerProtocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tnpeft.nn.peft_layer import AdapterDict
 from tnpeft.nn.quantized import float_weight, write_weight
 from tnpeft.params.unitary import FrameScope
-from tnpeft.runtime import GraphModule, delta_weight, merged_weight, unmerged_weight
+from tnpeft.runtime import (
+    GraphModule,
+    SharedValues,
+    delta_weight,
+    merged_bias,
+    merged_weight,
+    unmerged_bias,
+    unmerged_weight,
+)
 
 try:  # GPT-2 style layers: y = x W + b with W of shape (in, out)
     from transformers.pytorch_utils import Conv1D
@@ -22,19 +34,6 @@ except Exception:  # pragma: no cover - transformers is a dependency, but keep t
         pass
 
 LINEAR_TYPES = (nn.Linear, Conv1D)
-
-if TYPE_CHECKING:  # pragma: no cover
-    class _AdapterDict(nn.ModuleDict):
-        """``TNLinear.tn_adapters`` as the checker sees it: torch's ModuleDict is not generic."""
-
-        def __getitem__(self, key: str) -> GraphModule: ...
-
-        def __iter__(self) -> Iterator[str]: ...
-
-        def values(self) -> Iterable[GraphModule]: ...  # type: ignore[override]
-
-        def items(self) -> Iterable[tuple[str, GraphModule]]: ...  # type: ignore[override]
-
 
 def layer_sizes(layer: nn.Module) -> tuple[int, int]:
     """``(in_features, out_features)`` of an ``nn.Linear`` or ``Conv1D``."""
@@ -46,15 +45,29 @@ def layer_sizes(layer: nn.Module) -> tuple[int, int]:
     raise TypeError(type(layer).__name__)
 
 
+def target_sizes(layer: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of a linear layer or of an adapted one (:class:`TNLinear`)."""
+    return (layer.in_features, layer.out_features) if isinstance(layer, TNLinear) else layer_sizes(layer)
+
+
+def adapter_dtype(base_layer: nn.Module) -> torch.dtype:
+    """The dtype of an adapter's values on ``base_layer``: float32, float64 if the base weight is."""
+    w = cast(torch.Tensor, base_layer.weight)
+    return w.dtype if w.dtype == torch.float64 else torch.float32
+
+
 def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | None = None,
-                   scope: FrameScope | None = None, optimize: object = "auto", where: str = "") -> GraphModule:
+                   scope: FrameScope | None = None, optimize: object = "auto", where: str = "",
+                   shared: SharedValues | None = None) -> GraphModule:
     """A new :class:`GraphModule` of ``graph`` for ``base_layer``: parameters on the base weight's
-    device, float32 (float64 if the base weight is), in the base layer's train/eval mode. An
-    allocation failure is a :class:`ConfigError` naming ``where``; nothing else is changed."""
+    device, float32 (float64 if the base weight is), in the base layer's train/eval mode, reading
+    its shared nodes from ``shared``. An allocation failure is a :class:`ConfigError` naming
+    ``where``; nothing else is changed."""
     w = cast(torch.Tensor, base_layer.weight)   # a linear layer's (nn.Module.__getattr__ is untyped)
-    dtype = w.dtype if w.dtype == torch.float64 else torch.float32
+    dtype = adapter_dtype(base_layer)
     try:
-        module = GraphModule(graph, dtype=dtype, device=w.device, rng=rng, scope=scope, optimize=optimize)
+        module = GraphModule(graph, dtype=dtype, device=w.device, rng=rng, scope=scope, optimize=optimize,
+                             shared=shared)
     except BudgetError as e:
         if where and e.args:
             e.args = (where + e.args[0],) + e.args[1:]
@@ -68,6 +81,7 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
 
 #: the buffer of a layer holding its half-precision base weight as it was before the first merge
 BASE_COPY = "tn_weight_before_merge"
+BASE_BIAS_COPY = "tn_bias_before_merge"
 
 
 def _wrapped_base_keys(module: TNLinear, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
@@ -79,18 +93,11 @@ def _wrapped_base_keys(module: TNLinear, state_dict: dict[str, Any], prefix: str
             state_dict[wrapped] = state_dict.pop(plain)
 
 
-def train_nodes(module: GraphModule, trainable: bool) -> None:
-    """Let the trainable nodes (and hyper-networks) of ``module`` require gradients, or freeze all."""
-    nodes = module.graph.nodes
-    for name, part in module.named_children():
-        node = nodes.get(name)
-        part.requires_grad_(trainable and (node is None or node.trainable))  # None: a hyper-network
-
-
-class TNLinear(nn.Module):
+class TNLinear(PeftLayerProtocol, nn.Module):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and adds the outputs of its active adapters:
 
-    ``y = base(x) + Σ_active scale_a · contract(graph_a, x)``.
+    ``y = base(x) + Σ_active scale_a · contract(graph_a, x)``; multiplicative adapters transform
+    the input first (input mode) or the base output (output mode, post maps).
 
     Attributes:
         base_layer: the wrapped layer (its weight is what ``merge`` changes).
@@ -126,20 +133,19 @@ class TNLinear(nn.Module):
         self.train(base_layer.training)
 
     @property
-    def tn_adapters(self) -> _AdapterDict:
+    def tn_adapters(self) -> AdapterDict:
         """Adapter name → :class:`~tnpeft.GraphModule` (the submodule ``tnpeft_adapters``)."""
-        return cast("_AdapterDict", self._modules["tnpeft_adapters"])
+        return cast("AdapterDict", self._modules["tnpeft_adapters"])
 
     # ------------------------------------------------------------------ adapters
     def check_graph(self, name: str, graph: Graph) -> None:
         """Raise unless ``graph`` fits this layer under the new adapter name ``name``."""
         if name in self.tn_adapters:
             raise AdapterStateError(f"this layer already has an adapter named {name!r}")
-        want = (self.in_features, self.in_features) if graph.mode == "input" else (self.in_features, self.out_features)
-        if (graph.in_features, graph.out_features) != want:
+        if not graph.fits(self.in_features, self.out_features):
             raise GraphError(f"adapter {name!r} maps {graph.in_features} → {graph.out_features} features but the "
-                             f"layer needs {want[0]} → {want[1]}"
-                             + (" (an input-mode adapter transforms the layer's input)" if graph.mode == "input" else ""))
+                             f"layer is {self.in_features} → {self.out_features} (an additive adapter maps in → out, "
+                             "an input-mode one in → in, an output-mode one out → out)")
 
     def attach_adapter(self, name: str, module: GraphModule) -> GraphModule:
         """Register a built :class:`GraphModule` as adapter ``name`` (active; in this layer's mode)."""
@@ -189,8 +195,11 @@ class TNLinear(nn.Module):
             if module.graph.mode == "input":
                 h = module(h.to(module.param_dtype)).to(x.dtype)
         result = base(h, *args, **kwargs)
+        maps = [p for m in pending if (p := m if m.graph.mode == "output" else m.post) is not None]
+        if maps:
+            result = self._output_maps(result, maps)
         for module in pending:
-            if module.graph.mode == "input":
+            if module.graph.mode != "add":
                 continue
             h = x
             p_dtype = module.param_dtype
@@ -200,95 +209,21 @@ class TNLinear(nn.Module):
             result = module.accumulate(result, h)
         return result
 
-    def _forward_per_sample(self, x: torch.Tensor, names: list[str], *args: Any, **kwargs: Any) -> torch.Tensor:
-        """``base(x)`` plus, for each sample ``i``, the update of adapter ``names[i]`` alone (none for
-        ``"__base__"`` or an adapter this layer does not hold). Additive adapters only."""
-        if len(names) != x.shape[0]:
-            raise AdapterStateError(f"adapter_names has {len(names)} entries for a batch of {x.shape[0]} samples; "
-                                    "give one adapter name per sample")
-        if self.merged_adapters:
-            raise AdapterStateError(f"adapters {self.merged_adapters} are merged into the weights; unmerge them "
-                                    "before running a mixed-adapter batch")
-        base: Callable[..., torch.Tensor] = self.base_layer
-        result = base(x, *args, **kwargs)
-        for name in dict.fromkeys(names):
-            module = self.tn_adapters[name] if name in self.tn_adapters else None
-            if module is None:
-                continue
-            if module.graph.mode != "add":
-                raise AdapterStateError(f"adapter {name!r} is multiplicative (input-mode); a mixed-adapter batch "
-                                        "adds one adapter's update per sample and needs additive adapters")
-            rows = torch.tensor([i for i, n in enumerate(names) if n == name], device=x.device)
-            h = x.index_select(0, rows)
-            if h.dtype != module.param_dtype and not torch.is_autocast_enabled():
-                h = h.to(module.param_dtype)
-            result = result.index_add(0, rows, module(h).to(result.dtype))
-        return result
+    def _output_maps(self, y: torch.Tensor, maps: list[GraphModule]) -> torch.Tensor:
+        """``P_k(⋯P_1(y))``: output-mode maps on the base output; one that leaves the bias out maps
+        ``y − b`` and adds ``b`` back."""
+        b = self.base_layer.bias
+        for m in maps:
+            keep = b is not None and not m.graph.bias
+            h = y - b if keep else y
+            h = m(h.to(m.param_dtype)).to(y.dtype)
+            y = h + b if keep else h
+        return y
 
-    # ------------------------------------------------------------------ peft's layer protocol
-    # What peft calls on an adapter layer (``BaseTunerLayer``'s interface): tnpeft's peft method
-    # (:mod:`tnpeft.nn.peft_tuner`) registers this class as one, so the peft layer is this layer.
-    adapter_layer_names = ("tnpeft_adapters",)
-    other_param_names: tuple[str, ...] = ()
-
-    def get_base_layer(self) -> nn.Module:
-        """The wrapped layer."""
-        return self.base_layer
-
-    @property
-    def merged(self) -> bool:
-        """Whether any adapter is merged into the base weight."""
-        return bool(self.merged_adapters)
-
-    @property
-    def disable_adapters(self) -> bool:
-        """Whether the layer computes its base output only (peft's name for :attr:`disabled`)."""
-        return self.disabled
-
-    @property
-    def active_adapter(self) -> str | list[str]:
-        """The active adapter's name (a list when several are active)."""
-        a = self.active_adapters
-        return a[0] if len(a) == 1 else list(a)
-
-    def enable_adapters(self, enabled: bool) -> None:
-        """Run the active adapters (``True``) or the base layer alone (``False``)."""
-        self.disabled = not enabled
-
-    def set_adapter(self, adapter_names: str | Iterable[str], inference_mode: bool = False) -> None:
-        """Make ``adapter_names`` (those this layer holds) the active adapters: their trainable nodes
-        require gradients (none with ``inference_mode``); every other adapter is frozen."""
-        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-        self.active_adapters = [n for n in names if n in self.tn_adapters]
-        for name, module in self.tn_adapters.items():
-            train_nodes(module, name in self.active_adapters and not inference_mode)
-
-    def set_requires_grad(self, adapter_names: str | Iterable[str], requires_grad: bool = True) -> None:
-        """Switch the gradients of adapters ``adapter_names`` on (their trainable nodes) or off."""
-        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-        for name in names:
-            if name in self.tn_adapters:
-                train_nodes(self.tn_adapters[name], requires_grad)
-
-    def _freeze_non_trainable_peft_weights(self, adapter_names: Iterable[str] | None = None) -> None:
-        for module in self.tn_adapters.values():
-            for node_name, part in module.named_children():
-                node = module.graph.nodes.get(node_name)
-                if node is not None and not node.trainable:
-                    part.requires_grad_(False)
-
-    def _all_available_adapter_names(self) -> list[str]:
-        return sorted(self.tn_adapters)
-
-    def _get_available_adapters(self) -> set[str]:
-        return set(self.tn_adapters)
-
-    def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device: torch.device | None = None) -> None:
-        if adapter_name in self.tn_adapters:
-            self.tn_adapters[adapter_name].to(device if device is not None else self.base_layer.weight.device)
-
-    def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
-        return False
+    def weight_tensors(self) -> list[torch.Tensor]:
+        """The base layer's tensors a merge may change: its weight, and its bias if it has one."""
+        b = self.base_layer.bias
+        return [self.base_layer.weight] + ([b] if b is not None else [])
 
     # ------------------------------------------------------------------ merge
     def delta_weight(self, name: str) -> torch.Tensor:
@@ -296,7 +231,8 @@ class TNLinear(nn.Module):
         return delta_weight(self.tn_adapters[name], self.fan_in_fan_out)
 
     def _input_mode(self, name: str) -> bool:
-        return self.tn_adapters[name].graph.mode == "input"
+        # multiplicative: input-mode or output-mode (they do not commute with additive updates)
+        return self.tn_adapters[name].graph.mode != "add"
 
     def merge_order(self, adapter_names: Iterable[str] | None = None) -> list[str]:
         """The adapters :meth:`merge` would add, in order, after checking that it can.
@@ -327,8 +263,10 @@ class TNLinear(nn.Module):
         if not todo:
             return todo
         active = self.active_adapters
-        todo.sort(key=lambda n: (0, -active.index(n) if n in active else -len(active) - 1)
-                  if self._input_mode(n) else (1, 0))
+        # input maps merge last-applied first (W D_k ⋯ D_1), output maps first-applied first (P_k ⋯ P_1 W)
+        todo.sort(key=lambda n: (1, 0) if not self._input_mode(n) else
+                  (0, -active.index(n) if n in active else -len(active) - 1)
+                  if self.tn_adapters[n].graph.mode == "input" else (0, active.index(n) if n in active else -1))
         first = next((n for n in todo if self._input_mode(n)), None)
         if first is not None and any(not self._input_mode(m) for m in self.merged_adapters):
             raise AdapterStateError(f"merge input-mode adapter {first!r} before additive ones (unmerge them first): "
@@ -354,16 +292,22 @@ class TNLinear(nn.Module):
         todo = self.merge_order(adapter_names)
         if not todo:
             return
+        w, b = self.base_layer.weight, self.base_layer.bias
         with torch.no_grad():
             new = float_weight(self.base_layer)
+            new_b: torch.Tensor | None = None if b is None else b.detach()
             for name in todo:
                 new = self._weight_arith(merged_weight, name, new)
-            if safe_merge and not torch.isfinite(new).all():
+                new_b = merged_bias(self.tn_adapters[name], new_b)
+            if safe_merge and not (torch.isfinite(new).all() and (new_b is None or torch.isfinite(new_b).all())):
                 raise AdapterStateError(f"merging adapter(s) {todo} gives NaN or infinite weights; not merged")
-            w = self.base_layer.weight
             if not self.merged_adapters and w.is_floating_point() and torch.finfo(w.dtype).bits < 32:
                 self.register_buffer(BASE_COPY, w.detach().clone(), persistent=False)
+                if b is not None:       # an output map may scale it
+                    self.register_buffer(BASE_BIAS_COPY, b.detach().clone(), persistent=False)
             write_weight(self.base_layer, new)
+            if b is not None and new_b is not None:
+                b.copy_(new_b)
         self.merged_adapters.extend(todo)
 
     def unmerge(self, adapter_names: Iterable[str] | None = None) -> None:
@@ -377,6 +321,7 @@ class TNLinear(nn.Module):
         todo = [n for n in reversed(self.merged_adapters) if n in names]
         if not todo:
             return
+        b = self.base_layer.bias
         base = getattr(self, BASE_COPY, None)
         with torch.no_grad():
             if base is not None:     # the kept half-precision weight, with the adapters that stay merged
@@ -387,10 +332,23 @@ class TNLinear(nn.Module):
                 new = float_weight(self.base_layer)
                 for name in todo:
                     new = self._weight_arith(unmerged_weight, name, new)
+            new_b: torch.Tensor | None = None if b is None else b.detach()
+            base_b = getattr(self, BASE_BIAS_COPY, None)
+            if base is not None and base_b is not None:     # the kept bias, likewise
+                new_b = base_b
+                for name in [n for n in self.merged_adapters if n not in todo]:
+                    new_b = merged_bias(self.tn_adapters[name], new_b)
+            else:
+                for name in todo:       # an output map that scaled the bias
+                    new_b = unmerged_bias(self.tn_adapters[name], new_b)
             write_weight(self.base_layer, new)
+            if b is not None and new_b is not None:
+                b.copy_(new_b)
         self.merged_adapters = [n for n in self.merged_adapters if n not in todo]
         if base is not None and not self.merged_adapters:
             delattr(self, BASE_COPY)
+            if hasattr(self, BASE_BIAS_COPY):
+                delattr(self, BASE_BIAS_COPY)
 
     def _weight_arith(self, fn: Callable[[GraphModule, torch.Tensor, bool], torch.Tensor], name: str,
                       w: torch.Tensor) -> torch.Tensor:

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, cast
 
 import torch
 from torch import nn
 
+from tnpeft.adapters.site import layer_sites, takes_site
 from tnpeft.errors import AdapterStateError, ConfigError, GraphError, TargetModuleError, TNPeftError
 from tnpeft.graph import Graph
 from tnpeft.graph.names import adapter_name_problem
 from tnpeft.nn.checkpointing import watch_checkpointing
 from tnpeft.nn.config import AdapterConfig
 from tnpeft.nn.hf_save import guard_save_pretrained
-from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, adapter_module, layer_sizes
+from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, adapter_dtype, adapter_module, target_sizes
+from tnpeft.nn.shared_store import SHARED_ATTR, SHARED_PREFIX, activate_shared, build_shared, install_shared
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 from tnpeft.params.unitary import FrameScope
 from tnpeft.runtime import GraphModule
@@ -101,7 +103,7 @@ def find_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
     heads = _output_head_names(model) if all_linear else set()
     found: list[str] = []
     for name, m in model.named_modules():
-        if not name or name in inside_tn:
+        if not name or name in inside_tn or name.startswith(SHARED_PREFIX) or name == SHARED_ATTR:
             continue
         if config.exclude_modules and _matches(config.exclude_modules, name):
             continue
@@ -158,11 +160,12 @@ def enclosing_adapter_layer(model: nn.Module, path: str) -> str | None:
 def build_graphs(model: nn.Module, config: AdapterConfig, targets: list[str]) -> dict[str, Graph]:
     """One graph per target module, from the config's builder; nothing is changed on the model."""
     graphs: dict[str, Graph] = {}
+    sizes = {t: target_sizes(model.get_submodule(t)) for t in targets}
+    sites = layer_sites(sizes) if takes_site(config.builder) else {}   # model-wide methods: where each layer is
     for name in targets:
-        layer = model.get_submodule(name)
-        n_in, n_out = (layer.in_features, layer.out_features) if isinstance(layer, TNLinear) else layer_sizes(layer)
+        n_in, n_out = sizes[name]
         try:
-            g = config.builder(n_in, n_out, **config.hparams)
+            g = config.builder(n_in, n_out, **config.hparams, **({"site": sites[name]} if sites else {}))
         except TNPeftError as e:  # say which layer: the same hyper-parameters may fit some layers only
             if e.args:
                 e.args = (f"module {name!r} ({n_in} → {n_out}): {e.args[0]}",) + e.args[1:]
@@ -173,10 +176,9 @@ def build_graphs(model: nn.Module, config: AdapterConfig, targets: list[str]) ->
         if not isinstance(g, Graph):
             raise ConfigError(f"adapter {config.method!r} returned {type(g).__name__} for module {name!r}; "
                               "a builder must return a tnpeft.Graph")
-        want = (n_in, n_in) if g.mode == "input" else (n_in, n_out)
-        if (g.in_features, g.out_features) != want:
-            raise GraphError(f"adapter {config.method!r} built a graph {g.in_features} → {g.out_features} for "
-                             f"module {name!r}, which needs {want[0]} → {want[1]}")
+        if not g.fits(n_in, n_out):
+            raise GraphError(f"adapter {config.method!r} built a {g.mode}-mode graph {g.in_features} → "
+                             f"{g.out_features} for module {name!r} ({n_in} → {n_out})")
         graphs[name] = g
     return graphs
 
@@ -195,10 +197,14 @@ def build_modules(model: nn.Module, graphs: dict[str, Graph], adapter_name: str,
                                         "another name or delete it first")
     scope = getattr(model, SCOPE_ATTR, None) or FrameScope()  # one per model: frames of all layers built together
     modules: dict[str, GraphModule] = {}
+    bases = {n: (lambda m: m.base_layer if isinstance(m, TNLinear) else m)(model.get_submodule(n)) for n in graphs}
+    first = next(iter(bases.values()), None)
+    shared = None if first is None else build_shared(graphs, adapter_dtype(first), cast(torch.Tensor, first.weight).device,
+                                                     rng)   # one copy per adapter
     for name, g in graphs.items():
         layer = model.get_submodule(name)
-        base = layer.base_layer if isinstance(layer, TNLinear) else layer
-        module = adapter_module(base, g, rng=rng, scope=scope, optimize=optimize, where=f"module {name!r}: ")
+        module = adapter_module(bases[name], g, rng=rng, scope=scope, optimize=optimize, where=f"module {name!r}: ",
+                                shared=shared)
         if isinstance(layer, TNLinear):
             module.train(layer.training)
         modules[name] = module
@@ -220,6 +226,7 @@ def install_modules(model: nn.Module, adapter_name: str, scope: FrameScope, modu
             layer = TNLinear(layer)
             set_submodule(model, name, layer)
         layer.attach_adapter(adapter_name, module)
+    install_shared(model, adapter_name, next((m.shared for m in modules.values() if m.shared is not None), None))
     if not hasattr(model, CONFIGS_ATTR):
         setattr(model, CONFIGS_ATTR, {})
     getattr(model, CONFIGS_ATTR)[adapter_name] = record
@@ -333,7 +340,8 @@ def set_adapter(model: nn.Module, names: str | list[str]) -> None:
                     layer.tn_adapters[n].graph.mode == "input" for n in layer.merged_adapters + pending):
                 leaving = list(layer.merged_adapters)  # unmerged next to merged ones, they would compute else
             if leaving:
-                tx.backup(layer.base_layer.weight)
+                for t in layer.weight_tensors():
+                    tx.backup(t)
                 layer.unmerge(leaving)
         activate(model, names)
 
@@ -347,6 +355,7 @@ def activate(model: nn.Module, names: list[str]) -> None:
             model.get_submodule(path).requires_grad_(True)
     for _, layer in tn_layers(model):
         layer.set_adapter(names)
+    activate_shared(model, names)
 
 
 @contextmanager

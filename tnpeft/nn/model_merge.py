@@ -15,6 +15,7 @@ from tnpeft.nn.checkpointing import unwatch_checkpointing
 from tnpeft.nn.hf_save import unguard_save_pretrained
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
+from tnpeft.nn.shared_store import remove_shared
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 
 
@@ -59,7 +60,8 @@ def merge(model: nn.Module, adapter_names: str | list[str] | None = None, safe_m
     with transaction(model) as tx:
         for layer, todo in plans:
             if todo:
-                tx.backup(layer.base_layer.weight)
+                for t in layer.weight_tensors():
+                    tx.backup(t)
                 layer.merge(todo, safe_merge=safe_merge)
     return model
 
@@ -69,7 +71,8 @@ def unmerge(model: nn.Module) -> nn.Module:
     with transaction(model) as tx:
         for _, layer in tn_layers(model):
             if layer.merged_adapters:
-                tx.backup(layer.base_layer.weight)
+                for t in layer.weight_tensors():
+                    tx.backup(t)
                 layer.unmerge()
     return model
 
@@ -88,7 +91,8 @@ def unload(model: nn.Module, merge_first: bool = False, adapter_names: list[str]
         check_untied(model, [path for path, _ in layers if todo[path]])
     with transaction(model) as tx:
         for name, layer in layers:
-            tx.backup(layer.base_layer.weight)
+            for t in layer.weight_tensors():
+                tx.backup(t)
             if merge_first:
                 layer.merge(todo[name], safe_merge=safe_merge)
             else:
@@ -97,6 +101,7 @@ def unload(model: nn.Module, merge_first: bool = False, adapter_names: list[str]
         for attr in (CONFIGS_ATTR, SCOPE_ATTR):
             if hasattr(model, attr):
                 delattr(model, attr)
+        remove_shared(model)
     unwatch_checkpointing(model)
     unguard_save_pretrained(model)
     return model
@@ -119,8 +124,10 @@ def delete_adapter(model: nn.Module, adapter_name: str) -> nn.Module:
         for _, layer in tn_layers(model):
             if adapter_name in layer.tn_adapters:
                 if adapter_name in layer.merged_adapters:
-                    tx.backup(layer.base_layer.weight)
+                    for t in layer.weight_tensors():
+                        tx.backup(t)
                 layer.delete_adapter(adapter_name)
         getattr(model, CONFIGS_ATTR, {}).pop(adapter_name, None)
+        remove_shared(model, adapter_name)
         activate(model, remaining)
     return model

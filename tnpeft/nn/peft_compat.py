@@ -32,22 +32,21 @@ from tnpeft.errors import (
     TNPeftError,
 )
 from tnpeft.fileio import (
-    MODEL,
     PEFT_LORA,
     atomic_write_bytes,
     atomic_write_json,
     checkpoint_folder,
-    checkpoint_kinds,
     read_json,
     read_safetensors,
     tensors_to_bytes,
 )
 from tnpeft.graph import Dense, Graph
 from tnpeft.nn.layer import TNLinear
+from tnpeft.nn.merged_export import check_finite, write_merged
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
 from tnpeft.nn.peft_format import task_type_of
+from tnpeft.nn.peft_native import export_native, import_native
 from tnpeft.nn.saving import check_materialized, linear_sizes_at, put_adapter
-from tnpeft.runtime import merged_weight
 from tnpeft.storage.adapter_folder import VALUE_DTYPES, cast_state
 
 _PREFIX = "base_model.model."
@@ -114,6 +113,10 @@ def import_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_nam
     expression that does not compile, a tensor that is not a 2-D floating-point matrix, and values
     that are not finite in the adapter's dtype. Everything is checked and built before the model
     changes; on any error it is exactly as it was. New modules follow the host layers' train/eval mode.
+
+    A checkpoint of one of peft's tensor-network tuners (``peft_type`` LOHA, LOKR, VERA, IA3, OFT, BOFT,
+    HRA, FOURIERFT, …: :data:`tnpeft.adapters.PEFT_FORMATS`) becomes tnpeft's graph of that method,
+    equal to peft's layer (:func:`tnpeft.nn.peft_native.import_native`).
     """
     check_adapter_name(adapter_name)
     if adapter_name in adapter_names(model):
@@ -122,9 +125,10 @@ def import_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_nam
     d = Path(directory)
     cfg = read_json(d / "adapter_config.json", "peft adapter config")
     src = f"peft checkpoint {str(d)!r}"
-    if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
-        raise AdapterFileError(f"{src}: field 'peft_type' is {cfg.get('peft_type') if isinstance(cfg, dict) else None!r}; "
-                               "only LoRA checkpoints ('LORA') can be imported")
+    if isinstance(cfg, dict) and cfg.get("peft_type") != "LORA":    # peft's tensor-network tuners
+        return import_native(model, d, cfg, adapter_name, is_trainable)
+    if not isinstance(cfg, dict):
+        raise AdapterFileError(f"{src}: the config is not a JSON object")
     _check_config(cfg, src)
     tensors = read_safetensors(d / "adapter_model.safetensors")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
@@ -221,7 +225,9 @@ class PeftExport:
 
     def summary(self) -> str:
         """What was written, in a line (and one per note)."""
-        if self.merged:
+        if self.modules and all(m["how"] == "native" for m in self.modules.values()):
+            head = f"wrote {self.path}: a checkpoint of {len(self.modules)} modules in its own peft tuner's format; exact"
+        elif self.merged:
             head = (f"wrote {self.path}: the adapter is multiplicative (input-mode), which a LoRA checkpoint cannot "
                     "hold; the folder holds the model with it merged (load it with from_pretrained)")
         else:
@@ -233,7 +239,8 @@ class PeftExport:
         return "\n".join([head] + [f"note: {n}" for n in self.notes])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "format": "merged-model" if self.merged else "peft-lora",
+        native = bool(self.modules) and all(m["how"] == "native" for m in self.modules.values())
+        return {"path": str(self.path), "format": "merged-model" if self.merged else "peft-native" if native else "peft-lora",
                 "exact": self.exact, "max_error": self.max_error, "modules": self.modules, "notes": self.notes}
 
 
@@ -260,18 +267,9 @@ def _factors_for_peft(path: str, name: str, mod: Any, max_rank: int | None) -> t
     return a.to(dtype), b.to(dtype), float(a.shape[0]), info     # alpha = r: peft's scaling alpha / r is 1
 
 
-def _check_finite(tensors: dict[str, torch.Tensor], adapter_name: str) -> None:
-    """Refuse to write NaN or infinite values (peft would load them without a word)."""
-    for key, t in tensors.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise NonFiniteError(f"{key!r} of adapter {adapter_name!r} holds NaN or infinite values (or overflows "
-                                 f"{str(t.dtype).removeprefix('torch.')}); nothing was written — check the adapter "
-                                 "with tnpeft.verify")
-
-
 def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
-                max_rank: int | None = None, task_type: str | None = None,
-                overwrite: bool = False) -> PeftExport:
+                max_rank: int | None = None, task_type: str | None = None, overwrite: bool = False,
+                native: bool = False) -> PeftExport:
     """Write adapter ``adapter_name`` as a peft LoRA checkpoint that
     ``peft.PeftModel.from_pretrained(base_model, directory)`` loads and runs as tnpeft did.
 
@@ -288,13 +286,25 @@ def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_nam
     model where a LoRA checkpoint goes, or the reverse) is refused with a
     :class:`~tnpeft.errors.WriteError` unless ``overwrite``, which removes those files first — a
     folder never serves a stale file of an earlier export (:func:`tnpeft.fileio.checkpoint_folder`).
+
+    With ``native=True`` the adapter is written in its own peft tuner's format instead (LoHa, LoKr,
+    VeRA, IA³, OFT, …: :data:`tnpeft.adapters.PEFT_FORMATS`, :mod:`tnpeft.nn.peft_native`): exact, loaded by
+    ``PeftModel.from_pretrained`` as that tuner.
     ``task_type`` (peft's, e.g. ``"CAUSAL_LM"``; inferred from the model's class by default) is what
     ``AutoPeftModelFor…`` reads.
     """
     task = task_type_of(model, task_type)
+    if native:
+        if max_rank is not None:
+            raise ConfigError("max_rank compresses to LoRA; a native export is exact (give one of the two)",
+                              field="max_rank")
+        folder = export_native(model, directory, adapter_name, overwrite=overwrite, task_type=task)
+        return PeftExport(folder, modules={p: {"rank": None, "exact": True, "error": 0.0, "how": "native"}
+                                         for p, layer in tn_layers(model) if adapter_name in layer.tn_adapters})
     layers = _exportable_layers(model, adapter_name, max_rank)
-    if any(layer.tn_adapters[adapter_name].graph.mode == "input" for _, layer in layers):
-        return _export_merged(model, Path(directory), adapter_name, layers, overwrite)
+    if any(layer.tn_adapters[adapter_name].graph.mode != "add" for _, layer in layers):   # multiplicative
+        return PeftExport(Path(directory), merged=True,
+                          modules=write_merged(model, Path(directory), adapter_name, layers, overwrite))
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
@@ -326,7 +336,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_nam
         rslora = {False}
     cfg = _lora_config(model, ranks, alphas, max(dropout), rslora.pop(), conv1d, task)
     d = Path(directory)
-    _check_finite(tensors, adapter_name)
+    check_finite(tensors, adapter_name)
     blob = tensors_to_bytes(tensors, metadata={"format": "pt"})
     with checkpoint_folder(d, PEFT_LORA, overwrite=overwrite):
         (d / "adapter_config.json").unlink(missing_ok=True)     # never the old config beside the new weights
@@ -376,42 +386,3 @@ def _lora_config(model: nn.Module, ranks: dict[str, int], alphas: dict[str, floa
         "inference_mode": True,
         "modules_to_save": None,
     }
-
-
-def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list[tuple[str, TNLinear]], overwrite: bool) -> PeftExport:
-    """The whole model with adapter ``adapter_name`` merged (other adapters left out; what is
-    merged already stays in), as ``model.safetensors`` (+ ``config.json``)."""
-    adapted = {p: layer for p, layer in layers}
-    state: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, int]] = set()
-    out = PeftExport(d, merged=True)
-    wrapped = {p for p, _ in tn_layers(model)}
-    with torch.no_grad():
-        for key, v in model.state_dict().items():
-            owner = next((p for p in wrapped if key.startswith(p + ".")), None)
-            if owner is not None:
-                rest = key[len(owner) + 1:]
-                if not rest.startswith("base_layer."):
-                    continue                                 # adapter values: not part of the plain model
-                key = f"{owner}.{rest[len('base_layer.'):]}"
-                layer = cast(TNLinear, model.get_submodule(owner))
-                if owner in adapted and rest == "base_layer.weight" and adapter_name not in layer.merged_adapters:
-                    v = merged_weight(layer.tn_adapters[adapter_name], v, layer.fan_in_fan_out)
-                    out.modules[owner] = {"rank": None, "exact": True, "error": 0.0, "how": "merged"}
-            ident = (v.data_ptr(), v.numel())
-            if v.numel() and ident in seen:                  # a tied weight (GPT-2's lm_head): written once
-                continue
-            seen.add(ident)
-            state[key] = v
-    _check_finite({k: state[f"{p}.weight"] for p in out.modules for k in [f"{p}.weight"]}, adapter_name)
-    blob = tensors_to_bytes(state, metadata={"format": "pt"})
-    config: Any = getattr(model, "config", None)
-    config = config.to_json_string(use_diff=False).encode() if hasattr(config, "to_json_string") else None
-    with checkpoint_folder(d, MODEL, overwrite=overwrite):
-        for name in checkpoint_kinds(d).get(MODEL, []):   # an earlier save's shards (or config) go too
-            if name != "model.safetensors" and (name != "config.json" or config is None):
-                (d / name).unlink(missing_ok=True)
-        atomic_write_bytes(d / "model.safetensors", blob)
-        if config is not None:
-            atomic_write_bytes(d / "config.json", config)
-    return out

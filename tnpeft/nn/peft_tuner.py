@@ -21,7 +21,7 @@ from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
 from tnpeft.errors import AdapterStateError, ConfigError, TargetModuleError
-from tnpeft.graph import Graph
+from tnpeft.graph import Graph, shared_nodes
 from tnpeft.nn.checkpointing import watch_checkpointing
 from tnpeft.nn.combine import CombinationReport, add_weighted_adapter
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear
@@ -115,6 +115,11 @@ class TNPeftModel(BaseTuner):
             graphs: dict[str, Graph] = {t: cfg.module_graph(t) for t in targets}
         else:
             graphs = build_graphs(model, cfg.adapter_config(targets), targets)
+        shared = shared_nodes(graphs)
+        if shared:
+            raise ConfigError(f"adapter {name!r} shares tensors across layers ({sorted(shared)}: method "
+                              f"{cfg.method or 'graph'!r}); tnpeft's peft method does not hold shared tensors yet — "
+                              "use tnpeft.inject and tnpeft.save_adapter for it (or peft's own tuner)", field="method")
         return build_modules(model, graphs, name, optimize=cfg.optimize)[1]
 
     def _create_and_replace(self, config: PeftConfig, adapter_name: str, target: nn.Module, target_name: str,

@@ -19,7 +19,7 @@ from torch import nn
 
 from tnpeft.errors import AdapterFileError, AdapterStateError
 from tnpeft.fileio import TNPEFT_ADAPTER, atomic_write_pair, checkpoint_folder, sha256, tensors_to_bytes
-from tnpeft.graph import Graph
+from tnpeft.graph import Graph, count_parameters
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
 from tnpeft.nn.model import (
     adapter_config,
@@ -32,11 +32,20 @@ from tnpeft.nn.model import (
     set_adapter,
     tn_layers,
 )
+from tnpeft.nn.shared_store import shared_state
 from tnpeft.nn.transaction import transaction
 from tnpeft.params.unitary import FrameScope
 from tnpeft.runtime import GraphModule
 from tnpeft.storage import read_adapter, split_adapter_state
-from tnpeft.storage.adapter_folder import CONFIG_NAME, FORMAT, SAVED_PREFIX, VERSION, WEIGHTS_NAME, cast_state
+from tnpeft.storage.adapter_folder import (
+    CONFIG_NAME,
+    FORMAT,
+    SAVED_PREFIX,
+    VERSION,
+    WEIGHTS_NAME,
+    cast_state,
+    split_shared_state,
+)
 
 
 def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict[str, Graph], dict[str, torch.Tensor]]:
@@ -54,6 +63,7 @@ def adapter_state(model: nn.Module, adapter_name: str = "default") -> tuple[dict
     for path in saved_modules(model, adapter_name):
         for k, v in model.get_submodule(path).state_dict().items():
             state[f"{SAVED_PREFIX}{path}.{k}"] = v
+    state.update(shared_state(model, adapter_name))     # shared tensors: once
     return graphs, state
 
 
@@ -112,7 +122,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike[str], adapter_na
         "adapter_name": adapter_name,
         "config": adapter_config(model, adapter_name),
         "base_model": getattr(getattr(model, "config", None), "_name_or_path", None),
-        "num_parameters": sum(g.num_parameters() for g in graphs.values()),
+        "num_parameters": count_parameters(graphs),
         "weights_sha256": sha256(blob),
         "modules": {path: g.to_dict() for path, g in graphs.items()},
     }
@@ -162,10 +172,11 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str], adapter_na
     source = f"adapter {str(directory)!r}"
     for path, g in graphs.items():
         sizes = linear_sizes_at(model, path, source)
-        if (sizes[0], sizes[0] if g.mode == "input" else sizes[1]) != (g.in_features, g.out_features):
+        if not g.fits(*sizes):
             raise AdapterFileError(f"{source}: module {path!r} maps {sizes[0]} → {sizes[1]} features but the saved "
                                    f"adapter maps {g.in_features} → {g.out_features}")
     per = split_adapter_state(graphs, tensors, source)
+    shared = split_shared_state(graphs, tensors, source)
     saved = _saved_state(model, cfg, tensors, source, set(graphs))
     existing = {p: lay for p, lay in tn_layers(model) if name in lay.tn_adapters}
     scope: FrameScope | None = None
@@ -183,19 +194,28 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str], adapter_na
     else:
         scope, modules = build_modules(model, graphs, name)
     values = {p: cast_state(modules[p], per[p], f"{source}, module {p!r}") for p in graphs}
+    store = next((m.shared for m in modules.values() if m.shared is not None), None)
+    shared = cast_state(store, shared, f"{source}, shared tensors") if store is not None else {}
     record = cfg.get("config") or {"method": None, "loaded_from": str(directory)}
-    return put_adapter(model, name, scope, modules, values, saved, record if not existing else None, is_trainable)
+    return put_adapter(model, name, scope, modules, values, saved, record if not existing else None, is_trainable,
+                       shared)
 
 
 def put_adapter(model: nn.Module, name: str, scope: FrameScope | None, modules: dict[str, GraphModule],
                 values: dict[str, dict[str, torch.Tensor]], saved: dict[str, dict[str, torch.Tensor]],
-                record: dict[str, Any] | None, is_trainable: bool) -> nn.Module:
+                record: dict[str, Any] | None, is_trainable: bool,
+                shared: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """The one change of a load, all or nothing: install new ``modules`` (when ``record`` is given),
-    copy checked ``values`` into them and ``saved`` into whole modules, make adapter ``name`` active,
-    and freeze it unless ``is_trainable``."""
+    copy checked ``values`` into them, ``shared`` into the tensors they share and ``saved`` into
+    whole modules, make adapter ``name`` active, and freeze it unless ``is_trainable``."""
+    store = next((m.shared for m in modules.values() if m.shared is not None), None)
     with transaction(model) as tx:
         if record is not None:
             install_modules(model, name, scope or FrameScope(), modules, record)
+        if store is not None and shared:
+            for t in store.state_dict().values():
+                tx.backup(t)
+            store.load_state_dict(shared)
         for path, state in values.items():
             if record is None:                      # values replaced in an existing adapter
                 for t in modules[path].state_dict().values():
@@ -210,6 +230,8 @@ def put_adapter(model: nn.Module, name: str, scope: FrameScope | None, modules: 
         if not is_trainable:
             for module in modules.values():
                 module.requires_grad_(False)
+            if store is not None:
+                store.requires_grad_(False)
     return model
 
 

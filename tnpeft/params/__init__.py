@@ -7,7 +7,8 @@ Circuits (:mod:`tnpeft.circuits.circuit`) are data here too, with the statevecto
 QNN nodes and QPA's hyper-network run on.
 """
 
-from tnpeft.params.dense import DENSE_INITS, DenseParam, init_dense
+from tnpeft.params.affine import BiasMap
+from tnpeft.params.dense import DENSE_INITS, BasisVector, DenseParam, FourierBasis, fourier_frequencies, init_dense
 from tnpeft.params.diagonal import DIAGONAL_INITS, DiagonalParam
 from tnpeft.params.functions import FUNCTIONS, get_function
 from tnpeft.params.hypernetworks import HYPERNETWORKS
@@ -16,6 +17,10 @@ from tnpeft.params.unitary import UNITARY_PARAMS, UnitaryParametrization, regist
 
 __all__ = [
     "DenseParam",
+    "BasisVector",
+    "BiasMap",
+    "FourierBasis",
+    "fourier_frequencies",
     "DiagonalParam",
     "DENSE_INITS",
     "DIAGONAL_INITS",

@@ -23,10 +23,17 @@ def _normal(t: torch.Tensor, rng: torch.Generator | None) -> None:
     t.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=rng)
 
 
+def _kaiming_uniform_relu(t: torch.Tensor, rng: torch.Generator | None) -> None:
+    # torch.nn.init.kaiming_uniform_ with its default a=0 (gain √2): U(±√(6/fan_in)) — VeRA's projections
+    bound = math.sqrt(6.0 / max(1, math.prod(t.shape[1:])))
+    t.uniform_(-bound, bound, generator=rng)
+
+
 DENSE_INITS: dict[str, Callable[[torch.Tensor, torch.Generator | None], object]] = {
     "zeros": lambda t, g: t.zero_(),
     "ones": lambda t, g: t.fill_(1.0),
     "kaiming_uniform": _kaiming_uniform,
+    "kaiming_uniform_relu": _kaiming_uniform_relu,
     "normal": _normal,
     "small_normal": lambda t, g: t.normal_(0.0, 0.02, generator=g),  # AdaLoRA's init in peft
 }
@@ -53,6 +60,55 @@ class DenseParam(nn.Module):
         w = torch.empty(shape, dtype=dtype, device=device)
         init_dense(w, init, rng, std)
         self.weight = nn.Parameter(w, requires_grad=trainable)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+class BasisVector(nn.Module):
+    """The fixed one-hot vector ``e_position`` of length ``size`` (a basis node's tensor). It holds
+    a non-persistent buffer: nothing is saved, the position being part of the structure."""
+
+    weight: torch.Tensor
+
+    def __init__(self, size: int, position: int, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        e = torch.zeros(size, dtype=dtype, device=device)
+        if e.device.type != "meta":
+            e[position] = 1.0
+        self.register_buffer("weight", e, persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+def fourier_frequencies(shape: tuple[int, int], k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns of ``k`` spectrum positions of an ``m × n`` spectrum: the first ``k`` of a
+    random permutation of the ``m·n`` positions drawn by ``torch.randperm`` seeded with ``seed``."""
+    m, n = shape
+    f = torch.randperm(m * n, generator=torch.Generator().manual_seed(seed))[:k]
+    return f // n, f % n
+
+
+class FourierBasis(nn.Module):
+    """One side of a sparse 2-D inverse DFT (a ``fourier`` node): ``(size, K, 2)`` cos/sin values,
+    computed in float64 from the structure, kept as a non-persistent buffer (nothing is saved)."""
+
+    weight: torch.Tensor
+
+    def __init__(self, size: int, k: int, shape: tuple[int, int], seed: int, side: str,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        super().__init__()
+        if torch.device(device or "cpu").type == "meta":
+            self.register_buffer("weight", torch.empty(size, k, 2, dtype=dtype, device=device), persistent=False)
+            return
+        rows, cols = fourier_frequencies(shape, k, seed)
+        freq, sign = (rows, 1.0) if side == "out" else (cols, -1.0)
+        period = shape[0] if side == "out" else shape[1]
+        angle = 2 * math.pi * torch.outer(torch.arange(size, dtype=torch.float64), freq.to(torch.float64)) / period
+        w = torch.stack((torch.cos(angle), sign * torch.sin(angle)), dim=-1)
+        self.register_buffer("weight", w.to(dtype=dtype or torch.get_default_dtype(), device=device), persistent=False)
 
     def forward(self) -> torch.Tensor:
         return self.weight

@@ -40,6 +40,7 @@ from tnpeft.circuits.circuit import Circuit, Gate
 from tnpeft.circuits.frames import givens_circuit, pauli_frame_circuit
 from tnpeft.errors import ConfigError, GraphError
 from tnpeft.graph import Graph, Nonlinear, Unitary
+from tnpeft.params import UNITARY_PARAMS
 from tnpeft.params.hypernetworks import QPAHyperNetwork
 from tnpeft.params.qnn import QNNMap
 from tnpeft.params.unitary import FrameModule, GivensFrame, PauliFrame, butterfly_pairs
@@ -204,7 +205,8 @@ def circuit_names(source: Graph | GraphModule) -> list[str]:
     ``qnn`` nonlinear nodes (generated nodes excluded) and hyper-networks."""
     graph, _ = resolve_graph_module(source)
     names = [n for n, nd in graph.nodes.items()
-             if (isinstance(nd, Unitary) and n not in graph.generated) or (isinstance(nd, Nonlinear) and nd.fn == "qnn")]
+             if (isinstance(nd, Unitary) and n not in graph.generated and UNITARY_PARAMS[nd.param].exact)
+             or (isinstance(nd, Nonlinear) and nd.fn == "qnn")]
     return names + list(graph.hypernetworks)
 
 
@@ -219,6 +221,9 @@ def _compile_named(graph: Graph, module: GraphModule, name: str, *, parameters: 
         raise GraphError(f"no node or hyper-network named {name!r}; the graph has nodes {list(graph.nodes)} and "
                          f"hyper-networks {list(graph.hypernetworks)}", node=name)
     nd = graph.nodes[name]
+    if isinstance(nd, Unitary) and not UNITARY_PARAMS[nd.param].exact:
+        raise GraphError(f"node {name!r} ({nd.param}) only approximates an orthogonal matrix (a truncated series): it "
+                         "has no circuit", node=name)
     if isinstance(nd, Unitary) and name not in graph.generated:
         return _frame_circuits(module.get_submodule(name), name, nd.param, parameters=parameters,
                                max_synthesis_qubits=max_synthesis_qubits)

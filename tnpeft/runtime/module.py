@@ -9,7 +9,7 @@ and then kept on the module, so a steady-state forward does no planning and no c
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,17 +18,19 @@ from torch import nn
 from tnpeft.contract import ContractionPlan, PlanView, count_cache_hit, plan_for
 from tnpeft.contract.kernels import autocast_on
 from tnpeft.errors import GraphError, NotMergeableError
-from tnpeft.graph.nodes import Dense, Diagonal, Node, Nonlinear, Unitary
+from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear
 from tnpeft.graph.schedule import ApplyStep, ContractStep
-from tnpeft.params import HYPERNETWORKS, NONLINEAR_MAPS, UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
-from tnpeft.params.unitary import FrameModule, FrameScope
+from tnpeft.params import HYPERNETWORKS, NONLINEAR_MAPS, get_function
+from tnpeft.params.unitary import FrameScope
 from tnpeft.runtime.applied_frames import FrameApplication, frame_application
+from tnpeft.runtime.node_values import SharedView, build_param, shared_view, shared_weight
+from tnpeft.runtime.stage_einsum import BATCH, stage_equations
 
 if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.graph.graph import Graph
+    from tnpeft.runtime.shared_values import SharedValues
 
-_BATCH = "__batch__"
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_BATCH = BATCH
 
 
 class RuntimeStep(NamedTuple):
@@ -46,45 +48,6 @@ def _bucket(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def stage_equations(graph: Graph) -> dict[int, str]:
-    """The ``torch.einsum`` equation of each linear stage (batch axis first), by stage position;
-    stages with more distinct indices than einsum has letters are left out."""
-    out: dict[int, str] = {}
-    k = 0
-    for step in graph.schedule:
-        if not isinstance(step, ContractStep):
-            continue
-        inputs = [(_BATCH,) + graph.activations[a] for a in step.inputs] + [graph.nodes[n].inds for n in step.nodes]
-        letters: dict[str, str] = {}
-        for ind in [i for t in inputs for i in t]:
-            letters.setdefault(ind, _LETTERS[len(letters)] if len(letters) < len(_LETTERS) else "")
-        if all(letters.values()):
-            out[k] = ",".join("".join(letters[i] for i in t) for t in inputs) + "->" + \
-                "".join(letters[i] for i in (_BATCH,) + step.exits)
-        k += 1
-    return out
-
-
-def build_param(node: Node, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                rng: torch.Generator | None = None, scope: FrameScope | None = None) -> nn.Module:
-    """The parametrization module of one node (frames join ``scope`` for batched materialization);
-    ``rng`` draws the initial values."""
-    if isinstance(node, Dense):
-        return DenseParam(node.sizes, node.init, node.trainable, dtype, device, rng, std=node.std)
-    if isinstance(node, Diagonal):
-        return DiagonalParam(node.sizes[0], node.init, node.trainable, dtype, device, rng, active=node.active)
-    if isinstance(node, Unitary):
-        n, k = node.sizes[-2:]
-        m = UNITARY_PARAMS[node.param].build(n, k, node.batch_shape, dtype=dtype, device=device, rng=rng,
-                                             **node.options)
-        if not node.trainable:
-            m.requires_grad_(False)
-        if isinstance(m, FrameModule) and scope is not None:
-            m.join_scope(scope)
-        return m
-    raise GraphError(f"node {node.name!r} of kind {node.kind!r} has no parametrization", node=node.name)
-
-
 class GraphModule(nn.Module):
     """Trainable values of a :class:`~tnpeft.Graph` and its forward pass.
 
@@ -100,6 +63,12 @@ class GraphModule(nn.Module):
             default the graph has its own.
         optimize: the contraction optimizer handed to cotengra (a preset name such as ``"auto"``,
             ``"greedy"``, ``"optimal"``, or an optimizer object); plans are cached per optimizer.
+        shared: the values of the adapter's shared tensors (:class:`~tnpeft.runtime.SharedValues`,
+            one per adapter of a model): a shared node reads its block of them and owns nothing. Without
+            it, each shared node holds the whole shared tensor itself (a graph used alone).
+
+    A graph with a ``post`` map gets its module as :attr:`post`; the post map's node values are
+    registered here too (node names are unique across both).
 
     Raises :class:`~tnpeft.errors.BudgetError` before allocating anything if the graph exceeds the
     allocation budgets (:meth:`tnpeft.Graph.check_budget`).
@@ -108,16 +77,20 @@ class GraphModule(nn.Module):
     # the children are read straight from ``_modules`` on the hot path (no ``__getattr__``); torch
     # types that dict's values as ``Module | None`` and module attributes as ``Tensor | Module``
     _modules: dict[str, Any]
-    _first_param: nn.Parameter | None
+    _first_param: nn.Parameter | torch.Tensor | None
+    _shared_views: dict[str, SharedView]
+    post: GraphModule | None
 
     def __init__(self, graph: Graph, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 rng: torch.Generator | None = None, scope: FrameScope | None = None, optimize: object = "auto"):
+                 rng: torch.Generator | None = None, scope: FrameScope | None = None, optimize: object = "auto",
+                 shared: nn.Module | None = None):
         super().__init__()
         graph.check_budget()           # sizes bounded before anything is allocated
         self.graph = graph
         self.optimize = optimize
         scope = scope if scope is not None else FrameScope()
         self._fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        views: dict[str, SharedView] = {}   # shared node → (holder, key, its block)
         for name, node in graph.nodes.items():
             if isinstance(node, Nonlinear):
                 if node.is_elementwise:
@@ -129,6 +102,8 @@ class GraphModule(nn.Module):
                     m.requires_grad_(node.trainable)
                     self.add_module(name, m)
                     self._fns[name] = m
+            elif node.share is not None:
+                views[name] = shared_view(self, node, shared, dtype, device, rng, scope)
             elif name not in graph.generated:
                 self.add_module(name, build_param(node, dtype, device, rng, scope))
         for name, net in graph.hypernetworks.items():
@@ -165,8 +140,14 @@ class GraphModule(nn.Module):
         self._n_stages = k
         # nodes whose tensor is a parameter, read without calling their module on the hot path
         self._weight_nodes = frozenset(
-            name for name, node in graph.nodes.items() if name not in graph.generated and
+            name for name, node in graph.nodes.items() if name not in graph.generated and name not in views and
             (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None)))
+        self.__dict__["_shared_views"] = views
+        self.__dict__["post"] = None if graph.post is None else GraphModule(
+            graph.post, dtype=dtype, device=device, rng=rng, scope=scope, optimize=optimize, shared=shared)
+        if self.post is not None:
+            for name, m in self.post.named_children():
+                self.add_module(name, m)
         self._gen_cache: dict[str, tuple[tuple[tuple[int, ...], ...], dict[str, torch.Tensor]]] = {}
         self._generated = dict(graph.generated)        # node → hyper-network, a plain dict for the hot path
         self._gen_outputs = {name: tuple((o, tuple(graph.nodes[o].sizes)) for o in net.outputs)
@@ -175,7 +156,11 @@ class GraphModule(nn.Module):
         self._views: dict[tuple[int, torch.dtype, torch.device], list[PlanView]] = {}
         self._last_key: tuple[int, torch.dtype, torch.device] | None = None
         self._last_plans: list[ContractionPlan] | None = None
-        self.__dict__["_first_param"] = next(iter(self.parameters()), None)  # a reference, not a registration
+        first: torch.Tensor | None = next(iter(self.parameters()), None)
+        if first is None and views:           # all values shared: the dtype is theirs
+            holder, key, _ = next(iter(views.values()))
+            first = shared_weight(holder, key)
+        self.__dict__["_first_param"] = first  # a reference, not a registration
 
     @property
     def param_dtype(self) -> torch.dtype:
@@ -197,9 +182,22 @@ class GraphModule(nn.Module):
             raise GraphError(f"node {name!r} is nonlinear and has no tensor", node=name)
         if name in self.graph.generated:
             return self.generated_values(self.graph.generated[name])[name]
+        if name in self._shared_views:
+            return self._view(name)
         m = self._modules[name]
         t: torch.Tensor = m.weight if name in self._weight_nodes else m()
         return t
+
+    @property
+    def shared(self) -> SharedValues | None:
+        """The shared values this module reads (a :class:`~tnpeft.runtime.SharedValues`), if any."""
+        return cast("SharedValues | None", next((h for h, _, _ in self._shared_views.values() if h is not self), None))
+
+    def _view(self, name: str) -> torch.Tensor:
+        # read through the holder each time: FSDP swaps the parameter objects it manages
+        holder, key, block = self._shared_views[name]
+        t = shared_weight(holder, key)
+        return t if block is None else t[block]
 
     def generated_values(self, hypernetwork: str, probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The tensors hyper-network ``hypernetwork`` fills, by node name.
@@ -241,11 +239,12 @@ class GraphModule(nn.Module):
     def _tensors(self, names: tuple[str, ...]) -> list[torch.Tensor]:
         mods = self._modules
         gen = self._generated
-        if not gen:
+        if not gen and not self._shared_views:
             return [mods[n].weight if n in self._weight_nodes else mods[n]() for n in names]
         values: dict[str, torch.Tensor] = {}
         for g in dict.fromkeys(gen[n] for n in names if n in gen):
             values.update(self.generated_values(g))
+        values.update((n, self._view(n)) for n in names if n in self._shared_views)
         return [values[n] if n in values else mods[n].weight if n in self._weight_nodes else mods[n]() for n in names]
 
     # ------------------------------------------------------------ plans

@@ -21,11 +21,16 @@ from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
 from tnpeft.fileio import MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, parse_json, read_regular_bytes, read_safetensors
 from tnpeft.graph.graph import Graph
 from tnpeft.graph.names import adapter_name_problem
+from tnpeft.graph.sharing import shared_nodes
 from tnpeft.runtime.module import GraphModule
+from tnpeft.runtime.shared_values import SharedValues
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 SAVED_PREFIX = "modules_to_save."
+#: the model's submodule holding shared tensors, and their prefix in the weights file (saved once)
+SHARED_ATTR = "tnpeft_shared"
+SHARED_PREFIX = SHARED_ATTR + "."
 FORMAT = "tnpeft.adapter"
 VERSION = 1
 
@@ -169,6 +174,7 @@ def _parse_config(d: Path, raw: bytes) -> tuple[dict[str, Any], dict[str, Graph]
         except TNPeftError as e:
             raise AdapterFileError(f"{where!r}: the graph of module {path!r} is invalid: {e}") from None
         values += sum(t.numel() for t in _meta_module(graphs[path], f"{where!r}", path).state_dict().values())
+    meta_shared(graphs, f"{where!r}")     # shared tensors declared alike by every graph
     if not isinstance(cfg.get("weights_sha256"), str):
         raise AdapterFileError(f"{where!r}: field 'weights_sha256' is missing")
     # the weights can be no larger than the graphs' values in float64 (and whole saved modules, whose
@@ -181,34 +187,59 @@ def _is_path(p: Any) -> bool:
     return isinstance(p, str) and bool(p) and all(part.isidentifier() or part.isdigit() for part in p.split("."))
 
 
-def _meta_module(g: Graph, source: str, path: str) -> GraphModule:
+def meta_shared(graphs: dict[str, Graph], source: str) -> SharedValues | None:
+    """The graphs' shared tensors on the meta device (keys and shapes; ``None`` if none), or
+    :class:`AdapterFileError` when two graphs declare one key differently."""
+    try:
+        nodes = shared_nodes(graphs)
+        return SharedValues(nodes, device="meta") if nodes else None
+    except TNPeftError as e:
+        raise AdapterFileError(f"{source}: {e}") from None
+
+
+def _meta_module(g: Graph, source: str, path: str, shared: SharedValues | None = None) -> GraphModule:
     # keys and shapes on the meta device: nothing is allocated
     try:
-        return GraphModule(g, device="meta")
+        return GraphModule(g, device="meta", shared=shared)
     except (RuntimeError, TypeError, ValueError, OverflowError) as e:  # sizes torch cannot even describe
         raise AdapterFileError(f"{source}, module {path!r}: the graph cannot be built ({e})") from None
 
 
 def split_adapter_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor],
                         source: str) -> dict[str, dict[str, torch.Tensor]]:
-    """A saved adapter's tensors per module path (``modules_to_save`` entries left out), each set
-    checked against its graph's keys, shapes and dtypes without allocating anything (finiteness is
-    checked in the dtype the values are stored in, by :func:`cast_state`)."""
+    """A saved adapter's tensors per module path (``modules_to_save`` entries and shared tensors
+    left out), each set checked against its graph's keys, shapes and dtypes without allocating
+    anything (finiteness is checked in the dtype the values are stored in, by :func:`cast_state`)."""
     per: dict[str, dict[str, torch.Tensor]] = {p: {} for p in graphs}
+    shared = meta_shared(graphs, source)
     # longest module path first, so "a.b" never claims a key of "a.b.c"
     paths = sorted(graphs, key=len, reverse=True)
     for key, v in tensors.items():
-        if key.startswith(SAVED_PREFIX):
+        if key.startswith((SAVED_PREFIX, SHARED_PREFIX)):
             continue
         owner = next((p for p in paths if key.startswith(p + ".")), None)
         if owner is None:
             raise AdapterFileError(f"{source}: tensor {key!r} belongs to no adapted module of the config")
         per[owner][key[len(owner) + 1:]] = v
     for path, g in graphs.items():
-        meta = _meta_module(g, source, path)     # shapes and keys checked without allocating anything
+        meta = _meta_module(g, source, path, shared)     # shapes and keys checked without allocating anything
         per[path] = upgrade_state(meta, per[path])
         check_state(meta, per[path], f"{source}, module {path!r}")
     return per
+
+
+def split_shared_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The shared tensors of a saved adapter (``tnpeft_shared.<key>.<param>``, prefix removed),
+    checked against the keys and shapes the graphs declare; ``{}`` when they share nothing."""
+    shared = meta_shared(graphs, source)
+    state = {k[len(SHARED_PREFIX):]: v for k, v in tensors.items() if k.startswith(SHARED_PREFIX)}
+    if shared is None:
+        if state:
+            raise AdapterFileError(f"{source}: tensor {SHARED_PREFIX + next(iter(state))!r} is a shared tensor, but no "
+                                   "graph of the config shares one")
+        return {}
+    check_state(shared, state, f"{source}, shared tensors")
+    return state
 
 
 def read_adapter_modules(directory: str | os.PathLike[str], dtype: torch.dtype = torch.float64,
@@ -217,10 +248,15 @@ def read_adapter_modules(directory: str | os.PathLike[str], dtype: torch.dtype =
     path — for working with a saved adapter without the model it was trained on (export, checks).
     ``finite=False`` reads NaN and infinite values too (for :func:`tnpeft.verify`, which reports them)."""
     _, graphs, tensors = read_adapter(directory)
-    per = split_adapter_state(graphs, tensors, f"adapter {str(directory)!r}")
+    source = f"adapter {str(directory)!r}"
+    per = split_adapter_state(graphs, tensors, source)
+    nodes = shared_nodes(graphs)
+    store = SharedValues(nodes, dtype=dtype) if nodes else None
+    if store is not None:
+        store.load_state_dict(cast_state(store, split_shared_state(graphs, tensors, source), source, finite))
     out = {}
     for path, g in graphs.items():
-        module = GraphModule(g, dtype=dtype)
+        module = GraphModule(g, dtype=dtype, shared=store)
         module.load_state_dict(cast_state(module, per[path], f"adapter {str(directory)!r}, module {path!r}", finite))
         out[path] = module
     return out

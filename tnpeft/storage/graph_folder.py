@@ -37,7 +37,8 @@ def save_graph(module: GraphModule, directory: str | os.PathLike[str], overwrite
     if needed); the JSON records the weights' checksum. A bare :class:`Graph` holds no values and is
     refused (save ``GraphModule(graph)``). A folder holding a checkpoint of another kind (an adapter,
     a model) is refused unless ``overwrite`` (:func:`tnpeft.fileio.checkpoint_folder`)."""
-    if isinstance(module, Graph):
+    given: object = module       # callers may pass anything: checked at run time
+    if isinstance(given, Graph):
         raise ConfigError("save_graph needs values: a Graph is structure only; pass GraphModule(graph) (or the "
                           "module of an adapted layer)", field="module")
     if not isinstance(module, GraphModule):

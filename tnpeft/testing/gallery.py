@@ -1,7 +1,9 @@
-"""A gallery of topologies: the built-in adapters at GPT-2 sizes and four user-style graphs that a
-new topology is likely to resemble — a TT-LoRA tensor train, a QuanTA-like circuit of two-axis
-gates, a Kronecker product of two disconnected factors and a graph with hyperedges. The docs'
-diagrams (``docs/diagrams/``) and the geometric diagram tests draw exactly these.
+"""A gallery of topologies: the built-in adapters at GPT-2 sizes (tnpeft's own, peft's
+tensor-network tuners, the literature) and four user-style graphs that a new topology is likely to
+resemble — a TT-LoRA tensor train, a QuanTA-like circuit of two-axis gates, a Kronecker product of
+two disconnected factors and a graph with hyperedges — and, in :data:`SHARING`, adapters whose
+tensors are shared across the layers of a small model. The docs' diagrams (``docs/diagrams/``) and
+the geometric diagram tests draw exactly these.
 
     from tnpeft.testing.gallery import GALLERY
     graph = GALLERY["ttlora"]()
@@ -9,9 +11,31 @@ diagrams (``docs/diagrams/``) and the geometric diagram tests draw exactly these
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-from tnpeft.adapters import adalora, lora, mpo, oft, qpa, quantum_peft, qwthn
+from tnpeft.adapters import (
+    adalora,
+    boft,
+    fourierft,
+    hra,
+    ia3,
+    layer_sites,
+    loha,
+    lokr,
+    lora,
+    loretta_adp,
+    loretta_rep,
+    lortta,
+    metatt,
+    mpo,
+    oft,
+    qpa,
+    quanta,
+    quantum_peft,
+    qwthn,
+    tensor_ring,
+    vera,
+)
 from tnpeft.graph import Dense, Graph
 
 
@@ -77,4 +101,37 @@ GALLERY: dict[str, Callable[[], Graph]] = {
     "quanta": quanta_like,
     "kronecker": kronecker,
     "hyperedges": hyperedges,
+    # peft's tensor-network tuners
+    "loha": lambda: loha(768, 768, r=8),
+    "lokr": lambda: lokr(768, 768, r=8),
+    "ia3": lambda: ia3(768, 2304),
+    "ia3_feedforward": lambda: ia3(3072, 768, feedforward=True),
+    "oft_peft": lambda: oft(768, 768, block_size=32, param="cayley_neumann"),
+    "boft": lambda: boft(768, 768, block_size=4),
+    "hra": lambda: hra(768, 768, r=8),
+    "fourierft": lambda: fourierft(768, 768, n_frequency=1000),
+    "vera": lambda: vera(768, 2304, r=256),
+    # the literature
+    "quanta_builtin": lambda: quanta(768, 768),
+    "tensor_ring": lambda: tensor_ring(768, 768, r=4, in_cores=3, out_cores=3),
+    "loretta_rep": lambda: loretta_rep(768, 768),
+    "loretta_adp": lambda: loretta_adp(768, 768),
+    "metatt": lambda: metatt(768, 768, r=8),
+    "lortta": lambda: lortta(768, 768, r=8, heads=12),
+}
+
+
+def model_graphs(builder: Callable[..., Graph], layers: int = 2, kinds: tuple[str, ...] = ("q_proj", "v_proj"),
+                 sizes: dict[str, tuple[int, int]] | None = None, **hparams: Any) -> dict[str, Graph]:
+    """The graphs a model-wide builder gives the targets ``model.layers.<l>.<kind>`` of a small model
+    (``sizes``: ``(in, out)`` per kind, 768 → 768 by default), as ``inject`` builds them."""
+    paths = {f"model.layers.{i}.{k}": (sizes or {}).get(k, (768, 768)) for i in range(layers) for k in kinds}
+    sites = layer_sites(paths)
+    return {p: builder(n, m, site=sites[p], **hparams) for p, (n, m) in paths.items()}
+
+
+#: adapters sharing tensors across layers, as ``{path: graph}`` (drawn by ``tnpeft.draw.sharing_diagram``)
+SHARING: dict[str, Callable[[], dict[str, Graph]]] = {
+    "vera_sharing": lambda: model_graphs(vera, r=256, sizes={"q_proj": (768, 768), "v_proj": (768, 256)}),
+    "metatt_sharing": lambda: model_graphs(metatt, layers=3, r=8),
 }

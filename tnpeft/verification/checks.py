@@ -34,15 +34,15 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Hashable, Mapping
+from typing import Any, Hashable, Mapping, cast
 
 import torch
 from torch import nn
 
 from tnpeft.contract import plan_for
-from tnpeft.graph import ContractStep, Graph, Nonlinear, Unitary
-from tnpeft.params import limits
-from tnpeft.runtime import GraphModule, merged_weight, unmerged_weight
+from tnpeft.graph import ContractStep, Graph, Node, Nonlinear, Unitary
+from tnpeft.params import UNITARY_PARAMS, limits
+from tnpeft.runtime import GraphModule, merged_bias, merged_weight, unmerged_bias, unmerged_weight
 from tnpeft.storage import graph_modules
 from tnpeft.verification.report import Check, VerifyReport
 
@@ -87,9 +87,11 @@ def held_checks(module: GraphModule, path: str = "", *, tol: float = 1e-5, rows:
     linear graph forward against ΔW and the merge round trip."""
     g = module.graph
     m: GraphModule = copy.deepcopy(module).double().eval()
+    if m.shared is not None:     # the copy's shared values (read through a reference) in float64 too
+        m.shared.double()
     out = [_finite(m, name, path) for name in _owners(g)]
     out += [_orthogonality(m, name, tol, "held", path) for name, node in g.nodes.items() if isinstance(node, Unitary)]
-    held = sum(p.numel() for name in _trainable_owners(g) for p in m.get_submodule(name).parameters())
+    held = sum(p.numel() for name in _trainable_owners(g) for p in _holder(m, name).parameters())
     out.append(_count(g, held, "held", path, "held"))
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, g.in_features, generator=gen, dtype=torch.float64)
@@ -97,14 +99,27 @@ def held_checks(module: GraphModule, path: str = "", *, tol: float = 1e-5, rows:
     return out
 
 
+def _nodes(g: Graph) -> dict[str, Node]:
+    """The graph's nodes and its post map's."""
+    return {**g.nodes, **(g.post.nodes if g.post is not None else {})}
+
+
 def _owners(g: Graph) -> list[str]:
     """Nodes (and hyper-networks) that hold or produce values."""
-    names = [n for n, node in g.nodes.items() if not (isinstance(node, Nonlinear) and node.is_elementwise)]
+    names = [n for n, node in _nodes(g).items() if not (isinstance(node, Nonlinear) and node.is_elementwise)]
     return names + list(g.hypernetworks)
 
 
+def _holder(m: GraphModule, name: str) -> nn.Module:
+    """The module holding node (or hyper-network) ``name``'s values: its own, or the shared tensor it views."""
+    node = m.graph.nodes.get(name)
+    if node is not None and node.share is not None and m.shared is not None:
+        return m.shared.get_submodule(node.share.key)
+    return m.get_submodule(name)
+
+
 def _trainable_owners(g: Graph) -> list[str]:
-    names = [n for n, node in g.nodes.items() if n not in g.generated and node.num_parameters()]
+    names = [n for n, node in _nodes(g).items() if n not in g.generated and node.num_parameters()]
     return names + list(g.hypernetworks)
 
 
@@ -148,6 +163,10 @@ def _orthogonality(m: GraphModule, name: str, tol: float, values: str, path: str
                      "tol", values=values, module=path)
     eye = torch.eye(u.shape[-1], dtype=u.dtype)
     err = (u.transpose(-1, -2) @ u - eye).abs().max().item()
+    param = cast(Unitary, m.graph.nodes[name]).param
+    if not UNITARY_PARAMS[param].exact:
+        return Check(f"orthogonality:{name}", None, err, None, f"param {param!r} only approximates an orthogonal "
+                     f"matrix by design (measured {quantity} = {err:.2e})", values=values, module=path)
     ok = err <= tol
     why = "" if ok else ("the frame holds NaN or ±inf" if err != err else "the columns are not orthonormal" if
                          values == "held" else "not orthonormal for random parameter values: the parametrization does "
@@ -256,17 +275,30 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item() / max(1.0, b.abs().max().item())
 
 
+def _out_map(p: GraphModule, y: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # an output-mode map on the base output, with or without the bias
+    out: torch.Tensor = p(y) if p.graph.bias else p(y - b) + b
+    return out
+
+
 def _merge(g: Graph, m: GraphModule, x: torch.Tensor, tol: float, gen: torch.Generator, values: str, path: str) -> Check:
-    n_out = g.out_features if g.mode == "add" else 5
-    base = nn.Linear(g.in_features, n_out, dtype=torch.float64)
+    if g.mode == "output":       # the graph maps the layer's output: a random layer 5 → out
+        x = torch.randn(x.shape[0], 5, generator=gen, dtype=torch.float64)
+    n_in, n_out = (x.shape[1], g.out_features) if g.mode != "input" else (g.in_features, 5)
+    if g.post is not None:
+        n_out = g.post.in_features
+    base = nn.Linear(n_in, n_out, dtype=torch.float64)
     with torch.no_grad():
         base.weight.copy_(torch.randn(base.weight.shape, generator=gen, dtype=torch.float64))
-        w0 = base.weight.detach().clone()
-        # the adapted layer, unmerged: base(x) + Δ(x), or base(D x) for an input-mode graph
-        y = base(m(x)) if g.mode == "input" else base(x) + m(x)
-        w1 = merged_weight(m, w0)
-        err = _rel(torch.nn.functional.linear(x, w1, base.bias), y)
-        back = (unmerged_weight(m, w1) - w0).abs().max().item()
+        w0, b0 = base.weight.detach().clone(), base.bias.detach().clone()
+        # the adapted layer, unmerged: base(x) + Δ(x), base(D x) (then P) for an input-mode graph, P(base(x))
+        y = base(x) + m(x) if g.mode == "add" else base(m(x)) if g.mode == "input" else _out_map(m, base(x), b0)
+        if m.post is not None:
+            y = _out_map(m.post, y, b0)
+        w1, b1 = merged_weight(m, w0), cast(torch.Tensor, merged_bias(m, b0))
+        err = _rel(torch.nn.functional.linear(x, w1, b1), y)
+        b_back = cast(torch.Tensor, unmerged_bias(m, b1))
+        back = max((unmerged_weight(m, w1) - w0).abs().max().item(), (b_back - b0).abs().max().item())
     worst = max(err, back) if err == err and back == back else float("nan")
     ok = worst <= tol
     why = "" if ok else ("the result is not finite" if worst != worst else
@@ -308,10 +340,14 @@ def _gradient_flow(graph: Graph, m: GraphModule, x: torch.Tensor, gen: torch.Gen
                       module=path)]
     out = m(x)
     target = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    (out * target).sum().backward()
+    loss = (out * target).sum()
+    if m.post is not None:      # the output-side map, on a random base output
+        y = m.post(torch.randn(x.shape[0], m.post.graph.in_features, generator=gen, dtype=torch.float64))
+        loss = loss + (y * torch.randn(y.shape, generator=gen, dtype=torch.float64)).sum()
+    loss.backward()
     checks = []
     for name in _trainable_owners(graph):
-        params = [p for p in m.get_submodule(name).parameters() if p.requires_grad]
+        params = [p for p in _holder(m, name).parameters() if p.requires_grad]
         norm = sum(float(p.grad.abs().sum()) if p.grad is not None else 0.0 for p in params)
         alive = norm > DEAD  # round-off leaves ~1e-15 on a node that cannot move the output
         checks.append(Check(f"gradient_flow:{name}", alive, norm, DEAD,

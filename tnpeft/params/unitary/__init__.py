@@ -17,6 +17,9 @@ name            construction                                          parameters
 ``taylor``      ``Σ_{j≤order} Aʲ/j!`` then a QR retraction            ``N·K′``
 ``householder`` ``H₁⋯H_{K′}``, ``Hⱼ = I − 2uⱼuⱼᵀ``                     ``N·K′``
 ``givens``      butterfly layers of disjoint 2×2 rotations            ``Σ_layers ⌊pairs⌋``
+``cayley_packed`` ``(I − A)(I + A)⁻¹``, ``A`` from a packed triangle   ``N(N−1)/2``
+``cayley_neumann`` its truncated Neumann series (peft OFT; *not*      ``N(N−1)/2``
+                orthogonal: registered ``exact=False``)
 ==============  ====================================================  ===========================
 
 ``K′`` is the *intrinsic rank* (option ``intrinsic_rank``, default ``K``): the skew factor of
@@ -35,6 +38,7 @@ from typing import Callable
 
 from tnpeft.circuits.circuit import circuit_angle_count
 from tnpeft.params.unitary.base import AngleFrame, FrameModule, eye_frames, init_angles, quantize_ste
+from tnpeft.params.unitary.packed import NeumannCayleyFrame, PackedCayleyFrame, packed_count
 from tnpeft.params.unitary.pauli import PauliFrame, apply_circuit, is_pow2, pauli_count
 from tnpeft.params.unitary.reflections import GivensFrame, HouseholderFrame, butterfly_pairs, givens_count
 from tnpeft.params.unitary.registry import UNITARY_PARAMS, UnitaryParametrization, register_unitary
@@ -55,11 +59,15 @@ for _name, _cls, _opts in (("cayley", CayleyFrame, ("intrinsic_rank", "init")),
                            ("householder", HouseholderFrame, ("intrinsic_rank", "init"))):
     register_unitary(UnitaryParametrization(
         _name, lambda n, k, intrinsic_rank=None, order=2, init="random": n * min(intrinsic_rank or k, n),
-        _build(_cls), _opts))
+        _build(_cls), _opts, inits=("paired",) if _name == "householder" else ()))
+register_unitary(UnitaryParametrization("cayley_packed", lambda n, k, init="random": packed_count(n),
+                                        _build(PackedCayleyFrame), ("init",)))
+register_unitary(UnitaryParametrization("cayley_neumann", lambda n, k, init="random", terms=5: packed_count(n),
+                                        _build(NeumannCayleyFrame), ("init", "terms"), exact=False))
 register_unitary(UnitaryParametrization("givens", lambda n, k, layers=None, bits=None, init="random": givens_count(n, layers),
                                         _build(GivensFrame), ("layers", "bits", "init")))
 
 __all__ = ["UNITARY_PARAMS", "UnitaryParametrization", "register_unitary", "FrameScope", "FrameModule", "AngleFrame",
-           "PauliFrame", "SkewFrame", "CayleyFrame", "ExpFrame", "TaylorFrame", "HouseholderFrame", "GivensFrame",
+           "PauliFrame", "PackedCayleyFrame", "NeumannCayleyFrame", "packed_count", "SkewFrame", "CayleyFrame", "ExpFrame", "TaylorFrame", "HouseholderFrame", "GivensFrame",
            "pauli_count", "givens_count", "circuit_angle_count", "apply_circuit", "quantize_ste", "eye_frames",
            "init_angles", "is_pow2", "butterfly_pairs"]

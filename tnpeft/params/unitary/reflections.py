@@ -14,7 +14,9 @@ from tnpeft.params.unitary.butterfly import apply_factors, block_diagonal, butte
 
 class HouseholderFrame(FrameModule):
     r"""``U = H_1 ⋯ H_{K′} I_{N×K}``, ``H_j = I − 2 u_j u_jᵀ``, ``u_j = v_j / ‖v_j‖`` (a zero
-    ``v_j`` gives ``H_j = I``). Parameters ``N·K′``; cost ``O(N·K·K′)``."""
+    ``v_j`` gives ``H_j = I``). Parameters ``N·K′``; cost ``O(N·K·K′)``. ``init="paired"`` repeats
+    each random vector once (``u₂ = u₁``, …; an odd last one is zero): the product starts at the
+    identity with non-zero gradients (HRA's symmetric initialisation)."""
 
     def __init__(self, n: int, k: int, batch: Sequence[int] = (), intrinsic_rank: int | None = None,
                  init: str = "random", dtype: torch.dtype | None = None, device: torch.device | str | None = None,
@@ -25,6 +27,11 @@ class HouseholderFrame(FrameModule):
         with torch.no_grad():
             if init == "random":
                 v.normal_(0.0, 1.0, generator=rng)
+            elif init == "paired":   # u₁ = u₂, u₃ = u₄, …: H₁H₂ = I, so U starts at I_{N×K} with live gradients
+                v.zero_()
+                half = v[..., : m - m % 2: 2, :]
+                half.normal_(0.0, 1.0, generator=rng)
+                v[..., 1: m - m % 2: 2, :] = half
             else:
                 v.zero_()
         self.vectors = nn.Parameter(v)

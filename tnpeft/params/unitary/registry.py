@@ -20,6 +20,10 @@ class UnitaryParametrization:
             for reproducible initial values.
         options: the option names it accepts.
         identity_init: whether ``init="identity"`` is supported (the frame starts as ``I_{N×K}``).
+        inits: the ``init`` option values it accepts besides ``"random"`` and ``"identity"``.
+        exact: ``False`` for a parametrization that only approximates an orthogonal matrix (peft
+            OFT's truncated Cayley–Neumann series): checks report its deviation from orthogonality
+            instead of asserting it, unmerging inverts it, and circuits refuse it.
     """
 
     name: str
@@ -27,6 +31,8 @@ class UnitaryParametrization:
     build: Callable[..., nn.Module]
     options: tuple[str, ...] = ()
     identity_init: bool = True
+    inits: tuple[str, ...] = ()
+    exact: bool = True
 
 
 UNITARY_PARAMS: dict[str, UnitaryParametrization] = {}
