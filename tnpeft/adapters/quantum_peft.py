@@ -16,7 +16,7 @@ _CIRCUIT_PARAMS = ("pauli", "givens")
           learning_rate=2e-2)
 def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int = 1, param: str = "pauli",
                  intrinsic_rank: int | None = None, bits: int | None = None, scale: float = 1.0,
-                 order: int = 2) -> Graph:
+                 order: int = 2, pow2: bool = False) -> Graph:
     r"""Quantum-PEFT: ``ΔW = U Λ Vᵀ`` with orthonormal frames ``U ∈ V_K(M)``, ``V ∈ V_K(N)``.
 
     Graph::
@@ -44,6 +44,10 @@ def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int
             (straight-through estimator).
         scale: the factor ``s`` on ``U Λ Vᵀ`` (the paper uses 1).
         order: the series order of ``taylor``.
+        pow2: for ``pauli``, run each frame's circuit on the next power of two rows and keep the
+            orthonormal basis of its first ``N`` rows — a different parametrization, made for
+            quantum devices: ``log₂ R``-qubit two-design angles and gates (8 CZ for ``N = 384``
+            instead of ~400 after transpiling; see :class:`tnpeft.params.unitary.PauliFrame`).
 
     Parameters (closed form): ``count(param, N, K) + count(param, M, K) + K`` (see
     :mod:`tnpeft.params.unitary`), with the ``intrinsic_rank`` substitutions above.
@@ -66,11 +70,16 @@ def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int
         if param not in _CIRCUIT_PARAMS:
             raise ConfigError(f"quantum_peft: bits quantizes circuit angles; param {param!r} has none "
                               f"(use one of {list(_CIRCUIT_PARAMS)})", field="bits")
+    if not isinstance(pow2, bool) or (pow2 and param != "pauli"):
+        raise ConfigError(f"quantum_peft: pow2 (true/false) pads the 'pauli' circuit to a power of two; got pow2={pow2!r} "
+                          f"with param {param!r}", field="pow2")
     options: dict[str, Any] = {}
     if param in _CIRCUIT_PARAMS:
         options["layers"] = layers
         if bits is not None:
             options["bits"] = bits
+        if pow2:
+            options["pow2"] = True
     else:
         if intrinsic_rank is not None:
             options["intrinsic_rank"] = intrinsic_rank

@@ -141,7 +141,7 @@ def frame_circuit(module: FrameModule) -> tuple[Circuit, str] | None:
     """The circuit description of a circuit-shaped frame (``pauli`` of any size, ``givens``) and
     its method name; ``None`` for frames that have no circuit of their own."""
     if isinstance(module, PauliFrame):
-        return pauli_frame_circuit(module.n, module.layers, module.k), "pauli"
+        return pauli_frame_circuit(module.rows, module.layers, module.k), "pauli"
     if isinstance(module, GivensFrame):
         return givens_circuit(module.n, butterfly_pairs(module.n, module.n_layers)), "givens"
     return None
@@ -155,13 +155,15 @@ def _frame_circuits(module: torch.nn.Module, node: str | None, param: str | None
     described = frame_circuit(module) if isinstance(module, FrameModule) else None
     if described is not None:
         circ, method = described
-        n, k = module.n, module.k
+        n, k = getattr(module, "rows", module.n), module.k    # a pow2 frame's circuit has its padded rows
         with torch.no_grad():
             angles = module.angles().detach().to(torch.float64).cpu()
         for b, theta in enumerate(angles):
             qc = circuit_to_qiskit(circ, theta, parameters=parameters, name=label, multiplex=method == "givens")
             qc.metadata.update(method=method, bits=module.bits,
                                **({"layers": module.layers} if method == "pauli" else {"layers": module.n_layers}))
+            if getattr(module, "pow2", False):
+                qc.metadata.update(pow2=True, frame_rows=module.n)
             out.append((qc, b))
     else:
         frames = frame_matrices(module)
