@@ -112,8 +112,8 @@ def _sweep(model: Any, tok: Any, test: Any, task: str, device: Device, backend: 
     counts: list[int | None] = sorted({int(s) for s in sweep}) + [None]
     ideal = Device("ideal", shots=None, seed=seed, remember=True)
     curves = []
-    for label, dev, mit in (("ideal", ideal, None), (f"{device.name}", device, None),
-                            (f"{device.name} + {sweep_mitigation}", device, sweep_mitigation)):
+    configs = [("ideal", ideal, None)] + ([] if device.ideal else [(device.name, device, None)])
+    for label, dev, mit in configs + [(f"{device.name} + {sweep_mitigation}", device, sweep_mitigation)]:
         for s in counts:
             dev.configure(shots=s, mitigation=mit)
             r = _run(model, tok, test, task, dev, frames, batch_size, max_length, report=False)

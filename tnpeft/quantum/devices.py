@@ -179,15 +179,21 @@ def device_info(backend: Any) -> DeviceInfo:
                       statistics.median(ro) if ro else None, dead, len(errs), rep_delay(b), usable, note)
 
 
+_INFOS: dict[str, DeviceInfo] = {}   # the snapshots never change within a process
+
+
 def list_devices(fake: bool = True) -> tuple[list[DeviceInfo], str | None]:
     """Every device :func:`resolve_backend` knows, described; and a note when the fake IBM devices
-    are missing (``qiskit-ibm-runtime`` not installed)."""
-    out = [device_info("ideal"), device_info("generic")]
+    are missing (``qiskit-ibm-runtime`` not installed). Building the 68 fake devices' targets takes
+    tens of seconds once; the descriptions are kept for the process."""
+    names = ["ideal", "generic"]
     note = None
     if fake:
         try:
-            classes = fake_device_classes()
+            names += list(fake_device_classes())
         except ConfigError as e:
-            return out, str(e)
-        out += [device_info(name) for name in classes]
-    return out, note
+            note = str(e)
+    for name in names:
+        if name not in _INFOS:
+            _INFOS[name] = device_info(name)
+    return [_INFOS[n] for n in names], note
