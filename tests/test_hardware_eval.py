@@ -127,8 +127,7 @@ def test_hardware_eval_on_an_ideal_device(trained_minilm, tmp_path, capsys):
     assert cost["circuits"] == frames * (2 + 2 * 9 + 1)                     # K + K·n + K − 1 per 384-row frame
     assert cost["shots"] == cost["circuits"] * shots and cost["qpu_seconds"] > 0
     # the sweep: exact distributions give the exact model; every point is charged its circuits
-    assert {(x["curve"], x["shots"]) for x in r["sweep"]} == {(c, s) for c in ("ideal", "ideal + readout")
-                                                               for s in (1024, None)}
+    assert {(x["curve"], x["shots"]) for x in r["sweep"]} == {("ideal", 1024), ("ideal", None)}
     assert all(x["metrics"]["accuracy"] == acc for x in r["sweep"] if x["shots"] is None)
     assert all(x["cost"]["shots"] == x["cost"]["circuits"] * (x["shots"] or 0) for x in r["sweep"])
     assert (tmp_path / "sweep.png").stat().st_size > 1000
@@ -138,3 +137,31 @@ def test_hardware_eval_on_an_ideal_device(trained_minilm, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["device"]["metrics"]["accuracy"] == out["exact"]["metrics"]["accuracy"]
     assert out["device"]["summary"]["part_error"]["max"] < 1e-6
+
+
+def test_cli_train_on_a_device_prints_its_budget_and_counts_what_ran(tmp_path, capsys, minilm_dir):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from tnpeft.train.offline_assets import hamlet
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=tok.vocab_size, n_positions=64)
+                    ).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "text.txt").write_text(hamlet()[:2000])
+    common = ["train", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "text.txt"), "--adapter", "qpa",
+              "r=2", "chunk_size=32", "qnn_layers=1", "--max-length", "16", "--batch-size", "2", "--max-steps", "2",
+              "--quantum-backend", "ideal", "--shots", "256", "--out", str(tmp_path / "run"), "--json"]
+    assert main(common + ["--dry-run"]) == 0
+    budget = json.loads(capsys.readouterr().out)
+    assert budget["device"] == "ideal" and budget["shots"] == 256
+    assert budget["shots_per_step"] == budget["circuits_per_step"] * 256 and not (tmp_path / "run").exists()
+    assert main(common) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    ran = metrics["quantum_device"]["ran"]
+    backward = sum(s["backward"] for s in budget["shapes"])
+    assert ran["circuits_by_purpose"]["shift"] == 2 * backward          # two steps, every shift of each
+    assert ran["shots"] == ran["circuits"] * 256
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["quantum_device"]["ran"] == ran and np.isfinite(saved["final"]["loss"])

@@ -66,7 +66,7 @@ def hardware_eval(adapter_dir: str | os.PathLike, *, model: str = "minilm", data
     """Evaluate the adapter in ``adapter_dir`` on ``model`` and ``data`` (its first ``test_size``
     held-out examples, as ``tnpeft train`` holds them out) exactly and with its quantum parts on
     ``backend`` with ``shots`` and ``mitigation``; with ``sweep`` (shot counts), the metric against
-    shots for the ideal device, ``backend`` raw and ``backend`` with ``sweep_mitigation``, drawn to
+    shots for the ideal device and (unless ``backend`` is the ideal one) ``backend`` raw and with ``sweep_mitigation``, drawn to
     ``plot`` (PNG). Returns the report (``exact``, ``device``, ``sweep``, …)."""
     t_start = time.perf_counter()
     _, _, tensors = read_adapter(adapter_dir)
@@ -112,8 +112,10 @@ def _sweep(model: Any, tok: Any, test: Any, task: str, device: Device, backend: 
     counts: list[int | None] = sorted({int(s) for s in sweep}) + [None]
     ideal = Device("ideal", shots=None, seed=seed, remember=True)
     curves = []
-    configs = [("ideal", ideal, None)] + ([] if device.ideal else [(device.name, device, None)])
-    for label, dev, mit in configs + [(f"{device.name} + {sweep_mitigation}", device, sweep_mitigation)]:
+    configs = [("ideal", ideal, None)]
+    if not device.ideal:          # on the ideal device mitigation changes nothing: one curve
+        configs += [(device.name, device, None), (f"{device.name} + {sweep_mitigation}", device, sweep_mitigation)]
+    for label, dev, mit in configs:
         for s in counts:
             dev.configure(shots=s, mitigation=mit)
             r = _run(model, tok, test, task, dev, frames, batch_size, max_length, report=False)
