@@ -18,16 +18,18 @@ OUT = Path(__file__).parent / "diagrams"
 
 
 FLOORS = [  # top to bottom, as tests/test_architecture.py checks them
-    ("cli · tnpeft", "the command, the public names"),
-    ("demo", "the five-adapter demo"),
-    ("train", "loop, checkpoints, data, curves; calls method hooks"),
-    ("nn", "TNLinear, inject, merge, save/load, peft interop"),
+    ("cli · tnpeft", "the command (verbs, tables, the demo), the public names"),
+    ("train", "loop, checkpoints, data, curves, compare; calls method hooks"),
+    ("nn", "TNLinear, inject, merge, save/load into models, peft interop"),
     (("draw", "quantum", "verification", "testing"), "interpreters of a graph, side by side"),
     ("adapters", "method registry + one builder per method"),
-    ("graph", "nodes, Graph, schedule, GraphModule, files, merge, sources"),
+    (("storage", "algebra"), "graph and adapter folders, sources · cuts, sums, compression"),
+    ("runtime", "GraphModule: a graph's values, its forward, merge arithmetic"),
+    ("graph", "the definition: nodes, Graph (a value), schedule, hyper-network specs"),
     ("contract", "networks → cotengra plans → torch calls"),
-    ("params", "dense, diagonal, unitary frames, circuits, QNN, hyper-networks"),
-    ("fileio", "atomic writes, safetensors reads"),
+    ("params", "dense, diagonal, unitary frames, QNN maps, hyper-networks"),
+    ("circuits", "circuits as data: simulator, frame descriptions and kernels"),
+    (("caches", "fileio"), "bounded process-wide caches · atomic writes, safe reads"),
     ("errors", "one exception hierarchy"),
 ]
 

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tnpeft
 import tnpeft.runtime.applied_frames as applied_frames
 from tnpeft import Graph, Unitary
 from tnpeft.adapters import oft
@@ -34,7 +35,7 @@ def test_apply_equals_the_formed_frame(n, k_frac, g, layers, adjoint, seed):
     ref = torch.einsum("mgn,gnk->mgk", h, u) if adjoint else torch.einsum("mgk,gnk->mgn", h, u)
     w = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
     g_ref = torch.autograd.grad((ref * w).sum(), (h, m.theta))
-    out = m.apply(h, adjoint=adjoint)
+    out = m.apply_frame(h, adjoint=adjoint)
     g_out = torch.autograd.grad((out * w).sum(), (h, m.theta))
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(g_out[0], g_ref[0], rtol=0, atol=1e-12)
@@ -125,3 +126,11 @@ def test_an_applied_frame_leaves_the_batching_scope():
     # its matrix is still there for merging and drawing
     r = gm.dense().double()
     torch.testing.assert_close(r.T @ r, torch.eye(256, dtype=torch.float64), rtol=0, atol=1e-5)
+
+
+def test_a_model_holding_frames_takes_module_apply():
+    # nn.Module.apply(fn) walks the modules; a frame's own method has another name and never shadows it
+    m = tnpeft.GraphModule(tnpeft.adapters.oft(32, 32, block_size=8, butterfly=True, param="givens"))
+    seen = []
+    m.apply(lambda mod: seen.append(type(mod).__name__))
+    assert "GivensFrame" in seen and "GraphModule" in seen

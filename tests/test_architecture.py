@@ -14,6 +14,7 @@ Packages on one floor are siblings: none of them imports another. The graph defi
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,71 @@ def test_generic_floors_never_name_a_method():
         if m.startswith(("tnpeft.train", "tnpeft.nn")):
             code = "\n".join(line for line in p.read_text().splitlines() if not line.lstrip().startswith("#"))
             assert "adalora" not in code.lower(), f"{p.relative_to(ROOT.parent)} names a method (adalora)"
+
+
+def test_the_graph_definition_never_sees_its_runtime():
+    # a Graph is structure; values live in tnpeft.runtime, which the definition never imports (not even
+    # for type checking)
+    for m in MODULES:
+        if m == "tnpeft.graph" or m.startswith("tnpeft.graph."):
+            bad = [(t, line) for t, line, _, _, _ in ALL[m] if t == "tnpeft.runtime" or t.startswith("tnpeft.runtime.")]
+            assert not bad, f"{MODULES[m].relative_to(ROOT.parent)} imports the runtime: {bad}"
+
+
+# the one print outside the command line: peft's print_trainable_parameters, which users call by that name
+PRINT_OK = {("tnpeft.nn.model", "print_trainable_parameters")}
+ALIGNED = re.compile(r"^.?[<>^](\d|\{\})")
+
+
+def terminal_formatting(mod: str) -> list[str]:
+    """Where ``mod`` prints or lays text out in padded columns (a table for a terminal)."""
+    tree = ast.parse(MODULES[mod].read_text())
+    found = []
+    for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] + [tree]:
+        body = fn.body if fn is not tree else [s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.ClassDef))]
+        for n in (x for stmt in body for x in ast.walk(stmt)):
+            name = getattr(fn, "name", "<module>")
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print" \
+                    and (mod, name) not in PRINT_OK:
+                found.append(f"{name}:{n.lineno} print")
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in ("ljust", "rjust", "center"):
+                found.append(f"{name}:{n.lineno} .{n.func.attr}()")
+            if isinstance(n, ast.FormattedValue) and n.format_spec is not None:
+                spec = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in n.format_spec.values)
+                if ALIGNED.match(spec):
+                    found.append(f"{name}:{n.lineno} aligned field {spec!r}")
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("mod", sorted(m for m in MODULES if not (m == "tnpeft.cli" or m.startswith("tnpeft.cli."))))
+def test_only_the_command_line_prints_tables(mod):
+    found = terminal_formatting(mod)
+    assert not found, (f"{MODULES[mod].relative_to(ROOT.parent)} formats text for a terminal ({found}); return data "
+                       "or plain lines, and lay out tables in tnpeft/cli/tables.py")
+
+
+MAX_FUNCTION_LINES = 80
+LONG_OK = "# long:"   # a comment on the line above a function's def says why it may be longer
+
+
+@pytest.mark.parametrize("mod", sorted(MODULES))
+def test_functions_stay_short(mod):
+    lines = MODULES[mod].read_text().splitlines()
+    long = []
+    for n in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([n.lineno] + [d.lineno for d in n.decorator_list])
+            size = n.end_lineno - n.lineno + 1
+            if size > MAX_FUNCTION_LINES and not lines[first - 2].strip().startswith(LONG_OK):
+                long.append(f"{n.name} ({size} lines, line {n.lineno})")
+    assert not long, (f"{MODULES[mod].relative_to(ROOT.parent)}: {long} — split into phases, or say why above the "
+                      f"def with a '{LONG_OK} …' comment")
+
+
+def test_the_table_check_finds_tables():
+    # the checks above can fail: a module that prints an aligned table is caught
+    src = "def f(rows):\n    for r in rows:\n        print(f'{r[0]:<{10}}{r[1]:>8}')\n"
+    tree = ast.parse(src)
+    specs = ["".join(v.value if isinstance(v, ast.Constant) else "{}" for v in n.format_spec.values)
+             for n in ast.walk(tree) if isinstance(n, ast.FormattedValue) and n.format_spec is not None]
+    assert [bool(ALIGNED.match(s)) for s in specs] == [True, True]

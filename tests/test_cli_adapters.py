@@ -11,8 +11,8 @@ from peft import PeftModel
 import tnpeft
 from tnpeft import AdapterConfig, Dense, Graph
 from tnpeft.adapters import METHODS, register
-from tnpeft.adapters.specs import percent
 from tnpeft.cli import main
+from tnpeft.cli.tables import percent
 from tnpeft.errors import ConfigError
 
 SIZES = {"oft": (64, 64), "qwthn": (64, 64)}
@@ -126,5 +126,5 @@ def test_small_csv_holds_out_a_fraction_and_warmup_is_clipped(tmp_path, capsys):
     code, out, err = run(capsys, "train", "--data", str(csv), "--model", "minilm", "--max-steps", "2",
                        "--batch-size", "4", "--out", str(tmp_path / "run"), "r=2", "--checkpoint-every", "100")
     assert code == 0
-    assert "warming up over all 2 steps" in out
+    assert "is more than 0.1 of the run (2 steps); warming up over 1 step(s)" in out
     assert "loss (mean of last 20)" in err

@@ -16,7 +16,7 @@ import torch
 
 import tnpeft.train.comparison as comparison
 from tnpeft.errors import ConfigError
-from tnpeft.train.cells import parse_adapter_spec
+from tnpeft.train.compare_setup import parse_adapter_spec
 from tnpeft.train.comparison import compare, parse_lr_grid, select_lr
 from tnpeft.train.pareto import pareto_front
 
@@ -194,7 +194,7 @@ def test_tune_then_seeds_runs_the_grid_on_the_first_seed_only(grid_run, monkeypa
     monkeypatch.setattr(comparison, "train_cell", trains)
     res = compare(["lora:r=2,alpha=4"], model=str(root / "model"), data=str(root / "data.csv"), lrs=LRS,
                   seeds=[0, 1, 2], steps=3, val_size=40, test_size=40, batch_size=16, max_length=16,
-                  protocol="tune-then-seeds", out=root / "tts", progress=False, quiet=True)
+                  protocol="tune-then-seeds", out=root / "tts", progress=False)
     chosen = res["selection"]["lora:r=2,alpha=4"]["lr"]
     assert [(lr, s) for _, lr, s in trains.calls] == [(LRS[0], 0), (LRS[1], 0), (chosen, 1), (chosen, 2)]
     assert res["protocol_cells"] == 4 and res["summary"][0]["seeds"] == 3
@@ -236,7 +236,7 @@ def test_adapter_specs():
 def test_bad_input_is_one_line_before_any_work(args, words, tmp_path, capsys, monkeypatch):
     from tnpeft.cli import main
 
-    monkeypatch.setattr(comparison, "_load_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr(comparison, "load_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
     argv = ["compare", *args, "--out", str(tmp_path / "o"), "--steps", "2"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -271,3 +271,57 @@ def test_demo_pareto_plot_on_made_up_results(tmp_path):
     plot_demo_pareto(res, 1000, tmp_path / "pareto.png")
     assert _png_size(tmp_path / "pareto.png")[0] >= 800
     assert STUDY_COMMAND.startswith("tnpeft compare ") and "--protocol tune-then-seeds" in STUDY_COMMAND
+
+
+def test_edge_rates_are_flagged_in_the_json_and_the_table(grid_run):
+    from tnpeft.cli.tables import compare_table
+
+    _, _, res, _, _ = grid_run
+    for r in res["summary"]:    # a two-point grid: whatever is selected is at one of its edges
+        assert r["lr_at_edge"] == ("lowest" if r["lr"] == min(LRS) else "highest")
+        assert res["selection"][r["adapter"]]["edge"] == r["lr_at_edge"]
+        assert any(n.startswith(r["adapter"] + ":") and "of its grid" in n and "widen" in n for n in res["notes"])
+    table = compare_table(res)
+    assert all(f"{r['lr']:g}*" in table for r in res["summary"])
+    assert "note: " in table and "± " in table and "SE" not in table.split("\n")[1]   # two seeds: a std
+
+
+def test_one_seed_reports_the_binomial_error_and_short_data_is_said(grid_run):
+    from tnpeft.cli.tables import compare_table
+
+    root, _, _, _, _ = grid_run
+    res = compare(["lora:r=2,alpha=4"], model=str(root / "model"), data=str(root / "data.csv"), lrs=[1e-3, 3e-3, 5e-2],
+                  seeds=[0], steps=2, train_size=500, val_size=40, test_size=40, batch_size=16, max_length=16,
+                  out=root / "one", progress=False, warmup_steps=20)
+    row = res["summary"][0]
+    p = row["test_accuracy_mean"]
+    assert row["test_accuracy_std"] is None and row["test_accuracy_se"] == pytest.approx((p * (1 - p) / 40) ** 0.5)
+    assert any("one seed" in n for n in res["notes"])
+    assert any("--train-size 500" in n and "160 training rows" in n for n in res["notes"])
+    table = compare_table(res)
+    assert f"{100 * p:.2f} ± {100 * row['test_accuracy_se']:.2f} SE" in table and "± 0.00" not in table
+    assert all(c["warmup_steps"] == 1 for c in res["cells"])     # 20 asked, clipped to 0.1 of a 2-step run
+
+
+def test_warmup_is_clipped_to_its_fraction_of_the_run():
+    from tnpeft.train.train_config import effective_warmup
+
+    assert effective_warmup(20, 1000) == 20 and effective_warmup(20, 100) == 10 and effective_warmup(20, 5) == 1
+    assert effective_warmup(0, 100) == 0 and effective_warmup(20, 100, fraction=0.5) == 20
+
+
+def test_early_stopping_keeps_the_best_values_and_records_the_curve(grid_run):
+    root, _, _, _, _ = grid_run
+    res = compare(["lora:r=2,alpha=4"], model=str(root / "model"), data=str(root / "data.csv"), lrs=[3e-1],
+                  seeds=[0], steps=12, val_size=40, test_size=40, batch_size=16, max_length=16, out=root / "es",
+                  progress=False, eval_every=2, patience=2)
+    (cell,) = res["cells"]
+    curve = cell["val_curve"]
+    assert [c["step"] for c in curve] == list(range(2, 2 * len(curve) + 1, 2)) and curve
+    best = max(c["accuracy"] for c in curve)
+    assert cell["val"]["accuracy"] >= best - 1e-12            # the kept values are the best seen (or the end's)
+    if cell["stopped_early_at"] is not None:                   # two evaluations in a row without improvement
+        accs = [c["accuracy"] for c in curve]
+        assert max(accs[-2:]) <= max(accs[:-2]) and cell["steps_run"] == cell["stopped_early_at"] < 12
+    with pytest.raises(ConfigError, match="--eval-every"):
+        compare(["lora"], steps=1, patience=2, out=root / "bad")

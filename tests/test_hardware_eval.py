@@ -106,7 +106,7 @@ def trained_minilm(tmp_path_factory, minilm_dir):
     out = tmp_path_factory.mktemp("qpeft")
     cfg = TrainConfig(max_steps=8, batch_size=8, lr=5e-2, max_length=24, checkpoint_every=0, warmup_steps=0)
     run_training("minilm", "tweets", "quantum_peft", {"rank": 2}, out, target_modules=["query"],
-                 train_size=64, test_size=64, config=cfg, progress=False, quiet=True)
+                 train_size=64, test_size=64, config=cfg, progress=False)
     return out / "adapter"
 
 

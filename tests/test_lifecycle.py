@@ -1,7 +1,9 @@
 """A stateful property test of the adapter lifecycle (hypothesis ``RuleBasedStateMachine``).
 
 Random sequences of inject / set_adapter / merge / unmerge / save / load / disable / delete /
-train step / failing call / call interrupted half-way run on a tiny GPT-2. After every step the
+train step / failing call / call interrupted half-way / export to peft (or a merged model) /
+convert (a saved adapter loaded into a fresh model and exported) / add_weighted_adapter run on a
+tiny GPT-2; saves and exports go to new folders or to folders written before, of any kind. After every step the
 model is checked against a plain reference of what it must be, computed without tnpeft's
 interpreters: each adapter's values (kept by the reference, and only read back from the model
 after it was trained), the base weights ``W₀ + Σ_merged s·ΔW`` with ``ΔW`` multiplied out by hand
@@ -9,7 +11,11 @@ after it was trained), the base weights ``W₀ + Σ_merged s·ΔW`` with ``ΔW``
 of the model whose weights are ``W₀ + Σ_{active ∪ merged} s·ΔW``, which adapters exist, run, are
 merged and are trainable, and that every module is in the model's eval mode. A call that fails —
 by a tnpeft error or a ``KeyboardInterrupt`` injected inside it — must leave every parameter,
-buffer, ``requires_grad`` flag, module, mode and tnpeft record exactly as it was.
+buffer, ``requires_grad`` flag, module, mode and tnpeft record exactly as it was. Every folder
+written holds one kind of checkpoint, always loadable and equal to the reference of what was
+written last: a saved adapter's values, a peft export's ``s·B A`` per module (the update
+multiplied out by hand), a merged export's weights (``W₀`` with the merged adapters, then the
+multiplicative one, by hand).
 """
 
 from __future__ import annotations
@@ -30,15 +36,17 @@ from conftest import tiny_gpt2
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
-from safetensors.torch import load, save
+from safetensors.torch import load, load_file, save
 from snapshots import same_snapshot, snapshot
 
 import tnpeft
 import tnpeft.nn.model_merge as merging
-from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
-from tnpeft.fileio import sha256
+from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError, WriteError
+from tnpeft.fileio import MODEL, PEFT_LORA, TNPEFT_ADAPTER, checkpoint_kinds, sha256
 from tnpeft.nn import TNLinear, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR
+from tnpeft.storage.adapter_folder import read_adapter, split_adapter_state
+from tnpeft.train.convert import convert_adapter
 
 NAMES = ["a", "b", "c"]
 SOME_NAME = st.sampled_from(NAMES * 4 + ["nope"])     # now and then a name the model does not have
@@ -75,12 +83,23 @@ def reference_rotation(v: dict[str, torch.Tensor], n: int) -> torch.Tensor:
 
 
 def reference_delta(method: str, v: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``s · ΔW`` (out × in) from the adapter's values, multiplied out by hand."""
+    """``s · ΔW`` (out × in) from the adapter's values, multiplied out by hand (a combination's
+    graph, scale 1, is LoRA-shaped or, summing the three-node graphs, three-node)."""
+    if method == "combo":
+        if "A.weight" in v:
+            return v["B.weight"].double() @ v["A.weight"].double()
+        return (v["P.weight"].double() * v["L.weight"].double()) @ v["Q.weight"].double()
     if method == "lora1":
         return 2.0 * (v["B.weight"].double() @ v["A.weight"].double())
     if method == "lora2":
         return 1.5 * (v["B.weight"].double() @ v["A.weight"].double())
     return 0.5 * (v["P.weight"].double() * v["L.weight"].double()) @ v["Q.weight"].double()
+
+
+def _layout(a: dict) -> tuple:
+    """What a saved adapter must share with the model's adapter to load into it: the method, the
+    paths and, per path, the tensors' names and shapes in order (combinations differ in rank)."""
+    return a["method"], a["paths"], [[(k, tuple(v.shape)) for k, v in a["values"][p].items()] for p in a["paths"]]
 
 
 class _RaiseAt:
@@ -124,6 +143,8 @@ class Lifecycle(RuleBasedStateMachine):
         self.frozen: set[str] = set()            # loaded with is_trainable=False and not activated since
         self.untouched = True                    # no call has frozen the base model yet
         self.saved: list[tuple[str, str, dict]] = []   # (folder, name, adapter record)
+        self.folders: dict[str, dict] = {}       # every folder written: its kind and what it must hold
+        self.touched: set[str] = set()           # folders a step wrote to (or was refused to write to)
         self.n_dirs = 0
 
     def teardown(self):
@@ -263,17 +284,142 @@ class Lifecycle(RuleBasedStateMachine):
         if not inactive_merged:  # taking active adapters out of the weights never changes what the model computes
             torch.testing.assert_close(self._logits(), before, atol=2e-4, rtol=0)
 
+    def _target(self, data) -> str:
+        """A new folder, or now and then one written before (of any kind)."""
+        if self.folders and data.draw(st.integers(0, 2)) == 0:
+            return data.draw(st.sampled_from(sorted(self.folders)))
+        d = os.path.join(self.tmp, f"s{self.n_dirs}")
+        self.n_dirs += 1
+        return d
+
+    def _foreign(self, d: str, kind: str) -> bool:
+        return d in self.folders and self.folders[d]["kind"] != kind
+
+    def _wrote(self, d: str, kind: str, **expect) -> None:
+        self.folders[d] = {"kind": kind, **expect}
+        self.touched.add(d)
+        self.saved = [s for s in self.saved if s[0] != d]
+
     @rule(data=st.data())
     def save(self, data):
         self._count()
         name = self._name(data)
-        d = os.path.join(self.tmp, f"s{self.n_dirs}")
-        self.n_dirs += 1
+        d, overwrite = self._target(data), data.draw(st.booleans())
+        call = lambda: tnpeft.save_adapter(self.model, d, adapter_name=name, overwrite=overwrite)  # noqa: E731
         if name not in self.adapters:
-            self._expect_failure(lambda: tnpeft.save_adapter(self.model, d, adapter_name=name))
+            self._expect_failure(call)
             return
-        tnpeft.save_adapter(self.model, d, adapter_name=name)
-        self.saved.append((d, name, copy.deepcopy(self.adapters[name])))
+        if self._foreign(d, TNPEFT_ADAPTER) and not overwrite:
+            self._expect_failure(call, (WriteError,))
+            self.touched.add(d)
+            return
+        call()
+        record = copy.deepcopy(self.adapters[name])
+        self._wrote(d, TNPEFT_ADAPTER, values=record["values"])
+        self.saved.append((d, name, record))
+
+    def _merged_weights(self, values_of: dict[str, dict], merged: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+        """Every Conv1D weight (out × in) of a merged export: the weights with ``merged`` folded in,
+        then the exported multiplicative adapter (values by path) where it is not merged already."""
+        saved_merged, self.merged = self.merged, merged
+        try:
+            out = {p: self._reference_weight(p) for p in self.w0}
+        finally:
+            self.merged = saved_merged
+        for p, v in values_of.items():
+            out[p] = out[p] @ reference_rotation(v, out[p].shape[1])
+        return out
+
+    def _export_expectation(self, method: str, values: dict[str, dict], merged: dict[str, list[str]]):
+        if method in INPUT_MODE:
+            return MODEL, {"weights": self._merged_weights(values, merged)}
+        return PEFT_LORA, {"deltas": {p: reference_delta(method, v) for p, v in values.items()}}
+
+    @rule(data=st.data())
+    def export(self, data):
+        self._count()
+        name = self._name(data)
+        d, overwrite = self._target(data), data.draw(st.booleans())
+        call = lambda: tnpeft.export_peft(self.model, d, adapter_name=name, overwrite=overwrite)  # noqa: E731
+        if name not in self.adapters:
+            self._expect_failure(call, (AdapterStateError,))
+            return
+        a = self.adapters[name]
+        unmerged = {p: v for p, v in a["values"].items() if name not in self.merged.get(p, [])}
+        kind, expect = self._export_expectation(a["method"], unmerged if a["method"] in INPUT_MODE else a["values"],
+                                                self.merged)
+        if self._foreign(d, kind) and not overwrite:
+            self._expect_failure(call, (WriteError,))
+            self.touched.add(d)
+            return
+        before = snapshot(self.model)
+        call()
+        assert same_snapshot(before, snapshot(self.model)), "an export changed the model"
+        STATS[f"export as {kind}"] += 1
+        self._wrote(d, kind, **expect)
+
+    @precondition(lambda self: self.saved)
+    @rule(pick=st.integers(0, 10**6), data=st.data())
+    def convert(self, pick, data):
+        """What ``tnpeft convert`` does: the saved adapter into a fresh model, exported; never into
+        its own folder, whatever ``overwrite`` says."""
+        self._count()
+        src, name, record = self.saved[pick % len(self.saved)]
+        d = src if data.draw(st.integers(0, 3)) == 0 else self._target(data)
+        overwrite = data.draw(st.booleans())
+        if d == src:
+            with pytest.raises(WriteError, match="is the adapter folder being converted"):
+                convert_adapter(src, d, model="not loaded", overwrite=overwrite)
+            STATS["convert into its own folder refused"] += 1
+            self.touched.add(src)
+            return
+        fresh = tnpeft.load_adapter(tiny_gpt2(), src)
+        kind, expect = self._export_expectation(record["method"], record["values"], {})
+        call = lambda: tnpeft.export_peft(fresh, d, adapter_name=name, overwrite=overwrite)  # noqa: E731
+        if self._foreign(d, kind) and not overwrite:
+            with pytest.raises(WriteError, match="holds a"):
+                call()
+            STATS["convert into a folder of another kind refused"] += 1
+            self.touched.add(d)
+            return
+        call()
+        STATS[f"convert as {kind}"] += 1
+        self._wrote(d, kind, **expect)
+
+    @rule(data=st.data(), new=st.sampled_from(NAMES), ctype=st.sampled_from(["cat", "svd"]))
+    def combine(self, data, new, ctype):
+        """add_weighted_adapter: ``Σ wᵢ sᵢ ΔWᵢ`` (a multiplicative part as ``W (D − I)``), added inactive."""
+        self._count()
+        names = self._names(data)
+        weights = [data.draw(st.sampled_from([1.0, -0.5, 2.0])) for _ in names]
+        call = lambda: tnpeft.add_weighted_adapter(self.model, names, weights, new, combination_type=ctype,  # noqa: E731
+                                                   svd_rank=64 if ctype == "svd" else None)
+        if not names or new in self.adapters or any(n not in self.adapters for n in names):
+            self._expect_failure(call)
+            return
+        paths = sorted({p for n in names for p in self.adapters[n]["paths"]})
+        if any(self.adapters[n]["method"] in INPUT_MODE and self.merged.get(p) for n in names
+               for p in self.adapters[n]["paths"]):
+            self._expect_failure(call, (AdapterStateError,))
+            return
+        report = call()
+        STATS[f"combine ({ctype})"] += 1
+        values = self._values_from_model(new)
+        assert sorted(values) == paths and report.exact
+        for p in paths:
+            want = torch.zeros_like(reference_delta("combo", values[p]))
+            for n, w in zip(names, weights):
+                a = self.adapters[n]
+                if p not in a["paths"]:
+                    continue
+                if a["method"] in INPUT_MODE:
+                    base = self._reference_weight(p)
+                    want += w * (base @ reference_rotation(a["values"][p], base.shape[1]) - base)
+                else:
+                    want += w * reference_delta(a["method"], a["values"][p])
+            torch.testing.assert_close(reference_delta("combo", values[p]), want, atol=2e-5, rtol=1e-4)
+        self._add(new, "combo", paths, values)
+        self.untouched = False
 
     @precondition(lambda self: self.saved)
     @rule(pick=st.integers(0, 10**6), as_name=st.sampled_from([None] + NAMES), trainable=st.booleans())
@@ -284,7 +430,7 @@ class Lifecycle(RuleBasedStateMachine):
         call = lambda: tnpeft.load_adapter(self.model, d, adapter_name=as_name, is_trainable=trainable)  # noqa: E731
         have = self.adapters.get(name)
         if have is not None:
-            if have["method"] != record["method"] or have["paths"] != record["paths"]:
+            if _layout(have) != _layout(record):
                 self._expect_failure(call, (AdapterFileError,))
                 return
             if any(name in self.merged.get(p, ()) for p in have["paths"]):
@@ -551,6 +697,36 @@ class Lifecycle(RuleBasedStateMachine):
             want = {n for n, _ in m.named_parameters()}
         assert got == want
         assert not any(mod.training for mod in m.modules()), "a module is not in the model's eval mode"
+
+    @invariant()
+    def every_folder_holds_one_loadable_checkpoint(self):
+        """No folder ever holds files of two kinds; one a step wrote to (or was refused to write
+        to) loads and holds what the reference says was written last."""
+        for d, want in self.folders.items():
+            assert list(checkpoint_kinds(d)) == [want["kind"]], (d, checkpoint_kinds(d), want["kind"])
+            assert not [n for n in os.listdir(d) if n.endswith(".tmp") or n.startswith(".tnpeft")], os.listdir(d)
+        for d in sorted(self.touched & set(self.folders)):
+            want = self.folders[d]
+            if want["kind"] == TNPEFT_ADAPTER:
+                _, graphs, tensors = read_adapter(d)
+                got = split_adapter_state(graphs, tensors, d)
+                assert set(got) == set(want["values"])
+                for p, vals in want["values"].items():
+                    assert got[p].keys() == vals.keys() and all(torch.equal(got[p][k], v) for k, v in vals.items())
+            elif want["kind"] == PEFT_LORA:
+                fresh = tnpeft.import_peft(tiny_gpt2(), d)
+                layers = {p: lay.tn_adapters["default"] for p, lay in tn_layers(fresh)}
+                assert set(layers) == set(want["deltas"])
+                for p, delta in want["deltas"].items():
+                    v = {k: t.double() for k, t in layers[p].state_dict().items()}
+                    got = layers[p].graph.scale * (v["B.weight"] @ v["A.weight"])
+                    torch.testing.assert_close(got, delta, atol=2e-5, rtol=1e-4)
+            else:
+                tensors = load_file(os.path.join(d, "model.safetensors"))
+                assert json.loads(open(os.path.join(d, "config.json")).read())["model_type"] == "gpt2"
+                for p, w in want["weights"].items():       # Conv1D holds Wᵀ
+                    torch.testing.assert_close(tensors[f"{p}.weight"].double(), w.T, atol=2e-5, rtol=0)
+        self.touched.clear()
 
     @invariant()
     def values_weights_and_logits_match(self):

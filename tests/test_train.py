@@ -251,3 +251,21 @@ def test_every_cli_demo_error_is_one_line_naming_the_argument(tmp_path, capsys):
         rc = main(["demo", "--out", str(tmp_path / "out")] + args)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and needle in err[0], (args, err)
+
+
+def test_evaluation_defaults_to_the_length_the_adapter_was_trained_with(tmp_path, monkeypatch):
+    import tnpeft.train.evaluation as evaluation
+
+    cfg = TrainConfig(task="causal_lm", max_steps=2, batch_size=8, max_length=12, warmup_steps=0)
+    fit(_model("lora", r=2), None, _data(16), _data(8, seed=1), cfg, tmp_path, progress=False)
+    fresh = tnpeft.load_adapter(tiny_gpt2(), tmp_path / "adapter")
+    assert evaluation.training_length(fresh) == 12
+    seen = []
+    real = evaluation.make_batch
+    monkeypatch.setattr(evaluation, "make_batch", lambda *a: seen.append(a[4]) or real(*a))
+    evaluation.evaluate(fresh, None, _data(8, seed=1), "causal_lm", progress=False)
+    evaluation.evaluate(fresh, None, _data(8, seed=1), "causal_lm", max_length=7, progress=False)
+    assert seen == [12, 7]                               # the training length, unless told otherwise
+    plain = _model("lora", r=2)                          # never trained: the documented default
+    evaluation.evaluate(plain, None, _data(8, seed=1), "causal_lm", progress=False)
+    assert seen[-1] == evaluation.DEFAULT_MAX_LENGTH

@@ -65,8 +65,8 @@ def test_catches_a_wrong_parameter_count(broken_params):
     assert failing(r) == {"parameter_count"}
     # the line says which way it fails, with both figures: V holds 36 householder scalars (its
     # closed form claims 12·3 − 1), B 15
-    assert "✗ parameter_count   held 51 ≠ closed form 50" in str(r)
-    assert "✗ parameter_count   allocated 51 ≠ closed form 50" in str(r)
+    assert "✗ parameter_count  held 51 ≠ closed form 50" in str(r)
+    assert "✗ parameter_count  allocated 51 ≠ closed form 50" in str(r)
     assert {(c.values, c.value, c.threshold) for c in r.failures} == {("held", 51, 50), ("random", 51, 50)}
 
 

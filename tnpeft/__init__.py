@@ -7,6 +7,7 @@ interpreters over it. See ``docs/concepts.md`` for the floors the package is bui
 
 from tnpeft import adapters, draw, quantum
 from tnpeft.algebra import compress, weighted_sum
+from tnpeft.caches import cache_info, clear_caches
 from tnpeft.contract import ContractionPlan, plan_stats
 from tnpeft.errors import (
     AdapterFileError,
@@ -18,6 +19,7 @@ from tnpeft.errors import (
     GraphError,
     IndexSizeError,
     NodeKindError,
+    NonFiniteError,
     NotMergeableError,
     TargetModuleError,
     TNPeftError,
@@ -58,7 +60,7 @@ __all__ = [
     "disable_adapters", "delete_adapter", "add_weighted_adapter", "adapter_names", "trainable_parameters", "print_trainable_parameters",
     "save_adapter", "load_adapter", "import_peft", "export_peft", "ContractionPlan", "plan_stats",
     "TNPeftError", "GraphError", "IndexSizeError", "DanglingIndexError", "UnreachableLegError", "NodeKindError",
-    "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",
+    "NonFiniteError", "NotMergeableError", "ConfigError", "TargetModuleError", "AdapterStateError", "AdapterFileError",
     "BudgetError", "CheckpointError", "WriteError",
-    "verify", "VerifyReport", "__version__",
+    "verify", "VerifyReport", "clear_caches", "cache_info", "__version__",
 ]

@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from tnpeft.errors import ConfigError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+D = TypeVar("D")
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: the bound of each named cache (entries); read when the cache is created
@@ -44,7 +45,13 @@ class LRUCache(Generic[K, V]):
         self.maxsize = _check_size(name, maxsize)
         self._data: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key: K, default: Any = None) -> Any:
+    @overload
+    def get(self, key: K) -> V | None: ...
+
+    @overload
+    def get(self, key: K, default: D) -> V | D: ...
+
+    def get(self, key: K, default: object = None) -> object:
         """The value of ``key`` (now the most recently used), or ``default``."""
         value = self._data.get(key, _MISSING)
         if value is _MISSING:

@@ -48,6 +48,11 @@ class BudgetError(GraphError):
     before anything is allocated."""
 
 
+class NonFiniteError(GraphError):
+    """A computed update (a weighted sum, a compression, an export) or the values it starts from
+    hold NaN or infinite values — e.g. weights so large that the result overflows its dtype."""
+
+
 class NotMergeableError(TNPeftError):
     """The adapter's update is not a fixed matrix (it contains a nonlinear stage) and cannot be merged."""
 

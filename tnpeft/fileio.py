@@ -11,6 +11,12 @@ a socket, and without blocking on one), their size is checked against a cap befo
 and JSON nesting is limited (:data:`MAX_JSON_DEPTH`). Tensors are read through safetensors only
 (never pickle). Every failure becomes an :class:`~tnpeft.errors.AdapterFileError` (or the error
 the caller names) naming the file.
+
+Checkpoint folders (:func:`checkpoint_folder`): a save holds an advisory lock on the folder
+(``fcntl.flock`` on :data:`LOCK_NAME` inside it), so saves to one folder run one after the other and
+the last one wins whole; it removes the temporary files of saves that were killed, and refuses to
+write into a folder that holds a checkpoint of another kind (a tnpeft adapter, a peft LoRA
+checkpoint, a model, a graph) unless told to overwrite — then that checkpoint's files go first.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -35,6 +44,13 @@ MAX_JSON_DEPTH = 64
 MAX_WEIGHTS_BYTES = 64 << 30
 
 ErrorFactory = Callable[[str], Exception]
+#: called with the name of each step of a checkpoint save (tests use it to interleave saves); None normally
+save_step_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if save_step_hook is not None:
+        save_step_hook(name)
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -57,7 +73,7 @@ def file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-def ensure_dir(directory: str | os.PathLike, what: str = "folder") -> Path:
+def ensure_dir(directory: str | os.PathLike[str], what: str = "folder") -> Path:
     """Create ``directory`` (and its parents) if needed; :class:`WriteError` if a file is in the way."""
     d = Path(directory)
     if d.exists() and not d.is_dir():
@@ -102,7 +118,7 @@ def _replace(src: str, dst: Path) -> None:
         raise WriteError(f"cannot write {str(dst)!r}: {e.strerror or e}", path=str(dst)) from None
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file, fsync, rename), with the umask's permissions."""
     path = Path(path)
     ensure_dir(path.parent)
@@ -116,7 +132,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def atomic_write_pair(directory: str | os.PathLike, weights_name: str, weights: bytes, config_name: str,
+def atomic_write_pair(directory: str | os.PathLike[str], weights_name: str, weights: bytes, config_name: str,
                       config: Any) -> None:
     """Replace a weights file and the config that records its checksum so that a crash at any point
     leaves a loadable pair: both files are written to temporary names first; the old weights are
@@ -133,22 +149,142 @@ def atomic_write_pair(directory: str | os.PathLike, weights_name: str, weights: 
         os.unlink(tmp_w)
         raise
     try:
+        _step("temporary files written")
         if w.exists():
             _replace(str(w), prev)
+        _step("previous weights kept")
         _replace(tmp_w, w)
+        _step("weights in place")
         _replace(tmp_c, c)
     except BaseException:
         for t in (tmp_w, tmp_c):
             if os.path.exists(t):
                 os.unlink(t)
         raise
+    prev.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------- checkpoint folders
+#: the lock file a save holds in the folder it writes (empty but for the holder's process id)
+LOCK_NAME = ".tnpeft-save.lock"
+#: how long a save waits for another save to the same folder to finish, in seconds
+LOCK_TIMEOUT = 600.0
+#: the format field of a tnpeft adapter config (``tnpeft.storage.adapter_folder.FORMAT``)
+TNPEFT_ADAPTER_FORMAT = "tnpeft.adapter"
+TNPEFT_ADAPTER, PEFT_LORA, MODEL, GRAPH = "tnpeft adapter", "peft LoRA checkpoint", "model", "graph"
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.safetensors.prev")
+_MODEL_WEIGHTS = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
+_TEMP = re.compile(r"\.(adapter_config\.json|adapter_model\.safetensors|model\.safetensors|config\.json|"
+                   r"graph\.json|graph\.safetensors)\.\w+\.tmp")
+
+
+def checkpoint_kinds(directory: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """The checkpoints a folder holds, ``{kind: [file names]}``: :data:`TNPEFT_ADAPTER`, :data:`PEFT_LORA`
+    or another adapter format (by ``adapter_config.json``), :data:`MODEL` (weights, ``config.json``), :data:`GRAPH`."""
+    d = Path(directory)
     try:
-        prev.unlink()
-    except FileNotFoundError:
-        pass
+        names = sorted(p.name for p in d.iterdir() if p.is_file())
+    except OSError:
+        return {}
+    out: dict[str, list[str]] = {}
+    adapter = [n for n in names if n in _ADAPTER_FILES]
+    if adapter:
+        kind = "adapter weights without a config"
+        if "adapter_config.json" in names:
+            try:
+                cfg = read_json(d / "adapter_config.json", "adapter config")
+            except AdapterFileError:
+                cfg = None
+            kind = ("adapter checkpoint of another format" if not isinstance(cfg, dict) else TNPEFT_ADAPTER
+                    if cfg.get("format") == TNPEFT_ADAPTER_FORMAT else PEFT_LORA if "peft_type" in cfg
+                    else "adapter checkpoint of another format")
+        out[kind] = adapter
+    weights = [n for n in names if _MODEL_WEIGHTS.fullmatch(n)]
+    if weights:
+        out[MODEL] = weights + (["config.json"] if "config.json" in names else [])
+    graph = [n for n in names if n in ("graph.json", "graph.safetensors", "graph.safetensors.prev")]
+    if graph:
+        out[GRAPH] = graph
+    return out
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def _fits(found: str, kind: str) -> bool:
+    return found == kind or (found == "adapter weights without a config" and kind in (TNPEFT_ADAPTER, PEFT_LORA))
+
+
+@contextmanager
+def _locked(d: Path, timeout: float) -> Iterator[None]:
+    """Hold the folder's lock file; removed (while still held) on release, so a waiter whose file
+    was removed meanwhile opens the new one."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX: no lock
+        yield
+        return
+    path, deadline = d / LOCK_NAME, time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), file_mode())
+        except OSError as e:
+            raise WriteError(f"cannot write into folder {str(d)!r}: {e.strerror or e}", path=str(d)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if time.monotonic() > deadline:
+                raise WriteError(f"folder {str(d)!r} is being written by another save (process {holder}) for more "
+                                 f"than {timeout:g} s; try again when it has finished", path=str(d)) from None
+            time.sleep(0.005)
+            continue
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)                 # the holder before removed this file: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)                 # releases the lock
+
+
+@contextmanager
+def checkpoint_folder(directory: str | os.PathLike[str], kind: str, *, overwrite: bool = False,
+                      timeout: float | None = None) -> Iterator[Path]:
+    """Hold ``directory`` (created if needed) for writing a checkpoint of ``kind``; yields its path.
+
+    Saves to one folder wait for each other (an advisory lock, at most ``timeout`` seconds, default
+    :data:`LOCK_TIMEOUT`), so concurrent saves run one after the other and the last one wins whole.
+    Temporary files of killed saves are removed. A folder holding a checkpoint of another kind is
+    refused with a :class:`WriteError` naming it — unless ``overwrite``: then that checkpoint's
+    files are removed before anything is written, so the folder never holds two kinds."""
+    d = ensure_dir(directory)
+    with _locked(d, LOCK_TIMEOUT if timeout is None else timeout):
+        for p in d.iterdir():
+            if _TEMP.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+        foreign = {k: files for k, files in checkpoint_kinds(d).items() if not _fits(k, kind)}
+        if foreign and not overwrite:
+            held = "; ".join(f"a {k} ({', '.join(files)})" for k, files in foreign.items())
+            raise WriteError(f"folder {str(d)!r} holds {held}; writing a {kind} there would leave files of two kinds "
+                             "— choose another folder, or pass overwrite=True (--overwrite) to replace them",
+                             path=str(d))
+        for files in foreign.values():
+            for name in files:
+                try:
+                    (d / name).unlink(missing_ok=True)
+                except OSError as e:
+                    raise WriteError(f"cannot remove {str(d / name)!r} (overwrite): {e.strerror or e}",
+                                     path=str(d / name)) from None
+        _step("folder held")
+        yield d
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
@@ -165,7 +301,7 @@ def sha256(data: bytes) -> str:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def read_regular_bytes(path: str | os.PathLike, what: str, max_bytes: int,
+def read_regular_bytes(path: str | os.PathLike[str], what: str, max_bytes: int,
                        error: ErrorFactory = AdapterFileError) -> bytes:
     """The bytes of ``path``, which must be a regular file of at most ``max_bytes`` bytes.
 
@@ -236,7 +372,7 @@ def parse_json(text: str | bytes, where: str, max_depth: int = MAX_JSON_DEPTH,
     return obj
 
 
-def read_json(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_BYTES,
+def read_json(path: str | os.PathLike[str], what: str, max_bytes: int = MAX_JSON_BYTES,
               error: ErrorFactory = AdapterFileError) -> Any:
     """Parse a JSON file (a regular file of at most ``max_bytes``, nested at most
     :data:`MAX_JSON_DEPTH` deep); anything else raises ``error`` (default :class:`AdapterFileError`)."""
@@ -248,7 +384,7 @@ def read_json(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_BYTE
     return parse_json(text, f"{what} {str(path)!r}", error=error)
 
 
-def read_safetensors(path: str | os.PathLike, expected_sha256: str | None = None,
+def read_safetensors(path: str | os.PathLike[str], expected_sha256: str | None = None,
                      max_bytes: int = MAX_WEIGHTS_BYTES) -> dict[str, torch.Tensor]:
     """Load every tensor of a safetensors file (no pickle; a regular file of at most ``max_bytes``),
     checking its checksum when one is given. When the checksum does not match and

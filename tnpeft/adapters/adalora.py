@@ -3,7 +3,7 @@ regulariser and a budget schedule that prunes the least important singular tripl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
@@ -12,6 +12,10 @@ from tnpeft.adapters.methods import check_positive_int, method_of, register
 from tnpeft.errors import AdapterStateError, ConfigError
 from tnpeft.graph import Dense, Diagonal, Graph
 from tnpeft.storage import graph_modules
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.hooks import RemovableHandle
+    from transformers import TrainerCallback
 
 
 @register("adalora", paper="Zhang et al., ICLR 2023, arXiv 2303.10512", learning_rate=1e-2,
@@ -94,10 +98,11 @@ class AdaLoRAController:
         if not self.modules or hp is None:
             raise AdapterStateError(f"the model has no AdaLoRA adapter named {adapter_name!r}")
         self.hp = dict(hp)
-        self.total = total_step or hp.get("total_step")
-        if not self.total:
+        total = total_step or hp.get("total_step")
+        if not total:
             raise ConfigError("AdaLoRA needs total_step (the number of optimizer steps) to schedule the budget",
                               field="total_step")
+        self.total: int = total
         if self.hp["tinit"] + self.hp["tfinal"] >= self.total:
             raise ConfigError(f"tinit + tfinal must be below total_step = {self.total}", field="total_step")
         self.r = hp["r"]
@@ -109,10 +114,10 @@ class AdaLoRAController:
         self._ipt: dict[int, torch.Tensor] = {}
         self._unc: dict[int, torch.Tensor] = {}
         self._final_keep: torch.Tensor | None = None
-        self._handles: list = []
+        self._handles: list[RemovableHandle] = []
 
     # ---------------------------------------------------------------- regulariser
-    def _pq(self):
+    def _pq(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for m in self.modules.values():
             yield m.P.weight, m.Q.weight
 
@@ -123,7 +128,8 @@ class AdaLoRAController:
             eye = torch.eye(self.r, dtype=p.dtype, device=p.device)
             terms.append(((p.T @ p - eye) ** 2).sum())
             terms.append(((q @ q.T - eye) ** 2).sum())
-        return self.hp["orth_reg_weight"] * torch.stack(terms).mean()
+        weight: float = self.hp["orth_reg_weight"]
+        return weight * torch.stack(terms).mean()
 
     def _add_regularizer_grad(self) -> None:
         w = self.hp["orth_reg_weight"] / (2 * len(self.modules))
@@ -219,7 +225,10 @@ class AdaLoRAController:
             optimizer = optimizer.optimizer
         if self.add_regularizer:
             self._handles.append(optimizer.register_step_pre_hook(lambda *a: self._add_regularizer_grad()))
-        self._handles.append(optimizer.register_step_post_hook(lambda *a: self.update_and_allocate()))
+
+        def allocate(*_: Any) -> None:
+            self.update_and_allocate()
+        self._handles.append(optimizer.register_step_post_hook(allocate))
         return self
 
     def detach(self) -> None:
@@ -227,19 +236,20 @@ class AdaLoRAController:
             h.remove()
         self._handles.clear()
 
-    def trainer_callback(self):
+    def trainer_callback(self) -> TrainerCallback:
         """A ``transformers.TrainerCallback`` that attaches this controller to the Trainer's optimizer."""
         from transformers import TrainerCallback
 
         ctl = self
 
         class _AdaLoRACallback(TrainerCallback):
-            def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+            def on_train_begin(self, args: Any, state: Any, control: Any,
+                               optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
                 if optimizer is None:
                     raise AdapterStateError("the Trainer passed no optimizer to the AdaLoRA callback")
                 ctl.attach(optimizer)
 
-            def on_train_end(self, args, state, control, **kwargs):
+            def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 ctl.detach()
 
         return _AdaLoRACallback()

@@ -90,7 +90,7 @@ def _json_ready(value: Any) -> bool:
     return True
 
 
-def _signature_hparams(fn: Callable) -> dict[str, Any]:
+def _signature_hparams(fn: Callable[..., Any]) -> dict[str, Any]:
     params = list(inspect.signature(fn).parameters.values())[2:]
     return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 

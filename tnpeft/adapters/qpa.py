@@ -3,12 +3,16 @@ and a small mapping network generate a layer's LoRA factors; only this hyper-net
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tnpeft.adapters.methods import check_positive_int, register
 from tnpeft.errors import ConfigError
 from tnpeft.graph import Dense, Graph, HyperNetwork
 from tnpeft.params.hypernetworks import QPA_HIDDEN, QPA_PRESETS, qpa_shape
+
+#: the largest chunk (MLP output width) a QPA hyper-network may have (``qpa_shape``'s bound)
+MAX_DEFAULT_CHUNK = 1 << 24
 
 
 @register("qpa", paper="Liu et al., ICLR 2025, arXiv 2410.09846")
@@ -51,6 +55,9 @@ def qpa(in_features: int, out_features: int, r: int = 4, chunk_size: int | None 
     if scale is None:
         scale = 2.0 if preset == "reference" else 1.0
     m = r * (in_features + out_features)
+    if chunk_size is None and math.ceil(m / 128) > MAX_DEFAULT_CHUNK:
+        raise ConfigError(f"qpa: r={r} makes m = r·(in + out) = {m:,} generated values; the default chunk_size ⌈m/128⌉ "
+                          f"would be {math.ceil(m / 128):,}, over {MAX_DEFAULT_CHUNK:,}: lower r", field="r")
     options: dict[str, Any] = {"layers": qnn_layers, "preset": preset}
     if chunk_size is not None:
         options["chunk_size"] = chunk_size

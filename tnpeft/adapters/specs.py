@@ -11,9 +11,9 @@ called when a file is loaded.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
-import json
-import math
 import os
 import re
 import sys
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tnpeft.adapters.methods import METHODS, check_hparams, get_builder
-from tnpeft.algebra import cut_rank
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.graph import Graph
 from tnpeft.storage import graph_modules
@@ -30,12 +29,24 @@ _SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_]\w*)$")
 
 
 def import_user_module(name: str, what: str = "--import") -> Any:
-    """Import module ``name`` (the current folder first, as ``python -m`` does); a
-    :class:`ConfigError` says what went wrong."""
+    """Import module ``name`` — which runs its code — from the current folder if it is there, else
+    from the installed packages; a :class:`ConfigError` says what went wrong. The current folder
+    goes *last* on ``sys.path`` (for the module's own imports of its neighbours), so a file there
+    named like an installed package (``qiskit.py``) never replaces that package."""
     cwd = os.getcwd()
     if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+        sys.path.append(cwd)
+    top = name.split(".")[0]
     try:
+        spec = importlib.machinery.PathFinder.find_spec(top, [cwd]) if top not in sys.modules else None
+        if spec is not None and spec.loader is not None:     # the user's own module, found in the folder
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[top] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(top, None)
+                raise
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         raise ConfigError(f"{what}: no module named {e.name!r} (looked in the current folder {cwd!r} and the "
@@ -60,7 +71,7 @@ def user_builder(spec: str) -> Callable[..., Graph]:
     if m is None:
         raise ConfigError(f"{spec!r} is not module.path:function", field="adapter")
     module = import_user_module(m["module"], f"adapter {spec!r}")
-    fn = getattr(module, m["name"], None)
+    fn: Callable[..., Graph] | None = getattr(module, m["name"], None)
     if not callable(fn):
         found = sorted(k for k, v in vars(module).items() if inspect.isfunction(v) and not k.startswith("_")
                        and v.__module__ == module.__name__)
@@ -157,49 +168,3 @@ def train_method(spec: str, hparams: dict[str, Any]) -> str | Callable[..., Grap
 
     from_file.__name__ = Path(spec).stem
     return from_file
-
-
-def percent(part: float, whole: float) -> str:
-    """``part / whole`` as a percentage with at least three significant digits (parts per million
-    below 0.01 %)."""
-    if not whole:
-        return "n/a"
-    p = 100.0 * part / whole
-    if p == 0:
-        return "0 %"
-    if abs(p) < 0.01:
-        return f"{p * 1e4:.3g} ppm"
-    digits = max(2, 2 - math.floor(math.log10(abs(p))))
-    return f"{p:.{digits}f} %"
-
-
-def lora_same_rank(g: Graph) -> tuple[int | None, int | None]:
-    """``(parameters, r)`` of a LoRA of the same rank on this layer: the rank of the graph's update
-    (its cheapest cut, at most ``min(in, out)``; the hyper-parameter ``r``/``rank`` of a nonlinear
-    graph), or ``(None, None)`` when it has none."""
-    r = cut_rank(g)
-    if r is None:
-        hp = g.meta.get("hparams") or {}
-        r = next((hp[k] for k in ("r", "rank") if isinstance(hp.get(k), int) and not isinstance(hp.get(k), bool)),
-                 None)
-    if not r:
-        return None, None
-    return r * (g.in_features + g.out_features), r
-
-
-def count_modules(label: str, mods: dict[str, Any], as_json: bool) -> str:
-    """A saved adapter's count (``tnpeft count --adapter-dir``): one row per adapted module, and
-    the total; as JSON text with ``as_json``."""
-    rows = [(p, m.graph) for p, m in mods.items()]
-    total = sum(g.num_parameters() for _, g in rows)
-    if as_json:
-        return json.dumps({"adapter": label, "parameters": total, "modules": [
-            {"module": p, "name": g.name, "in_features": g.in_features, "out_features": g.out_features,
-             "parameters": g.num_parameters(), "nodes": g.parameter_table()} for p, g in rows]}, indent=2)
-    lines = [f"{label}: {len(rows)} adapted modules, {total:,} trainable parameters"]
-    cells = [(p, g.name or "graph", f"{g.in_features} → {g.out_features}", f"{g.num_parameters():,}") for p, g in rows]
-    head = ("module", "adapter", "in → out", "parameters")
-    w = [max(len(c[i]) for c in cells + [head]) for i in range(4)]
-    lines += [f"{c[0]:<{w[0]}}  {c[1]:<{w[1]}}  {c[2]:<{w[2]}}  {c[3]:>{w[3]}}" for c in [head] + cells]
-    lines.append(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
-    return "\n".join(lines)

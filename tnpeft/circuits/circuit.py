@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -212,7 +213,7 @@ def simulate(circuit: Circuit, params: torch.Tensor, inputs: torch.Tensor | None
     segments = _segments(circuit)
     # one table of cos/sin(angle/2): the parameters, then the inputs, then an identity column
     half = [params.to(dtype).expand(*batch, circuit.n_params) * 0.5]
-    if circuit.n_inputs:
+    if circuit.n_inputs and inputs is not None:   # (checked above: a circuit with inputs is given them)
         half.append(inputs.to(dtype).expand(*batch, circuit.n_inputs) * 0.5)
     half.append(torch.zeros(*batch, 1, dtype=dtype, device=params.device))
     table = torch.cat(half, -1)
@@ -239,7 +240,7 @@ def simulate(circuit: Circuit, params: torch.Tensor, inputs: torch.Tensor | None
     return psi
 
 
-def _apply_single(seg: tuple, psi: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def _apply_single(seg: tuple[Any, ...], psi: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     _, g, k, idx0, idx1, vec = seg
     if g.name == "ry":
         half = table[..., k] * g.factor
@@ -248,7 +249,8 @@ def _apply_single(seg: tuple, psi: torch.Tensor, table: torch.Tensor) -> torch.T
         a0, a1 = psi[..., i0], psi[..., i1]
         return psi.index_copy(-1, i0, c * a0 - s * a1).index_copy(-1, i1, s * a0 + c * a1)
     if g.name == "cz":
-        return psi * vec.to(psi.device, psi.dtype)
+        signs: torch.Tensor = vec.to(psi.device, psi.dtype)
+        return psi * signs
     return psi[..., vec.to(psi.device)]
 
 
@@ -260,7 +262,7 @@ def _control_mask(n: int, controls: tuple[tuple[int, int], ...]) -> torch.Tensor
     return ok
 
 
-def _single(circuit: Circuit, g: Gate) -> tuple:
+def _single(circuit: Circuit, g: Gate) -> tuple[Any, ...]:
     """A gate compiled on its own: index pairs (RY), a sign vector (CZ) or a permutation (CX),
     restricted to the basis states its controls select."""
     n = circuit.n_qubits
@@ -291,13 +293,13 @@ _FUSE = 4  # qubits per fused rotation block: 16×16 Kronecker factors
 
 
 @memoized("circuits:segments")
-def _segments(circuit: Circuit) -> tuple:
+def _segments(circuit: Circuit) -> tuple[tuple[Any, ...], ...]:
     """The gate list compiled for the simulator: runs of RY gates on distinct qubits become blocks
     of Kronecker factors on up to four neighbouring qubits; runs of CX/CZ gates become one
     permutation and one sign vector. Exact: only the grouping of commuting/consecutive gates changes."""
     n = circuit.n_qubits
     ident = circuit.n_params + circuit.n_inputs
-    segs: list = []
+    segs: list[tuple[Any, ...]] = []
     run: dict[int, int] = {}
     perm: torch.Tensor | None = None
     sign: torch.Tensor | None = None

@@ -21,7 +21,7 @@ outputs ``Y``) gives ``∂L/∂φ = Σ (G_b·Y_t − G_t·Y_b)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Union
+from typing import Any, Iterable, NamedTuple, Union, cast
 
 import torch
 
@@ -86,15 +86,15 @@ def kernel_ops(circuit: Circuit) -> tuple[KernelOp, ...]:
     """The circuit as factors (:class:`RyFactor`) and sign diagonals (:class:`SignDiagonal`), in the
     order they act."""
     n = circuit.n_qubits
-    ops: list = []
+    ops: list[Any] = []   # SignDiagonal, or [lo, size, stages]: a factor under construction
     run: dict[int, int] = {}
     run_cz: list[tuple[int, int]] = []
     pending: list[tuple[int, int]] = []
 
-    def touches(op, lo: int, hi: int) -> bool:
+    def touches(op: SignDiagonal | list[Any], lo: int, hi: int) -> bool:
         if isinstance(op, SignDiagonal):
             return any(lo <= q < hi for pair in op.pairs for q in pair)
-        return op[0] < hi and lo < op[0] + op[1]
+        return bool(op[0] < hi and lo < op[0] + op[1])
 
     def flush_ry() -> None:
         nonlocal run_cz
@@ -107,7 +107,7 @@ def kernel_ops(circuit: Circuit) -> tuple[KernelOp, ...]:
                 stop += 1
             groups.append((qs[start], stop - start))
             start = stop
-        folded: dict[int, list] = {i: [] for i in range(len(groups))}
+        folded: dict[int, list[tuple[int, int]]] = {i: [] for i in range(len(groups))}
         loose = []
         for a, b in run_cz:
             i = next((i for i, (lo, sz) in enumerate(groups) if lo <= min(a, b) and max(a, b) < lo + sz), None)
@@ -144,7 +144,8 @@ def kernel_ops(circuit: Circuit) -> tuple[KernelOp, ...]:
         else:
             if run:
                 flush_ry()
-            pending.append(tuple(g.qubits))
+            a, b = g.qubits
+            pending.append((a, b))
     if run:
         flush_ry()
     if pending:
@@ -152,9 +153,7 @@ def kernel_ops(circuit: Circuit) -> tuple[KernelOp, ...]:
     return tuple(op if isinstance(op, SignDiagonal) else RyFactor(op[0], op[1], tuple(op[2])) for op in ops)
 
 
-
-
-def _diagonal(n: int, pairs) -> tuple[float, ...]:
+def _diagonal(n: int, pairs: Iterable[tuple[int, int]]) -> tuple[float, ...]:
     idx = torch.arange(1 << n)
     sign = torch.ones(1 << n, dtype=torch.long)
     for a, b in pairs:
@@ -169,10 +168,10 @@ class CompiledFrame:
 
     rows: int
     half: int
-    block: tuple | None = None          # the ops of a power-of-two frame
-    before: tuple = ()
+    block: tuple[KernelOp, ...] | None = None          # the ops of a power-of-two frame
+    before: tuple[KernelOp, ...] = ()
     angle: int = 0
-    after: tuple = ()
+    after: tuple[KernelOp, ...] = ()
     rest: CompiledFrame | None = None
 
 
@@ -233,7 +232,8 @@ class Program:
     stage_signs: tuple[tuple[float, ...], ...]
     chains: tuple[tuple[int, ...], ...]
     cs_angles: tuple[int, ...]
-    _tensors: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    _tensors: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False)
 
     def tables(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(stage_angles, stage_signs, chains)`` as tensors on ``device`` (made once per dtype and
@@ -248,7 +248,7 @@ class Program:
 
 
 @memoized("frame_programs:programs")
-def compile_program(frame: CompiledFrame | tuple, rows: int | None = None) -> Program:
+def compile_program(frame: CompiledFrame | tuple[KernelOp, ...], rows: int | None = None) -> Program:
     """Flatten a compiled frame (or the :func:`kernel_ops` of one power-of-two circuit on ``rows``
     rows) into a :class:`Program`."""
     ops: list[ProgramOp] = []
@@ -288,6 +288,7 @@ def compile_program(frame: CompiledFrame | tuple, rows: int | None = None) -> Pr
         walk(frame, 0)
         total = frame.rows
     else:
+        assert rows is not None, "compile_program: the rows of a power-of-two circuit's ops"
         kernel(frame, 0, rows)
         total = rows
     longest = max((len(c) for c in chains), default=1)
@@ -333,10 +334,10 @@ def factor_matrices(program: Program, cos: torch.Tensor, sin: torch.Tensor) -> t
 def run_program(program: Program, state: torch.Tensor, phi: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
     """The program applied to ``state`` ``(G, rows, K)``; ``phi`` the cosine–sine angles
     ``(G, len(cs_angles))``, ``mats`` from :func:`factor_matrices`."""
-    return _Run.apply(program, state, phi, mats)
+    return cast(torch.Tensor, _Run.apply(program, state, phi, mats))  # type: ignore[no-untyped-call]  # torch
 
 
-def run_kernel(circuit: Circuit | tuple, state: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def run_kernel(circuit: Circuit | tuple[KernelOp, ...], state: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """A power-of-two circuit (or its :func:`kernel_ops`) applied to the columns of ``state``
     ``(G, 2ⁿ, K)``; ``cos``/``sin`` are ``cos(θ/2)``, ``sin(θ/2)`` of its angles, ``(G, count)``."""
     ops = kernel_ops(circuit) if isinstance(circuit, Circuit) else circuit
@@ -359,7 +360,7 @@ def _ungroup_into(dst: torch.Tensor, y: torch.Tensor, lo: int, size: int) -> Non
 
 class _Run(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, program, state, phi, mats):
+    def forward(ctx: Any, program: Program, state: torch.Tensor, phi: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
         x = torch.empty(state.shape, dtype=state.dtype, device=state.device)
         x.copy_(state)
         saved: list[torch.Tensor] = []
@@ -388,7 +389,7 @@ class _Run(torch.autograd.Function):
         return x
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         phi, mats, *saved = ctx.saved_tensors
         g = grad.contiguous().clone()
         c, s = torch.cos(phi), torch.sin(phi)

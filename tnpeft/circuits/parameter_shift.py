@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -162,7 +162,7 @@ class _DeviceRun(torch.autograd.Function):
         return torch.as_tensor(probs, dtype=values.dtype, device=values.device).reshape(*values.shape[:-1], -1)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         (values,) = ctx.saved_tensors
         groups = shift_groups(ctx.circuit)
         needed = [k for k in ctx.needed if ctx.needs_input_grad[0]]
@@ -199,7 +199,7 @@ def device_probabilities(device: CircuitDevice, circuit: Circuit, params: torch.
     needed = tuple(k for k, g in enumerate(shift_groups(circuit)) if grads[g.source])
     if not torch.is_grad_enabled() or not needed:
         return _DeviceRun.forward(_NoContext(), values.detach(), device, circuit, needed)
-    return _DeviceRun.apply(values, device, circuit, needed)
+    return cast(torch.Tensor, _DeviceRun.apply(values, device, circuit, needed))  # type: ignore[no-untyped-call]  # torch
 
 
 class _NoContext:

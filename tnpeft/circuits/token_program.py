@@ -13,9 +13,11 @@ Exact: the same gates in the same order.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from tnpeft.caches import lru_table, memoized
+from tnpeft.caches import LRUCache, lru_table, memoized
 from tnpeft.circuits.circuit import Circuit, Gate, unitary_matrix
 
 #: encoded qubits up to which a run is expanded over the subsets of its qubits (beyond, qubit by qubit)
@@ -23,10 +25,10 @@ _DENSE_QUBITS = 6
 
 
 @memoized("token_programs:programs")
-def token_program(circuit: Circuit) -> tuple | None:
+def token_program(circuit: Circuit) -> tuple[tuple[Any, ...], ...] | None:
     """The circuit as ``("encode", inputs per qubit)`` and ``("fixed", template, param indices)``
     runs, or ``None`` when an input-reading gate is controlled or scaled (the simulator runs those)."""
-    runs: list = []
+    runs: list[tuple[Any, ...]] = []
     enc: dict[int, int] = {}
     fixed: list[Gate] = []
 
@@ -74,7 +76,7 @@ def _rotations(x: torch.Tensor, inputs: tuple[int, ...]) -> tuple[torch.Tensor, 
     return torch.cos(half), torch.sin(half)
 
 
-def _signed_flips(n: int, qubits: tuple[int, ...], dtype, device) -> torch.Tensor:
+def _signed_flips(n: int, qubits: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``J_S`` for every subset ``S`` of ``qubits`` (bit ``t`` of ``S`` ↔ ``qubits[t]``), ``(2^|Q|, 2ⁿ, 2ⁿ)``:
     ``J = [[0, −1], [1, 0]]`` on each qubit of ``S``, so that ``⊗_q RY(x_q) = Σ_S Π c/s · J_S``."""
     key = (n, qubits, dtype, device)
@@ -94,7 +96,7 @@ def _signed_flips(n: int, qubits: tuple[int, ...], dtype, device) -> torch.Tenso
     return _FLIPS.put(key, out.to(device))
 
 
-_FLIPS = lru_table("tables:token_flips")
+_FLIPS: LRUCache[tuple[int, tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = lru_table("tables:token_flips")
 
 
 def _product(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -106,7 +108,7 @@ def _product(c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def run_token_program(program: tuple, n_qubits: int, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def run_token_program(program: tuple[tuple[Any, ...], ...], n_qubits: int, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Final states ``(B, 2ⁿ)`` for tokens ``x`` ``(B, n_inputs)`` and angles ``theta``.
 
     An encoding run on qubits ``Q`` followed by a fixed matrix ``U`` is

@@ -3,7 +3,7 @@
     tnpeft --version
     tnpeft adapters [--json]
     tnpeft count ADAPTER --in-features N --out-features M [name=value ...] [--json]
-    tnpeft convert --adapter-dir DIR [--model minilm|smollm2|DIR] --to peft-lora -o OUT [--max-rank R]
+    tnpeft convert --adapter-dir DIR [--model minilm|smollm2|DIR] --to peft-lora -o OUT [--max-rank R] [--overwrite]
     tnpeft draw ADAPTER --in-features N --out-features M [name=value ...] -o FILE.svg|.png
     tnpeft verify ADAPTER --in-features N --out-features M [name=value ...] [--json]
     tnpeft export-circuits ADAPTER --in-features N --out-features M [name=value ...] -o DIR
@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("tnpeft: error: --in-features and --out-features must be positive", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except TNPeftError as e:
         print(f"tnpeft: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from tnpeft.cli.commands import (
     cmd_adapters,
@@ -33,18 +34,15 @@ def _adapter_arguments(p: argparse.ArgumentParser) -> None:
                    help="import MODULE first (e.g. one registering a unitary parametrization); repeatable")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    __version__ = sys.modules["tnpeft"].__version__     # the package is imported before any of its modules
-    p = argparse.ArgumentParser(prog="tnpeft", description="Tensor-network parameter-efficient fine-tuning.")
-    p.add_argument("--version", action="version", version=f"tnpeft {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_adapters(sub: Any) -> None:
     a = sub.add_parser("adapters", help="list every registered adapter with its hyper-parameters and defaults")
     a.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                    help="import MODULE first (one that registers methods of its own); repeatable")
     a.add_argument("--json", action="store_true", help="print JSON")
     a.set_defaults(func=cmd_adapters)
 
+
+def _add_convert(sub: Any) -> None:
     cv = sub.add_parser("convert", help="convert a saved adapter into a peft LoRA checkpoint (any linear adapter)")
     cv.add_argument("--adapter-dir", metavar="DIR", required=True, help="a folder written by tnpeft.save_adapter")
     cv.add_argument("--model", default="minilm", help="the model it was trained on: minilm, smollm2 or a folder")
@@ -55,15 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "reported)")
     cv.add_argument("-o", "--output", required=True, help="folder to write adapter_config.json and "
                                                           "adapter_model.safetensors to")
+    cv.add_argument("--overwrite", action="store_true", help="replace a checkpoint of another kind in OUT (a tnpeft "
+                                                            "adapter, a model); never the adapter folder itself")
     cv.add_argument("--import", dest="imports", action="append", metavar="MODULE", help="import MODULE first")
     cv.add_argument("--json", action="store_true", help="print the export report as JSON")
     cv.set_defaults(func=cmd_convert)
 
+
+def _add_count(sub: Any) -> None:
     c = sub.add_parser("count", help="count an adapter's trainable parameters for one layer (or a saved adapter's)")
     _adapter_arguments(c)
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(func=cmd_count)
 
+
+def _add_draw_and_verify(sub: Any) -> None:
     for verb, helptext in (("draw", "draw an adapter's tensor diagram (SVG, PNG or PDF)"),
                            ("verify", "check an adapter: its values (finite, orthogonal, counts, forward, merge) and "
                                       "its topology (random values, gradients)")):
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
             v.add_argument("--json", action="store_true", help="print JSON")
             v.set_defaults(func=cmd_verify)
 
+
+def _add_demo(sub: Any) -> None:
     d = sub.add_parser("demo", help="fine-tune MiniLM on tweet sentiment with LoRA, AdaLoRA, Quantum-PEFT, QWTHN "
                                     "and QPA (offline) and compare them")
     d.add_argument("--out", default="runs/demo", help="where adapters, curves, diagrams and metrics are written")
@@ -94,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     d.set_defaults(func=cmd_demo)
 
+
+def _add_train(sub: Any) -> None:
     t = sub.add_parser("train", help="fine-tune a model on a dataset with any adapter (resumable)")
     t.add_argument("--model", default="minilm", help="minilm, smollm2, or a local model folder (default minilm)")
     t.add_argument("--data", default="tweets", help="tweets, hamlet, or a .csv / .jsonl / .txt file (default tweets)")
@@ -111,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--warmup-steps", type=int, default=20, help="linear warmup (clipped to the run's length)")
+    t.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up steps (at most --warmup-fraction "
+                                                                "of the run)")
+    t.add_argument("--warmup-fraction", type=float, default=0.1, help="the largest part of the run the warm-up may "
+                                                                      "take (default 0.1)")
     t.add_argument("--max-length", type=int, default=48, help="tokens per text (classification) or block (LM)")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     t.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: at the end)")
@@ -135,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the metrics as JSON (no progress bars)")
     t.set_defaults(func=cmd_train)
 
+
+def _add_compare(sub: Any) -> None:
     k = sub.add_parser("compare", help="compare adapters fairly: a learning-rate grid × seeds under one budget, the "
                                        "rate chosen on validation, figures on a separate test split (resumable)")
     k.add_argument("--adapters", nargs="+", required=True, metavar="SPEC",
@@ -157,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--test-size", type=int, default=2000, help="test examples / blocks (reported, never selected on)")
     k.add_argument("--batch-size", type=int, default=32)
     k.add_argument("--max-length", type=int, default=48, help="tokens per text (classification) or block (LM)")
+    k.add_argument("--warmup-steps", type=int, default=20, help="linear warm-up steps of every cell (at most "
+                                                                "--warmup-fraction of the cell's run)")
+    k.add_argument("--warmup-fraction", type=float, default=0.1, help="the largest part of a run the warm-up may "
+                                                                      "take (default 0.1)")
+    k.add_argument("--eval-every", type=int, default=0, help="validate every N steps: a validation curve per cell "
+                                                             "(default: only at the end)")
+    k.add_argument("--patience", type=int, default=0, help="with --eval-every: stop a cell after N evaluations "
+                                                           "without improvement and keep its best values")
     k.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (CUDA when present)")
     k.add_argument("--target-modules", help="comma-separated names or a regex (default all-linear)")
     k.add_argument("--exclude-modules", help="comma-separated names to leave alone")
@@ -167,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true", help="print the results as JSON (no progress bars)")
     k.set_defaults(func=cmd_compare)
 
+
+def _add_circuit_verbs(sub: Any) -> None:
     for verb, helptext in (("export-circuits", "write an adapter's circuits as OpenQASM 3 files with an index.json"),
                            ("circuits", "report an adapter's circuit resources: qubits, gates, depth, raw, decomposed "
                                         "and on a backend")):
@@ -186,12 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
             x.add_argument("--optimization-level", type=int, choices=[0, 1, 2, 3], default=1)
             x.set_defaults(func=cmd_circuits)
 
+
+def _add_devices(sub: Any) -> None:
     dv = sub.add_parser("devices", help="list the quantum devices circuits can run on (ideal, generic, calibrated fake "
                                         "IBM devices) with qubits, basis gates and median errors")
     dv.add_argument("--all", action="store_true", help="also list unusable devices (e.g. all couplers at error 1)")
     dv.add_argument("--json", action="store_true", help="print JSON")
     dv.set_defaults(func=cmd_devices)
 
+
+def _add_hardware_eval(sub: Any) -> None:
     h = sub.add_parser("hardware-eval", help="the task metric of a saved adapter with its quantum parts run on a "
                                              "device (shots, noise, mitigation), beside the exact one, with the cost")
     h.add_argument("--adapter-dir", metavar="DIR", required=True, help="a folder written by tnpeft train / save_adapter")
@@ -222,4 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--import", dest="imports", action="append", metavar="MODULE", help="import MODULE first")
     h.add_argument("--json", action="store_true", help="print JSON")
     h.set_defaults(func=cmd_hardware_eval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    __version__ = sys.modules["tnpeft"].__version__     # the package is imported before any of its modules
+    p = argparse.ArgumentParser(prog="tnpeft", description="Tensor-network parameter-efficient fine-tuning.")
+    p.add_argument("--version", action="version", version=f"tnpeft {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_adapters, _add_convert, _add_count, _add_draw_and_verify, _add_demo, _add_train, _add_compare,
+                _add_circuit_verbs, _add_devices, _add_hardware_eval):
+        add(sub)
     return p

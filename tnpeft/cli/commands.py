@@ -32,7 +32,7 @@ def _source(args: argparse.Namespace) -> tuple[str, Any]:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from tnpeft.adapters.specs import count_modules, lora_same_rank, percent
+    from tnpeft.cli.tables import count_modules, count_table, lora_same_rank
     from tnpeft.storage import graph_modules
     label, source = _source(args)
     mods = graph_modules(source)
@@ -58,24 +58,7 @@ def cmd_count(args: argparse.Namespace) -> int:
                           "nodes": g.parameter_table(), "parameters": total, "dense_parameters": dense,
                           "fraction_of_dense": total / dense, **extra}, indent=2))
         return 0
-    hps = ", ".join(f"{k}={v}" for k, v in hp.items())
-    print(f"{label}  {n_in} → {n_out}" + (f"  ({hps})" if hps else ""))
-    rows = [(r["node"], r["kind"], ", ".join(f"{i}={s}" for i, s in r["inds"].items()), f"{r['parameters']:,}")
-            for r in g.parameter_table()]
-    w = [max(len(x[i]) for x in rows + [("node", "kind", "indices", "parameters")]) for i in range(4)]
-    print(f"{'node':<{w[0]}}  {'kind':<{w[1]}}  {'indices':<{w[2]}}  {'parameters':>{w[3]}}")
-    for r in rows:
-        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}")
-    print(f"{'total':<{w[0] + w[1] + w[2] + 4}}  {total:>{w[3]},}")
-    print(f"a dense update of this layer has {dense:,} parameters; the adapter is {percent(total, dense)} of it")
-    if generated:
-        outs = ", ".join(o for k in g.hypernetworks for o in g.hypernetworks[k].outputs)
-        print(f"the hyper-network produces {generated:,} values (nodes {outs}), which are not trained themselves")
-    if lora_eq:
-        print(f"LoRA of the same rank (r={lora_rank}) has {lora_eq:,} parameters; the adapter trains "
-              f"{percent(total, lora_eq)} of that ({percent(lora_eq - total, lora_eq)} fewer)" if total <= lora_eq else
-              f"LoRA of the same rank (r={lora_rank}) has {lora_eq:,} parameters; the adapter trains "
-              f"{total / lora_eq:.2f}× that")
+    print(count_table(label, g, hp))
     return 0
 
 
@@ -105,7 +88,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     for name in args.imports or ():
         import_user_module(name)
-    ex = convert_adapter(args.adapter_dir, args.output, model=args.model, task=args.task, max_rank=args.max_rank)
+    ex = convert_adapter(args.adapter_dir, args.output, model=args.model, task=args.task, max_rank=args.max_rank,
+                         overwrite=args.overwrite)
     print(json.dumps(ex.to_dict(), indent=2) if args.json else ex.summary())
     return 0
 
@@ -154,7 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tnpeft.train.pipeline import parse_test_size, run_training
 
     cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, max_length=args.max_length,
+                      weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                      warmup_fraction=args.warmup_fraction, max_length=args.max_length,
                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
     targets: Any = args.target_modules
     if targets and "," in targets:
@@ -179,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                train_size=args.train_size, test_size=parse_test_size(args.test_size),
                                text_column=args.text_column, label_column=args.label_column, config=cfg,
                                resume=not args.no_resume, progress=not args.json, stop_after=args.stop_after,
-                               quiet=args.json)
+                               report=None if args.json else print)
     except TrainingInterrupted as e:
         print(f"tnpeft: {e}", file=sys.stderr)
         return 130
@@ -194,6 +179,7 @@ def _train_on_device(args: argparse.Namespace, method: Any, hparams: dict[str, A
     measured, backward by the parameter-shift rule); ``--dry-run`` prints the budget and stops."""
     from pathlib import Path
 
+    from tnpeft.cli.tables import budget_table
     from tnpeft.fileio import atomic_write_json
     from tnpeft.nn import AdapterConfig, inject, load_adapter
     from tnpeft.quantum import Device, device_budget, on_device
@@ -211,14 +197,14 @@ def _train_on_device(args: argparse.Namespace, method: Any, hparams: dict[str, A
         probe = inject(loaded.model, AdapterConfig(method, targets or loaded.target_modules,
                                                    exclude_modules=excl if excl is not None else loaded.exclude_modules,
                                                    **hparams))
-    tokens = args.batch_size * (args.max_length if task == "classification" else args.max_length)
+    tokens = args.batch_size * args.max_length
     budget = device_budget(probe, device, tokens=tokens)
     del probe, loaded
     if args.dry_run:
-        print(json.dumps(budget.to_dict(), indent=2) if args.json else budget)
+        print(json.dumps(budget.to_dict(), indent=2) if args.json else budget_table(budget))
         return 0
     if not args.json:
-        print(budget)
+        print(budget_table(budget))
     try:
         with on_device(None, device=device):
             metrics = run_training(args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
@@ -226,7 +212,7 @@ def _train_on_device(args: argparse.Namespace, method: Any, hparams: dict[str, A
                                    train_size=args.train_size, test_size=parse_test_size(args.test_size),
                                    text_column=args.text_column, label_column=args.label_column, config=cfg,
                                    resume=not args.no_resume, progress=not args.json, stop_after=args.stop_after,
-                                   quiet=args.json)
+                                   report=None if args.json else print)
     except TrainingInterrupted as e:
         print(f"tnpeft: {e}", file=sys.stderr)
         return 130
@@ -243,6 +229,7 @@ def _train_on_device(args: argparse.Namespace, method: Any, hparams: dict[str, A
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from tnpeft.adapters.specs import import_user_module
+    from tnpeft.cli.tables import compare_table
     from tnpeft.train.comparison import compare, parse_lr_grid
     from tnpeft.train.loop import TrainingInterrupted
 
@@ -258,19 +245,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          steps=args.steps,
                          epochs=args.epochs, train_size=args.train_size, val_size=args.val_size,
                          test_size=args.test_size, batch_size=args.batch_size, max_length=args.max_length,
+                         warmup_steps=args.warmup_steps, warmup_fraction=args.warmup_fraction,
+                         eval_every=args.eval_every, patience=args.patience,
                          protocol=args.protocol, out=args.out, task=args.task, target_modules=targets,
                          exclude_modules=excl, text_column=args.text_column, label_column=args.label_column,
-                         progress=not args.json, quiet=args.json, device=args.device)
+                         progress=not args.json, device=args.device)
     except TrainingInterrupted as e:
         print(f"tnpeft: {e}", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else compare_table(result))
     return 0
 
 
 def cmd_export_circuits(args: argparse.Namespace) -> int:
     """Write an adapter's circuits as OpenQASM 3 files with an index (see tnpeft.quantum.export)."""
+    from tnpeft.cli.tables import columns
     from tnpeft.quantum import export_circuits
 
     _, source = _source(args)
@@ -281,9 +270,7 @@ def cmd_export_circuits(args: argparse.Namespace) -> int:
     rows = [(e["name"], e["kind"], e["method"], str(e["qubits"]), str(sum(e["gates"].values())), str(e["depth"]),
              e["file"]) for e in index["circuits"]]
     head = ("circuit", "kind", "method", "qubits", "gates", "depth", "file")
-    w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    for r in [head] + rows:
-        print("  ".join(x.ljust(w[i]) if i in (0, 1, 2, 6) else x.rjust(w[i]) for i, x in enumerate(r)).rstrip())
+    print("\n".join(columns([head, *rows], right={3, 4, 5})))
     for e in index.get("skipped", []):
         print(f"not exported: {e['name']}: {e['reason']}")
     print(f"wrote {len(rows)} OpenQASM 3 circuits and index.json to {args.output}"
@@ -293,6 +280,7 @@ def cmd_export_circuits(args: argparse.Namespace) -> int:
 
 def cmd_circuits(args: argparse.Namespace) -> int:
     """Print the resources of an adapter's circuits (see tnpeft.quantum.resources)."""
+    from tnpeft.cli.tables import resources_table
     from tnpeft.quantum.devices import resolve_backend
     from tnpeft.quantum.resources import resource_report
 
@@ -304,7 +292,7 @@ def cmd_circuits(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(report)
+        print(resources_table(report))
         if backend == "generic":
             print(f"backend: {report.backend} (heavy-hex coupling map; CX, RZ, SX, X); "
                   "CX = after decomposing into CX and one-qubit gates, before routing")
@@ -315,26 +303,14 @@ def cmd_circuits(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """List the devices circuits can run on: ideal, generic and the calibrated fake IBM devices."""
+    from tnpeft.cli.tables import devices_table
     from tnpeft.quantum.devices import list_devices
 
     infos, note = list_devices()
     if args.json:
         print(json.dumps({"devices": [i.to_dict() for i in infos], "note": note}, indent=2))
         return 0
-    shown = [i for i in infos if i.usable or args.all]
-    head = ("device", "qubits", "basis gates", "2q gate", "median 2q error", "median readout error")
-    rows = [(i.name, str(i.qubits) if i.qubits else "any", ",".join(i.basis_gates) if i.qubits else "any",
-             i.two_qubit_gate or "—", "—" if i.median_two_qubit_error is None else f"{i.median_two_qubit_error:.4f}",
-             "—" if i.median_readout_error is None else f"{i.median_readout_error:.4f}") for i in shown]
-    w = [max(len(r[k]) for r in rows + [head]) for k in range(len(head))]
-    for r in [head] + rows:
-        print("  ".join(x.ljust(w[k]) if k in (0, 2, 3) else x.rjust(w[k]) for k, x in enumerate(r)).rstrip())
-    for i in infos:
-        if i.note and (i.usable or args.all or not i.usable):
-            if not i.usable:
-                print(f"not listed: {i.name}: {i.note}" if not args.all else f"{i.name}: {i.note}")
-    if note:
-        print(f"note: {note}")
+    print(devices_table(infos, note, show_all=args.all))
     print("use a name with --backend (tnpeft circuits, train --quantum-backend, hardware-eval); noise is simulated "
           "by qiskit-aer from each device's calibration snapshot")
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from tnpeft.adapters.methods import METHODS
 from tnpeft.errors import ConfigError, NotMergeableError
@@ -42,7 +43,7 @@ DEMO_ADAPTERS: list[tuple[str, dict[str, Any], float]] = [
         ("qpa", {"r": 4, "chunk_size": 32, "hidden": [16, 16], "qnn_layers": 4}))]
 
 
-def _check_reload(model, tokenizer, adapter_dir: Path, seed: int, max_length: int,
+def _check_reload(model: nn.Module, tokenizer: Any, adapter_dir: Path, seed: int, max_length: int,
                   texts: list[str]) -> dict[str, float | None]:
     """Reload the saved adapter into a fresh model: its logits must equal the trained model's; merged
     into the weights (when the adapter is linear) they must stay equal within float round-off."""
@@ -121,7 +122,7 @@ def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_siz
                           checkpoint_every=25, eval_every=max(1, steps // 2))
         t0 = time.perf_counter()
         m, model, tok, test = run_training("minilm", "tweets", name, dict(hp), out / name, config=cfg,
-                                           train_size=train_size, test_size=test_size, progress=progress, quiet=True,
+                                           train_size=train_size, test_size=test_size, progress=progress,
                                            return_model=True)
         wall = time.perf_counter() - t0
         check = _check_reload(model, tok, out / name / "adapter", seed, max_length, test.texts[:128])

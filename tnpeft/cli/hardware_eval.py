@@ -57,7 +57,7 @@ def _run(model: Any, tok: Any, test: Any, task: str, device: Device, frames: str
     return out
 
 
-def hardware_eval(adapter_dir: str | os.PathLike, *, model: str = "minilm", data: str = "tweets",
+def hardware_eval(adapter_dir: str | os.PathLike[str], *, model: str = "minilm", data: str = "tweets",
                   task: str | None = None, test_size: int = 500, backend: Any = "fake_torino",
                   shots: int | None = 4096, mitigation: Any = None, frames: str = "hadamard", seed: int = 0,
                   sweep: list[int] | None = None, sweep_mitigation: str = "readout", plot: str | None = None,
@@ -76,6 +76,7 @@ def hardware_eval(adapter_dir: str | os.PathLike, *, model: str = "minilm", data
     if isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1:
         raise ConfigError(f"--test-size must be a positive integer, got {test_size!r}", field="test_size")
     loaded = load_model(model, task, num_labels=head[-1].shape[0] if head else 2, seed=seed)
+    test: Any
     if task == "classification":
         _, test = load_classification(data, text_column=text_column, label_column=label_column, test_size=test_size,
                                       seed=seed)
@@ -112,7 +113,7 @@ def _sweep(model: Any, tok: Any, test: Any, task: str, device: Device, backend: 
     counts: list[int | None] = sorted({int(s) for s in sweep}) + [None]
     ideal = Device("ideal", shots=None, seed=seed, remember=True)
     curves = []
-    configs = [("ideal", ideal, None)]
+    configs: list[tuple[str, Device, str | None]] = [("ideal", ideal, None)]
     if not device.ideal:          # on the ideal device mitigation changes nothing: one curve
         configs += [(device.name, device, None), (f"{device.name} + {sweep_mitigation}", device, sweep_mitigation)]
     for label, dev, mit in configs:
@@ -190,6 +191,6 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(result: dict[str, Any], path: str | os.PathLike) -> None:
+def write_report(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write the report as JSON (atomically)."""
     atomic_write_json(Path(path), result)

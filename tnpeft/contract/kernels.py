@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import string
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +17,22 @@ SYMBOLS = string.ascii_letters  # torch.einsum accepts only [a-zA-Z]
 # go through a permute + batched matrix product instead
 MAX_KERNEL_DIMS = 24
 
+PairKernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 def letters(*groups: Sequence[str]) -> dict[str, str] | None:
     """Einsum letters for the indices of one small equation, or ``None`` if it has more than 52."""
     inds = list(dict.fromkeys(i for g in groups for i in g))
     return None if len(inds) > len(SYMBOLS) else {ind: SYMBOLS[k] for k, ind in enumerate(inds)}
+
+
+def autocast_on(device_type: str) -> bool:
+    """Whether autocast is enabled for ``device_type`` (``False`` for devices autocast does not know,
+    such as ``meta``)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
 
 
 def autocast_operands(arrays: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -32,13 +43,13 @@ def autocast_operands(arrays: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     if not ops:
         return ops
     dev = ops[0].device.type
-    if not torch.is_autocast_enabled(dev):
+    if not autocast_on(dev):
         return ops
     dt = torch.get_autocast_dtype(dev)
     return [t.to(dt) if t.is_floating_point() and t.dtype != dt else t for t in ops]
 
 
-def pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):
+def pair_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]) -> PairKernel:
     """The cheapest torch call for one pairwise step.
 
     A plain contraction (no shared index kept) whose output order is ``free(a) + free(b)`` or the
@@ -81,7 +92,7 @@ def _broadcast(t: torch.Tensor, pos: tuple[int, ...], n: int) -> torch.Tensor:
     return t.reshape(shape)
 
 
-def _einsum_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):
+def _einsum_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]) -> PairKernel:
     sym = letters(a, b, out)
     if sym is None:
         return _bmm_kernel(a, b, out)
@@ -89,7 +100,8 @@ def _einsum_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...])
     return lambda x, y: torch.einsum(eq, x, y)
 
 
-def linear_orientation(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]) -> tuple | None:
+def linear_orientation(a: tuple[str, ...], b: tuple[str, ...],
+                       out: tuple[str, ...]) -> tuple[str, tuple[int, ...], tuple[int, ...], int] | None:
     """How the step ``a, b → out`` is one matrix product ``M1 · M2`` whose result, read row-major,
     is ``out``: ``(first, p1, p2, n1)`` — ``first`` is ``"a"`` or ``"b"``, the operand whose free
     indices lead ``out``; ``p1`` permutes it to (its free indices, the contracted ones), ``p2`` the
@@ -121,7 +133,7 @@ def as_matrix(t: torch.Tensor, perm: tuple[int, ...], split: int) -> torch.Tenso
     return t.reshape(rows, -1)
 
 
-def _bmm_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):
+def _bmm_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]) -> PairKernel:
     """Any pairwise step as one batched matrix product: indices kept by both operands and the
     output are the batch, shared ones not kept are contracted; indices of one operand that neither
     the other nor the output has are summed out first."""
@@ -155,7 +167,7 @@ def _bmm_kernel(a: tuple[str, ...], b: tuple[str, ...], out: tuple[str, ...]):
     return kernel
 
 
-def unary_kernel(inds: tuple[str, ...], out: tuple[str, ...]):
+def unary_kernel(inds: tuple[str, ...], out: tuple[str, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
     """One operand to the output: indices the output lacks summed out, the rest permuted."""
     drop = [k for k, i in enumerate(inds) if i not in out]
     kept = [i for i in inds if i in out]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import string
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, NamedTuple, Sequence
+from typing import Any, Callable, Hashable, Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -121,7 +121,7 @@ class ContractionPlan:
         largest_intermediate: number of elements of the largest intermediate tensor.
     """
 
-    def __init__(self, inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],
+    def __init__(self, inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: Mapping[str, int],
                  names: Sequence[str] | None = None, optimize: object = "auto"):
         self.inputs = tuple(tuple(i) for i in inputs)
         self.output = tuple(output)
@@ -177,7 +177,7 @@ class ContractionPlan:
         # whether the last pairwise step is one matrix product that can accumulate into an output
         self._last_linear = linear_orientation(*last) if (last := self._last_operands()) else None
 
-    def _last_operands(self) -> tuple | None:
+    def _last_operands(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None:
         if not self.path or self._final is not None:
             return None
         ops = list(self.inputs)
@@ -317,7 +317,8 @@ def _optimizer_key(optimize: object) -> Hashable:
     return ("optimizer", type(optimize).__module__, type(optimize).__qualname__, settings)
 
 
-def _canonical(inputs: tuple[tuple[str, ...], ...], output: tuple[str, ...], size_dict: dict[str, int]):
+def _canonical(inputs: tuple[tuple[str, ...], ...], output: tuple[str, ...], size_dict: Mapping[str, int]
+               ) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], dict[str, int]]:
     """The network with its indices renamed ``i0, i1, …`` in order of appearance, and their sizes."""
     rename: dict[str, str] = {}
     for t in (*inputs, output):
@@ -330,7 +331,7 @@ def _canonical(inputs: tuple[tuple[str, ...], ...], output: tuple[str, ...], siz
     return c_inputs, c_output, sizes
 
 
-def plan_for(inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: dict[str, int],
+def plan_for(inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: Mapping[str, int],
              names: Sequence[str] | None = None, key_extra: Hashable = (), optimize: object = "auto") -> PlanView:
     """Return the cached plan for this network (building it, and counting the time, on a miss), as
     a :class:`PlanView` with the caller's ``names``.
@@ -338,9 +339,9 @@ def plan_for(inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: 
     The cache key is canonical: the index names renamed in order of appearance, their sizes,
     ``key_extra`` (what else must match for a plan to be reused: dtype, device) and the optimizer
     by its settings. The cached plan itself holds no caller's names."""
-    inputs = tuple(tuple(i) for i in inputs)
-    output = tuple(output)
-    c_inputs, c_output, sizes = _canonical(inputs, output, size_dict)
+    ins = tuple(tuple(i) for i in inputs)
+    out = tuple(output)
+    c_inputs, c_output, sizes = _canonical(ins, out, size_dict)
     key = (c_inputs, c_output, tuple(sorted(sizes.items())), key_extra, _optimizer_key(optimize))
     plan = _CACHE.get(key)
     if plan is not None:
@@ -353,5 +354,5 @@ def plan_for(inputs: Sequence[Sequence[str]], output: Sequence[str], size_dict: 
         _STATS.planning_seconds += time.perf_counter() - t0
         _STATS.plans_built += 1
         _CACHE.put(key, plan)
-    names = tuple(names) if names is not None else tuple(f"T{i}" for i in range(len(inputs)))
-    return PlanView(plan, names, inputs, output, optimize)
+    labels = tuple(names) if names is not None else tuple(f"T{i}" for i in range(len(ins)))
+    return PlanView(plan, labels, ins, out, optimize)

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from tnpeft.circuits.circuit import Circuit, pauli_circuit
+from tnpeft.circuits.circuit import Circuit, Gate, pauli_circuit
 from tnpeft.circuits.frames import flatten_blocks, givens_circuit, pauli_frame
+from tnpeft.draw.geometry import output_path
 from tnpeft.errors import GraphError
 from tnpeft.graph import Graph, Nonlinear, Unitary
+from tnpeft.params.hypernetworks import QPAHyperNetwork
+from tnpeft.params.qnn import QNNMap
 from tnpeft.params.unitary import GivensFrame, PauliFrame, butterfly_pairs
 from tnpeft.runtime import GraphModule
 from tnpeft.storage import resolve_graph_module
@@ -26,16 +29,16 @@ _DATA = "#55A868"
 _BANDS = ("#E8EEF7", "#F7EDE4")
 
 
-def circuit_moments(n_qubits: int, layers: int) -> list[list[tuple]]:
+def circuit_moments(n_qubits: int, layers: int) -> list[list[tuple[Any, ...]]]:
     """The power-of-two Pauli circuit as moments (columns) of gates: ``("ry", qubit, angle index)``
     and ``("cz", q1, q2)``, in the order the frame applies them."""
     return moments(pauli_circuit(n_qubits, layers))
 
 
-def moments(circuit: Circuit) -> list[list[tuple]]:
+def moments(circuit: Circuit) -> list[list[tuple[Any, ...]]]:
     """An uncontrolled circuit's gates grouped into columns: a new column starts when a gate of
     another kind follows, or a gate would share a qubit with one already in the column."""
-    cols: list[list[tuple]] = []
+    cols: list[list[tuple[Any, ...]]] = []
     busy: set[int] = set()
     kind = None
     for g in circuit.gates:
@@ -49,8 +52,11 @@ def moments(circuit: Circuit) -> list[list[tuple]]:
     return cols
 
 
-def _entry(g) -> tuple:
-    return ("ry", g.qubits[0], g.angle[1]) if g.name == "ry" else (g.name, *g.qubits)
+def _entry(g: Gate) -> tuple[Any, ...]:
+    if g.name != "ry":
+        return (g.name, *g.qubits)
+    assert g.angle is not None   # every RY gate has one
+    return ("ry", g.qubits[0], g.angle[1])
 
 
 def node_circuit(source: Graph | GraphModule, node: str) -> tuple[Circuit, list[str], list[float | None], str]:
@@ -58,7 +64,7 @@ def node_circuit(source: Graph | GraphModule, node: str) -> tuple[Circuit, list[
     value per gate (``None`` for data inputs and unrotated gates) and a title."""
     graph, module = resolve_graph_module(source)
     if node in graph.hypernetworks:
-        net = module.get_submodule(node)
+        net = cast(QPAHyperNetwork, module.get_submodule(node))
         theta = net.theta.detach().to(torch.float64).tolist()
         c = net.circuit
         return (c, [""] * len(c.gates), _values(c, theta),
@@ -70,14 +76,18 @@ def node_circuit(source: Graph | GraphModule, node: str) -> tuple[Circuit, list[
     nd = graph.nodes[node]
     m = module.get_submodule(node) if node not in graph.generated else None
     if isinstance(nd, Nonlinear) and nd.fn == "qnn":
-        c = m.circuit
-        theta = m.theta.detach().to(torch.float64).tolist()
-        o = m.opts
+        qnn = cast(QNNMap, m)
+        c = qnn.circuit
+        theta = qnn.theta.detach().to(torch.float64).tolist()
+        o = qnn.opts
         return (c, [""] * len(c.gates), _values(c, theta),
                 f"{node}: QNN on {c.n_qubits} qubits — {c.n_inputs} features angle-encoded (x), {o.layers} "
                 f"trainable layer(s), {o.entangler.upper()} ladder, read-out {o.readout}, fusion {o.fusion}")
     if isinstance(nd, Unitary) and isinstance(m, (PauliFrame, GivensFrame)):
         n, k = nd.sizes[-2:]
+        if m.theta.shape[-1] == 0:
+            raise GraphError(f"node {node!r} is a {n}×{k} frame: it has no angles and no gates (it is the constant "
+                             "1), so there is no circuit to draw", node=node)
         theta = m.angles().detach().to(torch.float64).reshape(-1, m.theta.shape[-1])[0].tolist()
         batch = f" (batch element 0 of {tuple(nd.batch_shape)})" if nd.batch_shape else ""
         if isinstance(m, PauliFrame):
@@ -103,18 +113,19 @@ def node_circuit(source: Graph | GraphModule, node: str) -> tuple[Circuit, list[
 
 
 def _values(c: Circuit, theta: list[float]) -> list[float | None]:
-    return [theta[g.angle[1]] * g.factor if g.name == "ry" and g.angle[0] == "param" else None for g in c.gates]
+    return [theta[g.angle[1]] * g.factor if g.name == "ry" and g.angle is not None and g.angle[0] == "param" else None
+            for g in c.gates]
 
 
 def _common_controls(circuit: Circuit, labels: list[str]) -> list[tuple[tuple[int, int], ...]]:
     """Per gate: the controls every gate of its part shares (drawn once for the part)."""
-    common: dict[str, set] = {}
+    common: dict[str, set[tuple[int, int]]] = {}
     for g, lab in zip(circuit.gates, labels):
         common[lab] = set(g.controls) if lab not in common else common[lab] & set(g.controls)
     return [tuple(sorted(common[lab])) if lab else () for lab in labels]
 
 
-def _columns(c: Circuit, labels: list[str], shared: list[tuple]) -> list[int]:
+def _columns(c: Circuit, labels: list[str], shared: list[tuple[tuple[int, int], ...]]) -> list[int]:
     """A column per gate: as early as the gates before it on its span allow (controls drawn with
     the part excluded); a new part of the construction starts a new column."""
     free = [0] * c.n_qubits
@@ -142,6 +153,7 @@ def draw_circuit(source: Graph | GraphModule, node: str, path: str | Path | None
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, Rectangle
 
     circuit, labels, values, title = node_circuit(source, node)
     nq = circuit.n_qubits
@@ -157,15 +169,15 @@ def draw_circuit(source: Graph | GraphModule, node: str, path: str | Path | None
         ax.plot([-0.7, width - 0.3], [y[q], y[q]], color="black", lw=0.9, zorder=1)
         ax.text(-0.8, y[q], f"q{q}", ha="right", va="center", fontsize=8)
     # the parts of the construction as shaded bands with their names
-    spans: list[tuple[str, int, int, tuple]] = []
+    spans: list[tuple[str, int, int, tuple[tuple[int, int], ...]]] = []
     for lab, col, common in zip(labels, cols, shared):
         if lab and spans and spans[-1][0] == lab:
             spans[-1] = (lab, spans[-1][1], max(spans[-1][2], col), common)
         elif lab:
             spans.append((lab, col, col, common))
     for i, (lab, a, b, common) in enumerate(spans):
-        ax.add_patch(plt.Rectangle((a - 0.45, -nq + 0.45), b - a + 0.9, nq + 0.1, facecolor=_BANDS[i % 2],
-                                   edgecolor="none", zorder=0))
+        ax.add_patch(Rectangle((a - 0.45, -nq + 0.45), b - a + 0.9, nq + 0.1, facecolor=_BANDS[i % 2],
+                               edgecolor="none", zorder=0))
         cond = ", ".join(f"q{q}={v}" for q, v in common)
         text = lab + (f"; all gates controlled on {cond}" if cond else "")
         ax.text((a + b) / 2, 0.55 + 1.0 * (i % 2), textwrap.fill(text, max(22, int(2.8 * (b - a + 1)))),
@@ -182,10 +194,11 @@ def draw_circuit(source: Graph | GraphModule, node: str, path: str | Path | None
         for q, val in own:
             ax.plot(col, y[q], "o", ms=5.5, mfc="black" if val else "white", mec="black", zorder=4)
         if g.name == "ry":
+            assert g.angle is not None   # every RY gate has one
             t = g.qubits[0]
             data = g.angle[0] == "input"
-            ax.add_patch(plt.Rectangle((col - 0.34, y[t] - 0.24), 0.68, 0.48, facecolor=_DATA if data else _RY,
-                                       edgecolor="black", lw=0.8, zorder=3))
+            ax.add_patch(Rectangle((col - 0.34, y[t] - 0.24), 0.68, 0.48, facecolor=_DATA if data else _RY,
+                                   edgecolor="black", lw=0.8, zorder=3))
             text = f"x{g.angle[1]}" if data else f"{v:.2f}"
             ax.text(col, y[t] + 0.02, f"RY\n{text}", ha="center", va="center", fontsize=5.5, zorder=5)
         elif g.name == "cz":
@@ -194,7 +207,7 @@ def draw_circuit(source: Graph | GraphModule, node: str, path: str | Path | None
         else:  # cx: control dot, target ⊕
             c, t = g.qubits
             ax.plot(col, y[c], "o", ms=5.5, color="black", zorder=4)
-            ax.add_patch(plt.Circle((col, y[t]), 0.2, facecolor="white", edgecolor="black", lw=1.0, zorder=4))
+            ax.add_patch(Circle((col, y[t]), 0.2, facecolor="white", edgecolor="black", lw=1.0, zorder=4))
             ax.plot([col - 0.2, col + 0.2], [y[t], y[t]], color="black", lw=1.0, zorder=5)
             ax.plot([col, col], [y[t] - 0.2, y[t] + 0.2], color="black", lw=1.0, zorder=5)
     top = 2.6 if spans else 0.6
@@ -203,7 +216,7 @@ def draw_circuit(source: Graph | GraphModule, node: str, path: str | Path | None
     ax.set_title(textwrap.fill(title, max(60, int(fig_w * 11))), fontsize=9)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = output_path(path)
         plt.rcParams["svg.hashsalt"] = "tnpeft"
         fig.savefig(path, dpi=dpi, metadata={"Date": None} if str(path).endswith(".svg") else None)
     return fig

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from tnpeft.errors import WriteError
+from tnpeft.fileio import ensure_dir
 
 R = 0.28            # radius of a node disk
 DOT_R = 0.065       # radius of a copy-tensor dot
@@ -69,7 +73,7 @@ def point_segment_distance(px: float, py: float, x1: float, y1: float, x2: float
     return math.hypot(px - (x1 + t * dx), py - (y1 + t * dy))
 
 
-def _seg_box(x1, y1, x2, y2, bx0, by0, bx1, by1) -> bool:
+def _seg_box(x1: float, y1: float, x2: float, y2: float, bx0: float, by0: float, bx1: float, by1: float) -> bool:
     """Whether a segment meets an axis-aligned box (Liang–Barsky clipping)."""
     t0, t1 = 0.0, 1.0
     dx, dy = x2 - x1, y2 - y1
@@ -144,3 +148,15 @@ def offset_line(pts: list[Point], d: float) -> list[Point]:
             nx, ny = nx / L / cos, ny / L / cos
         out.append((x + d * nx, y + d * ny))
     return out
+
+
+def output_path(path: str | Path) -> Path:
+    """``path`` as a file to write a drawing to: its folder created if needed; a
+    :class:`~tnpeft.errors.WriteError` names a file standing where a folder must be, or a folder
+    where the file must be."""
+    path = Path(path)
+    ensure_dir(path.parent, "output folder")
+    if path.is_dir():
+        raise WriteError(f"output {str(path)!r} is a folder; give a file name ending in .svg, .png or .pdf",
+                         path=str(path))
+    return path

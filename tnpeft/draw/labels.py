@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from tnpeft.draw.geometry import CLEAR, Layout, Point, segment_meets_box
 
 PAD = 0.035   # free margin kept around a text box
+CELL = 2.0    # side of the grid cells the scene files its items in (data units)
 
 
 @dataclass
@@ -36,44 +37,75 @@ class Label:
 
 
 class Scene:
-    """What a new label must keep clear of: lines, shapes (disks, boxes) and placed labels."""
+    """What a new label must keep clear of: lines, shapes (disks, boxes) and placed labels.
+
+    Everything is filed in a grid of square cells (:data:`CELL` data units) by its bounding box,
+    so a query looks only at what lies in the cells the label's box covers: placing all labels of
+    a diagram takes time near-linear in its size, not quadratic."""
 
     def __init__(self, layout: Layout):
+        self.grid: dict[tuple[int, int], list[tuple[str, int]]] = {}
         self.segments: list[tuple[Point, Point]] = [
             (p, q) for link in layout.links for line in link.lines for p, q in zip(line, line[1:])]
         self.disks = [(v.x, v.y, v.half_w) for v in layout.vertices.values() if v.is_obstacle and v.kind != "hyper"]
         self.boxes = [(v.x - v.half_w, v.y - v.half_h, v.x + v.half_w, v.y + v.half_h)
                       for v in layout.vertices.values() if v.kind == "hyper"]
         self.labels: list[Label] = []
+        for k, (p, q) in enumerate(self.segments):
+            self._file("segment", k, (min(p[0], q[0]), min(p[1], q[1]), max(p[0], q[0]), max(p[1], q[1])))
+        for k, (cx, cy, r) in enumerate(self.disks):
+            self._file("disk", k, (cx - r, cy - r, cx + r, cy + r))
+        for k, b in enumerate(self.boxes):
+            self._file("box", k, b)
+
+    @staticmethod
+    def _cells(box: tuple[float, float, float, float]) -> Iterator[tuple[int, int]]:
+        i0, i1 = math.floor(box[0] / CELL), math.floor(box[2] / CELL)
+        j0, j1 = math.floor(box[1] / CELL), math.floor(box[3] / CELL)
+        return ((i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1))
+
+    def _file(self, kind: str, k: int, box: tuple[float, float, float, float]) -> None:
+        for cell in self._cells(box):
+            self.grid.setdefault(cell, []).append((kind, k))
 
     def free(self, box: tuple[float, float, float, float]) -> bool:
         x0, y0, x1, y1 = box[0] - PAD, box[1] - PAD, box[2] + PAD, box[3] + PAD
         padded = (x0, y0, x1, y1)
-        for lab in self.labels:
-            a = lab.box
-            if x0 < a[2] and a[0] < x1 and y0 < a[3] and a[1] < y1:
-                return False
-        for bx0, by0, bx1, by1 in self.boxes:
-            if x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1:
-                return False
-        for cx, cy, r in self.disks:
-            dx = max(x0 - cx, 0.0, cx - x1)
-            dy = max(y0 - cy, 0.0, cy - y1)
-            if math.hypot(dx, dy) < r:
-                return False
-        for p, q in self.segments:
-            if max(p[0], q[0]) < x0 or min(p[0], q[0]) > x1 or max(p[1], q[1]) < y0 or min(p[1], q[1]) > y1:
-                continue
-            if segment_meets_box(p, q, padded):
-                return False
+        near = {item for cell in self._cells(padded) for item in self.grid.get(cell, ())}
+        for kind, k in near:
+            if kind == "label":
+                a = self.labels[k].box
+                if x0 < a[2] and a[0] < x1 and y0 < a[3] and a[1] < y1:
+                    return False
+            elif kind == "box":
+                bx0, by0, bx1, by1 = self.boxes[k]
+                if x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1:
+                    return False
+            elif kind == "disk":
+                cx, cy, r = self.disks[k]
+                dx = max(x0 - cx, 0.0, cx - x1)
+                dy = max(y0 - cy, 0.0, cy - y1)
+                if math.hypot(dx, dy) < r:
+                    return False
+            else:
+                p, q = self.segments[k]
+                if max(p[0], q[0]) < x0 or min(p[0], q[0]) > x1 or max(p[1], q[1]) < y0 or min(p[1], q[1]) > y1:
+                    continue
+                if segment_meets_box(p, q, padded):
+                    return False
         return True
+
+    def add(self, lab: Label) -> None:
+        """Record a placed label (it then blocks the labels placed after it)."""
+        self.labels.append(lab)
+        self._file("label", len(self.labels) - 1, lab.box)
 
     def place(self, text: str, role: str, size: tuple[float, float], spots: list[Point]) -> Label | None:
         w, h = size
         for x, y in spots:
             lab = Label(text, role, x, y, w, h)
             if self.free(lab.box):
-                self.labels.append(lab)
+                self.add(lab)
                 return lab
         return None
 
@@ -93,7 +125,7 @@ def place_labels(layout: Layout, measure: Callable[[str, str], tuple[float, floa
     for v in verts.values():
         if v.kind == "hyper":   # the box's own text sits inside it
             w, h = measure(v.label, "box")
-            scene.labels.append(Label(v.label, "box", v.x, v.y, w, h))
+            scene.add(Label(v.label, "box", v.x, v.y, w, h))
     for v in sorted((v for v in verts.values() if v.kind in ("in", "out")), key=lambda v: (v.layer, v.x)):
         w, h = measure(v.label, "index")
         s = -1 if v.kind == "in" else 1

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable
 from tnpeft.draw.geometry import DOT_R, NODE_KINDS, Layout, Link, R, Vertex
 from tnpeft.draw.placement import order_layers, place_x, place_y
 from tnpeft.draw.routes import route_links
-from tnpeft.graph import ApplyStep
+from tnpeft.graph import ApplyStep, Nonlinear
 
 if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.graph import Graph
@@ -45,12 +45,12 @@ def build_layout(graph: Graph, measure: Callable[[str, str], tuple[float, float]
     return Layout(verts, links, layers)
 
 
-def _items(graph: Graph, measure) -> tuple[dict[str, Vertex], list[Link]]:
+def _items(graph: Graph, measure: Callable[[str, str], tuple[float, float]]) -> tuple[dict[str, Vertex], list[Link]]:
     verts: dict[str, Vertex] = {}
     pos = {n: k for k, n in enumerate(graph.nodes)}
     for n, node in graph.nodes.items():
         half = R if node.kind != "nonlinear" else R * 1.05
-        text = f"{n} ({node.fn})" if node.kind == "nonlinear" else n
+        text = f"{n} ({node.fn})" if isinstance(node, Nonlinear) else n
         verts[n] = Vertex(n, node.kind, 0.0, half, half, float(pos[n]), label=text)
     holders: dict[str, list[str]] = defaultdict(list)
     for n, node in graph.nodes.items():
@@ -88,7 +88,7 @@ def _items(graph: Graph, measure) -> tuple[dict[str, Vertex], list[Link]]:
                             sum(pos[o] for o in net.outputs) / len(net.outputs), label=text)
         links += [Link(vid, o, (), "arrow", label=False) for o in net.outputs]
     # bonds between the same two nodes travel together
-    bundled: dict[tuple[str, str], Link] = {}
+    bundled: dict[tuple[str, ...], Link] = {}
     out: list[Link] = []
     for link in links:
         if link.style == "bond":
@@ -169,6 +169,7 @@ def _assign_keys(graph: Graph, verts: dict[str, Vertex], links: list[Link]) -> N
 
 def _components(nodes: list[str], adj: dict[str, set[str]]) -> list[list[str]]:
     inside = set(nodes)
+    pos = {n: k for k, n in enumerate(nodes)}
     seen: set[str] = set()
     comps = []
     for n in nodes:
@@ -183,7 +184,7 @@ def _components(nodes: list[str], adj: dict[str, set[str]]) -> list[list[str]]:
                 if w in inside and w not in seen:
                     seen.add(w)
                     stack.append(w)
-        comps.append(sorted(comp, key=nodes.index))
+        comps.append(sorted(comp, key=pos.__getitem__))
     return comps
 
 
@@ -194,7 +195,8 @@ def _is_path(comp: list[str], chain_adj: dict[str, set[str]]) -> bool:
     return edges == len(comp) - 1 and max(deg.values(), default=0) <= 2 and len(_components(comp, chain_adj)) == 1
 
 
-def _component_rows(graph: Graph, comp: list[str], adj, chain_adj, entry: set[str], exits: set[str]) -> dict[str, int]:
+def _component_rows(graph: Graph, comp: list[str], adj: dict[str, set[str]], chain_adj: dict[str, set[str]],
+                    entry: set[str], exits: set[str]) -> dict[str, int]:
     """Relative rows of one connected part of a stage: a path is one chain (one row); otherwise a
     node's row orders it by (hops from the inputs) − (hops to the outputs)."""
     if _is_path(comp, chain_adj):
@@ -207,7 +209,7 @@ def _component_rows(graph: Graph, comp: list[str], adj, chain_adj, entry: set[st
     return {n: ranks[pot[n]] for n in comp}
 
 
-def _hops(starts: list[str], adj, inside: set[str]) -> dict[str, int]:
+def _hops(starts: list[str], adj: dict[str, set[str]], inside: set[str]) -> dict[str, int]:
     dist = {s: 0 for s in starts}
     frontier = list(starts)
     while frontier:
@@ -243,8 +245,8 @@ def _layers(verts: dict[str, Vertex], links: list[Link]) -> list[list[str]]:
             chain.append(vid)
         chain.append(b)
         link.chain = chain
-    for layer in layers:
-        layer.sort(key=lambda vid: (verts[vid].order, vid))
+    for row in layers:
+        row.sort(key=lambda vid: (verts[vid].order, vid))
     return layers
 
 

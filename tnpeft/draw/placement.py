@@ -6,6 +6,7 @@ violators)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Callable, Sequence
 
 from tnpeft.draw.geometry import NODE_KINDS, Link, R, Vertex
 
@@ -37,29 +38,43 @@ def row_units(layer: list[str], blocks: dict[str, list[str]]) -> list[list[str]]
     return units
 
 
-def _score(layers: list[list[str]], nb, verts) -> tuple[int, int]:
+def _inversions(seq: Sequence[float]) -> int:
+    """The number of pairs ``i < j`` with ``seq[i] > seq[j]`` (a merge sort: O(n log n))."""
+    if len(seq) < 2:
+        return 0
+    mid = len(seq) // 2
+    left, right = sorted(seq[:mid]), sorted(seq[mid:])
+    count = _inversions(seq[:mid]) + _inversions(seq[mid:])
+    j = 0
+    for x in left:          # for each left item: the right items smaller than it
+        while j < len(right) and right[j] < x:
+            j += 1
+        count += j
+    return count
+
+
+def _score(layers: list[list[str]], nb: dict[str, list[tuple[str, float]]], verts: dict[str, Vertex]) -> tuple[int, int]:
     """(edge crossings between adjacent layers, nodes out of data-flow order within a layer)."""
     inv = 0
     for layer in layers:
-        keys = [verts[v].order for v in layer if verts[v].kind in NODE_KINDS]
-        inv += sum(1 for i in range(len(keys)) for j in range(i + 1, len(keys)) if keys[i] > keys[j])
+        inv += _inversions([verts[v].order for v in layer if verts[v].kind in NODE_KINDS])
     return _crossings(layers, nb), inv
 
 
-def _crossings(layers: list[list[str]], nb) -> int:
+def _crossings(layers: list[list[str]], nb: dict[str, list[tuple[str, float]]]) -> int:
+    """Pairs of edges between adjacent layers whose ends lie in opposite orders: with the edges
+    sorted by their lower end, the inversions of their upper ends (ties at either end never cross)."""
     total = 0
     for i in range(len(layers) - 1):
         here = {v: k for k, v in enumerate(layers[i])}
         up = {v: k for k, v in enumerate(layers[i + 1])}
-        edges = [(here[u], up[w]) for u in layers[i] for w, _ in nb[u] if w in up]
-        for k, (a1, b1) in enumerate(edges):
-            for a2, b2 in edges[k + 1:]:
-                if (a1 - a2) * (b1 - b2) < 0:
-                    total += 1
+        edges = sorted((here[u], up[w]) for u in layers[i] for w, _ in nb[u] if w in up)
+        total += _inversions([b for _, b in edges])
     return total
 
 
-def order_layers(verts, links, layers, blocks) -> None:
+def order_layers(verts: dict[str, Vertex], links: list[Link], layers: list[list[str]],
+                 blocks: dict[str, list[str]]) -> None:
     """Barycentre sweeps (up, then down) and swaps of neighbouring units, blocks moving as one;
     the order with the fewest crossings wins, the data-flow order on ties. Deterministic."""
     nb = neighbours(verts, links)
@@ -74,7 +89,7 @@ def order_layers(verts, links, layers, blocks) -> None:
             here = {v: k for k, v in enumerate(layers[i])}
             scored = []
             for k, unit in enumerate(row_units(layers[i], blocks)):
-                ps = [idx[w] - unit.index(m) for m in unit for w, _ in nb[m] if w in idx]
+                ps = [idx[w] - j for j, m in enumerate(unit) for w, _ in nb[m] if w in idx]
                 bary = sum(ps) / len(ps) if ps else here[unit[0]]
                 scored.append((bary, k, unit))
             scored.sort(key=lambda s: (s[0], s[1]))
@@ -98,7 +113,8 @@ def order_layers(verts, links, layers, blocks) -> None:
                     layers[i] = [v for u in units for v in u]
 
 
-def _gap(verts: dict[str, Vertex], a: str, b: str, bonded: dict[frozenset, str], measure, spread: float) -> float:
+def _gap(verts: dict[str, Vertex], a: str, b: str, bonded: dict[frozenset[str], str], measure: Callable[[str, str], tuple[float, float]],
+         spread: float) -> float:
     """Centre-to-centre distance between neighbours ``a`` (left) and ``b`` in a layer."""
     va, vb = verts[a], verts[b]
     text = bonded.get(frozenset((a, b)))
@@ -116,7 +132,8 @@ def _gap(verts: dict[str, Vertex], a: str, b: str, bonded: dict[frozenset, str],
     return va.half_w + vb.half_w + 0.95 * spread
 
 
-def place_x(verts, links, layers, blocks, measure, spread) -> None:
+def place_x(verts: dict[str, Vertex], links: list[Link], layers: list[list[str]], blocks: dict[str, list[str]],
+            measure: Callable[[str, str], tuple[float, float]], spread: float) -> None:
     nb = neighbours(verts, links)
     bonded = {frozenset((lk.a, lk.b)): lk.text for lk in links if len(lk.chain) == 2
               and verts[lk.a].layer == verts[lk.b].layer}
@@ -154,8 +171,8 @@ def place_x(verts, links, layers, blocks, measure, spread) -> None:
                 for m in unit:
                     verts[m].x = x0 + (verts[m].x - base)
     lo = min(v.x - v.half_w for v in verts.values())
-    for v in verts.values():
-        v.x -= lo
+    for vert in verts.values():
+        vert.x -= lo
 
 
 def _pava(want: list[float], weight: list[float], seps: list[float]) -> list[float]:
@@ -178,7 +195,7 @@ def _pava(want: list[float], weight: list[float], seps: list[float]) -> list[flo
     return [zi + o for zi, o in zip(z, offs)]
 
 
-def place_y(verts, layers, spread) -> None:
+def place_y(verts: dict[str, Vertex], layers: list[list[str]], spread: float) -> None:
     keys = [verts[layer[0]].key for layer in layers]
     y = 0.0
     for i, layer in enumerate(layers):

@@ -10,6 +10,7 @@ from collections import defaultdict
 from tnpeft.draw.geometry import (
     BUNDLE_GAP,
     CLEAR,
+    Link,
     Point,
     R,
     Vertex,
@@ -21,11 +22,13 @@ from tnpeft.draw.geometry import (
 )
 
 
-def route_links(verts, links, layers, blocks) -> None:
+def route_links(verts: dict[str, Vertex], links: list[Link], layers: list[list[str]],
+                blocks: dict[str, list[str]]) -> None:
     obstacles = [v for v in verts.values() if v.is_obstacle]
     band = {i: max([verts[v].half_h for v in layer if verts[v].is_obstacle] + [R]) + CLEAR
             for i, layer in enumerate(layers)}
     bridges: dict[int, int] = defaultdict(int)
+    place = {m: j for blk in {id(b): b for b in blocks.values()}.values() for j, m in enumerate(blk)}  # in its block
     for link in links:
         chain = link.chain
         pts: list[Point] = [(verts[chain[0]].x, verts[chain[0]].y)]
@@ -33,7 +36,7 @@ def route_links(verts, links, layers, blocks) -> None:
         if len(chain) == 2 and verts[chain[0]].layer == verts[chain[1]].layer:
             a, b = sorted(chain, key=lambda v: verts[v].x)
             blk = blocks.get(a, [a])
-            if b in blk and abs(blk.index(a) - blk.index(b)) == 1:
+            if blocks.get(b, [b]) is blk and abs(place.get(a, 0) - place.get(b, 0)) == 1:
                 pts = [(verts[a].x, verts[a].y), (verts[b].x, verts[b].y)]
             else:   # a bond between chain members that are not neighbours: a bridge over the row
                 layer = verts[a].layer

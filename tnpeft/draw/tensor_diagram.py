@@ -17,17 +17,22 @@ saves it. The drawing is deterministic: the same graph gives byte-identical SVG.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
-from tnpeft.draw.geometry import DOT_R, Layout, Point
+from tnpeft.draw.geometry import DOT_R, Layout, Point, Vertex, output_path
 from tnpeft.draw.labels import Label, place_labels
 from tnpeft.draw.layout import build_layout
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import RendererAgg
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
+    from matplotlib.typing import RcKeyType
 
     from tnpeft.graph import Graph
 
@@ -39,7 +44,7 @@ INCH = 0.62          # inches per data unit
 MARGIN = 0.25
 _FONTS = {"index": (8, "normal"), "node": (10, "bold"), "box": (9, "bold"), "caption": (9.5, "normal"),
           "legend": (8, "normal")}
-_RC = {"font.family": "DejaVu Sans", "text.hinting": "no_hinting", "text.hinting_factor": 1, "svg.hashsalt": "tnpeft", "svg.fonttype": "path", "path.simplify": False}
+_RC: dict[RcKeyType, Any] = {"font.family": "DejaVu Sans", "text.hinting": "no_hinting", "text.hinting_factor": 1, "svg.hashsalt": "tnpeft", "svg.fonttype": "path", "path.simplify": False}
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class TextBox:
 class Diagram:
     """A rendered tensor diagram: the matplotlib figure and its geometry."""
 
-    figure: Any
+    figure: Figure
     shapes: dict[str, Shape] = field(default_factory=dict)
     segments: list[Segment] = field(default_factory=list)
     texts: list[TextBox] = field(default_factory=list)
@@ -89,8 +94,7 @@ class Diagram:
         graphs give equal files."""
         import matplotlib
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = output_path(path)
         with matplotlib.rc_context(_RC):
             meta = {"Date": None} if path.suffix.lower() == ".svg" else (
                 {"CreationDate": None} if path.suffix.lower() == ".pdf" else None)
@@ -98,27 +102,43 @@ class Diagram:
         return path
 
 
-@lru_cache(maxsize=4096)
-def _measure(text: str, role: str) -> tuple[float, float]:
-    """Width and height of ``text`` in data units, as the renderer lays it out."""
+@contextmanager
+def _rc() -> Iterator[None]:
+    """The diagram's rc settings, in force for the block (only :data:`_RC`'s keys are saved and
+    restored: much cheaper than ``matplotlib.rc_context``, which copies every setting)."""
     import matplotlib
 
-    with matplotlib.rc_context(_RC):
-        fig, renderer = _scratch()
-        size, weight = _FONTS[role]
-        t = fig.text(0, 0, text, fontsize=size, fontweight=weight, ha="center", va="center")
+    saved = {k: matplotlib.rcParams[k] for k in _RC}
+    matplotlib.rcParams.update(_RC)
+    try:
+        yield
+    finally:
+        matplotlib.rcParams.update(saved)
+
+
+@lru_cache(maxsize=1 << 16)
+def _measure(text: str, role: str) -> tuple[float, float]:
+    """Width and height of ``text`` in data units, as the renderer lays it out."""
+    with _rc():
+        fig, renderer, probes = _scratch()
+        t = probes[role]
+        t.set_text(text)
         bb = t.get_window_extent(renderer)
-        t.remove()
     return bb.width / fig.dpi / INCH, bb.height / fig.dpi / INCH
 
 
 @lru_cache(maxsize=1)
-def _scratch():
+def _scratch() -> tuple[Figure, RendererAgg, dict[str, Text]]:
+    """A figure that is never drawn, its renderer and one text per role (reused for every measure)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(2, 2), dpi=100)
-    return fig, FigureCanvasAgg(fig).get_renderer()
+    with _rc():
+        fig = Figure(figsize=(2, 2), dpi=100)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        probes = {role: fig.text(0, 0, "", fontsize=size, fontweight=weight, ha="center", va="center")
+                  for role, (size, weight) in _FONTS.items()}
+    return fig, renderer, probes
 
 
 def _caption(graph: Graph, title: str | None) -> str:
@@ -131,7 +151,7 @@ def _caption(graph: Graph, title: str | None) -> str:
 
 def _legend_items(graph: Graph, layout: Layout) -> list[tuple[str, str]]:
     kinds = {v.kind for v in layout.vertices.values()}
-    items = [(k, k) for k in ("dense", "diagonal", "unitary", "nonlinear") if k in kinds]
+    items: list[tuple[str, str]] = [(k, k) for k in ("dense", "diagonal", "unitary", "nonlinear") if k in kinds]
     if "dot" in kinds:
         items.append(("dot", "copy tensor"))
     if "hyper" in kinds:
@@ -174,7 +194,7 @@ def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
 
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=((x1 - x0) * INCH, (y1 - y0) * INCH), dpi=100)
-        FigureCanvasAgg(fig)
+        canvas = FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 1))
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
@@ -191,7 +211,7 @@ def tensor_diagram(graph: Graph, *, title: str | None = None) -> Diagram:
             color = "#333333" if lab.role in ("index", "legend") else "black"
             artists.append((lab, ax.text(lab.x, lab.y, lab.text, fontsize=size, fontweight=weight, ha="center",
                                          va="center", color="white" if lab.role == "box" else color, zorder=6)))
-        renderer = fig.canvas.get_renderer()
+        renderer = canvas.get_renderer()
         inv = ax.transData.inverted()
         for lab, art in artists:
             bb = art.get_window_extent(renderer).transformed(inv)
@@ -218,14 +238,15 @@ def _legend_labels(items: list[tuple[str, str]], cx: float, top: float) -> list[
     sizes = [_measure(text, "legend") for _, text in items]
     step = [0.38 + w + 0.3 for w, _ in sizes]
     x = cx - (sum(step) - 0.3) / 2
-    out = []
+    out: list[tuple[str | None, Label]] = []
     for (kind, text), (w, h), st in zip(items, sizes, step):
         out.append((kind, Label(text, "legend", x + 0.38 + w / 2, top - 0.2, w, h)))
         x += st
     return out
 
 
-def _draw(ax, graph: Graph, layout: Layout, diagram: Diagram) -> None:
+def _draw(ax: Axes, graph: Graph, layout: Layout, diagram: Diagram) -> None:
+    # the limits are set: shapes go in with add_artist, which skips add_patch's costly data-limit update
     from matplotlib.patches import Circle, FancyBboxPatch, Polygon
 
     for link in layout.links:
@@ -238,23 +259,23 @@ def _draw(ax, graph: Graph, layout: Layout, diagram: Diagram) -> None:
             node = layout.vertices[link.b if layout.vertices[link.a].kind == "hyper" else link.a]
             tip, back = _arrow_tip(link.route, node)
             if tip is not None:
-                ax.add_patch(Polygon(back + [tip], closed=True, color=_FILL["hyper"], zorder=2))
+                ax.add_artist(Polygon(back + [tip], closed=True, color=_FILL["hyper"], zorder=2))
     for v in layout.vertices.values():
         if v.kind == "dot":
-            ax.add_patch(Circle((v.x, v.y), DOT_R, color="black", zorder=4))
+            ax.add_artist(Circle((v.x, v.y), DOT_R, color="black", zorder=4))
             diagram.shapes[v.id] = Shape(v.id, "disk", v.x, v.y, r=DOT_R)
         elif v.kind == "hyper":
-            ax.add_patch(FancyBboxPatch((v.x - v.half_w + 0.05, v.y - v.half_h + 0.05), 2 * v.half_w - 0.1,
+            ax.add_artist(FancyBboxPatch((v.x - v.half_w + 0.05, v.y - v.half_h + 0.05), 2 * v.half_w - 0.1,
                                         2 * v.half_h - 0.1, boxstyle="round,pad=0.05", facecolor=_FILL["hyper"],
                                         edgecolor=_TRAIN, lw=2.0, zorder=3))
             diagram.shapes[v.id] = Shape(v.id, "box", v.x, v.y, half_w=v.half_w, half_h=v.half_h)
         elif v.kind in _FILL:
-            node = graph.nodes[v.id]
-            _symbol(ax, v.x, v.y, v.half_w, v.kind, bool(node.num_parameters()) and v.id not in graph.generated)
+            nd = graph.nodes[v.id]
+            _symbol(ax, v.x, v.y, v.half_w, v.kind, bool(nd.num_parameters()) and v.id not in graph.generated)
             diagram.shapes[v.id] = Shape(v.id, "disk", v.x, v.y, r=v.half_w)
 
 
-def _arrow_tip(route: list[Point], node) -> tuple[Point | None, list[Point]]:
+def _arrow_tip(route: list[Point], node: Vertex) -> tuple[Point | None, list[Point]]:
     pts = route if math.hypot(route[-1][0] - node.x, route[-1][1] - node.y) < 1e-9 else route[::-1]
     (x0, y0), (x1, y1) = pts[-2], pts[-1]
     L = math.hypot(x1 - x0, y1 - y0)
@@ -266,39 +287,39 @@ def _arrow_tip(route: list[Point], node) -> tuple[Point | None, list[Point]]:
     return tip, [(bx - uy * 0.06, by + ux * 0.06), (bx + uy * 0.06, by - ux * 0.06)]
 
 
-def _symbol(ax, x: float, y: float, r: float, kind: str, trainable: bool) -> None:
+def _symbol(ax: Axes, x: float, y: float, r: float, kind: str, trainable: bool) -> None:
     from matplotlib.patches import Circle, Rectangle, Wedge
 
     edge = _TRAIN if trainable else _FROZEN
     lw = 2.2 if trainable else 1.3
     if kind == "dense":
-        ax.add_patch(Circle((x, y), r, facecolor=_FILL[kind], edgecolor=edge, lw=lw, zorder=3))
+        ax.add_artist(Circle((x, y), r, facecolor=_FILL[kind], edgecolor=edge, lw=lw, zorder=3))
     elif kind == "diagonal":
-        ax.add_patch(Circle((x, y), r, facecolor="white", edgecolor=edge, lw=lw, zorder=3))
+        ax.add_artist(Circle((x, y), r, facecolor="white", edgecolor=edge, lw=lw, zorder=3))
         d = r * 0.7
         ax.plot([x - d, x + d], [y - d, y + d], color=edge, lw=lw, zorder=4)
     elif kind == "unitary":
-        ax.add_patch(Circle((x, y), r, facecolor="white", edgecolor="none", zorder=3))
-        ax.add_patch(Wedge((x, y), r, 90, 270, facecolor=_FILL[kind], edgecolor="none", zorder=3.5))
-        ax.add_patch(Circle((x, y), r, facecolor="none", edgecolor=edge, lw=lw, zorder=4))
+        ax.add_artist(Circle((x, y), r, facecolor="white", edgecolor="none", zorder=3))
+        ax.add_artist(Wedge((x, y), r, 90, 270, facecolor=_FILL[kind], edgecolor="none", zorder=3.5))
+        ax.add_artist(Circle((x, y), r, facecolor="none", edgecolor=edge, lw=lw, zorder=4))
     else:  # nonlinear: the delay symbol, flat towards its input (below), round towards its output
-        ax.add_patch(Rectangle((x - r, y - r), 2 * r, r, facecolor=_FILL[kind], edgecolor="none", zorder=3))
-        ax.add_patch(Wedge((x, y), r, 0, 180, facecolor=_FILL[kind], edgecolor="none", zorder=3))
+        ax.add_artist(Rectangle((x - r, y - r), 2 * r, r, facecolor=_FILL[kind], edgecolor="none", zorder=3))
+        ax.add_artist(Wedge((x, y), r, 0, 180, facecolor=_FILL[kind], edgecolor="none", zorder=3))
         t = [math.pi * k / 24 for k in range(25)]
         xs = [x - r, x + r, x + r] + [x + r * math.cos(a) for a in t] + [x - r, x - r]
         ys = [y - r, y - r, y] + [y + r * math.sin(a) for a in t] + [y, y - r]
         ax.plot(xs, ys, color=edge, lw=lw, zorder=4)
 
 
-def _legend_symbol(ax, kind: str, x: float, y: float) -> None:
+def _legend_symbol(ax: Axes, kind: str, x: float, y: float) -> None:
     from matplotlib.patches import Circle, FancyBboxPatch
 
     if kind in ("dense", "diagonal", "unitary", "nonlinear"):
         _symbol(ax, x, y, 0.13, kind, False)
     elif kind == "dot":
-        ax.add_patch(Circle((x, y), DOT_R, color="black", zorder=4))
+        ax.add_artist(Circle((x, y), DOT_R, color="black", zorder=4))
     elif kind == "hyper":
-        ax.add_patch(FancyBboxPatch((x - 0.13, y - 0.09), 0.26, 0.18, boxstyle="round,pad=0.02",
+        ax.add_artist(FancyBboxPatch((x - 0.13, y - 0.09), 0.26, 0.18, boxstyle="round,pad=0.02",
                                     facecolor=_FILL["hyper"], edgecolor="none", zorder=3))
     else:
         ax.plot([x - 0.15, x + 0.15], [y, y], color=_TRAIN if kind == "trainable" else _FROZEN,

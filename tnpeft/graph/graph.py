@@ -11,7 +11,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Hashable, Iterable, Mapping
 
 from tnpeft.errors import (
     BudgetError,
@@ -115,7 +115,7 @@ class Graph:
         self.dropout = float(dropout)
         self.name = name
         self.meta: Mapping[str, Any] = MappingProxyType(dict(meta or {}))
-        self.size_dict = self._check_sizes(nodes)
+        self.size_dict: Mapping[str, int] = self._check_sizes(nodes)
         for legs, want, what in ((in_inds, in_features, "in_features"), (out_inds, out_features, "out_features")):
             for leg in legs:
                 if leg not in self.size_dict:
@@ -156,7 +156,7 @@ class Graph:
                              "and keep tensors in a GraphModule(graph)")
         object.__setattr__(self, name, value)
 
-    def __reduce__(self):  # pickling (DDP, multiprocessing) rebuilds the value from its JSON form
+    def __reduce__(self) -> tuple[Callable[[Any], Graph], tuple[dict[str, Any]]]:  # pickling (DDP, multiprocessing) rebuilds the value from its JSON form
         return (Graph.from_dict, (self.to_dict(),))
 
     # ---------------------------------------------------------------- validation
@@ -203,9 +203,9 @@ class Graph:
         if params > limits.MAX_PARAMETERS:
             rows = [(n.name, n.num_parameters()) for n in self._nodes_list if n.name not in self.generated]
             rows += [(k, g.shape(self.generated_size(k)).num_parameters) for k, g in self.hypernetworks.items()]
-            big_name, big = max(rows, key=lambda r: r[1])
+            big_name, big_count = max(rows, key=lambda r: r[1])
             raise BudgetError(f"graph {self.name or ''!s}: {params:,} trainable parameters ({big_name!r} alone "
-                              f"{big:,}); the limit is {limits.MAX_PARAMETERS:,} "
+                              f"{big_count:,}); the limit is {limits.MAX_PARAMETERS:,} "
                               "(tnpeft.params.limits.MAX_PARAMETERS)", node=big_name)
 
     @staticmethod
@@ -286,7 +286,7 @@ class Graph:
                          "generates": list(g.outputs), "generated_values": self.generated_size(k)})
         return rows
 
-    def signature(self) -> tuple:
+    def signature(self) -> tuple[Hashable, ...]:
         """A hashable key of the structure (not the values): equal graphs contract the same way."""
         return self._signature
 
@@ -306,8 +306,12 @@ class Graph:
     def same_values_layout(self, other: Graph) -> bool:
         """True if ``other`` computes the same function family with the same tensors (equal up to
         the nodes' initialisation): values saved from one load into the other."""
-        strip = lambda g: [{k: v for k, v in n.to_dict().items() if k not in ("init", "std")} for n in g._nodes_list]  # noqa: E731
-        gens = lambda g: [x.to_dict() for x in g.hypernetworks.values()]  # noqa: E731
+        def strip(g: Graph) -> list[dict[str, Any]]:
+            return [{k: v for k, v in n.to_dict().items() if k not in ("init", "std")} for n in g._nodes_list]
+
+        def gens(g: Graph) -> list[dict[str, Any]]:
+            return [x.to_dict() for x in g.hypernetworks.values()]
+
         return (strip(self) == strip(other) and (self.in_inds, self.out_inds, self.scale, self.mode) ==
                 (other.in_inds, other.out_inds, other.scale, other.mode) and gens(self) == gens(other))
 
@@ -347,7 +351,7 @@ class Graph:
             raise GraphError(f"a graph must be a JSON object, got {type(d).__name__}")
         if d.get("format") != "tnpeft.graph":
             raise GraphError(f"not a tnpeft graph: field 'format' is {d.get('format')!r}, expected 'tnpeft.graph'")
-        if d.get("version") != FORMAT_VERSION:
+        if type(d.get("version")) is not int or d.get("version") != FORMAT_VERSION:    # not true, nor 1.0
             raise GraphError(f"graph format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})")
         allowed = {"format", "version", "name", "in_index", "out_index", "scale", "dropout", "mode", "meta", "nodes",
                    "hypernetworks", "generators"}

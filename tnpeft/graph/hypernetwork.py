@@ -9,6 +9,7 @@ from typing import Any
 from tnpeft.errors import ConfigError, GraphError, NodeKindError
 from tnpeft.graph.names import check_name
 from tnpeft.params import HYPERNETWORKS
+from tnpeft.params.hypernetworks import HyperNetworkShape
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class HyperNetwork:
     def __hash__(self) -> int:
         return hash((self.name, self.outputs, self.kind, json.dumps(self.options, sort_keys=True)))
 
-    def shape(self, m: int):
+    def shape(self, m: int) -> HyperNetworkShape:
         """The hyper-network's derived sizes for ``m`` generated values (raises on bad options)."""
         try:
             return HYPERNETWORKS[self.kind].shape(m, where=f"hyper-network {self.name!r}: ", **self.options)

@@ -197,7 +197,7 @@ class Unitary(Node):
         for opt in ("layers", "intrinsic_rank", "bits", "order"):
             v = self.options.get(opt)
             hi = limits.MAX_ANGLE_BITS if opt == "bits" else 4096
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if opt == "order" else 1)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1
                                   or v > hi):
                 raise GraphError(f"unitary node {self.name!r}: option {opt!r} must be a positive integer up to {hi}, "
                                  f"got {v!r}" + (" (2^52 levels already resolve angles to float64 precision)"

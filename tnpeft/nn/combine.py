@@ -8,20 +8,17 @@ inactive and frozen (``tnpeft.set_adapter(model, name)`` makes it run), like pef
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from tnpeft.algebra import COMBINATION_TYPES, Combination, check_additive, weighted_sum
-from tnpeft.errors import AdapterStateError, ConfigError, NotMergeableError, TNPeftError
+from tnpeft.algebra import COMBINATION_TYPES, Combination, check_additive, finite_weight, weighted_sum
+from tnpeft.errors import AdapterStateError, ConfigError, NonFiniteError, NotMergeableError, TNPeftError
 from tnpeft.graph import Dense, Graph
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import (
-    activate,
-    active_adapter_names,
     adapter_names,
     check_adapter_name,
     install_modules,
@@ -83,8 +80,38 @@ def additive_part(layer: TNLinear, name: str) -> GraphModule:
     dense = Graph([Dense("W", ("out", "in"), tuple(delta.shape), init="zeros")], name=f"{g.name or name}-additive")
     out = GraphModule(dense, dtype=module.param_dtype, device=delta.device)
     with torch.no_grad():
-        out.W.weight.copy_(delta.to(out.param_dtype))
+        out.get_parameter("W.weight").copy_(delta.to(out.param_dtype))
     return out
+
+
+def _check_arguments(model: nn.Module, adapters: Sequence[str], weights: Sequence[float], adapter_name: str,
+                     combination_type: str, svd_rank: int | None) -> None:
+    """Every argument of :func:`add_weighted_adapter` checked before anything is computed."""
+    check_adapter_name(adapter_name)
+    known = adapter_names(model)
+    if adapter_name in known:
+        raise AdapterStateError(f"the model already has an adapter named {adapter_name!r}; pick another name or "
+                                "delete it first (tnpeft.delete_adapter)")
+    if isinstance(adapters, str) or not adapters:
+        raise ConfigError(f"adapters must be a non-empty list of adapter names, got {adapters!r}", field="adapters")
+    for a in adapters:
+        if a not in known:
+            raise AdapterStateError(f"no adapter named {a!r} on this model; it has {known}")
+    if len(set(adapters)) != len(adapters):
+        raise ConfigError(f"adapters {list(adapters)} names an adapter twice; give it one summed weight",
+                          field="adapters")
+    if isinstance(weights, (str, bytes, dict)) or not hasattr(weights, "__len__") or len(weights) != len(adapters):
+        raise ConfigError(f"adapters {list(adapters)} need a list of weights, one per adapter; got {weights!r}",
+                          field="weights")
+    bad = [w for w in weights if not finite_weight(w)]
+    if bad:
+        raise ConfigError(f"weights must be finite numbers (int, float or a numpy scalar), got {bad[0]!r} in "
+                          f"{list(weights)!r}", field="weights")
+    if combination_type not in COMBINATION_TYPES:
+        raise ConfigError(f"combination_type must be one of {list(COMBINATION_TYPES)}, got {combination_type!r}",
+                          field="combination_type")
+    if svd_rank is not None and (isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank < 1):
+        raise ConfigError(f"svd_rank must be a positive integer, got {svd_rank!r}", field="svd_rank")
 
 
 def add_weighted_adapter(model: nn.Module, adapters: Sequence[str], weights: Sequence[float], adapter_name: str,
@@ -112,29 +139,7 @@ def add_weighted_adapter(model: nn.Module, adapters: Sequence[str], weights: Seq
     Returns a :class:`CombinationReport` (ranks and errors per module), also kept in the adapter's
     record (``tnpeft.nn.adapter_config(model, adapter_name)["combination"]``).
     """
-    check_adapter_name(adapter_name)
-    known = adapter_names(model)
-    if adapter_name in known:
-        raise AdapterStateError(f"the model already has an adapter named {adapter_name!r}; pick another name or "
-                                "delete it first (tnpeft.delete_adapter)")
-    if isinstance(adapters, str) or not adapters:
-        raise ConfigError(f"adapters must be a non-empty list of adapter names, got {adapters!r}", field="adapters")
-    for a in adapters:
-        if a not in known:
-            raise AdapterStateError(f"no adapter named {a!r} on this model; it has {known}")
-    if len(set(adapters)) != len(adapters):
-        raise ConfigError(f"adapters {list(adapters)} names an adapter twice; give it one summed weight",
-                          field="adapters")
-    if isinstance(weights, (str, bytes)) or len(weights) != len(adapters):
-        raise ConfigError(f"{len(adapters)} adapters need {len(adapters)} weights, got {weights!r}", field="weights")
-    for w in weights:
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ConfigError(f"weights must be finite numbers, got {list(weights)!r}", field="weights")
-    if combination_type not in COMBINATION_TYPES:
-        raise ConfigError(f"combination_type must be one of {list(COMBINATION_TYPES)}, got {combination_type!r}",
-                          field="combination_type")
-    if svd_rank is not None and (isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank < 1):
-        raise ConfigError(f"svd_rank must be a positive integer, got {svd_rank!r}", field="svd_rank")
+    _check_arguments(model, adapters, weights, adapter_name, combination_type, svd_rank)
     report = CombinationReport(adapter_name, combination_type)
     built: dict[str, GraphModule] = {}
     for path, layer in tn_layers(model):
@@ -149,6 +154,11 @@ def add_weighted_adapter(model: nn.Module, adapters: Sequence[str], weights: Seq
             c: Combination = weighted_sum(parts, [w for _, w in present], combination_type, rank=svd_rank)
         except (NotMergeableError, AdapterStateError) as e:
             raise type(e)(f"module {path!r}: {e}") from None
+        except NonFiniteError as e:
+            terms = ", ".join(f"{a!r} with weight {w:g}" for a, w in present)
+            raise ConfigError(f"module {path!r}: adapter {adapter_name!r} = {combination_type} of {terms}: {e}; use "
+                              "smaller weights (or check the adapters' values with tnpeft.verify)",
+                              field="weights") from None
         except TNPeftError as e:
             raise ConfigError(f"module {path!r}: {e}", field="combination_type") from None
         c.module.train(layer.training)
@@ -159,10 +169,13 @@ def add_weighted_adapter(model: nn.Module, adapters: Sequence[str], weights: Seq
               "combination": {"adapters": list(adapters), "weights": [float(w) for w in weights],
                               "combination_type": combination_type, "svd_rank": svd_rank,
                               "max_error": report.max_error, "exact": report.exact}}
-    active = active_adapter_names(model)
     with transaction(model):
         install_modules(model, adapter_name, getattr(model, SCOPE_ATTR, None) or FrameScope(), built, record)
-        activate(model, active)
+        for _, layer in tn_layers(model):     # the new adapter inactive and frozen; every other flag as it was
+            if adapter_name in layer.active_adapters:
+                layer.active_adapters.remove(adapter_name)
+        for module in built.values():
+            module.requires_grad_(False)
     return report
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tnpeft.adapters import check_hparams, get_builder
 from tnpeft.contract import check_optimizer
@@ -32,7 +32,7 @@ class AdapterConfig:
     """
 
     def __init__(self, method: str | Callable[..., Any], target_modules: str | list[str] | tuple[str, ...],
-                 *, exclude_modules: str | list[str] | None = None, modules_to_save: list[str] | None = None,
+                 *, exclude_modules: str | list[str] | None = None, modules_to_save: Sequence[str] | None = None,
                  optimize: str = "auto", **hparams: Any):
         builder = get_builder(method)
         self.builder = builder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 import torch
 from torch import nn
@@ -22,6 +22,18 @@ except Exception:  # pragma: no cover - transformers is a dependency, but keep t
 
 LINEAR_TYPES = (nn.Linear, Conv1D)
 
+if TYPE_CHECKING:  # pragma: no cover
+    class _AdapterDict(nn.ModuleDict):
+        """``TNLinear.tn_adapters`` as the checker sees it: torch's ModuleDict is not generic."""
+
+        def __getitem__(self, key: str) -> GraphModule: ...
+
+        def __iter__(self) -> Iterator[str]: ...
+
+        def values(self) -> Iterable[GraphModule]: ...  # type: ignore[override]
+
+        def items(self) -> Iterable[tuple[str, GraphModule]]: ...  # type: ignore[override]
+
 
 def layer_sizes(layer: nn.Module) -> tuple[int, int]:
     """``(in_features, out_features)`` of an ``nn.Linear`` or ``Conv1D``."""
@@ -38,7 +50,7 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
     """A new :class:`GraphModule` of ``graph`` for ``base_layer``: parameters on the base weight's
     device, float32 (float64 if the base weight is), in the base layer's train/eval mode. An
     allocation failure is a :class:`ConfigError` naming ``where``; nothing else is changed."""
-    w = base_layer.weight
+    w = cast(torch.Tensor, base_layer.weight)   # a linear layer's (nn.Module.__getattr__ is untyped)
     dtype = w.dtype if w.dtype == torch.float64 else torch.float32
     try:
         module = GraphModule(graph, dtype=dtype, device=w.device, rng=rng, scope=scope, optimize=optimize)
@@ -52,6 +64,9 @@ def adapter_module(base_layer: nn.Module, graph: Graph, rng: torch.Generator | N
     module.train(base_layer.training)
     return module
 
+
+#: the buffer of a layer holding its half-precision base weight as it was before the first merge
+BASE_COPY = "tn_weight_before_merge"
 
 class TNLinear(nn.Module):
     """Wraps a frozen ``nn.Linear`` or GPT-2 ``Conv1D`` and adds the outputs of its active adapters:
@@ -74,10 +89,10 @@ class TNLinear(nn.Module):
         super().__init__()
         if not isinstance(base_layer, LINEAR_TYPES):
             raise TypeError(f"TNLinear wraps nn.Linear or Conv1D, got {type(base_layer).__name__}")
-        self.base_layer = base_layer
+        self.base_layer: nn.Linear | Conv1D = base_layer
         self.in_features, self.out_features = layer_sizes(base_layer)
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)
-        self.tn_adapters = nn.ModuleDict()
+        self.tn_adapters = cast("_AdapterDict", nn.ModuleDict())
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
@@ -121,20 +136,25 @@ class TNLinear(nn.Module):
             self.active_adapters.remove(name)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        base: Callable[..., torch.Tensor] = self.base_layer   # nn.Module.__call__ is typed as returning Any
         if self.disabled:
             if self.merged_adapters:
                 self.unmerge()
-            return self.base_layer(x, *args, **kwargs)
+            return base(x, *args, **kwargs)
         merged = self.merged_adapters
         pending = [self.tn_adapters[n] for n in self.active_adapters if n not in merged]
         if not pending:  # nothing active, or everything merged: the base layer alone
-            return self.base_layer(x, *args, **kwargs)
+            return base(x, *args, **kwargs)
+        w = getattr(self.base_layer, "weight", None)
+        if isinstance(w, torch.Tensor) and w.is_meta and not getattr(x, "is_meta", True):
+            raise AdapterStateError(f"this layer ({self.in_features} → {self.out_features}) is on the meta device and "
+                                    f"holds no values, the input is on {x.device}; materialize the model first")
         h = x
         for module in pending:  # multiplicative adapters transform the input first
             if module.graph.mode == "input":
                 h = module(h.to(module.param_dtype)).to(x.dtype)
-        result = self.base_layer(h, *args, **kwargs)
+        result = base(h, *args, **kwargs)
         for module in pending:
             if module.graph.mode == "input":
                 continue
@@ -202,7 +222,10 @@ class TNLinear(nn.Module):
         """Add the active (or named) adapters' updates into the base weight.
 
         The new weight is computed in full before it replaces the old one; with ``safe_merge`` it is
-        also checked for NaN/inf first. On error the weight is unchanged."""
+        also checked for NaN/inf first. On error the weight is unchanged. A half-precision weight
+        (float16, bfloat16) is kept as it was before the first merge (a non-persistent buffer, the
+        weight's size), so that unmerging restores it exactly instead of subtracting in a precision
+        that rounds."""
         todo = self.merge_order(adapter_names)
         if not todo:
             return
@@ -213,6 +236,8 @@ class TNLinear(nn.Module):
                 new = self._weight_arith(merged_weight, name, new)
             if safe_merge and not torch.isfinite(new).all():
                 raise AdapterStateError(f"merging adapter(s) {todo} gives NaN or infinite weights; not merged")
+            if not self.merged_adapters and w.is_floating_point() and torch.finfo(w.dtype).bits < 32:
+                self.register_buffer(BASE_COPY, w.detach().clone(), persistent=False)
             w.copy_(new)
         self.merged_adapters.extend(todo)
 
@@ -228,17 +253,26 @@ class TNLinear(nn.Module):
         if not todo:
             return
         w = self.base_layer.weight
+        base = getattr(self, BASE_COPY, None)
         with torch.no_grad():
-            new = w.detach()
-            for name in todo:
-                new = self._weight_arith(unmerged_weight, name, new)
+            if base is not None:     # the kept half-precision weight, with the adapters that stay merged
+                new = base
+                for name in [n for n in self.merged_adapters if n not in todo]:
+                    new = self._weight_arith(merged_weight, name, new)
+            else:
+                new = w.detach()
+                for name in todo:
+                    new = self._weight_arith(unmerged_weight, name, new)
             w.copy_(new)
         self.merged_adapters = [n for n in self.merged_adapters if n not in todo]
+        if base is not None and not self.merged_adapters:
+            delattr(self, BASE_COPY)
 
-    def _weight_arith(self, fn, name: str, w: torch.Tensor) -> torch.Tensor:
+    def _weight_arith(self, fn: Callable[[GraphModule, torch.Tensor, bool], torch.Tensor], name: str,
+                      w: torch.Tensor) -> torch.Tensor:
         try:
             out = fn(self.tn_adapters[name], w, self.fan_in_fan_out)
-        except torch.linalg.LinAlgError as e:   # an input-mode update that is not invertible
+        except torch.linalg.LinAlgError as e:  # type: ignore[attr-defined]  # (torch omits it from __all__) an input-mode update that is not invertible
             raise AdapterStateError(f"adapter {name!r}: its input-mode update cannot be inverted to unmerge it "
                                     f"({str(e).splitlines()[0]})") from None
         except (RuntimeError, MemoryError) as e:

@@ -144,9 +144,10 @@ def enclosing_adapter_layer(model: nn.Module, path: str) -> str | None:
     parts = path.split(".")
     m: nn.Module = model
     for k, part in enumerate(parts[:-1]):
-        m = m._modules.get(part)   # walking the tree without raising
-        if m is None:
+        child = m._modules.get(part)   # walking the tree without raising
+        if child is None:
             return None
+        m = child
         if isinstance(m, TNLinear):
             return ".".join(parts[:k + 1])
     return None
@@ -260,7 +261,7 @@ def check_saved_paths(model: nn.Module, paths: list[str], targets: set[str], err
         if inside is not None or clash is not None:
             what = (f"lies inside the adapted layer {inside!r}" if inside is not None else
                     "is an adapted layer" if clash == p else
-                    f"contains the adapted layer {clash!r}" if clash.startswith(p + ".") else
+                    f"contains the adapted layer {clash!r}" if clash is not None and clash.startswith(p + ".") else
                     f"lies inside the adapted layer {clash!r}")
             raise error(f"{where}modules_to_save entry {p!r} {what}; a saved module must be a whole module "
                         "apart from the adapted ones")
@@ -388,7 +389,12 @@ def trainable_parameters(model: nn.Module) -> ParameterCount:
     return ParameterCount(trainable, total)
 
 
-def print_trainable_parameters(model: nn.Module) -> None:
-    """Print the counts in peft's format: ``trainable params: … || all params: … || trainable%: …``."""
+def trainable_parameters_line(model: nn.Module) -> str:
+    """The counts in peft's format: ``trainable params: … || all params: … || trainable%: …``."""
     c = trainable_parameters(model)
-    print(f"trainable params: {c.trainable:,d} || all params: {c.total:,d} || trainable%: {c.percent:.4f}")
+    return f"trainable params: {c.trainable:,d} || all params: {c.total:,d} || trainable%: {c.percent:.4f}"
+
+
+def print_trainable_parameters(model: nn.Module) -> None:
+    """Print :func:`trainable_parameters_line` (peft's ``print_trainable_parameters``)."""
+    print(trainable_parameters_line(model))

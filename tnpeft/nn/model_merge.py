@@ -6,14 +6,17 @@ briefly needs their memory once more)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 from tnpeft.errors import AdapterStateError
+from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import activate, adapter_names, set_submodule, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR, SCOPE_ATTR, transaction
 
 
-def _check_names(model: nn.Module, names: list[str] | None) -> list[str] | None:
+def _check_names(model: nn.Module, names: str | list[str] | None) -> list[str] | None:
     if names is None:
         return None
     if isinstance(names, str):
@@ -25,14 +28,32 @@ def _check_names(model: nn.Module, names: list[str] | None) -> list[str] | None:
     return list(names)
 
 
-def merge(model: nn.Module, adapter_names: list[str] | None = None, safe_merge: bool = False) -> nn.Module:
+def check_untied(model: nn.Module, paths: list[str]) -> None:
+    """Refuse to merge into the base weight of a layer in ``paths`` that another module shares (a
+    language model's ``lm_head`` tied to its input embeddings): merging would change both."""
+    owners: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), []).append(name)
+    for path in paths:
+        w = cast(TNLinear, model.get_submodule(path)).base_layer.weight
+        others = [n for n in owners.get(id(w), []) if not n.startswith(path + ".")]
+        if others:
+            raise AdapterStateError(
+                f"module {path!r}: its weight is tied to {others[0]!r} (shared tensors, e.g. a language model's "
+                "lm_head and its input embeddings); merging an adapter into it would change that module too. Keep "
+                "the adapter unmerged, or untie the weights first (give the layer its own copy of the weight)")
+
+
+def merge(model: nn.Module, adapter_names: str | list[str] | None = None, safe_merge: bool = False) -> nn.Module:
     """Add the active (or named) adapters into the base weights; their forward then costs nothing.
     A name the model does not have raises :class:`AdapterStateError`; nothing is merged unless
-    everything can be (``safe_merge`` also refuses weights that would hold NaN or inf)."""
+    everything can be (``safe_merge`` also refuses weights that would hold NaN or inf); a layer whose
+    weight another module shares (a tied ``lm_head``) is refused (:func:`check_untied`)."""
     names = _check_names(model, adapter_names)
     layers = list(tn_layers(model))
     plans = [(layer, layer.merge_order([n for n in names if n in layer.tn_adapters] if names is not None else None))
              for _, layer in layers]                                       # every check before any write
+    check_untied(model, [path for (path, _), (_, todo) in zip(layers, plans) if todo])
     with transaction(model) as tx:
         for layer, todo in plans:
             if todo:
@@ -59,6 +80,7 @@ def unload(model: nn.Module, merge_first: bool = False) -> nn.Module:
     if merge_first:
         for _, layer in layers:
             layer.merge_order()                                              # every check before any write
+        check_untied(model, [path for path, layer in layers if layer.active_adapters])
     with transaction(model) as tx:
         for name, layer in layers:
             tx.backup(layer.base_layer.weight)

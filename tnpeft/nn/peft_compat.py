@@ -16,18 +16,36 @@ from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from tnpeft.adapters import lora
 from tnpeft.algebra import low_rank_factors, truncate_factors
-from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotMergeableError, TNPeftError
-from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, tensors_to_bytes
+from tnpeft.errors import (
+    AdapterFileError,
+    AdapterStateError,
+    ConfigError,
+    NonFiniteError,
+    NotMergeableError,
+    TNPeftError,
+)
+from tnpeft.fileio import (
+    MODEL,
+    PEFT_LORA,
+    atomic_write_bytes,
+    atomic_write_json,
+    checkpoint_folder,
+    checkpoint_kinds,
+    read_json,
+    read_safetensors,
+    tensors_to_bytes,
+)
 from tnpeft.graph import Dense, Graph
+from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.model import adapter_names, build_modules, check_adapter_name, saved_modules, tn_layers
-from tnpeft.nn.saving import linear_sizes_at, put_adapter
+from tnpeft.nn.saving import check_materialized, linear_sizes_at, put_adapter
 from tnpeft.runtime import merged_weight
 from tnpeft.storage.adapter_folder import VALUE_DTYPES, cast_state
 
@@ -35,7 +53,7 @@ _PREFIX = "base_model.model."
 _KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
 
 
-def _pattern_value(pattern: dict, path: str, default):
+def _pattern_value(pattern: dict[str, Any], path: str, default: Any) -> Any:
     # peft: a key matches when the module name ends with it on a dot boundary (regex allowed)
     for key, value in pattern.items():
         if re.match(rf"(.*\.)?({key})$", path):
@@ -47,7 +65,7 @@ def _number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_config(cfg: dict, src: str) -> None:
+def _check_config(cfg: dict[str, Any], src: str) -> None:
     """Every field tnpeft reads from a peft LoRA config, checked for its type and range."""
     def bad(field: str, want: str) -> AdapterFileError:
         return AdapterFileError(f"{src}: field {field!r} is {cfg.get(field)!r}; expected {want}")
@@ -85,7 +103,7 @@ def _check_config(cfg: dict, src: str) -> None:
                 raise AdapterFileError(f"{src}: field {field!r}: {key!r} maps to {value!r}; expected {want}")
 
 
-def import_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
+def import_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
                 is_trainable: bool = False) -> nn.Module:
     """Load a peft LoRA checkpoint folder into ``model`` as tnpeft LoRA adapter ``adapter_name``.
 
@@ -229,20 +247,29 @@ def _factors_for_peft(path: str, name: str, mod: Any, max_rank: int | None) -> t
         return a, b, alpha, {"rank": r, "exact": True, "error": 0.0, "how": "lora"}
     try:
         b, a = low_rank_factors(mod)
-    except NotMergeableError as e:
-        raise NotMergeableError(f"module {path!r}: adapter {name!r}: {e}") from None
-    r = a.shape[0]
-    if max_rank is not None and r > max_rank:
-        b, a, err = truncate_factors(b, a, max_rank)
-        info = {"rank": a.shape[0], "exact": err < 1e-10, "error": err, "how": "svd"}
-    else:
-        info = {"rank": r, "exact": True, "error": 0.0, "how": "factors"}
+        r = a.shape[0]
+        if max_rank is not None and r > max_rank:
+            b, a, err = truncate_factors(b, a, max_rank)
+            info = {"rank": a.shape[0], "exact": err < 1e-10, "error": err, "how": "svd"}
+        else:
+            info = {"rank": r, "exact": True, "error": 0.0, "how": "factors"}
+    except (NotMergeableError, NonFiniteError) as e:
+        raise type(e)(f"module {path!r}: adapter {name!r}: {e}") from None
     dtype = mod.param_dtype
     return a.to(dtype), b.to(dtype), float(a.shape[0]), info     # alpha = r: peft's scaling alpha / r is 1
 
 
-def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
-                max_rank: int | None = None) -> PeftExport:
+def _check_finite(tensors: dict[str, torch.Tensor], adapter_name: str) -> None:
+    """Refuse to write NaN or infinite values (peft would load them without a word)."""
+    for key, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise NonFiniteError(f"{key!r} of adapter {adapter_name!r} holds NaN or infinite values (or overflows "
+                                 f"{str(t.dtype).removeprefix('torch.')}); nothing was written — check the adapter "
+                                 "with tnpeft.verify")
+
+
+def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
+                max_rank: int | None = None, overwrite: bool = False) -> PeftExport:
     """Write adapter ``adapter_name`` as a peft LoRA checkpoint that
     ``peft.PeftModel.from_pretrained(base_model, directory)`` loads and runs as tnpeft did.
 
@@ -254,21 +281,15 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
     module (``rank_pattern``, ``alpha_pattern``). A nonlinear adapter (QWTHN) is refused with a
     :class:`~tnpeft.errors.NotMergeableError` naming the node. An input-mode (multiplicative)
     adapter such as OFT has no LoRA form: the folder then holds the model with the adapter merged
-    (:attr:`PeftExport.merged`), loadable with ``from_pretrained``. Files are written atomically.
+    (:attr:`PeftExport.merged`), loadable with ``from_pretrained``. Files are written atomically,
+    under the folder's lock; a folder that holds a checkpoint of another kind (a tnpeft adapter, a
+    model where a LoRA checkpoint goes, or the reverse) is refused with a
+    :class:`~tnpeft.errors.WriteError` unless ``overwrite``, which removes those files first — a
+    folder never serves a stale file of an earlier export (:func:`tnpeft.fileio.checkpoint_folder`).
     """
-    if max_rank is not None and (isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1):
-        raise ConfigError(f"max_rank must be a positive integer, got {max_rank!r}", field="max_rank")
-    layers = [(p, layer) for p, layer in tn_layers(model) if adapter_name in layer.tn_adapters]
-    if not layers:
-        raise AdapterStateError(f"the model has no adapter named {adapter_name!r}; it has {adapter_names(model)}")
-    for path, layer in layers:
-        g = layer.tn_adapters[adapter_name].graph
-        if not g.is_linear:
-            bad = next(n.name for n in g.nodes.values() if n.kind == "nonlinear")
-            raise NotMergeableError(f"module {path!r}: adapter {adapter_name!r} has nonlinear node {bad!r}: its update "
-                                    "depends on the input, so it has no LoRA (or merged) form to export")
+    layers = _exportable_layers(model, adapter_name, max_rank)
     if any(layer.tn_adapters[adapter_name].graph.mode == "input" for _, layer in layers):
-        return _export_merged(model, Path(directory), adapter_name, layers)
+        return _export_merged(model, Path(directory), adapter_name, layers, overwrite)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
@@ -294,36 +315,65 @@ def export_peft(model: nn.Module, directory: str | os.PathLike, adapter_name: st
                          "and were not written; save them with the base model")
     if len(rslora) > 1:    # one flag per checkpoint: write rsLoRA modules as plain ones with alpha / √r · r
         for path in ranks:
-            g = model.get_submodule(path).tn_adapters[adapter_name].graph
+            g = cast(TNLinear, model.get_submodule(path)).tn_adapters[adapter_name].graph
             if out.modules[path]["how"] == "lora" and _lora_scaling(g)[1]:
                 alphas[path] = g.scale * ranks[path]
         rslora = {False}
+    cfg = _lora_config(model, ranks, alphas, max(dropout), rslora.pop(), conv1d)
+    d = Path(directory)
+    _check_finite(tensors, adapter_name)
+    blob = tensors_to_bytes(tensors, metadata={"format": "pt"})
+    with checkpoint_folder(d, PEFT_LORA, overwrite=overwrite):
+        (d / "adapter_config.json").unlink(missing_ok=True)     # never the old config beside the new weights
+        atomic_write_bytes(d / "adapter_model.safetensors", blob)
+        atomic_write_json(d / "adapter_config.json", cfg)
+    return out
+
+
+def _exportable_layers(model: nn.Module, adapter_name: str, max_rank: int | None) -> list[tuple[str, Any]]:
+    """The layers holding adapter ``adapter_name``, each checked to have values and a linear update."""
+    if max_rank is not None and (isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1):
+        raise ConfigError(f"max_rank must be a positive integer, got {max_rank!r}", field="max_rank")
+    layers = [(p, layer) for p, layer in tn_layers(model) if adapter_name in layer.tn_adapters]
+    if not layers:
+        raise AdapterStateError(f"the model has no adapter named {adapter_name!r}; it has {adapter_names(model)}")
+    for path, layer in layers:
+        g = layer.tn_adapters[adapter_name].graph
+        check_materialized({f"{path}.{k}": v for k, v in layer.tn_adapters[adapter_name].state_dict().items()},
+                           adapter_name)
+        if not g.is_linear:
+            bad = next(n.name for n in g.nodes.values() if n.kind == "nonlinear")
+            raise NotMergeableError(f"module {path!r}: adapter {adapter_name!r} has nonlinear node {bad!r}: its update "
+                                    "depends on the input, so it has no LoRA (or merged) form to export")
+    return layers
+
+
+def _lora_config(model: nn.Module, ranks: dict[str, int], alphas: dict[str, float], dropout: float, rslora: bool,
+                 conv1d: bool) -> dict[str, Any]:
+    """peft's ``adapter_config.json`` of a LoRA checkpoint: the most common rank and alpha, the others
+    as patterns."""
     r = Counter(ranks.values()).most_common(1)[0][0]
     alpha = Counter(alphas.values()).most_common(1)[0][0]
-    cfg = {
+    return {
         "peft_type": "LORA",
         "task_type": None,
         "base_model_name_or_path": getattr(getattr(model, "config", None), "_name_or_path", None),
         "r": r,
         "lora_alpha": alpha,
-        "lora_dropout": max(dropout),
+        "lora_dropout": dropout,
         "target_modules": sorted(ranks),
         "rank_pattern": {re.escape(p): v for p, v in ranks.items() if v != r},
         "alpha_pattern": {re.escape(p): v for p, v in alphas.items() if v != alpha},
-        "use_rslora": rslora.pop(),
+        "use_rslora": rslora,
         "fan_in_fan_out": conv1d,
         "bias": "none",
         "init_lora_weights": True,
         "inference_mode": True,
         "modules_to_save": None,
     }
-    d = Path(directory)
-    atomic_write_bytes(d / "adapter_model.safetensors", tensors_to_bytes(tensors, metadata={"format": "pt"}))
-    atomic_write_json(d / "adapter_config.json", cfg)
-    return out
 
 
-def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list) -> PeftExport:
+def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list[tuple[str, TNLinear]], overwrite: bool) -> PeftExport:
     """The whole model with adapter ``adapter_name`` merged (other adapters left out; what is
     merged already stays in), as ``model.safetensors`` (+ ``config.json``)."""
     adapted = {p: layer for p, layer in layers}
@@ -339,7 +389,7 @@ def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list) -
                 if not rest.startswith("base_layer."):
                     continue                                 # adapter values: not part of the plain model
                 key = f"{owner}.{rest[len('base_layer.'):]}"
-                layer = model.get_submodule(owner)
+                layer = cast(TNLinear, model.get_submodule(owner))
                 if owner in adapted and rest == "base_layer.weight" and adapter_name not in layer.merged_adapters:
                     v = merged_weight(layer.tn_adapters[adapter_name], v, layer.fan_in_fan_out)
                     out.modules[owner] = {"rank": None, "exact": True, "error": 0.0, "how": "merged"}
@@ -348,8 +398,15 @@ def _export_merged(model: nn.Module, d: Path, adapter_name: str, layers: list) -
                 continue
             seen.add(ident)
             state[key] = v
-    atomic_write_bytes(d / "model.safetensors", tensors_to_bytes(state, metadata={"format": "pt"}))
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "to_json_string"):
-        atomic_write_bytes(d / "config.json", config.to_json_string(use_diff=False).encode())
+    _check_finite({k: state[f"{p}.weight"] for p in out.modules for k in [f"{p}.weight"]}, adapter_name)
+    blob = tensors_to_bytes(state, metadata={"format": "pt"})
+    config: Any = getattr(model, "config", None)
+    config = config.to_json_string(use_diff=False).encode() if hasattr(config, "to_json_string") else None
+    with checkpoint_folder(d, MODEL, overwrite=overwrite):
+        for name in checkpoint_kinds(d).get(MODEL, []):   # an earlier save's shards (or config) go too
+            if name != "model.safetensors" and (name != "config.json" or config is None):
+                (d / name).unlink(missing_ok=True)
+        atomic_write_bytes(d / "model.safetensors", blob)
+        if config is not None:
+            atomic_write_bytes(d / "config.json", config)
     return out

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from tnpeft.errors import AdapterFileError, AdapterStateError
-from tnpeft.fileio import atomic_write_pair, sha256, tensors_to_bytes
+from tnpeft.fileio import TNPEFT_ADAPTER, atomic_write_pair, checkpoint_folder, sha256, tensors_to_bytes
 from tnpeft.graph import Graph
 from tnpeft.nn.layer import LINEAR_TYPES, TNLinear, layer_sizes
 from tnpeft.nn.model import (
@@ -65,14 +66,23 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def check_materialized(state: dict[str, torch.Tensor], adapter_name: str) -> None:
+    """:class:`AdapterStateError` if a tensor of adapter ``adapter_name`` is on the meta device."""
+    meta = next((k for k, v in state.items() if v.is_meta), None)
+    if meta is not None:
+        raise AdapterStateError(f"adapter {adapter_name!r}: tensor {meta!r} is on the meta device and holds no values "
+                                "to write; materialize the model first (e.g. model.to_empty(device='cpu'), then load "
+                                "or train its values)")
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     # FSDP2 shards parameters as DTensors: gather the full tensor (a collective: every rank calls it)
     full = getattr(t, "full_tensor", None)
     return (full() if callable(full) else t).detach().cpu()
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str = "default",
-                 main_process_only: bool = True) -> Path:
+def save_adapter(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str = "default",
+                 main_process_only: bool = True, overwrite: bool = False) -> Path:
     """Write adapter ``adapter_name`` to ``directory`` (created if needed) and return its path.
 
     Under ``torch.distributed`` every rank must call it (sharded FSDP parameters are gathered with
@@ -82,9 +92,14 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
     Both files are written to temporary names and renamed into place, weights first, config (which
     records their checksum) last; the previous weights are kept until the new config is in place, so
     an interrupted save leaves the previous adapter loadable (:func:`tnpeft.fileio.atomic_write_pair`).
+    Saves to one folder wait for each other (a lock file in it), so the last one wins whole. A
+    folder that holds a checkpoint of another kind (a peft LoRA checkpoint, a model, a graph) is
+    refused with a :class:`~tnpeft.errors.WriteError` unless ``overwrite``, which removes its files
+    first (:func:`tnpeft.fileio.checkpoint_folder`).
     """
     model = unwrap_model(model)
     graphs, state = adapter_state(model, adapter_name)
+    check_materialized(state, adapter_name)
     state = {k: _full(v) for k, v in state.items()}
     d = Path(directory)
     if main_process_only and torch.distributed.is_available() and torch.distributed.is_initialized() \
@@ -101,11 +116,12 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
         "weights_sha256": sha256(blob),
         "modules": {path: g.to_dict() for path, g in graphs.items()},
     }
-    atomic_write_pair(d, WEIGHTS_NAME, blob, CONFIG_NAME, cfg)
+    with checkpoint_folder(d, TNPEFT_ADAPTER, overwrite=overwrite):
+        atomic_write_pair(d, WEIGHTS_NAME, blob, CONFIG_NAME, cfg)
     return d
 
 
-def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], source: str,
+def _saved_state(model: nn.Module, cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str,
                  targets: set[str]) -> dict[str, dict[str, torch.Tensor]]:
     """The values of the saved whole modules, checked and cast to the model's dtypes."""
     paths = list((cfg.get("config") or {}).get("modules_to_save") or [])
@@ -128,7 +144,7 @@ def _saved_state(model: nn.Module, cfg: dict, tensors: dict[str, torch.Tensor], 
     return out
 
 
-def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: str | None = None,
+def load_adapter(model: nn.Module, directory: str | os.PathLike[str], adapter_name: str | None = None,
                  is_trainable: bool = False) -> nn.Module:
     """Load a saved adapter into ``model`` and make it active.
 
@@ -173,7 +189,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, adapter_name: s
 
 def put_adapter(model: nn.Module, name: str, scope: FrameScope | None, modules: dict[str, GraphModule],
                 values: dict[str, dict[str, torch.Tensor]], saved: dict[str, dict[str, torch.Tensor]],
-                record: dict | None, is_trainable: bool) -> nn.Module:
+                record: dict[str, Any] | None, is_trainable: bool) -> nn.Module:
     """The one change of a load, all or nothing: install new ``modules`` (when ``record`` is given),
     copy checked ``values`` into them and ``saved`` into whole modules, make adapter ``name`` active,
     and freeze it unless ``is_trainable``."""

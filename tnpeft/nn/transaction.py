@@ -39,7 +39,8 @@ class ModelSnapshot:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self._modules: list[tuple[nn.Module, dict, dict, dict, set, bool, dict[str, Any]]] = []
+        self._modules: list[tuple[nn.Module, dict[str, nn.Module | None], dict[str, nn.Parameter | None],
+                                  dict[str, torch.Tensor | None], set[str], bool, dict[str, Any]]] = []
         for m in model.modules():
             layer = {a: copy.copy(m.__dict__[a]) for a in LAYER_ATTRS if a in m.__dict__}
             self._modules.append((m, dict(m._modules), dict(m._parameters), dict(m._buffers),

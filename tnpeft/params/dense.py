@@ -23,7 +23,7 @@ def _normal(t: torch.Tensor, rng: torch.Generator | None) -> None:
     t.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=rng)
 
 
-DENSE_INITS: dict[str, Callable[[torch.Tensor, torch.Generator | None], None]] = {
+DENSE_INITS: dict[str, Callable[[torch.Tensor, torch.Generator | None], object]] = {
     "zeros": lambda t, g: t.zero_(),
     "ones": lambda t, g: t.fill_(1.0),
     "kaiming_uniform": _kaiming_uniform,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 import torch
 from torch import nn
@@ -40,6 +40,9 @@ import tnpeft.params.limits as limits
 from tnpeft.circuits.circuit import Circuit, qpa_circuit
 from tnpeft.circuits.device_hooks import circuit_probabilities, device_for
 from tnpeft.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tnpeft.params.unitary.scope import FrameScope
 
 QPA_HIDDEN = (32, 64, 128, 128, 64, 32, 32)
 QPA_PRESETS = ("tnpeft", "reference")
@@ -103,7 +106,10 @@ class QPAHyperNetwork(nn.Module):
     ``n_ch`` basis states instead of simulating the circuit.
     """
 
-    def __init__(self, m: int, dtype=None, device=None, rng: torch.Generator | None = None,
+    bits: torch.Tensor   # a buffer
+
+    def __init__(self, m: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 rng: torch.Generator | None = None,
                  **options: Any):
         super().__init__()
         self.shape = s = qpa_shape(m, **options)
@@ -129,8 +135,8 @@ class QPAHyperNetwork(nn.Module):
             if s.preset == "tnpeft" and i < len(w) - 2:
                 layers.append(nn.Tanh())
         self.mlp = nn.Sequential(*layers)
-        i = torch.arange(s.n_chunks, device=device)
-        bits = ((i[:, None] >> torch.arange(s.qubits, device=device)) & 1).to(dtype) * 2 - 1
+        idx = torch.arange(s.n_chunks, device=device)
+        bits = ((idx[:, None] >> torch.arange(s.qubits, device=device)) & 1).to(dtype) * 2 - 1
         self.register_buffer("bits", bits, persistent=False)
 
     def set_probabilities(self, probs: torch.Tensor | None) -> None:
@@ -171,18 +177,18 @@ class QPAHyperNetwork(nn.Module):
 
     # the scope protocol (tnpeft.params.unitary.scope): hyper-networks of one shape across the
     # layers of a model run as one batched circuit simulation and one batched MLP
-    def join_scope(self, scope) -> None:
+    def join_scope(self, scope: FrameScope) -> None:
         """Compute this hyper-network together with the scope's others of the same shape."""
         self.__dict__["scope"] = scope
         scope.register(self)
 
-    def batch_key(self) -> tuple:
+    def batch_key(self) -> tuple[object, ...]:
         return (type(self), self.shape, tuple(type(m) for m in self.mlp))
 
-    def scope_device(self) -> tuple:
+    def scope_device(self) -> tuple[torch.dtype, torch.device]:
         return self.theta.dtype, self.theta.device
 
-    def scope_version(self) -> tuple:
+    def scope_version(self) -> tuple[int, ...]:
         return tuple(p._version for p in self.parameters())
 
     def compute_alone(self) -> torch.Tensor:
@@ -200,8 +206,8 @@ class QPAHyperNetwork(nn.Module):
         x = torch.stack([m.features(p) for m, p in zip(members, probs)])      # (G, n_ch, N_q + 1)
         for j, layer in enumerate(first.mlp):
             if isinstance(layer, nn.Linear):
-                w = torch.stack([m.mlp[j].weight for m in members])          # (G, out, in)
-                b = torch.stack([m.mlp[j].bias for m in members])
+                w = torch.stack([cast(nn.Linear, m.mlp[j]).weight for m in members])          # (G, out, in)
+                b = torch.stack([cast(nn.Linear, m.mlp[j]).bias for m in members])
                 x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
             else:
                 x = layer(x)
@@ -211,8 +217,9 @@ class QPAHyperNetwork(nn.Module):
         return list(out.unbind(0))
 
     def forward(self, probs: torch.Tensor | None = None) -> torch.Tensor:
-        if probs is None and self.probability_override is None and self.__dict__.get("scope") is not None:
-            return self.__dict__["scope"].frame(self)
+        scope: FrameScope | None = self.__dict__.get("scope")
+        if probs is None and self.probability_override is None and scope is not None:
+            return scope.frame(self)
         return self._generate(probs)
 
     def _generate(self, probs: torch.Tensor | None) -> torch.Tensor:
@@ -222,10 +229,17 @@ class QPAHyperNetwork(nn.Module):
         elif probs.shape != (s.n_chunks,):
             raise ConfigError(f"QPA hyper-network expects probabilities of its first {s.n_chunks} basis states, "
                               f"got shape {tuple(probs.shape)}", field="probs")
-        out = self.mlp(self.features(probs.to(self.theta.device))).reshape(-1)[: s.m]
+        out: torch.Tensor = self.mlp(self.features(probs.to(self.theta.device))).reshape(-1)[: s.m]
         if s.preset == "reference":
             out = out - out.mean()
         return out
+
+
+class HyperNetworkShape(Protocol):
+    """What a kind's option check returns: at least the closed-form count of its parameters."""
+
+    @property
+    def num_parameters(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -233,8 +247,8 @@ class HyperNetworkKind:
     """A registered hyper-network kind: option check (→ shape), closed-form count, builder."""
 
     name: str
-    shape: Any
-    build: Any
+    shape: Callable[..., HyperNetworkShape]
+    build: Callable[..., nn.Module]
 
     def num_parameters(self, m: int, **options: Any) -> int:
         return self.shape(m, **options).num_parameters

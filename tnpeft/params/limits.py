@@ -31,3 +31,6 @@ MAX_QNN_INPUTS = 1 << 16
 MAX_QUBITS = 20
 #: the most bits a quantized angle may have: 2^52 levels is float64's resolution on the circle
 MAX_ANGLE_BITS = 52
+#: the most elements of the dense ΔW that ``tnpeft.verify`` builds for its dense checks; above it the
+#: forward is compared with a sampled block of ΔW and the merge round trip is skipped (the report says so)
+MAX_DENSE_CHECK_ELEMENTS = 1 << 26

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -106,7 +106,8 @@ class QNNMap(nn.Module):
     promoted and the result cast back).
     """
 
-    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], dtype=None, device=None,
+    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None,
                  rng: torch.Generator | None = None, node: str | None = None, **options: Any):
         super().__init__()
         self.in_size, self.out_size = math.prod(in_shape), math.prod(out_shape)
@@ -162,9 +163,9 @@ class NonlinearMap:
     """A registered nonlinear map: options check, closed-form count and module builder."""
 
     name: str
-    check: Any
-    num_parameters: Any
-    build: Any
+    check: Callable[..., object]
+    num_parameters: Callable[..., int]
+    build: Callable[..., nn.Module]
 
 
 NONLINEAR_MAPS: dict[str, NonlinearMap] = {

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast, overload
 
 import numpy as np
 import torch
 
-from tnpeft.circuits.circuit import Circuit
+from tnpeft.circuits.circuit import Circuit, Gate
 from tnpeft.circuits.frames import givens_circuit, pauli_frame_circuit
 from tnpeft.errors import ConfigError, GraphError
 from tnpeft.graph import Graph, Nonlinear, Unitary
@@ -81,22 +81,23 @@ def circuit_to_qiskit(circuit: Circuit, theta: Any, *, parameters: bool = False,
     qc = QuantumCircuit(circuit.n_qubits, name=name or "circuit")
     n = circuit.n_qubits
 
-    def angle_of(g):
+    def angle_of(g: Gate) -> Any:
+        assert g.angle is not None   # an RY gate's
         src, k = g.angle
-        a = xv[k] if src == "input" else (pv[k] if pv is not None else values[k])
+        a = xv[k] if src == "input" and xv is not None else (pv[k] if pv is not None else values[k])
         return a * g.factor if g.factor != 1.0 else a
 
     gates = list(circuit.gates)
     i = 0
     while i < len(gates):
         g = gates[i]
-        full = g.name == "ry" and len(g.controls) == n - 1 and n > 1 and g.angle[0] == "param"
+        full = g.name == "ry" and len(g.controls) == n - 1 and n > 1 and g.angle is not None and g.angle[0] == "param"
         if multiplex and pv is None and full:
             t, j = g.qubits[0], i
             controls = [q for q in range(n) if q != t]
             table = [0.0] * (1 << (n - 1))
             while j < len(gates) and gates[j].name == "ry" and gates[j].qubits[0] == t \
-                    and len(gates[j].controls) == n - 1 and gates[j].angle[0] == "param":
+                    and len(gates[j].controls) == n - 1 and (gates[j].angle or ("",))[0] == "param":
                 ctrl = dict(gates[j].controls)
                 table[sum(ctrl[q] << p for p, q in enumerate(controls))] += angle_of(gates[j])
                 j += 1
@@ -155,9 +156,10 @@ def _frame_circuits(module: torch.nn.Module, node: str | None, param: str | None
     described = frame_circuit(module) if isinstance(module, FrameModule) else None
     if described is not None:
         circ, method = described
-        n, k = getattr(module, "rows", module.n), module.k    # a pow2 frame's circuit has its padded rows
+        frame = cast(Union[PauliFrame, GivensFrame], module)   # the frames with a circuit of their own
+        n, k = getattr(frame, "rows", frame.n), frame.k        # a pow2 frame's circuit has its padded rows
         with torch.no_grad():
-            angles = module.angles().detach().to(torch.float64).cpu()
+            angles = frame.angles().detach().to(torch.float64).cpu()
         for b, theta in enumerate(angles):
             qc = circuit_to_qiskit(circ, theta, parameters=parameters, name=label, multiplex=method == "givens")
             qc.metadata.update(method=method, bits=module.bits,
@@ -181,7 +183,7 @@ def _frame_circuits(module: torch.nn.Module, node: str | None, param: str | None
     return result
 
 
-def _qnn_circuit(module: torch.nn.Module, node: str | None, *, parameters: bool) -> QuantumCircuit:
+def _qnn_circuit(module: QNNMap, node: str | None, *, parameters: bool) -> QuantumCircuit:
     qc = circuit_to_qiskit(module.circuit, module.theta, parameters=parameters, name=node or "qnn")
     o = module.opts
     qc.metadata.update(kind="qnn", node=node, method="qnn", readout=o.readout, fusion=o.fusion, layers=o.layers,
@@ -189,7 +191,7 @@ def _qnn_circuit(module: torch.nn.Module, node: str | None, *, parameters: bool)
     return qc
 
 
-def _qpa_circuit(module: torch.nn.Module, name: str | None, outputs: tuple[str, ...] | None, *,
+def _qpa_circuit(module: QPAHyperNetwork, name: str | None, outputs: tuple[str, ...] | None, *,
                  parameters: bool) -> QuantumCircuit:
     qc = circuit_to_qiskit(module.circuit, module.theta, parameters=parameters, name=name or "qpa")
     s = module.shape
@@ -214,7 +216,7 @@ def _compile_named(graph: Graph, module: GraphModule, name: str, *, parameters: 
         gen = graph.hypernetworks[name]
         if gen.kind != "qpa":
             raise GraphError(f"hyper-network {name!r} of kind {gen.kind!r} has no circuit", node=name)
-        return [_qpa_circuit(module.get_submodule(name), name, gen.outputs, parameters=parameters)]
+        return [_qpa_circuit(cast(QPAHyperNetwork, module.get_submodule(name)), name, gen.outputs, parameters=parameters)]
     if name not in graph.nodes:
         raise GraphError(f"no node or hyper-network named {name!r}; the graph has nodes {list(graph.nodes)} and "
                          f"hyper-networks {list(graph.hypernetworks)}", node=name)
@@ -223,7 +225,7 @@ def _compile_named(graph: Graph, module: GraphModule, name: str, *, parameters: 
         return _frame_circuits(module.get_submodule(name), name, nd.param, parameters=parameters,
                                max_synthesis_qubits=max_synthesis_qubits)
     if isinstance(nd, Nonlinear) and nd.fn == "qnn":
-        return [_qnn_circuit(module.get_submodule(name), name, parameters=parameters)]
+        return [_qnn_circuit(cast(QNNMap, module.get_submodule(name)), name, parameters=parameters)]
     what = f"nonlinear node with fn {nd.fn!r}" if isinstance(nd, Nonlinear) else f"{nd.kind} node"
     raise GraphError(f"node {name!r} is a {what}; only unitary nodes, 'qnn' nonlinear nodes and hyper-networks compile "
                      f"to circuits (this graph's are {circuit_names(graph)})", node=name)
@@ -232,6 +234,17 @@ def _compile_named(graph: Graph, module: GraphModule, name: str, *, parameters: 
 def batch_key(name: str, index: list[int] | tuple[int, ...]) -> str:
     """The dictionary key of one batch element: ``"R1[0]"``, ``"R2[1,3]"`` (``name`` when unbatched)."""
     return f"{name}[{','.join(str(i) for i in index)}]" if len(index) else name
+
+
+@overload
+def to_qiskit(source: Any, node: str, *, index: int | tuple[int, ...] | None = None, parameters: bool = False,
+              max_synthesis_qubits: int = MAX_SYNTHESIS_QUBITS) -> QuantumCircuit | list[QuantumCircuit]: ...
+
+
+@overload
+def to_qiskit(source: Any, node: None = None, *, index: int | tuple[int, ...] | None = None, parameters: bool = False,
+              max_synthesis_qubits: int = MAX_SYNTHESIS_QUBITS
+              ) -> QuantumCircuit | list[QuantumCircuit] | dict[str, QuantumCircuit]: ...
 
 
 def to_qiskit(source: Any, node: str | None = None, *, index: int | tuple[int, ...] | None = None,
@@ -262,7 +275,7 @@ def to_qiskit(source: Any, node: str | None = None, *, index: int | tuple[int, .
     if isinstance(max_synthesis_qubits, bool) or not isinstance(max_synthesis_qubits, int) or max_synthesis_qubits < 1:
         raise ConfigError(f"max_synthesis_qubits must be a positive integer, got {max_synthesis_qubits!r}",
                           field="max_synthesis_qubits")
-    kw = {"parameters": parameters, "max_synthesis_qubits": max_synthesis_qubits}
+    kw: dict[str, Any] = {"parameters": parameters, "max_synthesis_qubits": max_synthesis_qubits}
     if isinstance(source, (Graph, GraphModule)):
         graph, module = resolve_graph_module(source)
         if node is None:
@@ -306,7 +319,7 @@ def _flat_index(index: int | tuple[int, ...], batch: tuple[int, ...], label: str
             raise GraphError(f"{label!r} has {total} batch elements (batch shape {batch}); index {index} is out of "
                              "range", node=node)
         return index
-    idx = tuple(index)
+    idx = tuple(index) if not isinstance(index, bool) else ()   # a bool index fits no batch shape
     if len(idx) != len(batch) or not all(isinstance(i, int) and 0 <= i < s for i, s in zip(idx, batch)):
         raise GraphError(f"{label!r} has batch shape {batch}; index {index!r} does not fit it", node=node)
     return int(np.ravel_multi_index(idx, batch))

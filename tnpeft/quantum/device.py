@@ -108,9 +108,9 @@ class Compiled:
     transpiled circuit, its reduction to the active qubits (local runs), its two-qubit gate count
     and its estimated duration (seconds, ``None`` when the backend states no durations)."""
 
-    parameters: list
-    isa: list
-    reduced: list
+    parameters: list[Any]
+    isa: list[Any]
+    reduced: list[Any]
     two_qubit: list[int]
     duration: list[float | None]
     physical: tuple[int, ...]
@@ -215,7 +215,7 @@ class Device:
         return self
 
     # ------------------------------------------------------------------ compiling
-    def compile(self, qc: QuantumCircuit, parameters: list | None = None, key: Any = None) -> Compiled:
+    def compile(self, qc: QuantumCircuit, parameters: list[Any] | None = None, key: Any = None) -> Compiled:
         """Transpile ``qc`` (parameterized, without measurements) for the backend; kept under ``key``
         when one is given (then compiled once)."""
         from qiskit import transpile

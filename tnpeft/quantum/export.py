@@ -81,7 +81,7 @@ def _file_stem(module: str, key: str) -> str:
     return _SAFE.sub("_", f"{module}.{key}" if module else key)
 
 
-def export_circuits(source: Any, directory: str | os.PathLike, *, adapter_name: str = "default",
+def export_circuits(source: Any, directory: str | os.PathLike[str], *, adapter_name: str = "default",
                     parameters: bool = False, max_synthesis_qubits: int = MAX_SYNTHESIS_QUBITS) -> dict[str, Any]:
     """Write every circuit of ``source`` to ``directory`` as OpenQASM 3, plus ``index.json``.
 
@@ -153,13 +153,13 @@ def export_circuits(source: Any, directory: str | os.PathLike, *, adapter_name: 
     return index
 
 
-def read_index(directory: str | os.PathLike) -> dict[str, Any]:
+def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse and check ``directory/index.json``."""
     where = str(Path(directory) / INDEX_NAME)
     index = read_json(Path(directory) / INDEX_NAME, "circuit index")
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise AdapterFileError(f"{where!r} is not a tnpeft circuit index: field 'format' must be {FORMAT!r}")
-    if index.get("version") != VERSION:
+    if type(index.get("version")) is not int or index.get("version") != VERSION:
         raise AdapterFileError(f"{where!r}: version {index.get('version')!r} is not supported (expected {VERSION})")
     entries = index.get("circuits")
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
@@ -168,7 +168,7 @@ def read_index(directory: str | os.PathLike) -> dict[str, Any]:
     return index
 
 
-def load_circuits(directory: str | os.PathLike) -> dict[str, QuantumCircuit]:
+def load_circuits(directory: str | os.PathLike[str]) -> dict[str, QuantumCircuit]:
     """Read the circuits :func:`export_circuits` wrote, by name, with ``qiskit.qasm3.loads``
     (which needs the package ``qiskit_qasm3_import``). Each file's checksum is verified; parameters
     come back as the vectors ``theta``/``x``; ``metadata`` is the circuit's index entry."""

@@ -116,7 +116,7 @@ class QuantumEstimate:
                     dev_y = gm(x).double()
                     dev_w = adapter_update(g, gm) if exact_w is not None else None
             row["delta_norm"] = None if exact_w is None else float(torch.linalg.norm(exact_w))
-            row["delta_error"] = None if exact_w is None else _rel(dev_w, exact_w)
+            row["delta_error"] = None if exact_w is None or dev_w is None else _rel(dev_w, exact_w)
             row["output_error"] = _rel(dev_y, exact_y)
             out.append(row)
         return out

@@ -37,13 +37,15 @@ import math
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tnpeft.circuits.circuit import Circuit
 from tnpeft.circuits.device_hooks import attach_device, interference_circuit, use_device
 from tnpeft.circuits.parameter_shift import grouped_circuit, shift_cost
 from tnpeft.errors import ConfigError
 from tnpeft.graph import Nonlinear, Unitary
+from tnpeft.params.hypernetworks import QPAHyperNetwork
+from tnpeft.params.qnn import QNNMap
 from tnpeft.params.unitary import FrameModule
 from tnpeft.quantum.device import Device
 from tnpeft.storage import graph_modules
@@ -72,20 +74,20 @@ def quantum_parts(source: Any, adapter_name: str = "default") -> list[QuantumPar
         g = gm.graph
         for name, node in g.nodes.items():
             if isinstance(node, Unitary) and name not in g.generated:
-                mod = gm.get_submodule(name)
-                circ = mod.device_circuit() if isinstance(mod, FrameModule) else None
-                if circ is not None:
+                frame = gm.get_submodule(name)
+                circ = frame.device_circuit() if isinstance(frame, FrameModule) else None
+                if isinstance(frame, FrameModule) and circ is not None:
                     inter = interference_circuit(circ)
-                    parts.append(QuantumPart(path, name, "frame", mod, inter, math.prod(mod.batch) * mod.k,
+                    parts.append(QuantumPart(path, name, "frame", frame, inter, math.prod(frame.batch) * frame.k,
                                              shift_cost(inter)))
             elif isinstance(node, Nonlinear) and node.fn == "qnn":
-                mod = gm.get_submodule(name)
+                mod = cast(QNNMap, gm.get_submodule(name))
                 parts.append(QuantumPart(path, name, "qnn", mod, mod.circuit, None,
                                          shift_cost(mod.circuit, params=True, inputs=True)))
         for name, net in g.hypernetworks.items():
             if net.kind == "qpa":
-                mod = gm.get_submodule(name)
-                parts.append(QuantumPart(path, name, "qpa", mod, mod.circuit, 1, shift_cost(mod.circuit)))
+                net_mod = cast(QPAHyperNetwork, gm.get_submodule(name))
+                parts.append(QuantumPart(path, name, "qpa", net_mod, net_mod.circuit, 1, shift_cost(net_mod.circuit)))
     return parts
 
 
@@ -160,16 +162,18 @@ class Budget:
                 "qpu_seconds_per_step": round(self.qpu_seconds, 3), "requests_per_step": self.requests,
                 "shapes": [r.to_dict() for r in self.rows], "notes": self.notes}
 
-    def __str__(self) -> str:
-        head = ("circuit shape", "kind", "qubits", "nodes", "forward", "backward", "2q gates", "duration")
-        rows = [(r.shape, r.kind, str(r.qubits), str(r.parts), f"{r.forward:,}", f"{r.backward:,}",
-                 "—" if r.two_qubit is None else f"{r.two_qubit:,}",
-                 "—" if r.duration is None else f"{r.duration * 1e6:,.1f} µs") for r in self.rows]
-        w = [max(len(x[i]) for x in rows + [head]) for i in range(len(head))]
-        lines = ["  ".join(x.ljust(w[i]) if i < 2 else x.rjust(w[i]) for i, x in enumerate(r)) for r in [head] + rows]
+    def summary(self) -> str:
+        """One line: the step's circuits, shots, requests and estimated QPU time."""
         shots = "exact (no shots)" if self.shots is None else f"{self.shots:,} shots each"
-        lines.append(f"per step on {self.device} ({shots}, mitigation {self.mitigation}): {self.circuits:,} circuits, "
-                     f"{self.shots_total:,} shots, {self.requests} requests, ≈ {self.qpu_seconds:,.1f} s of QPU time")
+        return (f"per step on {self.device} ({shots}, mitigation {self.mitigation}): {self.circuits:,} circuits, "
+                f"{self.shots_total:,} shots, {self.requests} requests, ≈ {self.qpu_seconds:,.1f} s of QPU time")
+
+    def __str__(self) -> str:
+        # one line per circuit shape (``tnpeft train --dry-run`` prints the same as a table)
+        lines = [f"{r.shape}: {r.kind} on {r.qubits} qubits, {r.parts} nodes, {r.forward:,} forward and "
+                 f"{r.backward:,} backward circuits, {'—' if r.two_qubit is None else f'{r.two_qubit:,}'} two-qubit "
+                 f"gates, {'—' if r.duration is None else f'{r.duration * 1e6:,.1f} µs'}" for r in self.rows]
+        lines.append(self.summary())
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

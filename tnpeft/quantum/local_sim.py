@@ -121,7 +121,7 @@ def readout_errors(target: Target, physical: tuple[int, ...]) -> tuple[np.ndarra
     return np.array(e0), np.array(e1)
 
 
-def simulate_probabilities(reduced: Reduced, values: np.ndarray | None, parameters: list, *,
+def simulate_probabilities(reduced: Reduced, values: np.ndarray | None, parameters: list[Any], *,
                            noise_model: Any = None, seed: int | None = None) -> np.ndarray:
     """Exact outcome probabilities ``(B, 2^m)`` of the measured qubits (bit ``i`` = classical bit
     ``i``) for each row of ``values`` (``None``: the circuit has no parameters, ``B = 1``): a

@@ -74,7 +74,9 @@ def parse_mitigation(spec: Any) -> Mitigation:
         return Mitigation()
     if not isinstance(spec, str):
         raise ConfigError(f"mitigation must be a string such as 'readout+zne', got {spec!r}", field="mitigation")
-    readout, calibration, zne, fit = None, "circuits", (), "linear"
+    readout: str | None = None
+    calibration, fit = "circuits", "linear"
+    zne: tuple[int, ...] = ()
     for part in [p for p in spec.replace(",", "+").split("+") if p]:
         base, _, opt = part.partition("-")
         if base == "none" and not opt:

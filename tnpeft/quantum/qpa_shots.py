@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ import torch
 from tnpeft.circuits.circuit import probabilities, simulate
 from tnpeft.errors import ConfigError, GraphError
 from tnpeft.graph import Graph
+from tnpeft.params.hypernetworks import QPAHyperNetwork
 from tnpeft.quantum.backends import sample_probabilities
 from tnpeft.quantum.compile import to_qiskit
 from tnpeft.quantum.shots import ShotReport
@@ -41,7 +42,7 @@ def _hypernetwork(graph: Graph, hypernetwork: str | None) -> str:
     return hypernetwork
 
 
-def _exact_qpa_probs(gen: torch.nn.Module) -> np.ndarray:
+def _exact_qpa_probs(gen: QPAHyperNetwork) -> np.ndarray:
     with torch.no_grad():
         state = simulate(gen.circuit, gen.theta.detach().to(torch.float64))
     return probabilities(state).cpu().numpy()
@@ -60,7 +61,7 @@ def measured_probabilities(source: Any, probs: Any, hypernetwork: str | None = N
     """
     graph, module = resolve_graph_module(source)
     name = _hypernetwork(graph, hypernetwork)
-    gen = module.get_submodule(name)
+    gen = cast(QPAHyperNetwork, module.get_submodule(name))
     p = torch.as_tensor(np.asarray(probs, dtype=np.float64)).to(gen.theta.device, gen.theta.dtype)
     if p.shape != (gen.shape.n_chunks,):
         raise ConfigError(f"hyper-network {name!r} reads the probabilities of its first {gen.shape.n_chunks} basis "
@@ -134,7 +135,7 @@ def estimate_qpa(source: Any, hypernetwork: str | None = None, backend: BackendV
     error shot noise alone predicts (``trials`` classical multinomial draws, seeded by ``seed``)."""
     graph, module = resolve_graph_module(source)
     name = _hypernetwork(graph, hypernetwork)
-    gen = module.get_submodule(name)
+    gen = cast(QPAHyperNetwork, module.get_submodule(name))
     n_ch = gen.shape.n_chunks
     qc = to_qiskit(module, name)
     est = sample_probabilities([qc], backend, shots=shots, seed=seed, sampler=sampler,

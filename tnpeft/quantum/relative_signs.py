@@ -50,8 +50,11 @@ def phase_inputs(n_qubits: int, k: int) -> np.ndarray:
     ``k`` columns, then column ``j`` with ``−π/2`` after on qubit ``b`` (row ``k + j·n + b``), then the
     ``k − 1`` column pairs ``(j − 2^msb(j), j)`` for ``j = 1 … k − 1``."""
     n = n_qubits
-    rows = []
-    bits = lambda j: [math.pi * ((j >> q) & 1) for q in range(n)]  # noqa: E731
+    rows: list[list[float]] = []
+
+    def bits(j: int) -> list[float]:
+        return [math.pi * ((j >> q) & 1) for q in range(n)]
+
     for j in range(k):
         rows.append(bits(j) + [0.0] * n)
     for j in range(k):

@@ -103,7 +103,7 @@ def _counts(qc: QuantumCircuit) -> dict[str, int]:
     return {"one_qubit": one, "two_qubit": two, "multi_qubit": many, "depth": qc.depth()}
 
 
-def _structure(qc: QuantumCircuit) -> tuple:
+def _structure(qc: QuantumCircuit) -> tuple[Any, ...]:
     # what the decomposed gate counts depend on: gates, their qubits and control states, not angles
     return (qc.num_qubits,) + tuple((inst.operation.name, tuple(qc.find_bit(q).index for q in inst.qubits),
                                      getattr(inst.operation, "ctrl_state", None)) for inst in qc.data)
@@ -179,24 +179,28 @@ class ResourceReport:
                 f"{sum((c.decomposed_one_qubit or 0) for c in self.circuits):,} one-qubit gates decomposed{on}{skip}")
 
     def __str__(self) -> str:
-        head = ("circuit", "kind", "method", "qubits", "1q", "2q", "multi", "depth", "CX", "bound",
-                "backend 2q", "backend depth")
-        rows = [(c.name, c.kind, c.method, str(c.qubits), str(c.one_qubit), str(c.two_qubit), str(c.multi_qubit),
-                 str(c.depth), _fmt(c.cx), _fmt(c.bound), _fmt(c.backend_two_qubit), _fmt(c.backend_depth))
-                for c in self.circuits]
-        w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-        lines = ["  ".join(x.ljust(w[i]) if i < 3 else x.rjust(w[i]) for i, x in enumerate(r)).rstrip()
-                 for r in [head] + rows]
+        # one line per circuit (``tnpeft circuits`` prints the same as a table)
+        lines = [f"{c.name}: {c.kind} ({c.method}), {c.qubits} qubits, {c.one_qubit} one- / {c.two_qubit} two- / "
+                 f"{c.multi_qubit} multi-qubit gates, depth {c.depth}; {_fmt(c.cx)} CX decomposed (bound "
+                 f"{_fmt(c.bound)}), {_fmt(c.backend_two_qubit)} two-qubit gates and depth {_fmt(c.backend_depth)} "
+                 "on the backend" for c in self.circuits]
         lines += [f"{s['name']}: not built — {s['reason']}" for s in self.skipped]
-        seen = set()
+        lines += self.alternatives()
+        lines.append("total: " + self.summary())
+        return "\n".join(lines)
+
+    def alternatives(self) -> list[str]:
+        """One line per distinct Pauli frame circuit that has another parametrization (exact width ↔
+        ``pow2``): its angles and CX bound beside the other's."""
+        lines, seen = [], set()
         for c in self.circuits:
             if c.alternative and (c.qubits, c.bound, c.parameters) not in seen:
                 seen.add((c.qubits, c.bound, c.parameters))
                 a = c.alternative
-                lines.append(f"{c.name}: {c.parameters:,} angles, ≤ {c.bound:,} CX; as {a['parametrization']}: "
-                             f"{a['rows']:,} rows, {a['parameters']:,} angles, ≤ {a['two_qubit_bound']:,} CX")
-        lines.append("total: " + self.summary())
-        return "\n".join(lines)
+                lines.append(f"{c.name}: {c.parameters or 0:,} angles, ≤ {c.bound or 0:,} CX; as "
+                             f"{a['parametrization']}: {a['rows']:,} rows, {a['parameters']:,} angles, "
+                             f"≤ {a['two_qubit_bound']:,} CX")
+        return lines
 
 
 def _fmt(v: int | None) -> str:
@@ -229,12 +233,12 @@ def resource_report(source: Any, backend: BackendV2 | str | None = "generic", *,
                 continue
             for qc in circuits if isinstance(circuits, list) else [circuits]:
                 index = qc.metadata.get("batch_index") or []
-                key = f"{name}[{','.join(map(str, index))}]" if index else name
-                built.append((f"{path}:{key}" if path else key, path, name, qc))
+                item = f"{name}[{','.join(map(str, index))}]" if index else name
+                built.append((f"{path}:{item}" if path else item, path, name, qc))
     if backend == "generic":
         backend = default_backend(max((qc.num_qubits for *_, qc in built), default=1))
     report.backend = None if backend is None else getattr(backend, "name", type(backend).__name__)
-    memo: dict[tuple, tuple[dict, dict | None]] = {}
+    memo: dict[tuple[Any, ...], tuple[dict[str, int], dict[str, int] | None]] = {}
     for label, path, node, qc in built:
         key = _structure(qc)
         if key not in memo:

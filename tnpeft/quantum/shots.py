@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -175,15 +175,15 @@ def estimate_unitary(source: Any, node: str | None = None, backend: BackendV2 | 
     from qiskit import QuantumCircuit
 
     if isinstance(source, Mapping):
-        return {name: estimate_unitary(qc, None, backend, shots=shots, seed=seed, delta=delta, sampler=sampler,
-                                       optimization_level=optimization_level)
+        return {name: cast(UnitaryEstimate, estimate_unitary(qc, None, backend, shots=shots, seed=seed, delta=delta, sampler=sampler,
+                                       optimization_level=optimization_level))
                 for name, qc in source.items() if (qc.metadata or {}).get("kind", "unitary") == "unitary"}
     if isinstance(source, QuantumCircuit):
         u = circuit_frame(source)
         label = node or (source.metadata or {}).get("node") or source.name
         qc = source
     else:
-        kw = {} if max_synthesis_qubits is None else {"max_synthesis_qubits": max_synthesis_qubits}
+        kw: dict[str, Any] = {} if max_synthesis_qubits is None else {"max_synthesis_qubits": max_synthesis_qubits}
         if isinstance(source, (Graph, GraphModule)):
             graph, module = resolve_graph_module(source)
             if node is None:
@@ -200,6 +200,7 @@ def estimate_unitary(source: Any, node: str | None = None, backend: BackendV2 | 
         qc = to_qiskit(source, node, index=index, **kw) if node is not None else to_qiskit(source, index=index, **kw)
         if isinstance(qc, list):
             raise GraphError(f"node {node!r} is batched ({len(qc)} frames): choose one with index=", node=node)
+        assert not isinstance(qc, dict)   # one node (or one module): one circuit
         batch = tuple(getattr(frames, "batch", ()))
         flat = 0 if not batch else int(np.ravel_multi_index(tuple(qc.metadata["batch_index"]), batch))
         # a pow2 frame is projected from its circuit's padded rows: the circuit measures those

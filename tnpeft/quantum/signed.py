@@ -40,7 +40,7 @@ from tnpeft.circuits.circuit import unitary_matrix
 from tnpeft.circuits.device_hooks import device_frames
 from tnpeft.contract import plan_for
 from tnpeft.errors import ConfigError, GraphError
-from tnpeft.graph import Graph, Unitary
+from tnpeft.graph import ContractStep, Graph, Unitary
 from tnpeft.params.unitary import FrameModule
 from tnpeft.quantum.compile import frame_matrices, to_qiskit
 from tnpeft.quantum.device import Device
@@ -131,10 +131,17 @@ class SignedFrameEstimate:
     @property
     def relative_error(self) -> float:
         """``‖Û − U‖_F / ‖U‖_F`` of the node's frame."""
-        return float(np.linalg.norm(self.frame - self.frame_exact) / np.linalg.norm(self.frame_exact))
+        frame, exact = self.frames()
+        return float(np.linalg.norm(frame - exact) / np.linalg.norm(exact))
+
+    def frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(frame, frame_exact)``: the node's ``N×K`` frame estimated and exact."""
+        frame = self.frame if self.frame is not None else self.estimate
+        return frame, self.frame_exact if self.frame_exact is not None else self.exact
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node": self.node, "rows": int(self.frame_exact.shape[0]), "cols": int(self.frame_exact.shape[1]),
+        rows, cols = self.frames()[1].shape
+        return {"node": self.node, "rows": int(rows), "cols": int(cols),
                 "circuit_rows": int(self.exact.shape[0]), "shots": self.shots, "max_error": self.max_error,
                 "max_bound": float(self.bound.max()), "relative_error": self.relative_error,
                 "within_bound": self.within_bound, "delta": self.delta}
@@ -259,7 +266,9 @@ def adapter_update(graph: Graph, module: GraphModule, tensors: dict[str, torch.T
     """The update ``ΔW`` (``out × in``, float64, scaled) of a linear graph with some node tensors
     replaced by ``tensors`` (e.g. frames estimated on a device)."""
     tensors = tensors or {}
-    names = graph.schedule[0].nodes
+    first = graph.schedule[0]
+    assert isinstance(first, ContractStep)   # a linear graph is one contraction
+    names = first.nodes
     ops = [tensors[n].to(torch.float64) if n in tensors else module.tensor(n).detach().to(torch.float64)
            for n in names]
     plan = plan_for([graph.nodes[n].inds for n in names], graph.out_inds + graph.in_inds, graph.size_dict,
@@ -280,7 +289,7 @@ def estimate_adapter(source: Any, backend: BackendV2 | str | None = None, *, sho
         raise ConfigError("estimate_adapter needs a linear, additive graph without pass-through legs "
                           f"(graph {graph.name or ''!s} is not)", field="source")
     unitary = [n for n, nd in graph.nodes.items() if isinstance(nd, Unitary)]
-    if not unitary or any(graph.nodes[n].batch_shape for n in unitary):
+    if not unitary or any(nd.batch_shape for nd in graph.nodes.values() if isinstance(nd, Unitary)):
         raise ConfigError("estimate_adapter needs unbatched unitary nodes", field="source")
     dev = _device(device, backend, shots, seed, sampler, optimization_level, mitigation)
     report = AdapterEstimate(backend=dev.name)

@@ -3,7 +3,7 @@ orthogonal completion, checked and redone when Qiskit's decomposition comes out 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -60,13 +60,13 @@ def apply_circuit_columns(circuit: QuantumCircuit, states: np.ndarray) -> np.nda
     return psi * np.exp(1j * float(circuit.global_phase))
 
 
-def _apply(circuit, psi: np.ndarray, wires: list[int], n: int, controlled_type) -> np.ndarray:
+def _apply(circuit: QuantumCircuit, psi: np.ndarray, wires: list[int], n: int, controlled_type: type[Any]) -> np.ndarray:
     m = psi.shape[1]
     where = {q: wires[i] for i, q in enumerate(circuit.qubits)}
     for inst in circuit.data:
         op = inst.operation
         qs = [where[q] for q in inst.qubits]
-        base_mat = None
+        base_mat: np.ndarray | None = None
         if isinstance(op, controlled_type) and op.num_ctrl_qubits:
             try:
                 base_mat = np.asarray(op.base_gate.to_matrix(), dtype=complex)
@@ -75,7 +75,6 @@ def _apply(circuit, psi: np.ndarray, wires: list[int], n: int, controlled_type) 
         if base_mat is not None:
             k = op.num_ctrl_qubits
             ctrl, tgt = qs[:k], qs[k:]
-            mat = base_mat
             idx = np.arange(1 << n)
             sel = np.ones(1 << n, dtype=bool)
             for p, q in enumerate(ctrl):
@@ -84,13 +83,13 @@ def _apply(circuit, psi: np.ndarray, wires: list[int], n: int, controlled_type) 
             base = idx[sel & np.all([((idx >> q) & 1) == 0 for q in tgt], axis=0)]
             offsets = [sum(((c >> j) & 1) << q for j, q in enumerate(tgt)) for c in range(1 << len(tgt))]
             block = np.stack([psi[base + o] for o in offsets])          # (2^t, states, m)
-            new = np.tensordot(mat, block, axes=(1, 0))
+            new = np.tensordot(base_mat, block, axes=(1, 0))
             psi = psi.copy()
             for c, o in enumerate(offsets):
                 psi[base + o] = new[c]
             continue
         r = len(qs)
-        mat = None
+        mat: np.ndarray | None = None
         if r <= 6:
             try:
                 mat = np.asarray(op.to_matrix(), dtype=complex)
@@ -118,7 +117,7 @@ def _apply(circuit, psi: np.ndarray, wires: list[int], n: int, controlled_type) 
 SYNTHESIS_TOL = 1e-10
 
 
-def _synthesis_attempts(full: np.ndarray, k: int, n_rows: int):
+def _synthesis_attempts(full: np.ndarray, k: int, n_rows: int) -> Iterator[Callable[[], QuantumCircuit]]:
     """Exact variants of one synthesis problem, cheapest first: the matrix itself; times a global
     phase; with the qubit order reversed; with the completion's free columns rotated; and last,
     split into two factors ``(M R)·Rᵀ`` (twice the gates)."""
@@ -127,7 +126,7 @@ def _synthesis_attempts(full: np.ndarray, k: int, n_rows: int):
     rng = np.random.default_rng(12345)
     yield lambda: qs_decomposition(full)
     for phi in (0.37, 1.9):
-        def phased(phi=phi):
+        def phased(phi: float = phi) -> QuantumCircuit:
             qc = qs_decomposition(full * np.exp(1j * phi))
             qc.global_phase -= phi
             return qc

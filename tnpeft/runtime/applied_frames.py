@@ -1,7 +1,7 @@
 """Stages that apply one frame to the activation instead of contracting with its matrix.
 
-A stage ``activation × U`` whose only node is a unitary node with a cheap :meth:`apply
-<tnpeft.params.unitary.FrameModule.apply>` (a Givens butterfly: ``O(N log N)`` per vector) and
+A stage ``activation × U`` whose only node is a unitary node with a cheap :meth:`apply_frame
+<tnpeft.params.unitary.FrameModule.apply_frame>` (a Givens butterfly: ``O(N log N)`` per vector) and
 whose indices are one leg of ``U`` in, the other out — its batch legs passing through — is run as
 ``U`` applied to every vector: the ``N×K`` matrix is never formed, in forward or backward. A wide
 butterfly frame at ``N = 3072`` costs about 1.6 % of the dense product this way.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tnpeft.graph.nodes import Unitary
+from tnpeft.graph.nodes import Node, Unitary
 from tnpeft.params.unitary import FrameModule
 
 #: apply a frame to the activation when its :meth:`~tnpeft.params.unitary.FrameModule.apply_cost`
@@ -37,11 +37,11 @@ class FrameApplication:
     def run(self, frame: FrameModule, h: torch.Tensor) -> torch.Tensor:
         x = h.permute(self.perm_in)
         lead = x.shape[:-1]
-        y = frame.apply(x.reshape(-1, self.batch, x.shape[-1]), adjoint=self.adjoint)
+        y = frame.apply_frame(x.reshape(-1, self.batch, x.shape[-1]), adjoint=self.adjoint)
         return y.reshape(*lead, y.shape[-1]).permute(self.perm_out)
 
 
-def frame_application(node, frame, act_inds: tuple[str, ...], exits: tuple[str, ...],
+def frame_application(node: Node, frame: object, act_inds: tuple[str, ...], exits: tuple[str, ...],
                       sizes: Mapping[str, int]) -> FrameApplication | None:
     """The :class:`FrameApplication` for a stage reading activation legs ``act_inds`` (batch axis first)
     with the single node ``node``, or ``None`` when the stage is better contracted."""

@@ -9,15 +9,16 @@ and then kept on the module, so a steady-state forward does no planning and no c
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tnpeft.contract import ContractionPlan, PlanView, count_cache_hit, plan_for
+from tnpeft.contract.kernels import autocast_on
 from tnpeft.errors import GraphError, NotMergeableError
-from tnpeft.graph.nodes import Dense, Diagonal, Nonlinear, Unitary
+from tnpeft.graph.nodes import Dense, Diagonal, Node, Nonlinear, Unitary
 from tnpeft.graph.schedule import ApplyStep, ContractStep
 from tnpeft.params import HYPERNETWORKS, NONLINEAR_MAPS, UNITARY_PARAMS, DenseParam, DiagonalParam, get_function
 from tnpeft.params.unitary import FrameModule, FrameScope
@@ -44,8 +45,8 @@ def _bucket(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def build_param(node, dtype=None, device=None, rng: torch.Generator | None = None,
-                scope: FrameScope | None = None) -> nn.Module:
+def build_param(node: Node, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                rng: torch.Generator | None = None, scope: FrameScope | None = None) -> nn.Module:
     """The parametrization module of one node (frames join ``scope`` for batched materialization);
     ``rng`` draws the initial values."""
     if isinstance(node, Dense):
@@ -84,6 +85,11 @@ class GraphModule(nn.Module):
     allocation budgets (:meth:`tnpeft.Graph.check_budget`).
     """
 
+    # the children are read straight from ``_modules`` on the hot path (no ``__getattr__``); torch
+    # types that dict's values as ``Module | None`` and module attributes as ``Tensor | Module``
+    _modules: dict[str, Any]
+    _first_param: nn.Parameter | None
+
     def __init__(self, graph: Graph, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  rng: torch.Generator | None = None, scope: FrameScope | None = None, optimize: object = "auto"):
         super().__init__()
@@ -91,7 +97,7 @@ class GraphModule(nn.Module):
         self.graph = graph
         self.optimize = optimize
         scope = scope if scope is not None else FrameScope()
-        self._fns = {}
+        self._fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
         for name, node in graph.nodes.items():
             if isinstance(node, Nonlinear):
                 if node.is_elementwise:
@@ -108,8 +114,9 @@ class GraphModule(nn.Module):
         for name, net in graph.hypernetworks.items():
             gen = HYPERNETWORKS[net.kind].build(graph.generated_size(name), dtype=dtype, device=device, rng=rng,
                                                 **net.options)
-            if hasattr(gen, "join_scope"):   # hyper-networks of one shape across layers run as one batch
-                gen.join_scope(scope)
+            join = getattr(gen, "join_scope", None)
+            if join is not None:   # hyper-networks of one shape across layers run as one batch
+                join(scope)
             self.add_module(name, gen)
         # the schedule as the hot loop reads it: each contraction with its plan's position, or the
         # frame it applies to the activation instead of forming the frame's matrix
@@ -136,10 +143,10 @@ class GraphModule(nn.Module):
         self._weight_nodes = frozenset(
             name for name, node in graph.nodes.items() if name not in graph.generated and
             (isinstance(node, Dense) or (isinstance(node, Diagonal) and node.active is None)))
-        self._gen_cache: dict[str, tuple[tuple, dict[str, torch.Tensor]]] = {}
+        self._gen_cache: dict[str, tuple[tuple[tuple[int, ...], ...], dict[str, torch.Tensor]]] = {}
         self._in_shape = (-1,) + tuple(graph.size_dict[i] for i in graph.in_inds)
-        self._views: dict[tuple, list[PlanView]] = {}
-        self._last_key: tuple | None = None
+        self._views: dict[tuple[int, torch.dtype, torch.device], list[PlanView]] = {}
+        self._last_key: tuple[int, torch.dtype, torch.device] | None = None
         self._last_plans: list[ContractionPlan] | None = None
         self.__dict__["_first_param"] = next(iter(self.parameters()), None)  # a reference, not a registration
 
@@ -164,7 +171,8 @@ class GraphModule(nn.Module):
         if name in self.graph.generated:
             return self.generated_values(self.graph.generated[name])[name]
         m = self._modules[name]
-        return m.weight if name in self._weight_nodes else m()
+        t: torch.Tensor = m.weight if name in self._weight_nodes else m()
+        return t
 
     def generated_values(self, hypernetwork: str, probs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The tensors hyper-network ``hypernetwork`` fills, by node name.
@@ -250,11 +258,23 @@ class GraphModule(nn.Module):
 
     # ------------------------------------------------------------ forward
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as the first activation: checked, reshaped into the input legs, dropout applied."""
+        """``x`` as the first activation: checked (a floating-point tensor with ``in_features`` on its
+        last axis, on the values' device), outside autocast cast to the parameters' dtype (as
+        :class:`~tnpeft.nn.TNLinear` casts it), reshaped into the input legs, dropout applied."""
         g = self.graph
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise GraphError(f"graph {g.name or ''!s}: the input must be a floating-point tensor, got "
+                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}", index=g.in_inds[0])
         if x.shape[-1] != g.in_features:
             raise GraphError(f"input has {x.shape[-1]} features on its last axis; graph {g.name or ''!s} expects "
                              f"open leg {g.in_index!r} of size {g.in_features}", index=g.in_inds[0])
+        p = self._first_param
+        if p is not None and p.device != x.device:
+            raise GraphError(f"graph {g.name or ''!s}: the input is on {x.device}, the adapter's values on {p.device}"
+                             + (" (the meta device holds no values: materialize the module first)"
+                                if p.is_meta else "; move one of them"), index=g.in_inds[0])
+        if p is not None and x.dtype != p.dtype and not autocast_on(x.device.type):
+            x = x.to(p.dtype)
         h = x.reshape(self._in_shape)
         if g.dropout and self.training:
             h = F.dropout(h, g.dropout, True)
@@ -301,10 +321,12 @@ class GraphModule(nn.Module):
         adapter-sized temporary, no separate scale and add — and in place when no gradient is
         recorded. Returns the result."""
         g = self.graph
-        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous()
+        if (g.mode != "add" or out.dtype != x.dtype or not out.is_contiguous() or not x.is_floating_point()
+                or (x.dtype != self.param_dtype and not autocast_on(x.device.type))
                 or x.shape[-1] != g.in_features or not isinstance(g.schedule[-1], ContractStep)
                 or torch.compiler.is_compiling()):   # compiled graphs fuse the add themselves
-            return out + self(x).to(out.dtype)
+            y: torch.Tensor = self(x)   # nn.Module.__call__ is typed as returning Any
+            return out + y.to(out.dtype)
         return self._run(self._input(x), out)
 
     def dense(self, scaled: bool = False) -> torch.Tensor:
@@ -315,7 +337,9 @@ class GraphModule(nn.Module):
             raise NotMergeableError(
                 f"graph {g.name or ''!s} has nonlinear node {bad.name!r}: its update depends on the input and is "
                 "not a fixed matrix, so it cannot be materialized or merged")
-        names = g.schedule[0].nodes
+        first = g.schedule[0]
+        assert isinstance(first, ContractStep)   # a linear graph is one contraction
+        names = first.nodes
         inputs = [g.nodes[n].inds for n in names]
         shared = g.shared_legs
         in_only = tuple(i for i in g.in_inds if i not in shared)
@@ -331,7 +355,7 @@ class GraphModule(nn.Module):
         w = w.permute(order).reshape(g.out_features, g.in_features)
         return w * g.scale if scaled and g.scale != 1.0 else w
 
-    def to_quimb(self):
+    def to_quimb(self) -> Any:
         """A ``quimb.tensor.TensorNetwork`` with the node tensors (as numpy arrays), their index
         names, and tags ``{node name, KIND}``. The open legs stay open; a graph with nonlinear
         nodes has no such network (quimb networks are multilinear) and raises."""

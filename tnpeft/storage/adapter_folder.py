@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnpeft.errors import AdapterFileError, TNPeftError
+from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError
 from tnpeft.fileio import MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, parse_json, read_regular_bytes, read_safetensors
 from tnpeft.graph.graph import Graph
 from tnpeft.graph.names import adapter_name_problem
@@ -68,6 +68,9 @@ def cast_state(module: nn.Module, state: dict[str, torch.Tensor], where: str,
     check_state(module, state, where)
     out = {}
     for k, v in module.state_dict().items():
+        if v.is_meta:
+            raise AdapterStateError(f"{where}: the model's tensor {k!r} is on the meta device and cannot hold the "
+                                    "values; materialize the model first (e.g. model.to_empty(device='cpu'))")
         got = state[k].to(dtype=v.dtype, device=v.device)
         if finite and not torch.isfinite(got).all():
             bad = "NaN or infinite values" if not torch.isfinite(state[k]).all() else \
@@ -92,7 +95,7 @@ def upgrade_state(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str
     return out
 
 
-def read_adapter(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Graph], dict[str, torch.Tensor]]:
+def read_adapter(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Graph], dict[str, torch.Tensor]]:
     """Parse and check a saved adapter without touching any model: (config, graphs, tensors).
 
     Reads are bounded (regular files only; the config at most :data:`tnpeft.fileio.MAX_JSON_BYTES`;
@@ -138,7 +141,7 @@ def _parse_config(d: Path, raw: bytes) -> tuple[dict[str, Any], dict[str, Graph]
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         hint = " (it looks like a peft checkpoint: use tnpeft.import_peft)" if isinstance(cfg, dict) and "peft_type" in cfg else ""
         raise AdapterFileError(f"{where!r} is not a tnpeft adapter config: field 'format' must be {FORMAT!r}{hint}")
-    if cfg.get("version") != VERSION:
+    if type(cfg.get("version")) is not int or cfg.get("version") != VERSION:   # true == 1 in Python: not a version
         raise AdapterFileError(f"{where!r}: format version {cfg.get('version')!r} is not supported (expected {VERSION})")
     problem = adapter_name_problem(cfg.get("adapter_name", "default"))
     if problem:
@@ -208,7 +211,7 @@ def split_adapter_state(graphs: dict[str, Graph], tensors: dict[str, torch.Tenso
     return per
 
 
-def read_adapter_modules(directory: str | os.PathLike, dtype: torch.dtype = torch.float64,
+def read_adapter_modules(directory: str | os.PathLike[str], dtype: torch.dtype = torch.float64,
                          finite: bool = True) -> dict[str, GraphModule]:
     """The saved adapter's graph modules with their values (``dtype``, default float64), by module
     path — for working with a saved adapter without the model it was trained on (export, checks).

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tnpeft.errors import AdapterFileError, ConfigError, TNPeftError
-from tnpeft.fileio import atomic_write_bytes, atomic_write_json, read_json, read_safetensors, sha256, tensors_to_bytes
+from tnpeft.fileio import (
+    GRAPH,
+    atomic_write_pair,
+    checkpoint_folder,
+    read_json,
+    read_safetensors,
+    sha256,
+    tensors_to_bytes,
+)
 from tnpeft.graph.graph import Graph
 from tnpeft.runtime.module import GraphModule
 from tnpeft.storage.adapter_folder import cast_state, check_state, upgrade_state
@@ -24,10 +32,11 @@ class LoadedGraph(NamedTuple):
     module: GraphModule
 
 
-def save_graph(module: GraphModule, directory: str | os.PathLike) -> None:
+def save_graph(module: GraphModule, directory: str | os.PathLike[str], overwrite: bool = False) -> None:
     """Write a graph's structure and values — a :class:`GraphModule` — into ``directory`` (created
     if needed); the JSON records the weights' checksum. A bare :class:`Graph` holds no values and is
-    refused (save ``GraphModule(graph)``)."""
+    refused (save ``GraphModule(graph)``). A folder holding a checkpoint of another kind (an adapter,
+    a model) is refused unless ``overwrite`` (:func:`tnpeft.fileio.checkpoint_folder`)."""
     if isinstance(module, Graph):
         raise ConfigError("save_graph needs values: a Graph is structure only; pass GraphModule(graph) (or the "
                           "module of an adapted layer)", field="module")
@@ -35,13 +44,13 @@ def save_graph(module: GraphModule, directory: str | os.PathLike) -> None:
         raise ConfigError(f"save_graph takes a GraphModule, got {type(module).__name__}", field="module")
     d = Path(directory)
     blob = tensors_to_bytes(module.state_dict(), metadata={"format": "pt"})
-    atomic_write_bytes(d / "graph.safetensors", blob)
     meta = module.graph.to_dict()
     meta["weights_sha256"] = sha256(blob)
-    atomic_write_json(d / "graph.json", meta)
+    with checkpoint_folder(d, GRAPH, overwrite=overwrite):   # the previous pair stays loadable until the new one is in
+        atomic_write_pair(d, "graph.safetensors", blob, "graph.json", meta)
 
 
-def load_graph(directory: str | os.PathLike, finite: bool = True) -> LoadedGraph:
+def load_graph(directory: str | os.PathLike[str], finite: bool = True) -> LoadedGraph:
     """Read a graph written by :func:`save_graph`: ``(graph, module)``, the module holding the saved
     values (JSON is parsed as data; no code is executed). ``finite=False`` accepts NaN and infinite
     values."""

@@ -12,19 +12,22 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from tnpeft.adapters import adalora, lora, mpo, oft, qpa, quantum_peft, qwthn
-from tnpeft.graph import Dense, Diagonal, Graph
+from tnpeft.graph import Dense, Diagonal, Graph, Node
 from tnpeft.params import UNITARY_PARAMS
 
 
 @st.composite
-def linear_graphs(draw, max_nodes: int = 4, max_bond: int = 5, max_features: int = 8) -> Graph:
+def linear_graphs(draw: st.DrawFn, max_nodes: int = 4, max_bond: int = 5, max_features: int = 8) -> Graph:
     """Random valid linear graphs: 1–``max_nodes`` dense nodes in a chain (so the network is
     connected), extra bonds that close cycles, open legs on one or two nodes, and optionally a
     diagonal node sitting on a bond as a hyperedge. Every node gets a ``"normal"`` init so the
     update is non-zero."""
     n = draw(st.integers(1, max_nodes))
     inds: list[dict[str, int]] = [dict() for _ in range(n)]
-    size = lambda: draw(st.integers(1, max_bond))  # noqa: E731
+
+    def size() -> int:
+        return draw(st.integers(1, max_bond))
+
     n_in = draw(st.integers(1, max_features))
     n_out = draw(st.integers(1, max_features))
     for i in range(n - 1):
@@ -42,21 +45,21 @@ def linear_graphs(draw, max_nodes: int = 4, max_bond: int = 5, max_features: int
         s = size()
         inds[i][f"e{k}"] = s
         inds[j][f"e{k}"] = s
-    nodes = []
+    nodes: list[Node] = []
     for i, d in enumerate(inds):
         names = list(d)
         order = draw(st.permutations(names))
         nodes.append(Dense(f"T{i}", tuple(order), tuple(d[x] for x in order), init="normal"))
     bonds = [(k, v) for d in inds for k, v in d.items() if k not in ("in", "out")]
-    if bonds and draw(st.booleans()):
-        k, v = draw(st.sampled_from(bonds))
-        nodes.append(Diagonal("D", (k,), (v,), init="normal"))
+    if len(bonds) > 0 and draw(st.booleans()):   # len: a bare list gives draw() a wrong type context
+        bond, dim = draw(st.sampled_from(bonds))
+        nodes.append(Diagonal("D", (bond,), (dim,), init="normal"))
     scale = draw(st.sampled_from([1.0, 0.5, 2.0]))
     return Graph(nodes, scale=scale, name="random")
 
 
 @st.composite
-def adapter_graphs(draw, max_features: int = 48) -> Graph:
+def adapter_graphs(draw: st.DrawFn, max_features: int = 48) -> Graph:
     """A built-in adapter (LoRA, AdaLoRA, Quantum-PEFT with any parametrization, OFT, QPA,
     QWTHN with either fusion, MPO) with random sizes and hyper-parameters."""
     n = draw(st.integers(2, max_features))
@@ -93,7 +96,7 @@ def adapter_graphs(draw, max_features: int = 48) -> Graph:
 
 
 @st.composite
-def networks(draw, max_nodes: int = 6, max_bond: int = 4, max_leg: int = 5) -> Graph:
+def networks(draw: st.DrawFn, max_nodes: int = 6, max_bond: int = 4, max_leg: int = 5) -> Graph:
     """Random valid linear networks of any shape: trees and cycles of dense nodes, parallel bonds,
     hyperedges (an index on three or more nodes), input and output legs split over several nodes
     and shared by two, an index passing straight through, disconnected factors (a Kronecker
@@ -138,7 +141,7 @@ def networks(draw, max_nodes: int = 6, max_bond: int = 4, max_leg: int = 5) -> G
         attach("p", draw(st.integers(1, 3)), [draw(st.integers(0, n - 1))])
         legs["i"].append("p")
         legs["o"].append("p")
-    nodes: list = []
+    nodes: list[Node] = []
     for i, d in enumerate(inds):
         order = draw(st.permutations(list(d)))
         nodes.append(Dense(f"T{i}", tuple(order), tuple(d[x] for x in order), init="normal"))

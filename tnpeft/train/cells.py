@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import math
-import re
 import statistics
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,89 +22,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tnpeft.adapters import METHODS, check_hparams
-from tnpeft.adapters.specs import train_method
-from tnpeft.errors import AdapterFileError, ConfigError
+from tnpeft.errors import AdapterFileError
 from tnpeft.fileio import atomic_write_bytes, read_safetensors, tensors_to_bytes
 from tnpeft.nn import AdapterConfig, inject, load_adapter, save_adapter
 from tnpeft.nn.model import find_targets
+from tnpeft.train.compare_setup import AdapterSpec, Context
 from tnpeft.train.datasets import load_model
 from tnpeft.train.evaluation import evaluate, make_batch, model_device
 from tnpeft.train.loop import method_hooks
-
-PEFT_LORA = "peft_lora"
-PEFT_LORA_HPARAMS = {"r": 8, "alpha": 16, "dropout": 0.0}
-_BUILDER = re.compile(r"[A-Za-z_][\w.]*")
-_IDENT = re.compile(r"[A-Za-z_]\w*")
-
-
-@dataclass
-class AdapterSpec:
-    """A row of a comparison: ``label`` (the spec text), ``name`` (a method, ``module:function``, a
-    graph file or ``peft_lora``), its ``hparams`` and what :func:`inject` takes (``method``)."""
-
-    label: str
-    name: str
-    hparams: dict[str, Any] = field(default_factory=dict)
-    method: Any = None
-
-    @property
-    def is_peft(self) -> bool:
-        return self.name == PEFT_LORA
-
-
-def _split_items(text: str) -> list[str]:
-    """``a=1,b=[2,3]`` → ``["a=1", "b=[2,3]"]`` (commas inside brackets or quotes stay)."""
-    items, depth, cur, quote = [], 0, "", False
-    for ch in text:
-        if ch == '"':
-            quote = not quote
-        elif not quote and ch in "[{":
-            depth += 1
-        elif not quote and ch in "]}":
-            depth -= 1
-        if ch == "," and depth == 0 and not quote:
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    items.append(cur)
-    return [i for i in items if i.strip()]
-
-
-def parse_adapter_spec(text: Any) -> AdapterSpec:
-    """``NAME[:key=value,...]`` as an :class:`AdapterSpec`, checked (unknown adapters and
-    hyper-parameters are a :class:`ConfigError` naming the spec)."""
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"adapter spec {text!r}: expected NAME[:key=value,...], e.g. lora:r=8", field="adapters")
-    parts = text.split(":")
-    if (len(parts) >= 2 and parts[0] not in METHODS and parts[0] != PEFT_LORA and _BUILDER.fullmatch(parts[0])
-            and _IDENT.fullmatch(parts[1])):
-        name, rest = f"{parts[0]}:{parts[1]}", ":".join(parts[2:])
-    else:
-        name, rest = parts[0], ":".join(parts[1:])
-    hparams: dict[str, Any] = {}
-    for item in _split_items(rest):
-        k, eq, v = item.partition("=")
-        if not eq or not _IDENT.fullmatch(k.strip()):
-            raise ConfigError(f"adapter spec {text!r}: hyper-parameter {item!r} must be written key=value "
-                              "(e.g. lora:r=8,alpha=16)", field="adapters")
-        try:
-            hparams[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            hparams[k.strip()] = v
-    if name == PEFT_LORA:
-        bad = sorted(set(hparams) - set(PEFT_LORA_HPARAMS))
-        if bad:
-            raise ConfigError(f"adapter spec {text!r}: peft_lora takes {sorted(PEFT_LORA_HPARAMS)}, not {bad}",
-                              field="adapters")
-        return AdapterSpec(text, name, {**PEFT_LORA_HPARAMS, **hparams}, PEFT_LORA)
-    try:
-        method = train_method(name, hparams)
-        check_hparams(method, hparams)
-    except ConfigError as e:
-        raise ConfigError(f"adapter spec {text!r}: {e}", field="adapters") from None
-    return AdapterSpec(text, name, hparams, method)
+from tnpeft.train.train_config import effective_warmup
 
 
 def _rss() -> int | None:
@@ -139,6 +62,9 @@ class PeakRSS:
     """The process's resident memory, sampled every ``interval`` s in a thread: ``peak - start``
     in bytes (None where ``/proc/self/statm`` cannot be read)."""
 
+    start: int | None
+    peak: int | None
+
     def __init__(self, interval: float = 0.01):
         self.interval, self.start, self.peak = interval, None, None
         self._stop = threading.Event()
@@ -158,7 +84,7 @@ class PeakRSS:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -174,6 +100,9 @@ class PeakRSS:
 class PeakCUDA:
     """The CUDA allocator's peak while the block runs, above what was allocated when it began."""
 
+    start: int | None
+    peak: int | None
+
     def __init__(self, device: str):
         self.device, self.start, self.peak = torch.device(device), None, None
 
@@ -183,7 +112,7 @@ class PeakCUDA:
         torch.cuda.reset_peak_memory_stats(self.device)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         torch.cuda.synchronize(self.device)
         self.peak = torch.cuda.max_memory_allocated(self.device)
 
@@ -192,7 +121,7 @@ class PeakCUDA:
         return None if self.start is None or self.peak is None else self.peak - self.start
 
 
-def build_model(ctx: Any, spec: AdapterSpec, seed: int) -> tuple[nn.Module, Any, list[str]]:
+def build_model(ctx: Context, spec: AdapterSpec, seed: int) -> tuple[nn.Module, Any, list[str]]:
     """``(model, tokenizer, modules_to_save)``: the frozen model with ``spec``'s adapter, fresh for ``seed``."""
     loaded = load_model(ctx.model, ctx.task, num_labels=ctx.num_labels, seed=seed)
     targets = ctx.target_modules or loaded.target_modules
@@ -203,9 +132,9 @@ def build_model(ctx: Any, spec: AdapterSpec, seed: int) -> tuple[nn.Module, Any,
 
         names = find_targets(loaded.model, AdapterConfig("lora", targets, exclude_modules=excl))
         hp = spec.hparams
-        cfg = LoraConfig(r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"], target_modules=names,
-                         modules_to_save=loaded.modules_to_save or None)
-        return get_peft_model(loaded.model, cfg).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
+        lora = LoraConfig(r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"], target_modules=names,
+                          modules_to_save=loaded.modules_to_save or None)
+        return get_peft_model(loaded.model, lora).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
     cfg = AdapterConfig(spec.method, targets, exclude_modules=excl, modules_to_save=loaded.modules_to_save,
                         **spec.hparams)
     return inject(loaded.model, cfg).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
@@ -235,7 +164,7 @@ def save_trained(model: nn.Module, spec: AdapterSpec, d: Path) -> None:
         save_adapter(model, d / "adapter")
 
 
-def load_trained(ctx: Any, spec: AdapterSpec, seed: int, d: Path) -> tuple[nn.Module, Any]:
+def load_trained(ctx: Context, spec: AdapterSpec, seed: int, d: Path) -> tuple[nn.Module, Any]:
     """A fresh model with the cell's trained adapter (and head) loaded back (safetensors only)."""
     if not spec.is_peft:
         loaded = load_model(ctx.model, ctx.task, num_labels=ctx.num_labels, seed=seed + 1)  # head values from file
@@ -253,66 +182,128 @@ def load_trained(ctx: Any, spec: AdapterSpec, seed: int, d: Path) -> tuple[nn.Mo
     return model, tok
 
 
-def train_cell(ctx: Any, spec: AdapterSpec, lr: float, seed: int, d: Path, desc: str = "cell") -> dict[str, Any]:
+def train_cell(ctx: Context, spec: AdapterSpec, lr: float, seed: int, d: Path, desc: str = "cell") -> dict[str, Any]:
     """Train one cell with :func:`tnpeft.train.fit`'s recipe (AdamW, linear warm-up and decay, the data
     order and random state of every step a function of the seed and step), evaluate it on the
-    validation split, save the adapter into ``d`` and return its record (without test metrics)."""
+    validation split, save the adapter into ``d`` and return its record (without test metrics).
+
+    With ``ctx.eval_every`` the validation split is also evaluated every that many steps (the record's
+    ``val_curve``); with ``ctx.patience`` as well, training stops once that many evaluations in a row
+    brought no improvement, and the cell keeps the values of its best evaluation (early stopping)."""
     model, tok, to_save = build_model(ctx, spec, seed)
     adapter_params, head_params = parameter_counts(model, to_save)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=ctx.weight_decay)
-    spe = math.ceil(len(ctx.train) / ctx.batch_size)
-    total = ctx.steps or ctx.epochs * spe
-    hooks = {} if spec.is_peft else method_hooks(model, total)
-    for hook in hooks.values():
-        hook.attach(opt)
-    warm = ctx.warmup_steps
-    losses: list[float] = []
-    times: list[float] = []
-    diverged = None
-    model.train()
-    bar = tqdm(total=total, desc=desc, leave=False, disable=not ctx.progress, unit="step")
+    run = _CellRun(ctx, spec, model, tok, lr, seed)
     with (PeakCUDA(ctx.device) if str(ctx.device).startswith("cuda") else PeakRSS()) as mem:
-        for step in range(total):
-            t0 = time.perf_counter()
-            epoch, i = divmod(step, spe)
-            order = torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-            idx = order[i * ctx.batch_size:(i + 1) * ctx.batch_size].tolist()
-            torch.manual_seed(seed * 1_000_003 + step)
-            for g in opt.param_groups:
-                g["lr"] = lr * (min(1.0, (step + 1) / warm) if warm else 1.0) * max(0.0, 1.0 - step / total)
-            loss = model(**make_batch(ctx.task, ctx.train, idx, tok, ctx.max_length, model_device(model)))["loss"]
-            if not torch.isfinite(loss):
-                diverged = step + 1
-                break
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            times.append(time.perf_counter() - t0)
-            bar.update()
-    bar.close()
-    for hook in hooks.values():
-        hook.detach()
+        run.train(desc)
     record: dict[str, Any] = {
-        "adapter": spec.label, "name": spec.name, "hparams": spec.hparams, "lr": lr, "seed": seed, "steps": total,
+        "adapter": spec.label, "name": spec.name, "hparams": spec.hparams, "lr": lr, "seed": seed, "steps": run.total,
+        "warmup_steps": run.warmup, "steps_run": len(run.losses), "stopped_early_at": run.stopped_at,
         "adapter_parameters": adapter_params, "head_parameters": head_params,
         "trainable_parameters": adapter_params + head_params,
-        "step_seconds_median": statistics.median(times) if times else None,
-        "train_seconds": sum(times), "peak_memory_mb": None if mem.above_start is None else mem.above_start / 2**20,
-        "train_loss": losses, "diverged_at_step": diverged, "val": None}
-    if diverged is None:
+        "step_seconds_median": statistics.median(run.times) if run.times else None,
+        "train_seconds": sum(run.times), "peak_memory_mb": None if mem.above_start is None else mem.above_start / 2**20,
+        "train_loss": run.losses, "diverged_at_step": run.diverged, "val": None, "val_curve": run.curve}
+    if run.diverged is None:
         t0 = time.perf_counter()
+        if run.best is not None:              # early stopping: the best evaluation's values
+            run.restore_best()
+            record["best_step"] = run.best[0]
         record["val"] = evaluate(model, tok, ctx.val, ctx.task, ctx.eval_batch_size, ctx.max_length,
                                  progress=False)
         record["val_eval_seconds"] = time.perf_counter() - t0
         save_trained(model, spec, d)
-    del model, opt
+    del model, run
     _trim()
     return record
 
 
-def warm_up(ctx: Any, spec: AdapterSpec) -> None:
+class _CellRun:
+    """The training steps of one cell, its periodic validation and early stopping."""
+
+    def __init__(self, ctx: Context, spec: AdapterSpec, model: nn.Module, tok: Any, lr: float, seed: int):
+        self.ctx, self.model, self.tok, self.lr, self.seed = ctx, model, tok, lr, seed
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = named
+        self.opt = torch.optim.AdamW([p for _, p in named], lr=lr, weight_decay=ctx.weight_decay)
+        self.spe = math.ceil(len(ctx.train) / ctx.batch_size)
+        self.total = ctx.steps or ctx.epochs * self.spe
+        self.hooks = {} if spec.is_peft else method_hooks(model, self.total)
+        for hook in self.hooks.values():
+            hook.attach(self.opt)
+        self.warmup = effective_warmup(ctx.warmup_steps, self.total, ctx.warmup_fraction)
+        self.losses: list[float] = []
+        self.times: list[float] = []
+        self.curve: list[dict[str, Any]] = []
+        self.diverged: int | None = None
+        self.stopped_at: int | None = None
+        self.best: tuple[int, float, dict[str, torch.Tensor]] | None = None
+        self.since_best = 0
+
+    def train(self, desc: str) -> None:
+        ctx, model, opt, total = self.ctx, self.model, self.opt, self.total
+        model.train()
+        bar = tqdm(total=total, desc=desc, leave=False, disable=not ctx.progress, unit="step")
+        for step in range(total):
+            t0 = time.perf_counter()
+            epoch, i = divmod(step, self.spe)
+            order = torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            idx = order[i * ctx.batch_size:(i + 1) * ctx.batch_size].tolist()
+            torch.manual_seed(self.seed * 1_000_003 + step)
+            warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+            for g in opt.param_groups:
+                g["lr"] = self.lr * warm * max(0.0, 1.0 - step / total)
+            loss = model(**make_batch(ctx.task, ctx.train, idx, self.tok, ctx.max_length, model_device(model)))["loss"]
+            if not torch.isfinite(loss):
+                self.diverged = step + 1
+                break
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            self.losses.append(loss.item())
+            self.times.append(time.perf_counter() - t0)
+            bar.update()
+            done = step + 1
+            if ctx.eval_every and done % ctx.eval_every == 0 and done < total and self._validate(done):
+                self.stopped_at = done
+                break
+        bar.close()
+        for hook in self.hooks.values():
+            hook.detach()
+
+    def _validate(self, step: int) -> bool:
+        """Evaluate the validation split at ``step``; ``True`` when early stopping says stop."""
+        ctx = self.ctx
+        m = evaluate(self.model, self.tok, ctx.val, ctx.task, ctx.eval_batch_size, ctx.max_length, progress=False)
+        self.curve.append({"step": step, **m})
+        self.model.train()
+        if not ctx.patience:
+            return False
+        key = "accuracy" if ctx.task == "classification" else "perplexity"
+        score = m[key] if ctx.task == "classification" else -m[key]
+        if self.best is None or score > self.best[1]:
+            self.best = (step, score, {n: p.detach().clone() for n, p in self.params})
+            self.since_best = 0
+            return False
+        self.since_best += 1
+        return self.since_best >= ctx.patience
+
+    def restore_best(self) -> None:
+        """Put the values of the best evaluation back, unless the end of training is better: the
+        last state is evaluated against it first."""
+        assert self.best is not None
+        ctx = self.ctx
+        m = evaluate(self.model, self.tok, ctx.val, ctx.task, ctx.eval_batch_size, ctx.max_length, progress=False)
+        key = "accuracy" if ctx.task == "classification" else "perplexity"
+        score = m[key] if ctx.task == "classification" else -m[key]
+        if score >= self.best[1]:
+            self.best = (len(self.losses), score, {})
+            return
+        with torch.no_grad():
+            for n, p in self.params:
+                p.copy_(self.best[2][n])
+
+
+def warm_up(ctx: Context, spec: AdapterSpec) -> None:
     """One forward and backward pass of ``spec`` on a training batch, thrown away: torch's one-time
     start-up allocations then fall before the first measured cell instead of inside it."""
     model, tok, _ = build_model(ctx, spec, 0)
@@ -322,7 +313,7 @@ def warm_up(ctx: Any, spec: AdapterSpec) -> None:
     _trim()
 
 
-def evaluate_test(ctx: Any, spec: AdapterSpec, seed: int, d: Path) -> dict[str, Any]:
+def evaluate_test(ctx: Context, spec: AdapterSpec, seed: int, d: Path) -> dict[str, Any]:
     """The test metrics of a finished cell, from its saved adapter (after selection)."""
     model, tok = load_trained(ctx, spec, seed, d)
     t0 = time.perf_counter()

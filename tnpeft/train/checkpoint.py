@@ -31,7 +31,7 @@ _HOOK = "hook."   # tensor keys of training hooks: hook.<adapter name>.<key>
 STATE_NAME, OPT_META_NAME, OPT_TENSORS_NAME = "trainer_state.json", "optimizer.json", "optimizer.safetensors"
 
 
-def optimizer_to_files(opt: torch.optim.Optimizer, names: list[str]) -> tuple[dict, dict[str, torch.Tensor]]:
+def optimizer_to_files(opt: torch.optim.Optimizer, names: list[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """An optimizer's state as ``(JSON-ready meta, tensors)``; ``names`` are its parameters' names."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -131,7 +131,7 @@ def _check_optimizer(meta: Any, tensors: dict[str, torch.Tensor], names: list[st
     return state
 
 
-def optimizer_from_files(opt: torch.optim.Optimizer, names: list[str], meta: dict, tensors: dict[str, torch.Tensor],
+def optimizer_from_files(opt: torch.optim.Optimizer, names: list[str], meta: dict[str, Any], tensors: dict[str, torch.Tensor],
                          source: str | Path) -> None:
     """Restore what :func:`optimizer_to_files` returned into ``opt`` (checked first)."""
     params = [p for g in opt.param_groups for p in g["params"]]

@@ -17,287 +17,239 @@ adapters saved by the cells — so nothing is ever selected on the test set. Eve
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import platform
-import re
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, cast
 
 import torch
 from tqdm.auto import tqdm
 
-from tnpeft.adapters.methods import DEFAULT_LEARNING_RATE, METHODS
 from tnpeft.errors import ConfigError
-from tnpeft.fileio import atomic_write_json, ensure_dir, read_json
-from tnpeft.train.cells import AdapterSpec, evaluate_test, parse_adapter_spec, train_cell, warm_up
-from tnpeft.train.datasets import ClassificationData, LMData, infer_task, load_classification, load_lm, load_model
+from tnpeft.fileio import atomic_write_json, ensure_dir
+from tnpeft.train.cells import evaluate_test, train_cell, warm_up
+from tnpeft.train.compare_setup import (
+    AdapterSpec,
+    Context,
+    cell_dir,
+    check_lrs,
+    check_positive,
+    config_hash,
+    default_lrs,
+    learning_rate_grid,
+    load_splits,
+    lr_centre,
+    mean_std,
+    parse_adapter_spec,
+    parse_lr_grid,
+    read_done,
+    select_lr,
+)
+from tnpeft.train.datasets import infer_task
 from tnpeft.train.evaluation import resolve_device
 from tnpeft.train.loop import TrainingInterrupted
-from tnpeft.train.pareto import format_table, plot_compare_curves, plot_pareto
+from tnpeft.train.pareto import plot_compare_curves, plot_pareto
+from tnpeft.train.train_config import MAX_SEED
 
 PROTOCOLS = ("grid", "tune-then-seeds")
-def lr_centre(spec: AdapterSpec, centres: dict[str, float] | None = None) -> float:
-    """The centre of a spec's default grid: ``centres[name]`` if given, else the registered
-    method's ``learning_rate`` (peft's LoRA: LoRA's), else :data:`DEFAULT_LEARNING_RATE`."""
-    if centres and spec.name in centres:
-        return float(centres[spec.name])
-    name = "lora" if spec.is_peft else spec.name
-    method = METHODS.get(name)
-    return method.learning_rate if method is not None else DEFAULT_LEARNING_RATE
-
-
-def default_lrs(spec: AdapterSpec, centres: dict[str, float] | None = None) -> list[float]:
-    """The default grid of a spec: its centre (:func:`lr_centre`) ÷ 3, × 1, × 3 (two significant
-    digits)."""
-    c = lr_centre(spec, centres)
-    return [float(f"{c / 3:.2g}"), c, float(f"{c * 3:.2g}")]
-
-
-def _check_lrs(lrs: Any, where: str) -> list[float]:
-    if not isinstance(lrs, (list, tuple)) or not lrs:
-        raise ConfigError(f"{where}: the learning-rate grid is empty; give at least one rate, e.g. 1e-3",
-                          field="lrs")
-    for v in lrs:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"{where}: learning rate {v!r} must be a positive finite number", field="lrs")
-    return sorted({float(v) for v in lrs})
-
-
-def parse_lr_grid(items: list[str]) -> dict[str, list[float]]:
-    """``["quantum_peft=1e-3,3e-3", "lora:r=1=1e-3"]`` → ``{key: rates}`` (the key: an adapter's
-    spec text or its method name; the rates follow the last ``=``)."""
-    out: dict[str, list[float]] = {}
-    for item in items:
-        key, eq, vals = item.rpartition("=")
-        try:
-            rates = [float(v) for v in vals.split(",") if v.strip()]
-        except ValueError:
-            rates = None
-        if not eq or not key or rates is None:
-            raise ConfigError(f"--lr-grid {item!r}: expected ADAPTER=LR,LR,... (e.g. quantum_peft=1e-3,3e-3)",
-                              field="lr_grid")
-        out[key] = _check_lrs(rates, f"--lr-grid {item!r}")
-    return out
-
-
-@dataclass
-class Context:
-    """What every cell shares: the model, the splits, the budget (read by :mod:`tnpeft.train.cells`)."""
-
-    model: str
-    task: str
-    train: Any
-    val: Any
-    test: Any
-    num_labels: int
-    steps: int | None
-    epochs: int
-    batch_size: int
-    max_length: int
-    target_modules: Any = None
-    exclude_modules: list[str] | None = None
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    eval_batch_size: int = 128
-    progress: bool = True
-    device: str = "cpu"
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-
-
-def select_lr(val_by_lr: dict[float, list[float | None]], maximize: bool) -> float | None:
-    """The learning rate of the best validation mean (a rate with a diverged seed, ``None``, is not
-    selectable); ties go to the smaller rate. ``None`` when every rate diverged."""
-    ok = {lr: statistics.fmean(v) for lr, v in val_by_lr.items() if v and all(x is not None for x in v)}
-    if not ok:
-        return None
-    return min(ok, key=lambda lr: ((-ok[lr] if maximize else ok[lr]), lr))
-
-
-def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (0 for one value; None for none)."""
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
-def _load_splits(data: str, task: str, model: str, train_size: int | None, val_size: int, test_size: int,
-                 max_length: int, text_column: str, label_column: str) -> tuple[Any, Any, Any, int]:
-    """Train / validation / test, disjoint and the same for every cell: the held-out rows of a fixed
-    shuffle (or the last blocks of a text) are cut into validation then test."""
-    held = val_size + test_size
-    if task == "classification":
-        tr, ho = load_classification(data, text_column=text_column, label_column=label_column,
-                                     train_size=train_size, test_size=held, seed=0)
-        if len(ho) < held:
-            raise ConfigError(f"{data}: {len(ho)} held-out rows, fewer than --val-size + --test-size = {held}",
-                              field="test_size")
-        cut = lambda a, b: ClassificationData(ho.texts[a:b], ho.labels[a:b], ho.label_names)  # noqa: E731
-        return tr, cut(0, val_size), cut(val_size, held), len(tr.label_names)
-    tok = load_model(model, task).tokenizer
-    tr, ho = load_lm(data, tok, block=max_length, text_column=text_column, train_size=train_size, test_size=held)
-    if len(ho) < held or len(tr) == 0:
-        raise ConfigError(f"{data}: the text makes {len(tr) + len(ho)} blocks of {max_length} tokens, too few for "
-                          f"--val-size + --test-size = {held} held-out blocks and a training set", field="test_size")
-    return tr, LMData(ho.blocks[:val_size]), LMData(ho.blocks[val_size:held]), 0
-
-
-def _pos_int(name: str, v: Any, allow_none: bool = False) -> None:
-    if allow_none and v is None:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}", field=name)
-
-
-def _cell_dir(out: Path, spec: AdapterSpec, lr: float, seed: int) -> Path:
-    slug = re.sub(r"[^\w.=,+-]+", "_", spec.label)[:60]
-    tag = hashlib.sha256(spec.label.encode()).hexdigest()[:6]
-    return out / "cells" / f"{slug}-{tag}" / f"lr={lr:g}" / f"seed={seed}"
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _read_done(path: Path, want: str) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    rec = read_json(path, "comparison cell", error=lambda m: ConfigError(m, field="out"))
-    if not isinstance(rec, dict) or rec.get("config_hash") != want:
-        raise ConfigError(f"{path} belongs to a comparison with other settings (model, data, split, budget or "
-                          "adapter); use another --out or delete that folder", field="out")
-    return rec
+__all__ = ["compare", "summarize", "PROTOCOLS", "default_lrs", "lr_centre", "parse_lr_grid", "select_lr",
+           "check_lrs", "Context"]
 
 
 def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets", lrs: list[float] | None = None,
-            lr_grid: dict[str, list[float]] | None = None, lr_centres: dict[str, float] | None = None, seeds: list[int] = (0, 1, 2), steps: int | None = None,
-            epochs: int | None = None, train_size: int | None = None, val_size: int = 2000, test_size: int = 2000,
+            lr_grid: dict[str, list[float]] | None = None, lr_centres: dict[str, float] | None = None,
+            seeds: Sequence[int] = (0, 1, 2), steps: int | None = None, epochs: int | None = None,
+            train_size: int | None = 2000, val_size: int = 500, test_size: int = 500,
             batch_size: int = 32, max_length: int = 48, protocol: str = "grid", out: str | Path = "runs/compare",
             task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
             text_column: str = "text", label_column: str = "label", warmup_steps: int = 20,
-            progress: bool = True, quiet: bool = False, device: str | None = None) -> dict[str, Any]:
-    """Compare ``adapters`` (spec texts, see :func:`tnpeft.train.cells.parse_adapter_spec`) on
+            warmup_fraction: float = 0.1, eval_every: int = 0, patience: int = 0, progress: bool = True,
+            device: str | None = None) -> dict[str, Any]:
+    """Compare ``adapters`` (spec texts, see :func:`tnpeft.train.compare_setup.parse_adapter_spec`) on
     ``data`` with ``model``; write ``results.json``, ``pareto.png`` and ``curves.png`` into ``out``
     and return the results. Rerunning with the same arguments resumes (finished cells are skipped).
 
-    Without ``lrs`` or an ``lr_grid`` entry an adapter's grid is centred on ``lr_centres[method]``
-    (``tnpeft compare`` passes the demo's rates, :data:`tnpeft.cli.demo.DEMO_LR_CENTRES`)."""
+    Without ``lrs`` or an ``lr_grid`` entry an adapter's grid is centred on ``lr_centres[method]``,
+    else on the method's registered learning rate (:func:`tnpeft.train.compare_setup.lr_centre`).
+    Every cell warms up linearly over ``warmup_steps``, at most ``warmup_fraction`` of its run. With
+    ``eval_every`` each cell records a validation curve; with ``patience`` as well it stops once that
+    many evaluations in a row brought no improvement and keeps its best values (the same patience
+    for every row).
+    ``result["notes"]`` says where the data fell short of the sizes asked for, which adapters chose
+    a rate at the edge of their grid, and whether one seed makes the spread a binomial error;
+    ``tnpeft.cli.tables.compare_table(result)`` lays the result out as the command line's table."""
+    specs, seeds = _check_arguments(adapters, protocol, seeds, steps, epochs, train_size, val_size, test_size,
+                                    batch_size, max_length)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must be a non-negative integer, got {warmup_steps!r}", field="warmup_steps")
+    if isinstance(warmup_fraction, bool) or not isinstance(warmup_fraction, (int, float)) or \
+            not 0 < warmup_fraction <= 1:
+        raise ConfigError(f"--warmup-fraction must be in (0, 1], got {warmup_fraction!r}", field="warmup_fraction")
+    for name, v in (("eval_every", eval_every), ("patience", patience)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a non-negative integer, got {v!r}", field=name)
+    if patience and not eval_every:
+        raise ConfigError("--patience needs --eval-every: early stopping watches the validation curve",
+                          field="patience")
+    dev = resolve_device(device)
+    grid = learning_rate_grid(specs, lrs, lr_grid, lr_centres)
+    out = ensure_dir(out, "--out folder")
+    task = task or infer_task(data)
+    t_all = time.perf_counter()
+    train, val, test, num_labels = load_splits(data, task, model, train_size, val_size, test_size, max_length,
+                                               text_column, label_column)
+    fp = {"model": model, "data": str(data), "task": task, "train_size": len(train), "val_size": val_size,
+          "test_size": test_size, "steps": steps, "epochs": epochs, "batch_size": batch_size,
+          "max_length": max_length, "target_modules": target_modules, "exclude_modules": exclude_modules,
+          "text_column": text_column, "label_column": label_column, "warmup_steps": warmup_steps,
+          "warmup_fraction": warmup_fraction, "eval_every": eval_every, "patience": patience}
+    ctx = Context(model, task, train, val, test, num_labels, steps, epochs or 1, batch_size, max_length,
+                  target_modules, exclude_modules, warmup_steps, warmup_fraction, eval_every, patience,
+                  progress=progress, fingerprint=fp)
+    ctx.device = str(dev)
+    runner = _Cells(ctx, specs, grid, seeds, protocol, out)
+    runner.run()
+    notes = [] if train_size is None or len(train) >= train_size else [
+        f"--train-size {train_size:,}: the data holds {len(train):,} training rows after the {val_size + test_size:,} "
+        "held out (rows with an empty text or label are skipped); every cell trained on those"]
+    return _results(runner, model, data, t_all, notes)
+
+
+def _check_arguments(adapters: list[str], protocol: str, seeds: Any, steps: Any, epochs: Any, train_size: Any,
+                     val_size: Any, test_size: Any, batch_size: Any, max_length: Any) -> tuple[list[AdapterSpec],
+                                                                                              list[int]]:
+    """The specs and seeds, every argument checked before anything is loaded."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}", field="protocol")
     if not adapters:
         raise ConfigError("--adapters: give at least one adapter spec, e.g. lora:r=8", field="adapters")
-    dev = resolve_device(device)
     specs = [parse_adapter_spec(a) for a in adapters]
     dup = sorted({s.label for s in specs if [t.label for t in specs].count(s.label) > 1})
     if dup:
         raise ConfigError(f"--adapters names {dup} twice", field="adapters")
     seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or \
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds) or \
             len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {seeds!r}: expected distinct non-negative integers", field="seeds")
+        raise ConfigError(f"--seeds {seeds!r}: expected distinct integers from 0 to {MAX_SEED:,}", field="seeds")
     if (steps is None) == (epochs is None):
         raise ConfigError("give one training budget for every cell: --steps N or --epochs E", field="steps")
     for name, v, opt in (("steps", steps, True), ("epochs", epochs, True), ("train_size", train_size, True),
                          ("val_size", val_size, False), ("test_size", test_size, False),
                          ("batch_size", batch_size, False), ("max_length", max_length, False)):
-        _pos_int(name, v, opt)
-    grid = {s.label: default_lrs(s, lr_centres) for s in specs}
-    if lrs is not None:
-        lrs = _check_lrs(lrs, "--lrs")
-        grid = {k: list(lrs) for k in grid}
-    for key, rates in (lr_grid or {}).items():
-        hit = [s for s in specs if key in (s.label, s.name)]
-        if not hit:
-            raise ConfigError(f"--lr-grid {key!r} names no adapter of --adapters ({', '.join(grid)})", field="lr_grid")
-        for s in hit:
-            if key == s.label or not any(k == s.label for k in lr_grid or {}):
-                grid[s.label] = _check_lrs(rates, f"--lr-grid {key!r}")
-    out = ensure_dir(out, "--out folder")
-    task = task or infer_task(data)
-    t_all = time.perf_counter()
-    train, val, test, num_labels = _load_splits(data, task, model, train_size, val_size, test_size, max_length,
-                                                text_column, label_column)
-    fp = {"model": model, "data": str(data), "task": task, "train_size": len(train), "val_size": val_size,
-          "test_size": test_size, "steps": steps, "epochs": epochs, "batch_size": batch_size,
-          "max_length": max_length, "target_modules": target_modules, "exclude_modules": exclude_modules,
-          "text_column": text_column, "label_column": label_column, "warmup_steps": warmup_steps}
-    ctx = Context(model, task, train, val, test, num_labels, steps, epochs or 1, batch_size, max_length,
-                  target_modules, exclude_modules, warmup_steps, progress=progress, fingerprint=fp)
-    ctx.device = str(dev)
-    maximize = task == "classification"
-    key = "accuracy" if maximize else "perplexity"
-    first = {s.label: [(lr, sd) for lr in grid[s.label] for sd in (seeds if protocol == "grid" else seeds[:1])]
-             for s in specs}
-    n_cells = sum(len(v) for v in first.values()) + (len(specs) * (len(seeds) - 1) if protocol != "grid" else 0)
-    bar = tqdm(total=n_cells + len(specs) * len(seeds), desc="compare", unit="cell", disable=not progress)
-    cells: dict[tuple[str, float, int], dict[str, Any]] = {}
-    done = 0
-    warm = [False]
+        check_positive(name, v, opt)
+    return specs, seeds
 
-    def run(spec: AdapterSpec, lr: float, seed: int) -> None:
-        nonlocal done
-        d = _cell_dir(out, spec, lr, seed)
-        h = _hash({**fp, "adapter": spec.label, "hparams": spec.hparams, "lr": lr, "seed": seed})
-        rec = _read_done(d / "cell.json", h)
+
+class _Cells:
+    """The training cells of a comparison: each trained once (or read back from its ``cell.json``),
+    the learning rate selected on validation, then the test split of the selected cells."""
+
+    def __init__(self, ctx: Context, specs: list[AdapterSpec], grid: dict[str, list[float]], seeds: list[int],
+                 protocol: str, out: Path):
+        self.ctx, self.specs, self.grid, self.seeds, self.protocol, self.out = ctx, specs, grid, seeds, protocol, out
+        self.maximize = ctx.task == "classification"
+        self.key = "accuracy" if self.maximize else "perplexity"
+        self.metrics = ("accuracy", "macro_f1") if self.maximize else ("perplexity", "loss")
+        self.first = {s.label: [(lr, sd) for lr in grid[s.label] for sd in (seeds if protocol == "grid" else seeds[:1])]
+                      for s in specs}
+        self.n_cells = sum(len(v) for v in self.first.values()) + (
+            len(specs) * (len(seeds) - 1) if protocol != "grid" else 0)
+        self.cells: dict[tuple[str, float, int], dict[str, Any]] = {}
+        self.selection: dict[str, dict[str, Any]] = {}
+        self.done = 0
+        self.warm = False
+        self.bar: Any = None
+
+    def run(self) -> None:
+        self.bar = tqdm(total=self.n_cells + len(self.specs) * len(self.seeds), desc="compare", unit="cell",
+                        disable=not self.ctx.progress)
+        try:
+            for spec in self.specs:
+                self._tune(spec)
+                # the test split: only the selected rate's cells, once the selection is made — so a long
+                # comparison finishes its rows one by one, each row's records complete
+                self._test(spec)
+        except KeyboardInterrupt:
+            self.bar.close()
+            raise TrainingInterrupted(f"interrupted after {self.done} of {self.n_cells} cells; finished cells are "
+                                      f"saved in {self.out} — run the same command again to resume",
+                                      self.done) from None
+        self.bar.close()
+
+    def _cell(self, spec: AdapterSpec, lr: float, seed: int) -> None:
+        d = cell_dir(self.out, spec, lr, seed)
+        fp = self.ctx.fingerprint
+        h = config_hash({**fp, "adapter": spec.label, "hparams": spec.hparams, "lr": lr, "seed": seed})
+        rec = read_done(d / "cell.json", h, self.metrics)
         if rec is None:
-            bar.set_postfix_str(f"{spec.label} lr={lr:g} seed={seed}")
-            if not warm[0]:
-                warm_up(ctx, spec)
-                warm[0] = True
-            rec = train_cell(ctx, spec, lr, seed, d, desc=f"{spec.label} lr={lr:g} s{seed}")
+            self.bar.set_postfix_str(f"{spec.label} lr={lr:g} seed={seed}")
+            if not self.warm:
+                warm_up(self.ctx, spec)
+                self.warm = True
+            rec = train_cell(self.ctx, spec, lr, seed, d, desc=f"{spec.label} lr={lr:g} s{seed}")
             rec.update(config_hash=h, config={**fp, "lr": lr, "seed": seed})
             atomic_write_json(d / "cell.json", rec)
         rec["dir"] = str(d)
-        cells[(spec.label, lr, seed)] = rec
-        done += 1
-        bar.update()
+        self.cells[(spec.label, lr, seed)] = rec
+        self.done += 1
+        self.bar.update()
 
-    def choose(spec: AdapterSpec) -> dict[str, Any]:
+    def _tune(self, spec: AdapterSpec) -> None:
+        for lr, seed in self.first[spec.label]:
+            self._cell(spec, lr, seed)
+        self.selection[spec.label] = self._choose(spec)
+        if self.protocol != "grid" and self.selection[spec.label]["lr"] is not None:
+            for seed in self.seeds[1:]:
+                self._cell(spec, self.selection[spec.label]["lr"], seed)
+        elif self.protocol != "grid":
+            self.bar.update(len(self.seeds) - 1)
+
+    def _choose(self, spec: AdapterSpec) -> dict[str, Any]:
         by_lr: dict[float, list[float | None]] = {}
-        for (label, lr, _), rec in cells.items():
+        for (label, lr, _), rec in self.cells.items():
             if label == spec.label:
-                by_lr.setdefault(lr, []).append(rec["val"][key] if rec["val"] else None)
-        lr = select_lr(by_lr, maximize)
-        return {"lr": lr, "metric": f"val_{key}", "maximize": maximize,
-                "by_lr": {f"{r:g}": {"val_mean": (statistics.fmean(v) if all(x is not None for x in v) else None),
+                by_lr.setdefault(lr, []).append(rec["val"][self.key] if rec["val"] else None)
+        chosen = select_lr(by_lr, self.maximize)
+        rates = sorted(by_lr)
+        edge = None if chosen is None or len(rates) < 2 else "lowest" if chosen == rates[0] else \
+            "highest" if chosen == rates[-1] else None
+        return {"lr": chosen, "metric": f"val_{self.key}", "maximize": self.maximize, "edge": edge,
+                "by_lr": {f"{r:g}": {"val_mean": (statistics.fmean(cast(list[float], v)) if all(x is not None for x in v) else None),
                                      "seeds": len(v)} for r, v in sorted(by_lr.items())}}
 
-    selection: dict[str, dict[str, Any]] = {}
-    try:
-        for spec in specs:
-            for lr, seed in first[spec.label]:
-                run(spec, lr, seed)
-            selection[spec.label] = choose(spec)
-            if protocol != "grid" and selection[spec.label]["lr"] is not None:
-                for seed in seeds[1:]:
-                    run(spec, selection[spec.label]["lr"], seed)
-            elif protocol != "grid":
-                bar.update(len(seeds) - 1)
-        for spec in specs:   # the test split: only the selected rate's cells, after every selection
-            lr = selection[spec.label]["lr"]
-            for seed in seeds:
-                rec = cells.get((spec.label, lr, seed)) if lr is not None else None
-                if rec is not None and rec["val"] is not None:
-                    d = Path(rec["dir"])
-                    got = _read_done(d / "test.json", rec["config_hash"])
-                    if got is None:
-                        bar.set_postfix_str(f"test {spec.label} seed={seed}")
-                        got = {"config_hash": rec["config_hash"], "test": evaluate_test(ctx, spec, seed, d)}
-                        atomic_write_json(d / "test.json", got)
-                    rec["test"] = got["test"]
-                bar.update()
-    except KeyboardInterrupt:
-        bar.close()
-        raise TrainingInterrupted(f"interrupted after {done} of {n_cells} cells; finished cells are saved in {out} — "
-                                  "run the same command again to resume", done) from None
-    bar.close()
-    result = summarize(specs, cells, selection, seeds, key, maximize)
-    result.update(protocol=protocol, protocol_cells=n_cells, config=fp, lr_grid=grid, seeds=seeds,
+    def _test(self, spec: AdapterSpec) -> None:
+        lr = self.selection[spec.label]["lr"]
+        for seed in self.seeds:
+            rec = self.cells.get((spec.label, lr, seed)) if lr is not None else None
+            if rec is not None and rec["val"] is not None:
+                d = Path(rec["dir"])
+                got = read_done(d / "test.json", rec["config_hash"], self.metrics)
+                if got is None:
+                    self.bar.set_postfix_str(f"test {spec.label} seed={seed}")
+                    got = {"config_hash": rec["config_hash"], "test": evaluate_test(self.ctx, spec, seed, d)}
+                    atomic_write_json(d / "test.json", got)
+                rec["test"] = got["test"]
+            self.bar.update()
+
+
+def _results(runner: _Cells, model: str, data: str, t_all: float, notes: list[str]) -> dict[str, Any]:
+    """The summary, the notes, the machine, the plots and ``results.json``."""
+    ctx, out, key, seeds = runner.ctx, runner.out, runner.key, runner.seeds
+    result = summarize(runner.specs, runner.cells, runner.selection, seeds, key, runner.maximize, len(ctx.test))
+    for r in result["summary"]:
+        if r["lr_at_edge"]:
+            notes.append(f"{r['adapter']}: the selected rate {r['lr']:g} is the {r['lr_at_edge']} of its grid "
+                         f"{[float(f'{v:g}') for v in runner.grid[r['adapter']]]} — the best rate may lie beyond it; "
+                         "widen the grid (--lr-grid)")
+    if len(seeds) == 1:
+        notes.append("one seed: there is no spread over seeds; the ± of the accuracy is the test set's binomial "
+                     f"standard error (n = {len(ctx.test):,}), which says nothing of seed-to-seed variation")
+    result["notes"] = notes
+    result.update(protocol=runner.protocol, protocol_cells=runner.n_cells, config=ctx.fingerprint,
+                  lr_grid=runner.grid, seeds=seeds,
                   machine={"cpu_count": os.cpu_count(), "torch": torch.__version__, "device": ctx.device,
                            "platform": platform.platform(), "python": platform.python_version(),
                            "torch_threads": torch.get_num_threads()},
@@ -306,20 +258,22 @@ def compare(adapters: list[str], *, model: str = "minilm", data: str = "tweets",
                   wall_seconds=time.perf_counter() - t_all, out=str(out))
     result["pareto_plot"] = str(out / "pareto.png")
     result["curves_plot"] = str(out / "curves.png")
-    plot_pareto(result["summary"], out / "pareto.png", key, maximize, title=f"{Path(model).name} on "
-                f"{Path(str(data)).name}: test {key} vs adapter parameters\n(mean ± std over {len(seeds)} seed(s), "
-                f"learning rate chosen on validation, protocol {protocol})")
-    plot_compare_curves(result["summary"], cells, out / "curves.png")
+    spread = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else \
+        f"one seed: bars are the binomial standard error over {len(ctx.test):,} test examples"
+    plot_pareto(result["summary"], out / "pareto.png", key, runner.maximize, title=f"{Path(model).name} on "
+                f"{Path(str(data)).name}: test {key} vs adapter parameters\n({spread}, "
+                f"learning rate chosen on validation, protocol {runner.protocol})")
+    plot_compare_curves(result["summary"], runner.cells, out / "curves.png")
     atomic_write_json(out / "results.json", result)
-    if not quiet:
-        print(format_table(result))
     return result
 
 
 def summarize(specs: list[AdapterSpec], cells: dict[tuple[str, float, int], dict[str, Any]],
-              selection: dict[str, dict[str, Any]], seeds: list[int], key: str, maximize: bool) -> dict[str, Any]:
+              selection: dict[str, dict[str, Any]], seeds: list[int], key: str, maximize: bool,
+              n_test: int | None = None) -> dict[str, Any]:
     """Every cell (test metrics only on the selected ones), the selection, and per adapter the mean ±
-    std over seeds of the test metrics at the selected rate."""
+    std over seeds of the test metrics at the selected rate — and, for accuracies, the test set's
+    binomial standard error ``√(p(1−p)/n)`` (the only spread one seed has)."""
     rows = []
     for spec in specs:
         lr = selection[spec.label]["lr"]
@@ -327,6 +281,7 @@ def summarize(specs: list[AdapterSpec], cells: dict[tuple[str, float, int], dict
         any_cell = next(r for (lab, _, _), r in cells.items() if lab == spec.label)
         tested = [r["test"] for r in sel if r.get("test")]
         row: dict[str, Any] = {"adapter": spec.label, "name": spec.name, "hparams": spec.hparams, "lr": lr,
+                               "lr_at_edge": selection[spec.label].get("edge"),
                                "seeds": len(tested), "adapter_parameters": any_cell["adapter_parameters"],
                                "head_parameters": any_cell["head_parameters"],
                                "diverged_seeds": sum(r["val"] is None for r in sel)}
@@ -334,6 +289,11 @@ def summarize(specs: list[AdapterSpec], cells: dict[tuple[str, float, int], dict
         for m in metrics:
             row[f"test_{m}_mean"], row[f"test_{m}_std"] = mean_std([t[m] for t in tested])
             row[f"val_{m}_mean"], _ = mean_std([r["val"][m] for r in sel if r["val"]])
+        if maximize:
+            p = row["test_accuracy_mean"]
+            row["test_accuracy_se"] = None if p is None or not n_test else math.sqrt(p * (1 - p) / n_test)
+            if row["seeds"] == 1:
+                row["test_accuracy_std"] = row["test_macro_f1_std"] = None   # one seed has no spread over seeds
         steps = [r["step_seconds_median"] for r in sel if r["step_seconds_median"] is not None]
         mem = [r["peak_memory_mb"] for r in sel if r["peak_memory_mb"] is not None]
         row["step_seconds"] = statistics.median(steps) if steps else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,15 @@ def _split(n: int, test_size: int | float, seed: int) -> tuple[list[int], list[i
     return rest, test
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,4000}")
+
+
+def _label_order(s: str) -> tuple[bool, int, str]:
+    """Integers first, in numeric order (``"2"`` before ``"10"``), then every other label in text order."""
+    numeric = _INTEGER.fullmatch(s) is not None
+    return not numeric, int(s) if numeric else 0, s
+
+
 def load_classification(data: str, *, text_column: str = "text", label_column: str = "label",
                         train_size: int | None = None, test_size: int | float | None = None,
                         seed: int = 0) -> tuple[ClassificationData, ClassificationData]:
@@ -127,29 +137,32 @@ def load_classification(data: str, *, text_column: str = "text", label_column: s
     ``test_size``: held-out rows (an integer) or a fraction; by default 2,000 tweets for the built-in
     ``tweets``, and :data:`DEFAULT_TEST_FRACTION` of a file's rows, at most :data:`DEFAULT_TEST_CAP`."""
     if data == "tweets":
-        tr, te = tweet_sentiment(train_size, 2000 if test_size is None else int(test_size), seed)
+        train, test = tweet_sentiment(train_size, 2000 if test_size is None else int(test_size), seed)
         names = list(SENTIMENT_LABELS)
-        return ClassificationData(tr.texts, tr.labels, names), ClassificationData(te.texts, te.labels, names)
+        return ClassificationData(train.texts, train.labels, names), ClassificationData(test.texts, test.labels, names)
     rows = _rows(Path(data))
     texts = _column(rows, text_column, data, "text")
     raw = _column(rows, label_column, data, "label")
     keep = [i for i, (t, y) in enumerate(zip(texts, raw)) if isinstance(t, str) and t.strip() and y not in (None, "")]
     texts, raw = [texts[i].strip() for i in keep], [raw[i] for i in keep]
-    names = sorted({str(y) for y in raw}, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    names = sorted({str(y) for y in raw}, key=_label_order)
     if len(names) < 2:
         raise ConfigError(f"{data}: column {label_column!r} has {len(names)} distinct label(s); classification "
                           "needs at least two", field="label_column")
-    labels = [names.index(str(y)) for y in raw]
+    index = {name: i for i, name in enumerate(names)}        # one look-up per row: linear in the rows
+    labels = [index[str(y)] for y in raw]
     if test_size is None:
         test_size = max(1, min(round(DEFAULT_TEST_FRACTION * len(texts)), DEFAULT_TEST_CAP))
     tr, te = _split(len(texts), test_size, seed)
     if train_size is not None:
         tr = tr[:train_size]
-    pick = lambda idx: ClassificationData([texts[i] for i in idx], [labels[i] for i in idx], names)  # noqa: E731
+
+    def pick(idx: list[int]) -> ClassificationData:
+        return ClassificationData([texts[i] for i in idx], [labels[i] for i in idx], names)
     return pick(tr), pick(te)
 
 
-def load_lm(data: str, tokenizer, *, block: int = 128, text_column: str = "text", train_size: int | None = None,
+def load_lm(data: str, tokenizer: Any, *, block: int = 128, text_column: str = "text", train_size: int | None = None,
             test_size: int | float = 0.1, seed: int = 0) -> tuple[LMData, LMData]:
     """Token blocks of length ``block`` from a text; the last ``test_size`` (fraction or number of
     blocks) of the text is held out, so no test text is seen in training."""
@@ -175,7 +188,7 @@ def load_lm(data: str, tokenizer, *, block: int = 128, text_column: str = "text"
     return LMData(train), LMData(test)
 
 
-def _load_folder(path: Path, model: str, task: str):
+def _load_folder(path: Path, model: str, task: str) -> tuple[Any, Any]:
     """``(tokenizer, model)`` from a local folder: safetensors weights only (never a pickle), and every
     failure a :class:`ConfigError` naming the folder."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -236,9 +249,9 @@ def load_model(model: str, task: str, num_labels: int = 2, seed: int = 0) -> Loa
         base = lm if task == "causal_lm" else lm.model
         name = "SmolLM2-135M-Instruct"
     else:
-        path = Path(model)
-        tok, base = _load_folder(path, model, task)
-        name = path.name
+        folder = Path(model)
+        tok, base = _load_folder(folder, model, task)
+        name = folder.name
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if task == "causal_lm":

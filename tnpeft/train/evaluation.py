@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from tnpeft.errors import ConfigError
+from tnpeft.nn import adapter_config
+from tnpeft.nn.model import active_adapter_names
+
+#: the token length of an evaluation when neither the call nor the adapter's training says one
+DEFAULT_MAX_LENGTH = 48
 
 
 def macro_f1(pred: list[int], gold: list[int], n_classes: int) -> float:
@@ -22,7 +28,7 @@ def macro_f1(pred: list[int], gold: list[int], n_classes: int) -> float:
     return sum(f1s) / n_classes
 
 
-def make_batch(task: str, data, idx: list[int], tokenizer, max_length: int,
+def make_batch(task: str, data: Any, idx: list[int], tokenizer: Any, max_length: int,
                device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """The model inputs of examples ``idx`` (tokenized, padded, with labels), on ``device``."""
     if task == "classification":
@@ -61,10 +67,24 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def training_length(model: nn.Module) -> int | None:
+    """The ``max_length`` the model's active adapter(s) were trained with, if :func:`fit` recorded
+    one (and all agree)."""
+    found = {((adapter_config(model, n) or {}).get("training") or {}).get("max_length")
+             for n in active_adapter_names(model)}
+    found.discard(None)
+    return found.pop() if len(found) == 1 else None
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, tokenizer, data, task: str = "classification", batch_size: int = 128,
-             max_length: int = 48, desc: str = "eval", progress: bool = True) -> dict[str, float]:
-    """Classification: ``accuracy`` and ``macro_f1``; causal LM: ``loss`` and ``perplexity``."""
+def evaluate(model: nn.Module, tokenizer: Any, data: Any, task: str = "classification", batch_size: int = 128,
+             max_length: int | None = None, desc: str = "eval", progress: bool = True) -> dict[str, float]:
+    """Classification: ``accuracy`` and ``macro_f1``; causal LM: ``loss`` and ``perplexity``.
+
+    ``max_length`` (tokens per text or block) defaults to the length the model's active adapter was
+    trained with (:func:`fit` records it with the adapter), else :data:`DEFAULT_MAX_LENGTH`."""
+    if max_length is None:
+        max_length = training_length(model) or DEFAULT_MAX_LENGTH
     was_training = model.training
     device = model_device(model)
     model.eval()

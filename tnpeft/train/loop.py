@@ -29,6 +29,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from types import FrameType
 from typing import Any, Iterator
 
 import torch
@@ -38,13 +39,13 @@ from tqdm.auto import tqdm
 from tnpeft.adapters import METHODS, TrainingHook
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_json, ensure_dir
-from tnpeft.nn import adapter_method, save_adapter, tn_layers, trainable_parameters
+from tnpeft.nn import adapter_config, adapter_method, save_adapter, tn_layers, trainable_parameters
 from tnpeft.nn.model import active_adapter_names
 from tnpeft.train.checkpoint import Checkpoint
 from tnpeft.train.datasets import ClassificationData, LMData
 from tnpeft.train.evaluation import evaluate, macro_f1, make_batch, model_device
 from tnpeft.train.plots import moving_average, plot_curves, save_png
-from tnpeft.train.train_config import TASKS, TrainConfig
+from tnpeft.train.train_config import TASKS, TrainConfig, effective_warmup
 
 __all__ = ["fit", "method_hooks", "TrainingInterrupted", "DeferredInterrupt", "TrainConfig", "TASKS", "ClassificationData", "LMData",
            "evaluate", "macro_f1", "moving_average", "plot_curves", "save_png"]
@@ -70,7 +71,7 @@ class DeferredInterrupt:
         self._previous: Any = None
         self._installed = False
 
-    def _handler(self, signum, frame) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self._depth:
             self.pending = True
         else:
@@ -83,7 +84,7 @@ class DeferredInterrupt:
             self._installed = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
             self._installed = False
@@ -119,7 +120,7 @@ def method_hooks(model: nn.Module, total_step: int) -> dict[str, TrainingHook]:
 SMOOTHED = "loss (mean of last 20)"
 
 
-def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: str | Path, *,
+def fit(model: nn.Module, tokenizer: Any, train: Any, test: Any, config: TrainConfig, out_dir: str | Path, *,
         resume: bool = True, desc: str = "training", progress: bool = True, stop_after: int | None = None,
         run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model``'s trainable parameters on ``train`` and evaluate on ``test``.
@@ -132,125 +133,168 @@ def fit(model: nn.Module, tokenizer, train, test, config: TrainConfig, out_dir: 
 
     Raises :class:`TrainingInterrupted` when stopped early (after writing a checkpoint).
     """
-    config.check()
-    out = ensure_dir(out_dir, "output folder")
-    if len(train) == 0:
-        raise ConfigError("the training set is empty", field="train")
-    spe = math.ceil(len(train) / config.batch_size)
-    total = config.max_steps or config.epochs * spe
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ConfigError("the model has no trainable parameter; inject an adapter first", field="model")
-    merged = sorted({n for _, layer in tn_layers(model) for n in layer.merged_adapters if n in layer.active_adapters})
-    if merged:   # a merged adapter's forward is the frozen weight: it would get no gradient
-        raise ConfigError(f"adapter(s) {merged} are merged into the base weights and cannot be trained; unmerge them "
-                          "first (tnpeft.unmerge)", field="model")
-    names = [n for n, _ in named]
-    device = model_device(model)      # batches follow the model (CPU or GPU)
-    opt = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
-    hooks = method_hooks(model, total)
-    for hook in hooks.values():
-        hook.attach(opt)
-    fingerprint = {"config": asdict(config), "train_size": len(train), "test_size": len(test),
-                   "trainable": sum(p.numel() for _, p in named), "run": run_info or {}}
-    ckpt = Checkpoint(out)
-    history: dict[str, Any] = {"train_loss": [], "eval": [], "seconds": 0.0}
-    start = 0
-    found = ckpt.find() if resume else None
-    if found is not None:
-        state = ckpt.read_state(found, total)
-        if state["fingerprint"] != json.loads(json.dumps(fingerprint)):
-            raise ConfigError(f"{out} holds a checkpoint of a different run (other data, model or settings); use "
-                              "another output directory, or resume=False / --no-resume to start over",
-                              field="out")
-        state = ckpt.load(found, model, opt, names, hooks, total)
-        start, history = state["step"], state["history"]
-        if progress:
-            tqdm.write(f"resuming {desc} from step {start} of {total} ({found})")
-    elif not resume and ckpt.find() is not None:
-        for d in (ckpt.dir, ckpt.old):
-            if d.exists():
-                shutil.rmtree(d)
-
-    warmup = min(config.warmup_steps, total)       # a warmup longer than the run is clipped to it
-    if config.warmup_steps > total and progress and start == 0:
-        tqdm.write(f"note: --warmup-steps {config.warmup_steps} is longer than the run ({total} steps); warming up "
-                   f"over all {total} steps")
-
-    def lr_at(step: int) -> float:
-        warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
-        return config.lr * warm * max(0.0, 1.0 - step / total)
-
-    def save_ckpt(step: int) -> None:
-        ckpt.save(model, opt, names, hooks, {"step": step, "total": total, "history": history,
-                                                    "fingerprint": fingerprint})
-
-    def run_eval(step: int) -> dict[str, float]:
-        m = evaluate(model, tokenizer, test, config.task, config.eval_batch_size, config.max_length,
-                     desc=f"eval @ {step}", progress=progress)
-        history["eval"].append({"step": step, **m})
-        return m
-
+    run = _Run(model, tokenizer, train, test, config, out_dir, desc, progress, run_info)
+    start = run.restore(resume)
     with DeferredInterrupt() as guard:     # a Ctrl-C never splits an update from its record
-        bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, unit="step")
-        step = start
-        t0 = time.perf_counter()
+        bar = tqdm(total=run.total, initial=start, desc=desc, disable=not progress, unit="step")
         try:
-            evaluated = {e["step"] for e in history["eval"]}
-            if config.eval_every and start % config.eval_every == 0 and start < total and start not in evaluated:
-                run_eval(start)       # the starting point of the held-out curve (or one an interrupt cut short)
-            model.train()
-            for step in range(start, total):
-                epoch, i = divmod(step, spe)
-                order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
-                idx = order[i * config.batch_size:(i + 1) * config.batch_size].tolist()
-                torch.manual_seed(config.seed * 1_000_003 + step)       # dropout etc.: a function of the step
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step)
-                loss = model(**make_batch(config.task, train, idx, tokenizer, config.max_length, device))["loss"]
-                if not torch.isfinite(loss):
-                    raise ConfigError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "
-                                      f"rate (lr={config.lr})", field="lr")
-                loss.backward()
-                with guard.critical():             # the update and its record are one unit
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    history["train_loss"].append(loss.item())
-                recent = history["train_loss"][-20:]
-                bar.set_postfix({SMOOTHED: f"{sum(recent) / len(recent):.3f}"})
-                bar.update()
-                done = step + 1
-                if config.eval_every and done % config.eval_every == 0 and done < total:
-                    m = run_eval(done)
-                    bar.set_postfix({SMOOTHED: f"{sum(recent) / len(recent):.3f}",
-                                     **{f"eval_{k}": f"{v:.3f}" for k, v in m.items()}})
-                history["seconds"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                if stop_after is not None and done == stop_after and done < total:
-                    save_ckpt(done)
-                    raise TrainingInterrupted(f"stopped after step {done} of {total}; run again to resume", done)
-                if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total:
-                    save_ckpt(done)
+            run.train_steps(start, guard, bar, stop_after)
             bar.close()
-            if not history["eval"] or history["eval"][-1]["step"] != total:
-                run_eval(total)
-            save_ckpt(total)
-            save_adapter(model, out / "adapter")
+            run.finish()
         except KeyboardInterrupt:
-            done = len(history["train_loss"])
+            done = len(run.history["train_loss"])
             bar.close()
             with guard.critical(raise_after=False):    # a second Ctrl-C waits for this checkpoint
-                save_ckpt(done)
-            raise TrainingInterrupted(f"interrupted after step {done} of {total}; checkpoint written to "
-                                      f"{ckpt.dir} — run the same command again to resume", done) from None
-        counts = trainable_parameters(model)
+                run.save(done)
+            raise TrainingInterrupted(f"interrupted after step {done} of {run.total}; checkpoint written to "
+                                      f"{run.ckpt.dir} — run the same command again to resume", done) from None
+        return run.metrics()
+
+
+class _Run:
+    """One training run of :func:`fit`: its checks, optimizer, hooks and checkpoint, its steps and
+    its record (``history``: the training losses, the held-out evaluations, the seconds spent)."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, train: Any, test: Any, config: TrainConfig, out_dir: str | Path,
+                 desc: str, progress: bool, run_info: dict[str, Any] | None):
+        config.check()
+        self.out = ensure_dir(out_dir, "output folder")
+        if len(train) == 0:
+            raise ConfigError("the training set is empty", field="train")
+        self.model, self.tokenizer, self.train, self.test, self.config = model, tokenizer, train, test, config
+        self.desc, self.progress, self.run_info = desc, progress, run_info or {}
+        self.spe = math.ceil(len(train) / config.batch_size)
+        self.total = config.max_steps or config.epochs * self.spe
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ConfigError("the model has no trainable parameter; inject an adapter first", field="model")
+        merged = sorted({n for _, layer in tn_layers(model) for n in layer.merged_adapters
+                         if n in layer.active_adapters})
+        if merged:   # a merged adapter's forward is the frozen weight: it would get no gradient
+            raise ConfigError(f"adapter(s) {merged} are merged into the base weights and cannot be trained; unmerge "
+                              "them first (tnpeft.unmerge)", field="model")
+        self.names = [n for n, _ in named]
+        self.device = model_device(model)      # batches follow the model (CPU or GPU)
+        self.opt = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
+        self.hooks = method_hooks(model, self.total)
+        for hook in self.hooks.values():
+            hook.attach(self.opt)
+        self.fingerprint = {"config": asdict(config), "train_size": len(train), "test_size": len(test),
+                            "trainable": sum(p.numel() for _, p in named), "run": self.run_info}
+        self.ckpt = Checkpoint(self.out)
+        self.history: dict[str, Any] = {"train_loss": [], "eval": [], "seconds": 0.0}
+        # a warm-up longer than its fraction of the run is clipped to it
+        self.warmup = effective_warmup(config.warmup_steps, self.total, config.warmup_fraction)
+
+    def restore(self, resume: bool) -> int:
+        """Continue from this run's checkpoint (``resume``) or discard an old one; the first step."""
+        start = 0
+        found = self.ckpt.find() if resume else None
+        if found is not None:
+            state = self.ckpt.read_state(found, self.total)
+            if state["fingerprint"] != json.loads(json.dumps(self.fingerprint)):
+                raise ConfigError(f"{self.out} holds a checkpoint of a different run (other data, model or settings); "
+                                  "use another output directory, or resume=False / --no-resume to start over",
+                                  field="out")
+            state = self.ckpt.load(found, self.model, self.opt, self.names, self.hooks, self.total)
+            start, self.history = state["step"], state["history"]
+            if self.progress:
+                tqdm.write(f"resuming {self.desc} from step {start} of {self.total} ({found})")
+        elif not resume and self.ckpt.find() is not None:
+            for d in (self.ckpt.dir, self.ckpt.old):
+                if d.exists():
+                    shutil.rmtree(d)
+        if self.warmup < self.config.warmup_steps and self.progress and start == 0:
+            tqdm.write(f"note: --warmup-steps {self.config.warmup_steps} is more than {self.config.warmup_fraction:g} of "
+                       f"the run ({self.total} steps); warming up over {self.warmup} step(s)")
+        return start
+
+    def lr_at(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        return self.config.lr * warm * max(0.0, 1.0 - step / self.total)
+
+    def save(self, step: int) -> None:
+        self.ckpt.save(self.model, self.opt, self.names, self.hooks,
+                       {"step": step, "total": self.total, "history": self.history, "fingerprint": self.fingerprint})
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        c = self.config
+        m = evaluate(self.model, self.tokenizer, self.test, c.task, c.eval_batch_size, c.max_length,
+                     desc=f"eval @ {step}", progress=self.progress)
+        self.history["eval"].append({"step": step, **m})
+        return m
+
+    def step_loss(self, step: int) -> torch.Tensor:
+        """The loss of optimizer step ``step``: its batch (a function of the seed and the epoch) and its
+        random state (a function of the step), so that a resumed run repeats it exactly."""
+        c = self.config
+        epoch, i = divmod(step, self.spe)
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(c.seed * 7919 + epoch))
+        idx = order[i * c.batch_size:(i + 1) * c.batch_size].tolist()
+        torch.manual_seed(c.seed * 1_000_003 + step)       # dropout etc.: a function of the step
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(step)
+        loss: torch.Tensor = self.model(**make_batch(c.task, self.train, idx, self.tokenizer, c.max_length,
+                                                     self.device))["loss"]
+        if not torch.isfinite(loss):
+            raise ConfigError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "
+                              f"rate (lr={c.lr})", field="lr")
+        return loss
+
+    def train_steps(self, start: int, guard: DeferredInterrupt, bar: Any, stop_after: int | None) -> None:
+        c, history, total = self.config, self.history, self.total
+        t0 = time.perf_counter()
+        evaluated = {e["step"] for e in history["eval"]}
+        if c.eval_every and start % c.eval_every == 0 and start < total and start not in evaluated:
+            self.evaluate(start)       # the starting point of the held-out curve (or one an interrupt cut short)
+        self.model.train()
+        for step in range(start, total):
+            loss = self.step_loss(step)
+            loss.backward()
+            with guard.critical():             # the update and its record are one unit
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                history["train_loss"].append(loss.item())
+            recent = history["train_loss"][-20:]
+            bar.set_postfix({SMOOTHED: f"{sum(recent) / len(recent):.3f}"})
+            bar.update()
+            done = step + 1
+            if c.eval_every and done % c.eval_every == 0 and done < total:
+                m = self.evaluate(done)
+                bar.set_postfix({SMOOTHED: f"{sum(recent) / len(recent):.3f}",
+                                 **{f"eval_{k}": f"{v:.3f}" for k, v in m.items()}})
+            history["seconds"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if stop_after is not None and done == stop_after and done < total:
+                self.save(done)
+                raise TrainingInterrupted(f"stopped after step {done} of {total}; run again to resume", done)
+            if c.checkpoint_every and done % c.checkpoint_every == 0 and done < total:
+                self.save(done)
+
+    def finish(self) -> None:
+        """The last evaluation, the final checkpoint and the adapter (which records the task and token
+        length it was trained with, so that evaluations default to them)."""
+        if not self.history["eval"] or self.history["eval"][-1]["step"] != self.total:
+            self.evaluate(self.total)
+        self.save(self.total)
+        for name in active_adapter_names(self.model):
+            record = adapter_config(self.model, name)
+            if record is not None:
+                record["training"] = {"task": self.config.task, "max_length": self.config.max_length}
+        save_adapter(self.model, self.out / "adapter")
+
+    def metrics(self) -> dict[str, Any]:
+        """The run's metrics (also written to ``metrics.json``, with the curves in ``curves.png``)."""
+        c, out, history = self.config, self.out, self.history
+        counts = trainable_parameters(self.model)
         losses = history["train_loss"]
-        metrics = {"task": config.task, "steps": total, "epochs": config.epochs, "train_size": len(train),
-                   "test_size": len(test), "trainable_parameters": counts.trainable, "total_parameters": counts.total,
-                   "train_seconds": round(history["seconds"], 1), "first_loss": losses[0] if losses else None,
+        metrics = {"task": c.task, "steps": self.total, "epochs": c.epochs, "train_size": len(self.train),
+                   "test_size": len(self.test), "trainable_parameters": counts.trainable,
+                   "total_parameters": counts.total, "train_seconds": round(history["seconds"], 1),
+                   "first_loss": losses[0] if losses else None,
                    "last_loss_avg20": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
-                   "final": history["eval"][-1], "eval_history": history["eval"], "config": asdict(config),
-                   "adapter_dir": str(out / "adapter"), **(run_info or {})}
+                   "final": history["eval"][-1], "eval_history": history["eval"], "config": asdict(c),
+                   "adapter_dir": str(out / "adapter"), **self.run_info}
         atomic_write_json(out / "metrics.json", metrics)
-        plot_curves(history, out / "curves.png", title=desc)
+        plot_curves(history, out / "curves.png", title=self.desc)
         return metrics

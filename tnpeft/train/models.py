@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -13,11 +15,12 @@ class MeanPoolClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_labels: int):
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
-        self.config = encoder.config
+        config: Any = encoder.config   # a transformers config
+        self.head = nn.Linear(config.hidden_size, num_labels)
+        self.config = config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
-                **kwargs) -> dict[str, torch.Tensor]:
+                **kwargs: Any) -> dict[str, torch.Tensor]:
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)

@@ -8,6 +8,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tnpeft.errors import ConfigError
 
@@ -58,7 +59,9 @@ def tweet_sentiment(train_size: int | None = None, test_size: int = 2000, seed: 
     random.Random(seed).shuffle(rest)
     if train_size is not None:
         rest = rest[:train_size]
-    pick = lambda idx: TextSplit([rows[i][0] for i in idx], [rows[i][1] for i in idx])  # noqa: E731
+
+    def pick(idx: list[int]) -> TextSplit:
+        return TextSplit([rows[i][0] for i in idx], [rows[i][1] for i in idx])
     return pick(rest), pick(test_idx)
 
 
@@ -78,7 +81,7 @@ def smollm2_path() -> tuple[str, str]:
     return str(folder), files[0].name
 
 
-def load_smollm2():
+def load_smollm2() -> tuple[Any, Any]:
     """``(model, tokenizer)``: SmolLM2-135M-Instruct (Llama architecture, 134.5M parameters,
     ``lm_head`` tied to the input embeddings), dequantized from the shipped GGUF to float32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

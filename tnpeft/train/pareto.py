@@ -5,9 +5,13 @@ and the printed table."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tnpeft.train.plots import moving_average, save_png
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # label offsets tried in turn (points), nearest first: the first that overlaps no label, point or bar wins
 _OFFSETS = [(7, 6), (7, -12), (-7, 6), (-7, -12), (7, 16), (7, -22), (-7, 16), (-7, -22), (0, 26), (0, -32),
@@ -26,12 +30,12 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool = True) -> li
     return front
 
 
-def _place_labels(ax, fig, xs: list[float], ys: list[float], es: list[float], labels: list[str],
+def _place_labels(ax: Axes, fig: Figure, xs: list[float], ys: list[float], es: list[float], labels: list[str],
                   colors: list[str]) -> None:
     """Write each label next to its point where it overlaps no point, error bar or label written
     before (greedy)."""
     fig.canvas.draw()
-    r = fig.canvas.get_renderer()
+    r = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # matplotlib: on the Agg canvas only
     taken = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
     boxes = [(px - 5, py - 5, px + 5, py + 5) for px, py in taken]
     for x, y, e in zip(xs, ys, es):
@@ -63,7 +67,8 @@ def _place_labels(ax, fig, xs: list[float], ys: list[float], es: list[float], la
 
 def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy", maximize: bool = True,
                 title: str = "", caption: str | None = None) -> None:
-    """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``) against ``adapter_parameters``
+    """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``, or ± the binomial standard
+    error ``test_<metric>_se`` where one seed gives no spread) against ``adapter_parameters``
     for every row, log x; the Pareto front drawn as a step line, its points filled."""
     import matplotlib
 
@@ -79,7 +84,9 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
         return
     xs = [max(1, r["adapter_parameters"]) for r in rows]
     ys = [r[f"test_{metric}_mean"] for r in rows]
-    es = [r.get(f"test_{metric}_std") or 0.0 for r in rows]
+    # the spread over seeds; with one seed, the test set's binomial standard error (accuracy)
+    es = [r[f"test_{metric}_std"] if r.get(f"test_{metric}_std") is not None else r.get(f"test_{metric}_se") or 0.0
+          for r in rows]
     front = set(pareto_front(list(zip(xs, ys)), maximize))
     cmap = plt.get_cmap("tab10")
     colors = [matplotlib.colors.to_hex(cmap(i % 10)) for i in range(len(rows))]
@@ -112,7 +119,8 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
 
 def plot_compare_curves(rows: list[dict[str, Any]], cells: dict[tuple[str, float, int], dict[str, Any]],
                         path: Path) -> None:
-    """One panel per adapter: the training loss (moving average) of each seed at the selected rate."""
+    """One panel per adapter: the training loss (moving average) of each seed at the selected rate,
+    and — where the cells recorded one (``--eval-every``) — the validation curve on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -123,11 +131,20 @@ def plot_compare_curves(rows: list[dict[str, Any]], cells: dict[tuple[str, float
     nrows = -(-n // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
     for ax, r in zip(axes.flat, rows):
+        val_ax = None
         for (label, lr, seed), rec in sorted(cells.items(), key=lambda kv: kv[0][2]):
             if label == r["adapter"] and lr == r["lr"] and rec.get("train_loss"):
                 losses = rec["train_loss"]
                 k = max(1, len(losses) // 20)
-                ax.plot(range(1, len(losses) + 1), moving_average(losses, k), lw=1.2, label=f"seed {seed}")
+                line, = ax.plot(range(1, len(losses) + 1), moving_average(losses, k), lw=1.2, label=f"seed {seed}")
+                curve = rec.get("val_curve") or []
+                if curve:
+                    val_ax = val_ax or ax.twinx()
+                    key = "accuracy" if "accuracy" in curve[0] else "perplexity"
+                    val_ax.plot([c["step"] for c in curve], [c[key] for c in curve], ls="--", marker=".", ms=4,
+                                lw=1.0, color=line.get_color())
+                    val_ax.set_ylabel(f"validation {key} (dashed)", fontsize=8)
+                    val_ax.tick_params(labelsize=7)
         ax.set_title(f"{r['adapter']}  (lr {r['lr']:g})" if r["lr"] is not None else f"{r['adapter']} (diverged)",
                      fontsize=9)
         ax.set_xlabel("step", fontsize=8)
@@ -141,39 +158,3 @@ def plot_compare_curves(rows: list[dict[str, Any]], cells: dict[tuple[str, float
                  fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
-
-
-def _pm(mean: float | None, std: float | None, scale: float = 1.0) -> str:
-    return "n/a" if mean is None else f"{mean * scale:.2f} ± {std * scale:.2f}"
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The comparison table, the protocol and where the files are, as text."""
-    rows, cls = result["summary"], result["maximize"]
-    m1, m2 = ("accuracy", "macro_f1") if cls else ("perplexity", "loss")
-    scale = 100.0 if cls else 1.0
-    head = (f"{'adapter':<28}{'params':>10}{'head':>7}{'×LoRA8':>8}{'lr':>9}  "
-            f"{('test acc %' if cls else 'test ppl'):>14}{('macro-F1 %' if cls else 'test loss'):>15}"
-            f"{'step s':>8}{'peak MB':>9}")
-    w = max([len("adapter")] + [len(r["adapter"]) for r in rows]) + 2
-    head = f"{'adapter':<{w}}" + head[28:]
-    lines = [head]
-    for r in rows:
-        ratio = "" if r["params_vs_lora_r8"] is None else f"{r['params_vs_lora_r8']:.3g}"
-        lr = "diverged" if r["lr"] is None else f"{r['lr']:g}"
-        step = "n/a" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
-        mem = "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
-        lines.append(f"{r['adapter']:<{w}}{r['adapter_parameters']:>10,}{r['head_parameters']:>7,}{ratio:>8}"
-                     f"{lr:>9}  {_pm(r[f'test_{m1}_mean'], r[f'test_{m1}_std'], scale):>14}"
-                     f"{_pm(r[f'test_{m2}_mean'], r[f'test_{m2}_std'], scale):>15}{step:>8}{mem:>9}")
-    cfg = result["config"]
-    n_sel = sum(c["selected"] for c in result["cells"])
-    lines += ["",
-              f"protocol {result['protocol']}: {result['protocol_cells']} training cells, learning rate chosen on "
-              f"{cfg['val_size']:,} validation examples ({'highest accuracy' if cls else 'lowest perplexity'}, mean "
-              f"over seeds), figures on {cfg['test_size']:,} test examples ({n_sel} cells tested); mean ± std over "
-              f"{len(result['seeds'])} seed(s)",
-              "params: the adapter's trainable parameters; head: the new task head's; step s: median seconds per "
-              "optimizer step; peak MB: " + result["memory"],
-              f"wrote {result['out']}/results.json, pareto.png, curves.png, cells/ (total {result['wall_seconds']:.0f} s)"]
-    return "\n".join(lines)

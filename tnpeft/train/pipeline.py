@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+from torch import nn
 
 from tnpeft.adapters import check_hparams
 from tnpeft.draw import draw_graph
 from tnpeft.errors import ConfigError, TNPeftError
 from tnpeft.fileio import atomic_write_json
-from tnpeft.nn import AdapterConfig, inject, load_adapter, print_trainable_parameters, tn_layers, trainable_parameters
-from tnpeft.nn.model import saved_modules
+from tnpeft.nn import AdapterConfig, inject, load_adapter, tn_layers, trainable_parameters
+from tnpeft.nn.model import saved_modules, trainable_parameters_line
 from tnpeft.quantum import circuit_names, export_circuits
 from tnpeft.quantum.resources import resource_report
-from tnpeft.train.datasets import infer_task, load_classification, load_lm, load_model
+from tnpeft.train.datasets import ClassificationData, LMData, infer_task, load_classification, load_lm, load_model
 from tnpeft.train.evaluation import resolve_device
 from tnpeft.train.loop import TrainConfig, fit
 
 
-def write_artifacts(model, out: Path, adapter_name: str = "default") -> dict[str, Any]:
+def write_artifacts(model: nn.Module, out: Path, adapter_name: str = "default") -> dict[str, Any]:
     """The tensor diagram of the first adapted layer (``diagram.svg``) and, for adapters with
     circuits, the OpenQASM 3 files of every adapted module's circuits (``circuits/``, with
     ``index.json``) and their resources (``circuits/resources.json``: qubits, gates, depth, raw,
@@ -51,14 +53,17 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
                  task: str | None = None, target_modules: Any = None, exclude_modules: list[str] | None = None,
                  train_size: int | None = None, test_size: int | float | None = None, text_column: str = "text",
                  label_column: str = "label", config: TrainConfig | None = None, resume: bool = True,
-                 progress: bool = True, stop_after: int | None = None, quiet: bool = False,
+                 progress: bool = True, stop_after: int | None = None,
+                 report: Callable[[str], None] | None = None,
                  return_model: bool = False, adapter_dir: str | Path | None = None,
                  device: str | None = None) -> Any:
     """Load ``model`` and ``data``, inject adapter method ``method`` (a registered name or a builder
     function) with ``hparams`` — or, with ``adapter_dir``, load that saved adapter to train on — train
     with :func:`fit` on ``device`` (``cpu`` by default; ``cuda``, ``cuda:N`` or ``auto``) and write the
-    outputs into ``out``. Returns the metrics (also in
-    ``out/metrics.json``), or ``(metrics, model, tokenizer, test split)`` with ``return_model``."""
+    outputs into ``out``. ``report`` receives what a person watching would want to read (the run
+    before it starts, the result at the end; the command line passes ``print``). Returns the metrics
+    (also in ``out/metrics.json``), or ``(metrics, model, tokenizer, test split)`` with
+    ``return_model``."""
     task = task or infer_task(data)
     config = config or TrainConfig()
     config.task = task
@@ -68,6 +73,8 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
     out = Path(out)
     dev = resolve_device(device)
     check_run_arguments(out, train_size, test_size)
+    train: ClassificationData | LMData
+    test: ClassificationData | LMData
     if task == "classification":
         train, test = load_classification(data, text_column=text_column, label_column=label_column,
                                           train_size=train_size, test_size=test_size,
@@ -77,6 +84,7 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
         loaded = load_model(model, task, seed=config.seed)
         train, test = load_lm(data, loaded.tokenizer, block=config.max_length, text_column=text_column,
                               train_size=train_size, test_size=0.1 if test_size is None else test_size)
+    targets: str | Sequence[str]
     if adapter_dir is not None:   # train on from a saved adapter: its graphs, values and saved modules
         loaded.model.requires_grad_(False)
         m = load_adapter(loaded.model, adapter_dir, is_trainable=True)
@@ -91,11 +99,16 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
         method, targets = cfg.method if not isinstance(method, str) else method, cfg.target_modules
     m.to(dev)
     counts = trainable_parameters(m)
-    if not quiet:
-        print(f"{loaded.name}: {method} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
-              f"{len(list(tn_layers(m)))} layers; data {data}: {len(train):,} train / {len(test):,} "
-              f"held out ({task})")
-        print_trainable_parameters(m)
+    notes = [] if train_size is None or len(train) >= train_size else [
+        f"--train-size {train_size:,}: the data holds {len(train):,} training rows after the held-out split (rows with "
+        "an empty text or label are skipped); training on those"]
+    if report is not None:
+        report(f"{loaded.name}: {method} ({', '.join(f'{k}={v}' for k, v in hparams.items()) or 'defaults'}) on "
+               f"{len(list(tn_layers(m)))} layers; data {data}: {len(train):,} train / {len(test):,} "
+               f"held out ({task})")
+        report(trainable_parameters_line(m))
+        for n in notes:
+            report(f"note: {n}")
     info = {"model": loaded.name, "data": str(data), "method": method, "hparams": hparams,
             "target_modules": targets if isinstance(targets, str) else list(targets),
             "label_names": getattr(train, "label_names", None)}
@@ -105,12 +118,13 @@ def run_training(model: str, data: str, method: str | Callable[..., Any], hparam
         p.numel() for n, p in m.named_parameters() if p.requires_grad and any(n.startswith(s + ".") or f".{s}." in n
                                                                               for s in loaded.modules_to_save))
     metrics.update(write_artifacts(m, out))
+    metrics["notes"] = notes
     atomic_write_json(out / "metrics.json", metrics)
-    if not quiet:
+    if report is not None:
         fin = metrics["final"]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in fin.items() if k != "step")
-        print(f"done: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; held-out {shown}")
-        print(f"adapter: {out / 'adapter'}   metrics: {out / 'metrics.json'}   curves: {out / 'curves.png'}")
+        report(f"done: {metrics['steps']} steps in {metrics['train_seconds']:.0f} s; held-out {shown}")
+        report(f"adapter: {out / 'adapter'}   metrics: {out / 'metrics.json'}   curves: {out / 'curves.png'}")
     return (metrics, m, loaded.tokenizer, test) if return_model else metrics
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tnpeft.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 
 def moving_average(xs: list[float], k: int) -> list[float]:
@@ -14,7 +17,7 @@ def moving_average(xs: list[float], k: int) -> list[float]:
     return [sum(xs[max(0, i - k + 1):i + 1]) / len(xs[max(0, i - k + 1):i + 1]) for i in range(len(xs))]
 
 
-def save_png(fig, path: Path) -> None:
+def save_png(fig: Figure, path: Path) -> None:
     """Write a matplotlib figure as a PNG atomically and close it."""
     import matplotlib.pyplot as plt
 

@@ -139,11 +139,9 @@ class VerifyReport:
                     lines.append(f"  ✓ {title}{where}: all {len(checks)} checks passed")
                     continue
                 lines.append(f"  {title}{where}")
-                w = max(len(c.name) for c in checks)
-                lines += [f"    {c.line().replace(c.name + '  ', f'{c.name:<{w}}  ', 1)}" for c in checks]
+                lines += [f"    {c.line()}" for c in checks]
         skipped = self.skipped
         if skipped:
             lines.append("  skipped")
-            w = max(len(c.name) for c in skipped)
-            lines += [f"    – {c.name:<{w}}  {c.message}" + (f" (module {c.module})" if many else "") for c in skipped]
+            lines += [f"    – {c.name}  {c.message}" + (f" (module {c.module})" if many else "") for c in skipped]
         return "\n".join(lines)

@@ -31,6 +31,8 @@ class), :mod:`.scope` (batching across layers), and one module per family: :mod:
 
 from __future__ import annotations
 
+from typing import Callable
+
 from tnpeft.circuits.circuit import circuit_angle_count
 from tnpeft.params.unitary.base import AngleFrame, FrameModule, eye_frames, init_angles, quantize_ste
 from tnpeft.params.unitary.pauli import (
@@ -48,7 +50,7 @@ from tnpeft.params.unitary.scope import FrameScope
 from tnpeft.params.unitary.skew import CayleyFrame, ExpFrame, SkewFrame, TaylorFrame
 
 
-def _build(cls):
+def _build(cls: Callable[..., FrameModule]) -> Callable[..., FrameModule]:
     return lambda n, k, batch=(), dtype=None, device=None, rng=None, **o: cls(
         n, k, batch, dtype=dtype, device=device, rng=rng, **o)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence, cast
 
 import torch
 from torch import nn
@@ -11,6 +11,7 @@ from torch import nn
 import tnpeft.params.limits as limits
 from tnpeft.circuits.circuit import Circuit
 from tnpeft.circuits.device_hooks import device_for, device_frames
+from tnpeft.circuits.parameter_shift import CircuitDevice
 from tnpeft.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,7 +23,8 @@ def eye_frames(n: int, k: int, g: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(n, k, dtype=like.dtype, device=like.device).expand(g, n, k)
 
 
-def init_angles(shape, init: str, dtype, device, rng: torch.Generator | None) -> nn.Parameter:
+def init_angles(shape: Sequence[int], init: str, dtype: torch.dtype | None, device: torch.device | str | None,
+                rng: torch.Generator | None) -> nn.Parameter:
     """Circuit angles: uniform on (−π, π), or zero for ``init="identity"``."""
     theta = torch.empty(*shape, dtype=dtype, device=device)
     with torch.no_grad():
@@ -56,8 +58,9 @@ class FrameModule(nn.Module):
     n: int
     k: int
     batch: tuple[int, ...]
+    scope: FrameScope | None   # kept in __dict__ (see __init__)
 
-    def __init__(self, n: int, k: int, batch=()) -> None:
+    def __init__(self, n: int, k: int, batch: Sequence[int] = ()) -> None:
         super().__init__()
         self.n, self.k, self.batch = n, k, tuple(batch)
         self.__dict__["scope"] = None  # a plain reference: not a submodule, not state
@@ -78,11 +81,11 @@ class FrameModule(nn.Module):
         """The one trainable tensor, shape ``(*batch, *tail)``."""
         raise NotImplementedError
 
-    def options_key(self) -> tuple:
+    def options_key(self) -> tuple[object, ...]:
         """What besides the shape must match for two frames to be computed in one batch."""
         return ()
 
-    def batch_key(self) -> tuple:
+    def batch_key(self) -> tuple[object, ...]:
         p = self.free_tensor()
         return (type(self), self.n, self.k, tuple(p.shape[len(self.batch):])) + self.options_key()
 
@@ -126,11 +129,14 @@ class FrameModule(nn.Module):
         """The frames ``(G, N, K)`` from the circuit's first ``K`` columns ``(G, 2^q, K)``: their first ``N`` rows."""
         return columns[:, : self.n, :]
 
-    def device_frames(self, device, flat: torch.Tensor) -> torch.Tensor:
+    def device_frames(self, device: CircuitDevice, flat: torch.Tensor) -> torch.Tensor:
         """The frames ``(G, N, K)`` estimated on ``device`` (interference circuits; see
         :func:`tnpeft.circuits.device_hooks.device_frames`), in ``flat``'s dtype."""
         work = flat.double() if flat.dtype in (torch.bfloat16, torch.float16) else flat
-        cols = device_frames(device, self.device_circuit(), self.circuit_angles(work), self.k)
+        circuit = self.device_circuit()
+        if circuit is None:
+            raise ConfigError(f"{type(self).__name__} has no circuit of its own to run on a device", field="device")
+        cols = device_frames(device, circuit, self.circuit_angles(work), self.k)
         return self.from_circuit_columns(cols).to(flat.dtype)
 
     def frames_float64(self) -> torch.Tensor:
@@ -139,18 +145,18 @@ class FrameModule(nn.Module):
         return self._compute(self.flat_param().detach().to(torch.float64))
 
     def apply_cost(self) -> float | None:
-        """Work per vector of :meth:`apply` relative to a dense product with the frame (``N·K``
+        """Work per vector of :meth:`apply_frame` relative to a dense product with the frame (``N·K``
         multiply-adds), or ``None`` when the frame cannot be applied without being formed."""
         return None
 
-    def apply(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+    def apply_frame(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         """``U`` applied to every vector of ``h`` ``(M, G, K)`` → ``(M, G, N)`` (``Uᵀ``, ``(M, G, N)`` →
         ``(M, G, K)``, with ``adjoint``) without forming ``U``; only where :meth:`apply_cost` is
         not ``None``."""
         raise NotImplementedError(f"{type(self).__name__} is applied through its matrix")
 
     # the scope protocol (tnpeft.params.unitary.scope)
-    def scope_device(self) -> tuple:
+    def scope_device(self) -> tuple[torch.dtype, torch.device]:
         p = self.free_tensor()
         return p.dtype, p.device
 
@@ -182,7 +188,7 @@ class FrameModule(nn.Module):
     def forward(self) -> torch.Tensor:
         override = self.__dict__.get("frame_override")
         if override is not None:
-            return override.to(self.free_tensor().dtype)
+            return cast(torch.Tensor, override.to(self.free_tensor().dtype))
         if self.scope is not None:
             return self.scope.frame(self)
         return self.frames(self.flat_param()).reshape(*self.batch, self.n, self.k)
@@ -190,6 +196,8 @@ class FrameModule(nn.Module):
 
 class AngleFrame(FrameModule):
     """A frame whose free parameters are circuit angles ``theta``."""
+
+    theta: nn.Parameter
 
     def free_tensor(self) -> torch.Tensor:
         return self.theta

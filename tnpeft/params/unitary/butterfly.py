@@ -22,6 +22,8 @@ quadrant written in place through a strided view.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -31,7 +33,8 @@ def butterfly_blocks(*tables: torch.Tensor) -> torch.Tensor:
     ``tables[t]`` holds layer ``t``'s angles, ``(G, size / 2^{t+1}, 2^t)``: entry ``(b, o)``
     rotates rows ``b·2^{t+1} + o`` and ``b·2^{t+1} + o + 2^t``. Returns ``(G, size / 2^m, 2^m, 2^m)``.
     """
-    return _Butterfly.apply(*tables)
+    blocks: torch.Tensor = _Butterfly.apply(*tables)  # type: ignore[no-untyped-call]  # torch: apply unannotated
+    return blocks
 
 
 def block_diagonal(blocks: torch.Tensor) -> torch.Tensor:
@@ -43,7 +46,7 @@ def block_diagonal(blocks: torch.Tensor) -> torch.Tensor:
     return (blocks[:, :, :, None, :] * eye[None, :, None, :, None]).reshape(b, nb * bs, nb * bs)
 
 
-def _quadrants(x: torch.Tensor, stride: int):
+def _quadrants(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(G, nb, 2s, 2s)`` → its four ``(G, nb, s, s)`` quadrants as views (tl, tr, bl, br)."""
     v = x.view(x.shape[0], x.shape[1], 2, stride, 2, stride)
     return v[:, :, 0, :, 0], v[:, :, 0, :, 1], v[:, :, 1, :, 0], v[:, :, 1, :, 1]
@@ -51,7 +54,7 @@ def _quadrants(x: torch.Tensor, stride: int):
 
 class _Butterfly(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, *tables):
+    def forward(ctx: Any, *tables: torch.Tensor) -> torch.Tensor:
         g, size = tables[0].shape[0], 2 * tables[0].shape[1]
         blocks = tables[0].new_ones(g, size, 1, 1)
         saved = []
@@ -72,7 +75,7 @@ class _Butterfly(torch.autograd.Function):
         return blocks
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         tensors = ctx.saved_tensors
         tables, saved = tensors[:ctx.n_tables], tensors[ctx.n_tables:]
         gblocks = grad.contiguous()
@@ -107,7 +110,7 @@ def monarch_factors(tables: list[tuple[int, torch.Tensor]], size: int) -> list[t
     d = size.bit_length() - 1
     rr = 1 << (d // 2)
     qq = size // rr
-    runs: list[tuple[str, list]] = []
+    runs: list[tuple[str, list[tuple[int, torch.Tensor]]]] = []
     for stride, t in tables:
         level = "r" if stride < rr else "q"
         if runs and runs[-1][0] == level and stride == 2 * runs[-1][1][-1][0]:

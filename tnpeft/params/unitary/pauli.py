@@ -6,10 +6,13 @@ same data the Qiskit export and the drawing follow.
 
 from __future__ import annotations
 
+from typing import Sequence, cast
+
 import torch
 
 from tnpeft.circuits.circuit import Circuit, pauli_circuit
 from tnpeft.circuits.frame_kernel import (
+    CompiledFrame,
     compile_frame,
     compile_program,
     factor_matrices,
@@ -52,7 +55,7 @@ def project_rows(columns: torch.Tensor, n: int) -> torch.Tensor:
     q, r = torch.linalg.qr(kept)
     sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    return q * sign[:, None, :]
+    return cast(torch.Tensor, q * sign[:, None, :])
 
 
 def apply_circuit(state: torch.Tensor, theta: torch.Tensor, n_qubits: int, layers: int) -> torch.Tensor:
@@ -87,15 +90,18 @@ class PauliFrame(AngleFrame):
     The projection is classical (one ``N×K`` QR); the device measures the ``R``-row circuit.
     """
 
-    def __init__(self, n: int, k: int, batch: tuple[int, ...] = (), layers: int = 1, bits: int | None = None,
-                 init: str = "random", dtype=None, device=None, rng=None, pow2: bool = False):
+    _kernel: CompiledFrame | None   # kept in __dict__ (see __init__)
+
+    def __init__(self, n: int, k: int, batch: Sequence[int] = (), layers: int = 1, bits: int | None = None,
+                 init: str = "random", dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 rng: torch.Generator | None = None, pow2: bool = False):
         super().__init__(n, k, batch)
         self.layers, self.bits, self.pow2 = layers, bits, bool(pow2)
         self.rows = next_pow2(n) if self.pow2 else n
         self.theta = init_angles((*self.batch, pauli_count(self.rows, layers)), init, dtype, device, rng)
         self.__dict__["_kernel"] = compile_frame(pauli_frame(self.rows, layers))   # plain data, not state
 
-    def options_key(self) -> tuple:
+    def options_key(self) -> tuple[object, ...]:
         return (self.layers, self.bits, self.pow2)
 
     def device_circuit(self) -> Circuit | None:

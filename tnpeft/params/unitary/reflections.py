@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -16,8 +18,9 @@ class HouseholderFrame(FrameModule):
     r"""``U = H_1 ⋯ H_{K′} I_{N×K}``, ``H_j = I − 2 u_j u_jᵀ``, ``u_j = v_j / ‖v_j‖`` (a zero
     ``v_j`` gives ``H_j = I``). Parameters ``N·K′``; cost ``O(N·K·K′)``."""
 
-    def __init__(self, n: int, k: int, batch=(), intrinsic_rank: int | None = None, init: str = "random",
-                 dtype=None, device=None, rng=None):
+    def __init__(self, n: int, k: int, batch: Sequence[int] = (), intrinsic_rank: int | None = None,
+                 init: str = "random", dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 rng: torch.Generator | None = None):
         super().__init__(n, k, batch)
         m = min(intrinsic_rank or k, n)
         v = torch.empty(*self.batch, m, n, dtype=dtype, device=device)
@@ -79,8 +82,11 @@ class GivensFrame(AngleFrame):
     ``(blocks, stride)`` table (zero, the identity, where a pair would leave the ``N`` rows):
     contiguous element-wise work, no row gathers or scatters."""
 
-    def __init__(self, n: int, k: int, batch=(), layers: int | None = None, bits: int | None = None,
-                 init: str = "random", dtype=None, device=None, rng=None):
+    _layout: tuple[_LayoutRow, ...]   # kept in __dict__ (see __init__)
+
+    def __init__(self, n: int, k: int, batch: Sequence[int] = (), layers: int | None = None, bits: int | None = None,
+                 init: str = "random", dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 rng: torch.Generator | None = None):
         super().__init__(n, k, batch)
         self.bits = bits
         self.n_layers = layers or max(1, (n - 1).bit_length())
@@ -88,7 +94,7 @@ class GivensFrame(AngleFrame):
         self.__dict__["_layout"] = _layout(n, pairs)   # plain data: where each layer's angles go
         self.theta = init_angles((*self.batch, sum(len(a) for a, _ in pairs)), init, dtype, device, rng)
 
-    def options_key(self) -> tuple:
+    def options_key(self) -> tuple[object, ...]:
         return (self.n_layers, self.bits)
 
     def angles(self) -> torch.Tensor:
@@ -124,6 +130,7 @@ class GivensFrame(AngleFrame):
             t = theta[:, off:off + count]
             off += count
             if not full:   # pairs that would leave the rows: the identity (angle 0) in those slots
+                assert slots is not None
                 t = t.new_zeros(g, (rows // (2 * stride)) * stride).index_copy(1, slots.to(t.device), t)
             t = t.reshape(g, rows // (2 * stride), 1, stride, 1)
             c, s = torch.cos(t), torch.sin(t)
@@ -143,6 +150,7 @@ class GivensFrame(AngleFrame):
             t = theta[:, off:off + count]
             off += count
             if count != (size // (2 * stride)) * stride:
+                assert slots is not None
                 t = t.new_zeros(g, (size // (2 * stride)) * stride).index_copy(1, slots.to(t.device), t)
             tables.append((stride, t.reshape(g, size // (2 * stride), stride)))
         return tables
@@ -158,7 +166,7 @@ class GivensFrame(AngleFrame):
         per_run = (r + q) / 2
         return runs * per_run * self.size / (self.n * self.k)
 
-    def apply(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+    def apply_frame(self, h: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         theta = quantize_ste(self.flat_param(), self.bits)
         dtype = h.dtype
         work = h.float() if dtype in (torch.bfloat16, torch.float16) else h
@@ -169,10 +177,14 @@ class GivensFrame(AngleFrame):
         return out[..., :self.k if adjoint else self.n].to(dtype)
 
 
-def _layout(n: int, pairs) -> tuple:
+# a butterfly layer: stride, padded rows, angle slots (None for an empty layer), angle count, full
+_LayoutRow = tuple[int, int, torch.Tensor | None, int, bool]
+
+
+def _layout(n: int, pairs: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]) -> tuple[_LayoutRow, ...]:
     """Per layer: (stride, rows padded to a multiple of 2·stride, the slots of its angles in the
     ``(blocks, stride)`` table, how many angles, whether they fill the table)."""
-    out = []
+    out: list[_LayoutRow] = []
     for a, b in pairs:
         if not a:
             out.append((1, n, None, 0, True))

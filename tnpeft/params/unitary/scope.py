@@ -7,10 +7,25 @@ A member (a frame, a hyper-network) provides ``batch_key()`` (what must match to
 from __future__ import annotations
 
 import weakref
+from typing import Any, Protocol
 
 import torch
 
-from tnpeft.params.unitary.base import FrameModule
+
+class ScopeMember(Protocol):
+    """What a scope computes together: a frame (:class:`~tnpeft.params.unitary.FrameModule`) or a
+    hyper-network."""
+
+    def batch_key(self) -> tuple[object, ...]: ...
+
+    def scope_device(self) -> tuple[torch.dtype, torch.device]: ...
+
+    def scope_version(self) -> object: ...
+
+    def compute_alone(self) -> torch.Tensor: ...
+
+    @staticmethod
+    def compute_group(members: list[Any]) -> list[torch.Tensor]: ...
 
 
 class FrameScope:
@@ -24,28 +39,28 @@ class FrameScope:
     """
 
     def __init__(self) -> None:
-        self._groups: dict[tuple, _FrameGroup] = {}
-        self._members: weakref.WeakSet = weakref.WeakSet()
+        self._groups: dict[tuple[object, ...], _FrameGroup] = {}
+        self._members: weakref.WeakSet[ScopeMember] = weakref.WeakSet()
 
-    def __deepcopy__(self, memo) -> FrameScope:
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrameScope:
         return FrameScope()  # members of a copy register again on their first forward
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {}
 
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        FrameScope.__init__(self)
 
-    def register(self, member: FrameModule) -> None:
+    def register(self, member: ScopeMember) -> None:
         """Make ``member`` part of this scope (done when the module is built)."""
         self._members.add(member)
 
-    def unregister(self, member: FrameModule) -> None:
+    def unregister(self, member: ScopeMember) -> None:
         """Take ``member`` out of this scope and of any group it was batched with."""
         self._members.discard(member)
         self._groups.clear()
 
-    def frame(self, member: FrameModule) -> torch.Tensor:
+    def frame(self, member: ScopeMember) -> torch.Tensor:
         """``member``'s result (a frame's ``(*batch, N, K)``), computed with its group if needed."""
         if member not in self._members:
             # a module this scope has not seen (e.g. in a deep copy, whose scope starts empty): compute
@@ -67,12 +82,12 @@ class FrameScope:
 
 class _FrameGroup:
     def __init__(self) -> None:
-        self.members: weakref.WeakSet = weakref.WeakSet()
-        self.cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.consumed: weakref.WeakSet = weakref.WeakSet()
+        self.members: weakref.WeakSet[ScopeMember] = weakref.WeakSet()
+        self.cache: weakref.WeakKeyDictionary[ScopeMember, tuple[torch.Tensor, object]] = weakref.WeakKeyDictionary()
+        self.consumed: weakref.WeakSet[ScopeMember] = weakref.WeakSet()
         self.grad = False
 
-    def get(self, m: FrameModule) -> torch.Tensor:
+    def get(self, m: ScopeMember) -> torch.Tensor:
         if m not in self.members:
             self.members.add(m)
             self.cache = weakref.WeakKeyDictionary()
