@@ -3,11 +3,16 @@ accuracy a fine-tuned MiniLM keeps (collected from `tnpeft hardware-eval` report
 
     .venv/bin/python benchmarks/bench_qpu.py parts                 # frames and QPA's circuit on fake_torino
     .venv/bin/python benchmarks/bench_qpu.py collect R1.json R2.json …   # hardware-eval reports → docs/qpu_results.json
+    .venv/bin/python benchmarks/bench_qpu.py adapter-off DIR1 DIR2 …       # the same models with the adapter off
 
 `parts` estimates one 384×8 Quantum-PEFT frame (`pow2`: its 512-row circuit) and one QPA generator
 (7 qubits, 8 blocks) of MiniLM's shapes, with seeded random parameters, on `fake_torino`: the
 relative error of the frame / of the generated weights with exact distributions and with 4,096
 shots, for no mitigation, read-out, read-out + ZNE, against the ideal device; and the cost.
+
+`adapter-off` evaluates each trained MiniLM + tweets adapter folder on the 500 held-out tweets
+`hardware-eval --test-size 500` uses, with the adapter and with it switched off (the trained head
+alone): how much of the accuracy the adapter — the part a device changes — carries.
 """
 
 from __future__ import annotations
@@ -62,6 +67,25 @@ def parts(shots: int = 4096, seed: int = 0) -> dict:
     return {"parts": rows}
 
 
+def adapter_off(dirs: list[str], test_size: int = 500, seed: int = 0) -> dict:
+    from tnpeft.nn import disable_adapters, load_adapter
+    from tnpeft.train.datasets import load_classification, load_model
+    from tnpeft.train.evaluation import evaluate
+
+    rows = []
+    for d in dirs:
+        loaded = load_model("minilm", "classification", num_labels=3, seed=seed)
+        _, test = load_classification("tweets", test_size=test_size, seed=seed)
+        model = load_adapter(loaded.model, d)
+        model.eval()
+        on = evaluate(model, loaded.tokenizer, test, "classification", 128, 48, progress=False)
+        with disable_adapters(model):
+            off = evaluate(model, loaded.tokenizer, test, "classification", 128, 48, progress=False)
+        rows.append({"adapter_dir": d, "test_size": len(test), "with_adapter": on, "adapter_off": off})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"adapter_off": rows}
+
+
 def collect(paths: list[str]) -> dict:
     runs = []
     for p in paths:
@@ -80,10 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shots", type=int, default=4096)
     c = sub.add_parser("collect")
     c.add_argument("reports", nargs="+")
+    o = sub.add_parser("adapter-off")
+    o.add_argument("dirs", nargs="+")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    result = parts(args.shots) if args.what == "parts" else collect(args.reports)
+    if args.what == "parts":
+        result = parts(args.shots)
+    elif args.what == "collect":
+        result = collect(args.reports)
+    else:
+        result = adapter_off(args.dirs)
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {}
     data.update(result)
