@@ -12,11 +12,40 @@ from tnpeft.params import UNITARY_PARAMS
 _CIRCUIT_PARAMS = ("pauli", "givens")
 
 
+def _check_arguments(in_features: int, out_features: int, rank: int, layers: int, param: str,
+                     intrinsic_rank: int | None, bits: int | None, pow2: bool) -> None:
+    """Raise a :class:`ConfigError` naming the field unless the hyper-parameters make a graph."""
+    check_positive_int("quantum_peft", "rank", rank)
+    check_positive_int("quantum_peft", "layers", layers)
+    if param not in UNITARY_PARAMS:
+        raise ConfigError(f"quantum_peft: unknown param {param!r}; expected one of {sorted(UNITARY_PARAMS)}",
+                          field="param")
+    if not UNITARY_PARAMS[param].exact:
+        raise ConfigError(f"quantum_peft: param {param!r} is not orthogonal (a truncated series); U and V need "
+                          "orthonormal columns", field="param")
+    if rank > min(in_features, out_features):
+        raise ConfigError(f"quantum_peft: rank {rank} exceeds min(in_features, out_features) = "
+                          f"{min(in_features, out_features)}; orthonormal columns need K ≤ N", field="rank")
+    if intrinsic_rank is not None:
+        check_positive_int("quantum_peft", "intrinsic_rank", intrinsic_rank)
+        if intrinsic_rank > rank:
+            raise ConfigError(f"quantum_peft: intrinsic_rank {intrinsic_rank} exceeds rank {rank}",
+                              field="intrinsic_rank")
+    if bits is not None:
+        check_positive_int("quantum_peft", "bits", bits)
+        if param not in _CIRCUIT_PARAMS:
+            raise ConfigError(f"quantum_peft: bits quantizes circuit angles; param {param!r} has none "
+                              f"(use one of {list(_CIRCUIT_PARAMS)})", field="bits")
+    if not isinstance(pow2, bool) or (pow2 and param != "pauli"):
+        raise ConfigError(f"quantum_peft: pow2 (true/false) pads the 'pauli' circuit to a power of two; got pow2={pow2!r} "
+                          f"with param {param!r}", field="pow2")
+
+
 @register("quantum_peft", paper="Koike-Akino et al., ICLR 2025, arXiv 2503.05431", aliases={"r": "rank"},
           learning_rate=2e-2)
 def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int = 1, param: str = "pauli",
                  intrinsic_rank: int | None = None, bits: int | None = None, scale: float = 1.0,
-                 order: int = 2) -> Graph:
+                 order: int = 2, pow2: bool = False) -> Graph:
     r"""Quantum-PEFT: ``ΔW = U Λ Vᵀ`` with orthonormal frames ``U ∈ V_K(M)``, ``V ∈ V_K(N)``.
 
     Graph::
@@ -44,36 +73,22 @@ def quantum_peft(in_features: int, out_features: int, rank: int = 8, layers: int
             (straight-through estimator).
         scale: the factor ``s`` on ``U Λ Vᵀ`` (the paper uses 1).
         order: the series order of ``taylor``.
+        pow2: for ``pauli``, run each frame's circuit on the next power of two rows and keep the
+            orthonormal basis of its first ``N`` rows — a different parametrization, made for
+            quantum devices: ``log₂ R``-qubit two-design angles and gates (8 CZ for ``N = 384``
+            instead of ~400 after transpiling; see :class:`tnpeft.params.unitary.PauliFrame`).
 
     Parameters (closed form): ``count(param, N, K) + count(param, M, K) + K`` (see
     :mod:`tnpeft.params.unitary`), with the ``intrinsic_rank`` substitutions above.
     """
-    check_positive_int("quantum_peft", "rank", rank)
-    check_positive_int("quantum_peft", "layers", layers)
-    if param not in UNITARY_PARAMS:
-        raise ConfigError(f"quantum_peft: unknown param {param!r}; expected one of {sorted(UNITARY_PARAMS)}",
-                          field="param")
-    if not UNITARY_PARAMS[param].exact:
-        raise ConfigError(f"quantum_peft: param {param!r} is not orthogonal (a truncated series); U and V need "
-                          "orthonormal columns", field="param")
-    if rank > min(in_features, out_features):
-        raise ConfigError(f"quantum_peft: rank {rank} exceeds min(in_features, out_features) = "
-                          f"{min(in_features, out_features)}; orthonormal columns need K ≤ N", field="rank")
-    if intrinsic_rank is not None:
-        check_positive_int("quantum_peft", "intrinsic_rank", intrinsic_rank)
-        if intrinsic_rank > rank:
-            raise ConfigError(f"quantum_peft: intrinsic_rank {intrinsic_rank} exceeds rank {rank}",
-                              field="intrinsic_rank")
-    if bits is not None:
-        check_positive_int("quantum_peft", "bits", bits)
-        if param not in _CIRCUIT_PARAMS:
-            raise ConfigError(f"quantum_peft: bits quantizes circuit angles; param {param!r} has none "
-                              f"(use one of {list(_CIRCUIT_PARAMS)})", field="bits")
+    _check_arguments(in_features, out_features, rank, layers, param, intrinsic_rank, bits, pow2)
     options: dict[str, Any] = {}
     if param in _CIRCUIT_PARAMS:
         options["layers"] = layers
         if bits is not None:
             options["bits"] = bits
+        if pow2:
+            options["pow2"] = True
     else:
         if intrinsic_rank is not None:
             if "intrinsic_rank" not in UNITARY_PARAMS[param].options:

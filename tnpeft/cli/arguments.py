@@ -13,8 +13,10 @@ from tnpeft.cli.commands import (
     cmd_convert,
     cmd_count,
     cmd_demo,
+    cmd_devices,
     cmd_draw,
     cmd_export_circuits,
+    cmd_hardware_eval,
     cmd_train,
     cmd_verify,
 )
@@ -132,6 +134,14 @@ def _add_train(sub: Any) -> None:
     t.add_argument("--label-column", default="label")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-resume", action="store_true", help="start over even if OUT holds a checkpoint")
+    t.add_argument("--quantum-backend", metavar="DEVICE", help="run the adapter's quantum nodes on DEVICE during "
+                   "training (ideal, generic, fake_torino, …; see tnpeft devices): forward from shots, backward by the "
+                   "parameter-shift rule. Default: the exact simulator")
+    t.add_argument("--shots", type=int, default=1024, help="shots per circuit with --quantum-backend (0: exact "
+                                                           "distributions; default 1024)")
+    t.add_argument("--mitigation", help="with --quantum-backend: readout, zne, readout+zne, mthree, … (default none)")
+    t.add_argument("--dry-run", action="store_true", help="print the device budget per step (circuits, shots, "
+                                                          "estimated QPU seconds) and stop")
     t.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     t.add_argument("--json", action="store_true", help="print the metrics as JSON (no progress bars)")
     t.set_defaults(func=cmd_train)
@@ -193,10 +203,52 @@ def _add_circuit_verbs(sub: Any) -> None:
             x.add_argument("-o", "--output", required=True, help="folder to write the .qasm files and index.json to")
             x.set_defaults(func=cmd_export_circuits)
         else:
-            x.add_argument("--backend", choices=["generic", "none"], default="generic",
-                           help="transpile to a generic heavy-hex backend (default) or not at all")
+            x.add_argument("--backend", default="generic", metavar="DEVICE",
+                           help="transpile to this device: generic (heavy-hex, default), a fake IBM device such as "
+                                "fake_torino or fake_sherbrooke (tnpeft devices lists them), or none")
             x.add_argument("--optimization-level", type=int, choices=[0, 1, 2, 3], default=1)
             x.set_defaults(func=cmd_circuits)
+
+
+def _add_devices(sub: Any) -> None:
+    dv = sub.add_parser("devices", help="list the quantum devices circuits can run on (ideal, generic, calibrated fake "
+                                        "IBM devices) with qubits, basis gates and median errors")
+    dv.add_argument("--all", action="store_true", help="also list unusable devices (e.g. all couplers at error 1)")
+    dv.add_argument("--json", action="store_true", help="print JSON")
+    dv.set_defaults(func=cmd_devices)
+
+
+def _add_hardware_eval(sub: Any) -> None:
+    h = sub.add_parser("hardware-eval", help="the task metric of a saved adapter with its quantum parts run on a "
+                                             "device (shots, noise, mitigation), beside the exact one, with the cost")
+    h.add_argument("--adapter-dir", metavar="DIR", required=True, help="a folder written by tnpeft train / save_adapter")
+    h.add_argument("--model", default="minilm", help="the model it was trained on: minilm, smollm2 or a folder")
+    h.add_argument("--data", default="tweets", help="tweets, hamlet, or a .csv / .jsonl / .txt file")
+    h.add_argument("--task", choices=["classification", "causal_lm"], help="default: classification if the adapter "
+                                                                         "saved a head, else inferred from --data")
+    h.add_argument("--test-size", type=int, default=500, help="held-out examples (the first N of tnpeft train's "
+                                                               "held-out split; default 500)")
+    h.add_argument("--backend", default="fake_torino", metavar="DEVICE", help="ideal, generic, fake_torino (default), …")
+    h.add_argument("--shots", type=int, default=4096, help="shots per circuit (0: exact distributions)")
+    h.add_argument("--mitigation", help="readout, zne, readout+zne, mthree, readout-reported, zne-richardson "
+                                        "(default none)")
+    h.add_argument("--frames", choices=["hadamard", "interference"], default="hadamard",
+                   help="how frames get their signs: shallow circuits with relative phases (default) or "
+                        "interference circuits with a controlled U")
+    h.add_argument("--sweep", metavar="S,S,…", help="also the metric against these shot counts (and exact "
+                                                    "distributions) for the ideal device, the device, and the device "
+                                                    "with --sweep-mitigation")
+    h.add_argument("--sweep-mitigation", default="readout", help="the mitigated curve of --sweep (default readout)")
+    h.add_argument("--plot", metavar="FILE.png", help="draw the sweep")
+    h.add_argument("-o", "--output", metavar="FILE.json", help="write the report as JSON")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--batch-size", type=int, default=128)
+    h.add_argument("--max-length", type=int, default=48)
+    h.add_argument("--text-column", default="text")
+    h.add_argument("--label-column", default="label")
+    h.add_argument("--import", dest="imports", action="append", metavar="MODULE", help="import MODULE first")
+    h.add_argument("--json", action="store_true", help="print JSON")
+    h.set_defaults(func=cmd_hardware_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tnpeft", description="Tensor-network parameter-efficient fine-tuning.")
     p.add_argument("--version", action="version", version=f"tnpeft {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_adapters, _add_convert, _add_count, _add_draw_and_verify, _add_demo, _add_train, _add_compare, _add_circuit_verbs):
+    for add in (_add_adapters, _add_convert, _add_count, _add_draw_and_verify, _add_demo, _add_train, _add_compare,
+                _add_circuit_verbs, _add_devices, _add_hardware_eval):
         add(sub)
     return p

@@ -155,6 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         method: Any = None
     else:
         method = train_method(args.adapter or "lora", hparams)
+    if args.quantum_backend is not None or args.dry_run:
+        return _train_on_device(args, method, hparams, cfg, targets, excl)
     try:
         metrics = run_training(args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
                                device=args.device,
@@ -168,6 +170,60 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if args.json:
         print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _train_on_device(args: argparse.Namespace, method: Any, hparams: dict[str, Any], cfg: Any, targets: Any,
+                     excl: Any) -> int:
+    """``tnpeft train --quantum-backend B``: the quantum nodes run on device B during training (forward
+    measured, backward by the parameter-shift rule); ``--dry-run`` prints the budget and stops."""
+    from pathlib import Path
+
+    from tnpeft.cli.tables import budget_table
+    from tnpeft.fileio import atomic_write_json
+    from tnpeft.nn import AdapterConfig, inject, load_adapter
+    from tnpeft.quantum import Device, device_budget, on_device
+    from tnpeft.train.datasets import infer_task, load_model
+    from tnpeft.train.loop import TrainingInterrupted
+    from tnpeft.train.pipeline import parse_test_size, run_training
+
+    device = Device(args.quantum_backend or "ideal", shots=None if args.shots == 0 else args.shots,
+                    mitigation=args.mitigation, seed=args.seed)
+    task = args.task or infer_task(args.data)
+    loaded = load_model(args.model, task, num_labels=3 if args.data == "tweets" else 2, seed=args.seed)
+    if args.adapter_dir is not None:
+        probe = load_adapter(loaded.model, args.adapter_dir)
+    else:
+        probe = inject(loaded.model, AdapterConfig(method, targets or loaded.target_modules,
+                                                   exclude_modules=excl if excl is not None else loaded.exclude_modules,
+                                                   **hparams))
+    tokens = args.batch_size * args.max_length
+    budget = device_budget(probe, device, tokens=tokens)
+    del probe, loaded
+    if args.dry_run:
+        print(json.dumps(budget.to_dict(), indent=2) if args.json else budget_table(budget))
+        return 0
+    if not args.json:
+        print(budget_table(budget))
+    try:
+        with on_device(None, device=device):
+            metrics = run_training(args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
+                                   device=args.device, task=args.task, target_modules=targets, exclude_modules=excl,
+                                   train_size=args.train_size, test_size=parse_test_size(args.test_size),
+                                   text_column=args.text_column, label_column=args.label_column, config=cfg,
+                                   resume=not args.no_resume, progress=not args.json, stop_after=args.stop_after,
+                                   report=None if args.json else print)
+    except TrainingInterrupted as e:
+        print(f"tnpeft: {e}", file=sys.stderr)
+        return 130
+    metrics["quantum_device"] = {"budget_per_step": budget.to_dict(), "ran": device.stats.to_dict()}
+    atomic_write_json(Path(args.out) / "metrics.json", metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        st = device.stats
+        print(f"on {device.name}: {st.circuits:,} circuits, {st.shots:,} shots, {st.pubs:,} PUBs, ≈ {st.qpu_seconds:,.1f} s "
+              f"of QPU time; {st.wall_seconds:,.0f} s simulating")
     return 0
 
 
@@ -225,9 +281,11 @@ def cmd_export_circuits(args: argparse.Namespace) -> int:
 def cmd_circuits(args: argparse.Namespace) -> int:
     """Print the resources of an adapter's circuits (see tnpeft.quantum.resources)."""
     from tnpeft.cli.tables import resources_table
+    from tnpeft.quantum.devices import resolve_backend
     from tnpeft.quantum.resources import resource_report
 
-    backend = None if args.backend == "none" else "generic"
+    backend: Any = None if args.backend == "none" else "generic" if args.backend == "generic" else \
+        resolve_backend(args.backend)
     _, source = _source(args)
     report = resource_report(source, backend, max_synthesis_qubits=args.max_synthesis_qubits,
                              optimization_level=args.optimization_level)
@@ -235,7 +293,43 @@ def cmd_circuits(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(resources_table(report))
-        if backend:
+        if backend == "generic":
             print(f"backend: {report.backend} (heavy-hex coupling map; CX, RZ, SX, X); "
                   "CX = after decomposing into CX and one-qubit gates, before routing")
+        elif backend is not None:
+            print(f"backend: {report.backend}; CX = after decomposing into CX and one-qubit gates, before routing")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """List the devices circuits can run on: ideal, generic and the calibrated fake IBM devices."""
+    from tnpeft.cli.tables import devices_table
+    from tnpeft.quantum.devices import list_devices
+
+    infos, note = list_devices()
+    if args.json:
+        print(json.dumps({"devices": [i.to_dict() for i in infos], "note": note}, indent=2))
+        return 0
+    print(devices_table(infos, note, show_all=args.all))
+    print("use a name with --backend (tnpeft circuits, train --quantum-backend, hardware-eval); noise is simulated "
+          "by qiskit-aer from each device's calibration snapshot")
+    return 0
+
+
+def cmd_hardware_eval(args: argparse.Namespace) -> int:
+    """The task metric of a saved adapter with its quantum parts run on a device, beside the exact one."""
+    from tnpeft.adapters.specs import import_user_module
+    from tnpeft.cli.hardware_eval import format_report, hardware_eval, write_report
+
+    for name in args.imports or ():
+        import_user_module(name)
+    sweep = [int(x) for x in args.sweep.split(",") if x] if args.sweep else None
+    result = hardware_eval(args.adapter_dir, model=args.model, data=args.data, task=args.task, test_size=args.test_size,
+                           backend=args.backend, shots=None if args.shots == 0 else args.shots,
+                           mitigation=args.mitigation, frames=args.frames, seed=args.seed, sweep=sweep,
+                           sweep_mitigation=args.sweep_mitigation, plot=args.plot, batch_size=args.batch_size,
+                           max_length=args.max_length, text_column=args.text_column, label_column=args.label_column)
+    if args.output:
+        write_report(result, args.output)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0

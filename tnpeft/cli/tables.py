@@ -147,5 +147,35 @@ def resources_table(report: Any) -> str:
             for c in report.circuits]
     lines = columns([head, *rows], right=set(range(3, len(head))))
     lines += [f"{s['name']}: not built — {s['reason']}" for s in report.skipped]
+    lines += report.alternatives()
     lines.append("total: " + report.summary())
+    return "\n".join(lines)
+
+
+def devices_table(infos: Sequence[Any], note: str | None, show_all: bool = False) -> str:
+    """``tnpeft devices``: one row per usable device (every device with ``show_all``) of
+    :func:`tnpeft.quantum.devices.list_devices`, then the unusable ones with the reason."""
+    head = ("device", "qubits", "basis gates", "2q gate", "median 2q error", "median readout error")
+    rows = [(i.name, str(i.qubits) if i.qubits else "any", ",".join(i.basis_gates) if i.qubits else "any",
+             i.two_qubit_gate or "—", "—" if i.median_two_qubit_error is None else f"{i.median_two_qubit_error:.4f}",
+             "—" if i.median_readout_error is None else f"{i.median_readout_error:.4f}")
+            for i in infos if i.usable or show_all]
+    lines = columns([head, *rows], right={1, 4, 5})
+    lines += [(f"{i.name}: {i.note}" if show_all else f"not listed: {i.name}: {i.note}")
+              for i in infos if not i.usable and i.note]
+    if note:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def budget_table(budget: Any) -> str:
+    """``tnpeft train --quantum-backend --dry-run``: one row per circuit shape of a
+    :class:`~tnpeft.quantum.in_the_loop.Budget`, then its totals and notes."""
+    head = ("circuit shape", "kind", "qubits", "nodes", "forward", "backward", "2q gates", "duration")
+    rows = [(r.shape, r.kind, str(r.qubits), str(r.parts), f"{r.forward:,}", f"{r.backward:,}",
+             "—" if r.two_qubit is None else f"{r.two_qubit:,}",
+             "—" if r.duration is None else f"{r.duration * 1e6:,.1f} µs") for r in budget.rows]
+    lines = columns([head, *rows], right=set(range(2, len(head))))
+    lines.append(budget.summary())
+    lines += [f"note: {n}" for n in budget.notes]
     return "\n".join(lines)

@@ -91,9 +91,11 @@ def node_circuit(source: Graph | GraphModule, node: str) -> tuple[Circuit, list[
         theta = m.angles().detach().to(torch.float64).reshape(-1, m.theta.shape[-1])[0].tolist()
         batch = f" (batch element 0 of {tuple(nd.batch_shape)})" if nd.batch_shape else ""
         if isinstance(m, PauliFrame):
-            tagged = flatten_blocks(pauli_frame(n, m.layers), k)
-            c = Circuit(max(1, (n - 1).bit_length()), tuple(g for g, _ in tagged), len(theta))
-            how = "its power-of-two circuit" if n & (n - 1) == 0 else "the whole cosine–sine split"
+            rows = m.rows          # a pow2 frame: the circuit of the padded rows, projected to n rows
+            tagged = flatten_blocks(pauli_frame(rows, m.layers), k)
+            c = Circuit(max(1, (rows - 1).bit_length()), tuple(g for g, _ in tagged), len(theta))
+            how = ("its power-of-two circuit" if n & (n - 1) == 0 else "the whole cosine–sine split" if rows == n
+                   else f"padded to {rows} rows, projected to {n}")
             legend = "; ● control on 1, ○ on 0" if c.is_controlled else ""
             title = (f"{node}: Pauli frame {n}×{k} as one circuit on {c.n_qubits} qubits ({how}, {m.layers} layer(s))"
                      f"{batch}{legend}")

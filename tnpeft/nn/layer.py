@@ -195,7 +195,12 @@ class TNLinear(PeftLayerProtocol, nn.Module):
             if module.graph.mode == "input":
                 h = module(h.to(module.param_dtype)).to(x.dtype)
         result = base(h, *args, **kwargs)
-        maps = [p for m in pending if (p := m if m.graph.mode == "output" else m.post) is not None]
+        # output-side maps in order (a loop: the compiler cannot trace a walrus in a comprehension)
+        maps: list[GraphModule] = []
+        for m in pending:
+            post = m if m.graph.mode == "output" else m.post
+            if post is not None:
+                maps.append(post)
         if maps:
             result = self._output_maps(result, maps)
         for module in pending:

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 import tnpeft.params.limits as limits
-from tnpeft.circuits.circuit import Circuit, probabilities, qpa_circuit, simulate
+from tnpeft.circuits.circuit import Circuit, qpa_circuit
+from tnpeft.circuits.device_hooks import circuit_probabilities, device_for
 from tnpeft.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -154,12 +155,15 @@ class QPAHyperNetwork(nn.Module):
         return self.__dict__.get("_override")
 
     def probabilities(self) -> torch.Tensor:
-        """The probabilities of the first ``n_ch`` basis states: exact (torch simulator), or those
-        given to :meth:`set_probabilities`."""
+        """The probabilities of the first ``n_ch`` basis states: exact (torch simulator), measured
+        on the quantum device the module runs on (:func:`tnpeft.circuits.device_hooks.device_for`;
+        gradients by the parameter-shift rule), or those given to :meth:`set_probabilities`."""
         if self.probability_override is not None:
             return self.probability_override
-        work = torch.promote_types(self.theta.dtype, torch.float32)
-        return probabilities(simulate(self.circuit, self.theta.to(work)))[: self.shape.n_chunks]
+        device = device_for(self)
+        work = torch.float64 if device is not None else torch.promote_types(self.theta.dtype, torch.float32)
+        p = circuit_probabilities(self.circuit, self.theta.to(work), device=device)
+        return p[: self.shape.n_chunks].to(self.theta.dtype)
 
     def features(self, probs: torch.Tensor) -> torch.Tensor:
         """The MLP's input, ``(n_ch, N_q + 1)``, from the probabilities of the first ``n_ch`` states."""
@@ -195,9 +199,10 @@ class QPAHyperNetwork(nn.Module):
         if len(members) == 1:
             return [members[0]._generate(None)]
         first, s = members[0], members[0].shape
-        work = torch.promote_types(first.theta.dtype, torch.float32)
+        device = device_for(first)
+        work = torch.float64 if device is not None else torch.promote_types(first.theta.dtype, torch.float32)
         thetas = torch.stack([m.theta for m in members]).to(work)
-        probs = probabilities(simulate(first.circuit, thetas))[:, : s.n_chunks].to(first.theta.dtype)
+        probs = circuit_probabilities(first.circuit, thetas, device=device)[:, : s.n_chunks].to(first.theta.dtype)
         x = torch.stack([m.features(p) for m, p in zip(members, probs)])      # (G, n_ch, N_q + 1)
         for j, layer in enumerate(first.mlp):
             if isinstance(layer, nn.Linear):

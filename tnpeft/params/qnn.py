@@ -26,7 +26,9 @@ import torch
 from torch import nn
 
 import tnpeft.params.limits as limits
-from tnpeft.circuits.circuit import Circuit, encoding_rounds, expect_z, probabilities, qnn_circuit, simulate
+from tnpeft.circuits.circuit import Circuit, encoding_rounds, expect_z, probabilities, qnn_circuit, simulate, z_signs
+from tnpeft.circuits.device_hooks import device_for
+from tnpeft.circuits.parameter_shift import device_probabilities
 from tnpeft.circuits.token_program import run_token_program, token_program
 from tnpeft.errors import ConfigError
 
@@ -122,8 +124,15 @@ class QNNMap(nn.Module):
             self.b = nn.Parameter(torch.zeros(self.in_size, dtype=dtype, device=device))
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
-        """The scaled read-out ``q`` for features ``h`` of shape ``(rows, in)``."""
+        """The scaled read-out ``q`` for features ``h`` of shape ``(rows, in)``. On a quantum device
+        (:func:`tnpeft.circuits.device_hooks.device_for`) every row is one circuit measured there,
+        with parameter-shift gradients for the angles and, when ``h`` needs one, the inputs."""
         work = torch.promote_types(h.dtype, torch.float32)
+        device = device_for(self)
+        if device is not None:
+            p = device_probabilities(device, self.circuit, self.theta.to(torch.float64), h.to(torch.float64))
+            q = p * float(1 << self.opts.qubits) if self.opts.readout == "probs" else p @ z_signs(self.opts.qubits)
+            return q.to(h.dtype)
         program = token_program(self.circuit)
         if program is not None and h.dim() == 2:
             state = run_token_program(program, self.circuit.n_qubits, self.theta.to(work), h.to(work))

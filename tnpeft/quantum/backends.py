@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tnpeft.errors import ConfigError
+from tnpeft.quantum.device import Device
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit
@@ -58,7 +59,7 @@ def circuit_stats(circuit: QuantumCircuit) -> dict[str, Any]:
             "ops": ops}
 
 
-def sample_probabilities(circuits: Any, backend: BackendV2 | None = None, *, shots: int = 4096,
+def sample_probabilities(circuits: Any, backend: BackendV2 | str | None = None, *, shots: int = 4096,
                          seed: int | None = None, sampler: Any = None, optimization_level: int = 1) -> Any:
     """Measure every qubit of each circuit ``shots`` times and return the estimated probabilities
     (index = basis state, qubit ``q`` = bit ``q``).
@@ -71,7 +72,8 @@ def sample_probabilities(circuits: Any, backend: BackendV2 | None = None, *, sho
     ``SamplerV2(mode=backend)``) — runs them; by default ``BackendSamplerV2(backend=backend)``.
     Pass a hardware sampler together with its backend, so that the circuits are transpiled to its
     target. ``seed`` seeds the transpiler and, for simulators, the shots. Circuits must have no
-    unbound parameters.
+    unbound parameters. A device *name* (``"ideal"``, ``"generic"``, ``"fake_torino"``, …) runs
+    on a :class:`~tnpeft.quantum.device.Device` (its noise simulated on the qubits in use).
     """
     from qiskit import QuantumCircuit
     from qiskit.primitives import BackendSamplerV2
@@ -94,6 +96,10 @@ def sample_probabilities(circuits: Any, backend: BackendV2 | None = None, *, sho
     if names is None and len({qc.num_qubits for qc in items}) > 1:
         raise ConfigError(f"circuits sampled as a list must have one width; got {sorted({qc.num_qubits for qc in items})} "
                           "qubits (pass a {name: circuit} dict to sample circuits of several widths)", field="circuits")
+    if isinstance(backend, str):
+        dev = Device(backend, shots=shots, seed=seed, sampler=sampler, optimization_level=optimization_level)
+        probs = [dev.run(dev.compile(qc, []), None)[0] for qc in items]
+        return dict(zip(names, probs)) if names is not None else np.stack(probs)
     measured = []
     for qc in items:
         m = qc.copy()

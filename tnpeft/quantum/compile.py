@@ -143,7 +143,7 @@ def frame_circuit(module: FrameModule) -> tuple[Circuit, str] | None:
     """The circuit description of a circuit-shaped frame (``pauli`` of any size, ``givens``) and
     its method name; ``None`` for frames that have no circuit of their own."""
     if isinstance(module, PauliFrame):
-        return pauli_frame_circuit(module.n, module.layers, module.k), "pauli"
+        return pauli_frame_circuit(module.rows, module.layers, module.k), "pauli"
     if isinstance(module, GivensFrame):
         return givens_circuit(module.n, butterfly_pairs(module.n, module.n_layers)), "givens"
     return None
@@ -158,13 +158,15 @@ def _frame_circuits(module: torch.nn.Module, node: str | None, param: str | None
     if described is not None:
         circ, method = described
         frame = cast(Union[PauliFrame, GivensFrame], module)   # the frames with a circuit of their own
-        n, k = frame.n, frame.k
+        n, k = getattr(frame, "rows", frame.n), frame.k        # a pow2 frame's circuit has its padded rows
         with torch.no_grad():
             angles = frame.angles().detach().to(torch.float64).cpu()
         for b, theta in enumerate(angles):
             qc = circuit_to_qiskit(circ, theta, parameters=parameters, name=label, multiplex=method == "givens")
             qc.metadata.update(method=method, bits=module.bits,
                                **({"layers": module.layers} if method == "pauli" else {"layers": module.n_layers}))
+            if getattr(module, "pow2", False):
+                qc.metadata.update(pow2=True, frame_rows=module.n)
             out.append((qc, b))
     else:
         frames = frame_matrices(module)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tnpeft.circuits.circuit import Circuit
+from tnpeft.circuits.frames import pauli_count
 from tnpeft.errors import TNPeftError
 from tnpeft.quantum.compile import circuit_names, to_qiskit
 from tnpeft.quantum.synthesis import MAX_SYNTHESIS_QUBITS
@@ -112,7 +113,10 @@ def _structure(qc: QuantumCircuit) -> tuple[Any, ...]:
 class CircuitResources:
     """One circuit's resources: as built, decomposed into CX + one-qubit gates (``cx``), and
     transpiled to the report's backend (``backend_*``); ``bound`` is the closed form where one
-    exists (Pauli frames)."""
+    exists (Pauli frames). For a Pauli frame whose width is not a power of two, ``parameters`` are
+    its angles and ``alternative`` the other parametrization of the same frame — ``pow2`` (the
+    circuit of the next power of two, projected) for the exact-width cosine–sine frame, and the
+    exact-width frame for a ``pow2`` one — with its rows, angles and two-qubit bound."""
 
     name: str
     module: str | None
@@ -131,6 +135,8 @@ class CircuitResources:
     backend_one_qubit: int | None = None
     backend_depth: int | None = None
     bound: int | None = None
+    parameters: int | None = None
+    alternative: dict[str, Any] | None = None
 
 
 @dataclass
@@ -179,8 +185,22 @@ class ResourceReport:
                  f"{_fmt(c.bound)}), {_fmt(c.backend_two_qubit)} two-qubit gates and depth {_fmt(c.backend_depth)} "
                  "on the backend" for c in self.circuits]
         lines += [f"{s['name']}: not built — {s['reason']}" for s in self.skipped]
+        lines += self.alternatives()
         lines.append("total: " + self.summary())
         return "\n".join(lines)
+
+    def alternatives(self) -> list[str]:
+        """One line per distinct Pauli frame circuit that has another parametrization (exact width ↔
+        ``pow2``): its angles and CX bound beside the other's."""
+        lines, seen = [], set()
+        for c in self.circuits:
+            if c.alternative and (c.qubits, c.bound, c.parameters) not in seen:
+                seen.add((c.qubits, c.bound, c.parameters))
+                a = c.alternative
+                lines.append(f"{c.name}: {c.parameters or 0:,} angles, ≤ {c.bound or 0:,} CX; as "
+                             f"{a['parametrization']}: {a['rows']:,} rows, {a['parameters']:,} angles, "
+                             f"≤ {a['two_qubit_bound']:,} CX")
+        return lines
 
 
 def _fmt(v: int | None) -> str:
@@ -233,10 +253,26 @@ def resource_report(source: Any, backend: BackendV2 | str | None = "generic", *,
         raw = _counts(qc)
         bound = (pauli_two_qubit_bound(md["rows"], md.get("layers", 1), md.get("cols"))
                  if md.get("method") == "pauli" else None)
+        params, alt = _pauli_alternative(md) if md.get("method") == "pauli" else (None, None)
         report.circuits.append(CircuitResources(
             label, path or None, node, md.get("kind", "?"), md.get("method", "?"), qc.num_qubits, raw["one_qubit"],
             raw["two_qubit"], raw["multi_qubit"], raw["depth"], cx=dec["two_qubit"],
             decomposed_one_qubit=dec["one_qubit"], decomposed_depth=dec["depth"],
             backend_two_qubit=on["two_qubit"] if on else None, backend_one_qubit=on["one_qubit"] if on else None,
-            backend_depth=on["depth"] if on else None, bound=bound))
+            backend_depth=on["depth"] if on else None, bound=bound, parameters=params, alternative=alt))
     return report
+
+
+def _pauli_alternative(md: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    """A Pauli frame circuit's angles, and the other parametrization of its frame (exact width ↔ pow2)."""
+    rows, layers, cols = md["rows"], md.get("layers", 1), md.get("cols")
+    frame_rows = md.get("frame_rows", rows)
+    params = pauli_count(rows, layers)
+    if frame_rows & (frame_rows - 1) == 0:
+        return params, None
+    if md.get("pow2"):
+        other, label = frame_rows, "pauli (exact width: cosine–sine)"
+    else:
+        other, label = 1 << (rows - 1).bit_length(), "pauli pow2=true (next power of two, projected)"
+    return params, {"parametrization": label, "rows": other, "parameters": pauli_count(other, layers),
+                    "two_qubit_bound": pauli_two_qubit_bound(other, layers, cols)}

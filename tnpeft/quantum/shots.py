@@ -203,7 +203,8 @@ def estimate_unitary(source: Any, node: str | None = None, backend: BackendV2 | 
         assert not isinstance(qc, dict)   # one node (or one module): one circuit
         batch = tuple(getattr(frames, "batch", ()))
         flat = 0 if not batch else int(np.ravel_multi_index(tuple(qc.metadata["batch_index"]), batch))
-        u = frame_matrices(frames)[flat]
+        # a pow2 frame is projected from its circuit's padded rows: the circuit measures those
+        u = circuit_frame(qc) if getattr(frames, "pow2", False) else frame_matrices(frames)[flat]
         label = node or "frame"
     n_rows, k = u.shape
     probs = sample_probabilities(_column_circuits(qc, k, label), backend, shots=shots, seed=seed, sampler=sampler,

@@ -39,7 +39,15 @@ from typing import Callable
 from tnpeft.circuits.circuit import circuit_angle_count
 from tnpeft.params.unitary.base import AngleFrame, FrameModule, eye_frames, init_angles, quantize_ste
 from tnpeft.params.unitary.packed import NeumannCayleyFrame, PackedCayleyFrame, packed_count
-from tnpeft.params.unitary.pauli import PauliFrame, apply_circuit, is_pow2, pauli_count
+from tnpeft.params.unitary.pauli import (
+    PauliFrame,
+    apply_circuit,
+    is_pow2,
+    next_pow2,
+    pauli_count,
+    pauli_param_count,
+    project_rows,
+)
 from tnpeft.params.unitary.reflections import GivensFrame, HouseholderFrame, butterfly_pairs, givens_count
 from tnpeft.params.unitary.registry import UNITARY_PARAMS, UnitaryParametrization, register_unitary
 from tnpeft.params.unitary.scope import FrameScope
@@ -51,8 +59,8 @@ def _build(cls: Callable[..., FrameModule]) -> Callable[..., FrameModule]:
         n, k, batch, dtype=dtype, device=device, rng=rng, **o)
 
 
-register_unitary(UnitaryParametrization("pauli", lambda n, k, layers=1, bits=None, init="random": pauli_count(n, layers),
-                                        _build(PauliFrame), ("layers", "bits", "init"), identity_init=False))
+register_unitary(UnitaryParametrization("pauli", pauli_param_count, _build(PauliFrame), ("layers", "bits", "init", "pow2"),
+                                        identity_init=False))
 for _name, _cls, _opts in (("cayley", CayleyFrame, ("intrinsic_rank", "init")),
                            ("exp", ExpFrame, ("intrinsic_rank", "init")),
                            ("taylor", TaylorFrame, ("intrinsic_rank", "order", "init")),
@@ -70,4 +78,4 @@ register_unitary(UnitaryParametrization("givens", lambda n, k, layers=None, bits
 __all__ = ["UNITARY_PARAMS", "UnitaryParametrization", "register_unitary", "FrameScope", "FrameModule", "AngleFrame",
            "PauliFrame", "PackedCayleyFrame", "NeumannCayleyFrame", "packed_count", "SkewFrame", "CayleyFrame", "ExpFrame", "TaylorFrame", "HouseholderFrame", "GivensFrame",
            "pauli_count", "givens_count", "circuit_angle_count", "apply_circuit", "quantize_ste", "eye_frames",
-           "init_angles", "is_pow2", "butterfly_pairs"]
+           "init_angles", "is_pow2", "butterfly_pairs", "next_pow2", "pauli_param_count", "project_rows"]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import torch
 from torch import nn
 
 import tnpeft.params.limits as limits
+from tnpeft.circuits.circuit import Circuit
+from tnpeft.circuits.device_hooks import device_for, device_frames
+from tnpeft.circuits.parameter_shift import CircuitDevice
+from tnpeft.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from tnpeft.params.unitary.scope import FrameScope
@@ -99,11 +103,41 @@ class FrameModule(nn.Module):
         bfloat16 / float16 parameters: the frame is computed in float32 (orthonormal to ~1e-7) and
         only the result is rounded to the parameters' dtype. Autocast is off while the frame is
         built (a frame rounded factor by factor to bfloat16 would drift from orthonormal); the
-        products with it, outside, run under whatever autocast the caller chose."""
+        products with it, outside, run under whatever autocast the caller chose.
+
+        On a quantum device (:func:`tnpeft.circuits.device_hooks.device_for`), a frame with a
+        circuit of its own (:meth:`device_circuit`) is estimated from that device's measurements,
+        signs included, with parameter-shift gradients (:meth:`device_frames`)."""
+        device = device_for(self)
+        if device is not None and self.device_circuit() is not None:
+            return self.device_frames(device, flat)
         with torch.autocast(flat.device.type, enabled=False):
             if flat.dtype in (torch.bfloat16, torch.float16):
                 return self._compute(flat.float()).to(flat.dtype)
             return self._compute(flat)
+
+    def device_circuit(self) -> Circuit | None:
+        """The circuit (on ``⌈log₂ rows⌉`` qubits) whose first ``K`` columns make the frame, or
+        ``None`` for parametrizations that have no circuit with trainable angles."""
+        return None
+
+    def circuit_angles(self, flat: torch.Tensor) -> torch.Tensor:
+        """The circuit's angles ``(G, n_params)`` for flat parameters ``(G, *tail)``."""
+        return flat
+
+    def from_circuit_columns(self, columns: torch.Tensor) -> torch.Tensor:
+        """The frames ``(G, N, K)`` from the circuit's first ``K`` columns ``(G, 2^q, K)``: their first ``N`` rows."""
+        return columns[:, : self.n, :]
+
+    def device_frames(self, device: CircuitDevice, flat: torch.Tensor) -> torch.Tensor:
+        """The frames ``(G, N, K)`` estimated on ``device`` (interference circuits; see
+        :func:`tnpeft.circuits.device_hooks.device_frames`), in ``flat``'s dtype."""
+        work = flat.double() if flat.dtype in (torch.bfloat16, torch.float16) else flat
+        circuit = self.device_circuit()
+        if circuit is None:
+            raise ConfigError(f"{type(self).__name__} has no circuit of its own to run on a device", field="device")
+        cols = device_frames(device, circuit, self.circuit_angles(work), self.k)
+        return self.from_circuit_columns(cols).to(flat.dtype)
 
     def frames_float64(self) -> torch.Tensor:
         """This module's frames re-evaluated from its parameters in float64, ``(G, N, K)`` (for
@@ -138,7 +172,23 @@ class FrameModule(nn.Module):
         frames = members[0].frames(torch.cat(flats) if len(flats) > 1 else flats[0])
         return [f.reshape(*m.batch, m.n, m.k) for m, f in zip(members, frames.split([x.shape[0] for x in flats]))]
 
+    def set_frames(self, frames: torch.Tensor | None) -> None:
+        """Use ``frames`` ``(*batch, N, K)`` — e.g. estimated on a quantum device — as this module's
+        value until called again with ``None`` (they take no gradient; the parameters are untouched)."""
+        if frames is not None and tuple(frames.shape) != (*self.batch, self.n, self.k):
+            raise ConfigError(f"frames of shape {tuple(frames.shape)} given to a frame of shape "
+                              f"{(*self.batch, self.n, self.k)}", field="frames")
+        self.__dict__["frame_override"] = None if frames is None else frames.detach()
+
+    @property
+    def frame_override(self) -> torch.Tensor | None:
+        """The frames given to :meth:`set_frames`, or ``None``."""
+        return self.__dict__.get("frame_override")
+
     def forward(self) -> torch.Tensor:
+        override = self.__dict__.get("frame_override")
+        if override is not None:
+            return cast(torch.Tensor, override.to(self.free_tensor().dtype))
         if self.scope is not None:
             return self.scope.frame(self)
         return self.frames(self.flat_param()).reshape(*self.batch, self.n, self.k)

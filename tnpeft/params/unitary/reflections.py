@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from tnpeft.caches import memoized
+from tnpeft.circuits.circuit import Circuit
+from tnpeft.circuits.frames import givens_circuit
 from tnpeft.params.unitary.base import AngleFrame, FrameModule, eye_frames, init_angles, quantize_ste
 from tnpeft.params.unitary.butterfly import apply_factors, block_diagonal, butterfly_blocks, monarch_factors
 
@@ -105,6 +107,13 @@ class GivensFrame(AngleFrame):
     def angles(self) -> torch.Tensor:
         """The angles the rotations use, ``(G, count)``: quantized when the frame has ``bits``."""
         return quantize_ste(self.flat_param(), self.bits)
+
+    def device_circuit(self) -> Circuit | None:
+        """The butterfly as fully controlled ``RY(2θ)`` gates (:func:`~tnpeft.circuits.frames.givens_circuit`)."""
+        return givens_circuit(self.n, butterfly_pairs(self.n, self.n_layers)) if self.n > 1 else None
+
+    def circuit_angles(self, flat: torch.Tensor) -> torch.Tensor:
+        return quantize_ste(flat, self.bits)
 
     @property
     def size(self) -> int:
