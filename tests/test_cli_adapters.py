@@ -49,6 +49,28 @@ def test_adapters_lists_every_method_with_defaults_including_a_users(capsys):
         METHODS.pop("mine_chain")
 
 
+def test_advice_is_listed_and_checked(capsys):
+    @register("mine_advised", advice="Keep   it\n short.", learning_rate=1e-2)
+    def mine_advised(in_features, out_features, r: int = 2):
+        return Graph([Dense("A", ("r", "in"), (r, in_features)), Dense("B", ("out", "r"), (out_features, r))])
+
+    try:
+        code, out, _ = run(capsys, "adapters", "--json")
+        rows = {r["name"]: r for r in json.loads(out)}
+        assert rows["mine_advised"]["advice"] == "Keep it short." and rows["mine_advised"]["learning_rate"] == 1e-2
+        # every method of the tweet study carries a line drawn from it
+        assert all(rows[m]["advice"] for m in ("lora", "quantum_peft", "qpa", "qwthn", "mpo", "adalora", "oft"))
+        code, out, _ = run(capsys, "adapters")
+        assert "advice: Keep it short." in out and "advice: Raise the rank before the layers" in out
+    finally:
+        METHODS.pop("mine_advised")
+    for bad in ("", "   ", 3):
+        with pytest.raises(tnpeft.errors.ConfigError) as e:
+            register("bad_advice", advice=bad)
+        assert e.value.field == "advice"
+    assert "bad_advice" not in METHODS
+
+
 # adapters without a rank: a diagonal scale (IA³), block rotations (BOFT), a sparse spectrum (FourierFT),
 # a full-rank circuit of local gates (QuanTA)
 RANKLESS = {"ia3", "boft", "fourierft", "quanta"}

@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import TrainerCallback
 
 
-@register("adalora", paper="Zhang et al., ICLR 2023, arXiv 2303.10512", learning_rate=1e-2,
+@register("adalora", paper="Zhang et al., ICLR 2023, arXiv 2303.10512", learning_rate=1e-2, advice=(
+    "Give total_step (the run's length, as tnpeft train does) so that its rank-budget schedule ends inside the "
+    "run; its rate is about 5× LoRA's (1e-2)."),
           training_hook=lambda model, **kw: AdaLoRAController(model, **kw))
 def adalora(in_features: int, out_features: int, r: int = 12, target_r: int = 8, alpha: float = 8.0,
             dropout: float = 0.0, total_step: int | None = None, tinit: int = 0, tfinal: int = 0, delta_t: int = 1,

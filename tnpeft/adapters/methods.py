@@ -65,6 +65,8 @@ class Method:
         aliases: other names a hyper-parameter answers to (``{"r": "rank"}``: ``r`` means the rank).
         learning_rate: the method's starting learning rate with AdamW (the demo's rate, and the centre
             of ``compare``'s default grid, from Python and from the shell alike).
+        advice: one line of practical advice (what measurements say about using it), shown by
+            ``tnpeft adapters``; ``None`` when there is none.
     """
 
     name: str
@@ -74,6 +76,7 @@ class Method:
     training_hook: HookFactory | None = None
     aliases: dict[str, str] = field(default_factory=dict)
     learning_rate: float = 2e-3
+    advice: str | None = None
 
 
 #: the learning rate of a method registered without one
@@ -99,12 +102,15 @@ def _signature_hparams(fn: Callable[..., Any]) -> dict[str, Any]:
 
 def register(name: str, *, paper: str | None = None, training_hook: HookFactory | None = None,
              aliases: dict[str, str] | None = None,
-             learning_rate: float = DEFAULT_LEARNING_RATE) -> Callable[[Builder], Builder]:
+             learning_rate: float = DEFAULT_LEARNING_RATE, advice: str | None = None) -> Callable[[Builder], Builder]:
     """Decorator: make ``builder`` available as ``AdapterConfig(name, ...)``, ``tnpeft count name``
     and in every other tool, and tag the graphs it returns with the method's name and the
     hyper-parameters they were built with (those that are JSON values). ``aliases`` maps other
     names to hyper-parameters (``{"r": "rank"}``); giving both names at once is an error.
-    ``learning_rate`` is the method's starting rate (AdamW), what the demo and ``compare`` use."""
+    ``learning_rate`` is the method's starting rate (AdamW), what the demo and ``compare`` use;
+    ``advice`` a line of practical advice that ``tnpeft adapters`` prints."""
+    if advice is not None and (not isinstance(advice, str) or not advice.strip()):
+        raise ConfigError(f"method {name!r}: advice must be a non-empty string, got {advice!r}", field="advice")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not 0 < learning_rate < 1e3:
         raise ConfigError(f"method {name!r}: learning_rate must be a positive number, got {learning_rate!r}",
                           field="learning_rate")
@@ -141,7 +147,8 @@ def register(name: str, *, paper: str | None = None, training_hook: HookFactory 
 
         builder.method = name  # type: ignore[attr-defined]
         builder.aliases = alias  # type: ignore[attr-defined]
-        METHODS[name] = Method(name, builder, _signature_hparams(fn), paper, training_hook, alias, lr)
+        METHODS[name] = Method(name, builder, _signature_hparams(fn), paper, training_hook, alias, lr,
+                               " ".join(advice.split()) if advice else None)
         return builder
 
     return deco
@@ -149,13 +156,14 @@ def register(name: str, *, paper: str | None = None, training_hook: HookFactory 
 
 def method_table() -> list[dict[str, Any]]:
     """Every registered method as a JSON-ready row: name, paper, hyper-parameters with their
-    defaults (``"required"`` for none; a non-JSON default as its ``repr``), aliases, and whether it
-    has a training hook — what ``tnpeft adapters`` prints."""
+    defaults (``"required"`` for none; a non-JSON default as its ``repr``), aliases, whether it
+    has a training hook, its learning rate and its advice — what ``tnpeft adapters`` prints."""
     def shown(v: Any) -> Any:
         return "required" if v is REQUIRED else v if _json_ready(v) else repr(v)
 
     return [{"name": m.name, "paper": m.paper, "hparams": {k: shown(v) for k, v in m.hparams.items()},
-             "aliases": dict(m.aliases), "training_hook": m.training_hook is not None} for m in METHODS.values()]
+             "aliases": dict(m.aliases), "training_hook": m.training_hook is not None,
+             "learning_rate": m.learning_rate, "advice": m.advice} for m in METHODS.values()]
 
 
 def get_method(name: str) -> Method:

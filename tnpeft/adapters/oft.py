@@ -8,7 +8,9 @@ from tnpeft.graph import Graph, Unitary
 from tnpeft.params import UNITARY_PARAMS
 
 
-@register("oft", paper="Qiu et al., NeurIPS 2023; Liu et al., ICLR 2024 (BOFT)")
+@register("oft", paper="Qiu et al., NeurIPS 2023; Liu et al., ICLR 2024 (BOFT)", advice=(
+    "Multiplicative (it rotates the input, so the merged weight keeps its singular values): merges exactly, but "
+    "cannot run in mixed-adapter batches; block_size sets its size."))
 def oft(in_features: int, out_features: int, block_size: int = 32, butterfly: bool = False,
         param: str = "cayley", r: int | None = None, terms: int = 5) -> Graph:
     r"""A multiplicative orthogonal adapter: the layer computes ``W (R x)`` with ``R`` orthogonal —

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from typing import Any, Sequence
 
 from tnpeft.errors import ConfigError
@@ -78,6 +79,8 @@ def cmd_adapters(args: argparse.Namespace) -> int:
         print("    " + (", ".join(f"{k}={v}" for k, v in r["hparams"].items()) or "(no hyper-parameters)"))
         if r["aliases"]:
             print("    aliases: " + ", ".join(f"{a} = {t}" for a, t in r["aliases"].items()))
+        if r["advice"]:
+            print(textwrap.fill(r["advice"], width=100, initial_indent="    advice: ", subsequent_indent="      "))
     return 0
 
 
