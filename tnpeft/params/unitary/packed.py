@@ -23,6 +23,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from tnpeft.params.linalg import solve
 from tnpeft.params.unitary.base import FrameModule
 
 
@@ -67,7 +68,7 @@ class PackedCayleyFrame(PackedSkewFrame):
     def _compute(self, flat: torch.Tensor) -> torch.Tensor:
         a = self.skew(flat)
         eye = torch.eye(self.n, dtype=a.dtype, device=a.device).expand_as(a)
-        u: torch.Tensor = torch.linalg.solve(eye + a, eye - a)   # (I+A)⁻¹(I−A): the factors commute
+        u: torch.Tensor = solve(eye + a, eye - a)   # (I+A)⁻¹(I−A): the factors commute
         return u[:, :, : self.k]
 
 

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from tnpeft.params.linalg import solve
 from tnpeft.params.unitary.base import FrameModule, eye_frames
 
 
@@ -65,7 +66,7 @@ class CayleyFrame(SkewFrame):
         e = eye_frames(self.n, self.kk, g.shape[0], g)
         a = g @ e.transpose(1, 2) - e @ g.transpose(1, 2)           # (G, N, N), skew
         eye = torch.eye(self.n, dtype=g.dtype, device=g.device)
-        q: torch.Tensor = torch.linalg.solve(eye + a, (eye - a)[:, :, :self.k])   # (I + A)⁻¹(I − A) = (I − A)(I + A)⁻¹
+        q: torch.Tensor = solve(eye + a, (eye - a)[:, :, :self.k])   # (I + A)⁻¹(I − A) = (I − A)(I + A)⁻¹
         return q.to(flat.dtype)
 
     def _compute(self, flat: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,7 @@ class CayleyFrame(SkewFrame):
         p, r = self._upcast(p, r)
         e = eye_frames(self.n, self.k, p.shape[0], p)
         m = torch.eye(p.shape[2], dtype=p.dtype, device=p.device) + r.transpose(1, 2) @ p
-        y: torch.Tensor = e - p @ torch.linalg.solve(m, r[:, :self.k].transpose(1, 2))
+        y: torch.Tensor = e - p @ solve(m, r[:, :self.k].transpose(1, 2))
         return (y - self._apply_a(p, r, y)).to(out_dtype)
 
 
