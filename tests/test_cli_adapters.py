@@ -156,5 +156,5 @@ def test_small_csv_holds_out_a_fraction_and_warmup_is_clipped(tmp_path, capsys):
     code, out, err = run(capsys, "train", "--data", str(csv), "--model", "minilm", "--max-steps", "2",
                        "--batch-size", "4", "--out", str(tmp_path / "run"), "r=2", "--checkpoint-every", "100")
     assert code == 0
-    assert "is more than 0.1 of the run (2 steps); warming up over 1 step(s)" in out
+    assert "a warm-up of 20 steps is more than 0.1 of the run (2 steps); warming up over 1 step(s)" in out
     assert "loss (mean of last 20)" in err

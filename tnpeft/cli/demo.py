@@ -21,7 +21,7 @@ from tnpeft.train.offline_assets import minilm_path
 from tnpeft.train.pareto import plot_pareto
 from tnpeft.train.pipeline import check_run_arguments, run_training
 from tnpeft.train.plots import moving_average, save_png
-from tnpeft.train.train_config import TrainConfig
+from tnpeft.train.train_config import TrainConfig, effective_warmup
 
 #: the full study the demo's one-seed answer stands in for (docs/compare.md)
 STUDY_COMMAND = ("tnpeft compare --model minilm --data tweets --adapters peft_lora:r=8,alpha=16 lora:r=8,alpha=16 "
@@ -119,7 +119,8 @@ def run_demo(out_dir: str = "runs/demo", train_size: int | None = 2000, test_siz
     for name, hp, lr in chosen:
         steps = epochs * -(-(train_size or 36_158) // batch_size)
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
-                          checkpoint_every=25, eval_every=max(1, steps // 2))
+                          checkpoint_every=25, eval_every=max(1, steps // 2),
+                          warmup_steps=effective_warmup(20, steps))   # the default, said without a note
         t0 = time.perf_counter()
         m, model, tok, test = run_training("minilm", "tweets", name, dict(hp), out / name, config=cfg,
                                            train_size=train_size, test_size=test_size, progress=progress,

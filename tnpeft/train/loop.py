@@ -205,8 +205,9 @@ class _Run:
                 if d.exists():
                     shutil.rmtree(d)
         if self.warmup < self.config.warmup_steps and self.progress and start == 0:
-            tqdm.write(f"note: --warmup-steps {self.config.warmup_steps} is more than {self.config.warmup_fraction:g} of "
-                       f"the run ({self.total} steps); warming up over {self.warmup} step(s)")
+            tqdm.write(f"note: a warm-up of {self.config.warmup_steps} steps is more than {self.config.warmup_fraction:g} "
+                       f"of the run ({self.total} steps); warming up over {self.warmup} step(s) "
+                       "(--warmup-steps, --warmup-fraction)")
         return start
 
     def lr_at(self, step: int) -> float:
