@@ -28,13 +28,13 @@ from tnpeft.nn.peft_method import register
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def both(method):
+def both(method, hp=None):
     """``(native, peft)``: the method injected by tnpeft and by peft into copies of one tiny Llama,
-    with equal (perturbed, non-trivial) adapter values."""
+    with equal (perturbed, non-trivial) adapter values (``hp``: its hyper-parameters, METHODS' by default)."""
+    hp = METHODS[method] if hp is None else hp
     base = tiny_llama()
-    native = tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig(method, TARGETS, **METHODS[method]))
-    pm = get_peft_model(copy.deepcopy(base), tnpeft.TNPeftConfig(method=method, target_modules=TARGETS,
-                                                                  **METHODS[method]))
+    native = tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig(method, TARGETS, **hp))
+    pm = get_peft_model(copy.deepcopy(base), tnpeft.TNPeftConfig(method=method, target_modules=TARGETS, **hp))
     perturb(native)
     inner = pm.base_model.model
     for path, layer in tn_layers(native):
@@ -307,14 +307,7 @@ ZOO = {"loha": {"r": 4}, "lokr": {"r": 4}, "ia3": {}, "boft": {"block_size": 4},
 
 @pytest.mark.parametrize("method", list(ZOO))
 def test_the_zoo_through_the_peft_method_equals_inject(method):
-    base = tiny_llama()
-    native = tnpeft.inject(copy.deepcopy(base), tnpeft.AdapterConfig(method, TARGETS, **ZOO[method]))
-    pm = get_peft_model(copy.deepcopy(base), tnpeft.TNPeftConfig(method=method, target_modules=TARGETS,
-                                                                  **ZOO[method]))
-    perturb(native)
-    inner = pm.base_model.model
-    for path, layer in tn_layers(native):
-        inner.get_submodule(path).tn_adapters["default"].load_state_dict(layer.tn_adapters["default"].state_dict())
+    base, native, pm = both(method, ZOO[method])
     x = token_ids()
     with torch.no_grad():
         want = native(x).logits

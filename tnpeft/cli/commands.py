@@ -137,8 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tnpeft.adapters.specs import import_user_module, train_method
-    from tnpeft.train.loop import TrainConfig, TrainingInterrupted
-    from tnpeft.train.pipeline import parse_test_size, run_training
+    from tnpeft.train.loop import TrainConfig
 
     cfg = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
@@ -160,20 +159,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         method = train_method(args.adapter or "lora", hparams)
     if args.quantum_backend is not None or args.dry_run:
         return _train_on_device(args, method, hparams, cfg, targets, excl)
-    try:
-        metrics = run_training(args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
-                               device=args.device,
-                               task=args.task, target_modules=targets, exclude_modules=excl,
-                               train_size=args.train_size, test_size=parse_test_size(args.test_size),
-                               text_column=args.text_column, label_column=args.label_column, config=cfg,
-                               resume=not args.no_resume, progress=not args.json, stop_after=args.stop_after,
-                               report=None if args.json else print)
-    except TrainingInterrupted as e:
-        print(f"tnpeft: {e}", file=sys.stderr)
+    metrics = _run_training(args, method, hparams, cfg, targets, excl)
+    if metrics is None:
         return 130
     if args.json:
         print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _run_training(args: argparse.Namespace, method: Any, hparams: dict[str, Any], cfg: Any, targets: Any,
+                  excl: Any) -> dict[str, Any] | None:
+    """``run_training`` with ``tnpeft train``'s arguments; ``None`` (said on stderr) when interrupted."""
+    from tnpeft.train.loop import TrainingInterrupted
+    from tnpeft.train.pipeline import parse_test_size, run_training
+
+    try:
+        metrics: dict[str, Any] = run_training(
+            args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
+            device=args.device, task=args.task, target_modules=targets, exclude_modules=excl,
+            train_size=args.train_size, test_size=parse_test_size(args.test_size),
+            text_column=args.text_column, label_column=args.label_column, config=cfg,
+            resume=not args.no_resume, progress=not args.json, stop_after=args.stop_after,
+            report=None if args.json else print)
+    except TrainingInterrupted as e:
+        print(f"tnpeft: {e}", file=sys.stderr)
+        return None
+    return metrics
 
 
 def _train_on_device(args: argparse.Namespace, method: Any, hparams: dict[str, Any], cfg: Any, targets: Any,
@@ -187,8 +198,6 @@ def _train_on_device(args: argparse.Namespace, method: Any, hparams: dict[str, A
     from tnpeft.nn import AdapterConfig, inject, load_adapter
     from tnpeft.quantum import Device, device_budget, on_device
     from tnpeft.train.datasets import infer_task, load_model
-    from tnpeft.train.loop import TrainingInterrupted
-    from tnpeft.train.pipeline import parse_test_size, run_training
 
     device = Device(args.quantum_backend or "ideal", shots=None if args.shots == 0 else args.shots,
                     mitigation=args.mitigation, seed=args.seed)
@@ -208,16 +217,9 @@ def _train_on_device(args: argparse.Namespace, method: Any, hparams: dict[str, A
         return 0
     if not args.json:
         print(budget_table(budget))
-    try:
-        with on_device(None, device=device):
-            metrics = run_training(args.model, args.data, method, hparams, args.out, adapter_dir=args.adapter_dir,
-                                   device=args.device, task=args.task, target_modules=targets, exclude_modules=excl,
-                                   train_size=args.train_size, test_size=parse_test_size(args.test_size),
-                                   text_column=args.text_column, label_column=args.label_column, config=cfg,
-                                   resume=not args.no_resume, progress=not args.json, stop_after=args.stop_after,
-                                   report=None if args.json else print)
-    except TrainingInterrupted as e:
-        print(f"tnpeft: {e}", file=sys.stderr)
+    with on_device(None, device=device):
+        metrics = _run_training(args, method, hparams, cfg, targets, excl)
+    if metrics is None:
         return 130
     metrics["quantum_device"] = {"budget_per_step": budget.to_dict(), "ran": device.stats.to_dict()}
     atomic_write_json(Path(args.out) / "metrics.json", metrics)

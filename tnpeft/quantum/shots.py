@@ -34,6 +34,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from qiskit.providers import BackendV2
 
 
+
+def unitary_node(graph: Graph, node: str | None) -> str:
+    """``node`` checked to be a unitary node of ``graph``; without one, the graph's only unitary node
+    that is not generated (a :class:`GraphError` names the candidates otherwise)."""
+    if node is None:
+        unitary = [n for n, nd in graph.nodes.items() if isinstance(nd, Unitary) and n not in graph.generated]
+        if len(unitary) != 1:
+            raise GraphError(f"the graph has unitary nodes {unitary}; name the one to estimate with node=")
+        return unitary[0]
+    if not isinstance(graph.nodes.get(node), Unitary):
+        raise GraphError(f"node {node!r} is not a unitary node of the graph (unitary nodes: "
+                         f"{[n for n, nd in graph.nodes.items() if isinstance(nd, Unitary)]})", node=node)
+    return node
+
 def shot_noise_bound(p: Any, shots: int, *, delta: float = 1e-3, cells: int | None = None) -> np.ndarray:
     """The Bernstein bound ``t`` per cell such that, with probability ≥ ``1 − delta``, all ``cells``
     (default: ``p.size``) estimates from ``shots`` shots satisfy ``|p̂ − p| ≤ t`` at once:
@@ -186,14 +200,7 @@ def estimate_unitary(source: Any, node: str | None = None, backend: BackendV2 | 
         kw: dict[str, Any] = {} if max_synthesis_qubits is None else {"max_synthesis_qubits": max_synthesis_qubits}
         if isinstance(source, (Graph, GraphModule)):
             graph, module = resolve_graph_module(source)
-            if node is None:
-                unitary = [n for n, nd in graph.nodes.items() if isinstance(nd, Unitary) and n not in graph.generated]
-                if len(unitary) != 1:
-                    raise GraphError(f"the graph has unitary nodes {unitary}; name the one to estimate with node=")
-                node = unitary[0]
-            if not isinstance(graph.nodes.get(node), Unitary):
-                raise GraphError(f"node {node!r} is not a unitary node of the graph (unitary nodes: "
-                                 f"{[n for n, nd in graph.nodes.items() if isinstance(nd, Unitary)]})", node=node)
+            node = unitary_node(graph, node)
             frames = module.get_submodule(node)
         else:
             frames = source

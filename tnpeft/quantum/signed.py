@@ -44,7 +44,7 @@ from tnpeft.graph import ContractStep, Graph, Unitary
 from tnpeft.params.unitary import FrameModule
 from tnpeft.quantum.compile import frame_matrices, to_qiskit
 from tnpeft.quantum.device import Device
-from tnpeft.quantum.shots import circuit_frame
+from tnpeft.quantum.shots import circuit_frame, unitary_node
 from tnpeft.runtime import GraphModule
 from tnpeft.storage import resolve_graph_module
 
@@ -164,13 +164,7 @@ def _device(device: Device | None, backend: Any, shots: int | None, seed: int | 
 
 def _select_frame(source: Any, node: str | None, index: Any) -> tuple[Any, str, Any]:
     graph, module = resolve_graph_module(source)
-    if node is None:
-        unitary = [n for n, nd in graph.nodes.items() if isinstance(nd, Unitary) and n not in graph.generated]
-        if len(unitary) != 1:
-            raise GraphError(f"the graph has unitary nodes {unitary}; name the one to estimate with node=")
-        node = unitary[0]
-    if not isinstance(graph.nodes.get(node), Unitary):
-        raise GraphError(f"node {node!r} is not a unitary node of the graph", node=node)
+    node = unitary_node(graph, node)
     frames = module.get_submodule(node)
     batch = tuple(getattr(frames, "batch", ()))
     if batch and index is None:
