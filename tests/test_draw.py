@@ -155,10 +155,12 @@ def test_renders_svg_and_png(tmp_path, name):
 def test_svg_is_byte_identical_across_processes(tmp_path):
     code = ("import sys; from tnpeft.draw import draw_graph; from tnpeft.testing.gallery import GALLERY; "
             "[draw_graph(GALLERY[n](), f'{sys.argv[1]}/{n}.svg') for n in ('hyperedges', 'quanta', 'qwthn')]")
-    for seed in ("1", "2"):
+    procs = []
+    for seed in ("1", "2"):                       # two processes side by side, each with its own hash seed
         (tmp_path / seed).mkdir()
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], check=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed})
+        procs.append(subprocess.Popen([sys.executable, "-c", code, str(tmp_path / seed)],
+                                      env={**os.environ, "PYTHONHASHSEED": seed}))
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
     for n in ("hyperedges", "quanta", "qwthn"):
         assert (tmp_path / "1" / f"{n}.svg").read_bytes() == (tmp_path / "2" / f"{n}.svg").read_bytes()
     draw_graph(GALLERY["hyperedges"](), tmp_path / "here.svg")

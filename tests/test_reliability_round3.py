@@ -324,10 +324,12 @@ def test_import_does_not_let_a_file_in_the_folder_replace_an_installed_package(t
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}   # an empty entry would be the cwd
     # -P: the interpreter itself does not put the current folder first (as the tnpeft script does not)
     code2 = code.replace("import sys, qiskit;", "import sys;")        # qiskit not imported before either
-    for c in (code, code2):
-        out = subprocess.run([sys.executable, "-P", "-c", c], cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == ["True", "True"]
+    procs = [subprocess.Popen([sys.executable, "-P", "-c", c], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for c in (code, code2)]      # side by side
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert out.split() == ["True", "True"]
 
 
 def test_bfloat16_merge_then_unmerge_restores_the_base_weight_exactly():

@@ -313,13 +313,15 @@ def test_cli_train_sigint_after_a_step_resumes_bit_identically(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    full = subprocess.run([sys.executable, str(driver)] + common + ["--out", str(tmp_path / "full")],
-                          env={**env, "SIGINT_AFTER_STEP": "0"}, capture_output=True, text=True)
-    assert full.returncode == 0, full.stderr[-2000:]
-    cut = subprocess.run([sys.executable, str(driver)] + common + ["--out", str(tmp_path / "cut")],
-                         env={**env, "SIGINT_AFTER_STEP": "4"}, capture_output=True, text=True)
-    assert cut.returncode == 130, cut.stderr[-2000:]
-    assert cut.stderr.strip().splitlines()[-1].startswith("tnpeft: interrupted after step 4 of 7")
+    # the whole run and the interrupted one are independent: run side by side
+    runs = {name: subprocess.Popen([sys.executable, str(driver)] + common + ["--out", str(tmp_path / name)],
+                                   env={**env, "SIGINT_AFTER_STEP": after}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+            for name, after in (("full", "0"), ("cut", "4"))}
+    (_, full_err), (_, cut_err) = (runs[name].communicate(timeout=300) for name in ("full", "cut"))
+    assert runs["full"].returncode == 0, full_err[-2000:]
+    assert runs["cut"].returncode == 130, cut_err[-2000:]
+    assert cut_err.strip().splitlines()[-1].startswith("tnpeft: interrupted after step 4 of 7")
     state = json.loads((tmp_path / "cut" / "checkpoint" / "trainer_state.json").read_text())
     assert state["step"] == 4
     again = subprocess.run([sys.executable, "-m", "tnpeft.cli"] + common + ["--out", str(tmp_path / "cut")],

@@ -1,13 +1,16 @@
-"""Trains a tiny GPT-2 with a tnpeft adapter under torch.distributed (launched by torchrun) or in
-one process, on fixed global batches, and saves the adapter once (rank 0).
+"""Trains a tiny GPT-2 with each of the given tnpeft adapters in turn under torch.distributed
+(launched by torchrun) or in one process, on fixed global batches, and saves each adapter once
+(rank 0) to OUT/ADAPTER (and, in one process, its initial values to OUT_init/ADAPTER).
 
-    python -m torch.distributed.run --nproc_per_node 2 dist_worker.py OUT MODE ADAPTER
-    python dist_worker.py OUT single ADAPTER
+    python -m torch.distributed.run --standalone --nproc_per_node 2 dist_worker.py OUT MODE ADAPTER...
+    python dist_worker.py OUT single ADAPTER...
 MODE: ddp, fsdp (FSDP2 fully_shard) or single.
 """
 
+import faulthandler
 import os
 import sys
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -24,15 +27,7 @@ HP = {"lora": {"r": 4, "init_b": "normal"}, "quantum_peft": {"rank": 4}, "qwthn"
 LR = {"lora": 0.05, "quantum_peft": 2.0, "qwthn": 0.5, "vera": 0.5, "metatt": 0.5}   # plain SGD: the steps move every tensor
 
 
-def main() -> None:
-    out, mode, adapter = sys.argv[1], sys.argv[2], sys.argv[3]
-    torch.set_num_threads(1)
-    distributed = mode != "single"
-    if distributed:
-        dist.init_process_group("gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
+def train(out: str, mode: str, adapter: str, rank: int, world: int) -> None:
     gen = torch.Generator().manual_seed(0)
     model = tnpeft.inject(tiny_gpt2(), tnpeft.AdapterConfig(adapter, ["c_attn", "c_fc"], **HP[adapter]),
                           rng=gen)
@@ -48,8 +43,7 @@ def main() -> None:
         wrapped = fully_shard(model)
     else:
         wrapped = model
-    if not distributed:
-        tnpeft.save_adapter(model, out + "_init")
+        tnpeft.save_adapter(model, os.path.join(out + "_init", adapter))
     opt = torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=LR[adapter])
     data = torch.randint(0, 97, (6, 8, 16), generator=torch.Generator().manual_seed(1))  # 6 global batches of 8
     wrapped.train()
@@ -59,7 +53,21 @@ def main() -> None:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    tnpeft.save_adapter(wrapped, out)         # every rank calls; rank 0 writes
+    tnpeft.save_adapter(wrapped, os.path.join(out, adapter))         # every rank calls; rank 0 writes
+
+
+def main() -> None:
+    out, mode, adapters = sys.argv[1], sys.argv[2], sys.argv[3:]
+    torch.set_num_threads(1)
+    faulthandler.dump_traceback_later(240, exit=True)     # a stalled run shows where it stood, then ends
+    distributed = mode != "single"
+    if distributed:
+        dist.init_process_group("gloo", timeout=timedelta(seconds=180))
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    for adapter in adapters:
+        train(out, mode, adapter, rank, world)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
