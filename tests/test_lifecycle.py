@@ -42,7 +42,7 @@ from snapshots import same_snapshot, snapshot
 import tnpeft
 import tnpeft.nn.model_merge as merging
 from tnpeft.errors import AdapterFileError, AdapterStateError, TNPeftError, WriteError
-from tnpeft.fileio import MODEL, PEFT_LORA, TNPEFT_ADAPTER, checkpoint_kinds, sha256
+from tnpeft.fileio import MODEL, PEFT_ADAPTER, TNPEFT_ADAPTER, checkpoint_kinds, sha256
 from tnpeft.nn import TNLinear, tn_layers
 from tnpeft.nn.transaction import CONFIGS_ATTR
 from tnpeft.storage.adapter_folder import read_adapter, split_adapter_state
@@ -333,7 +333,7 @@ class Lifecycle(RuleBasedStateMachine):
     def _export_expectation(self, method: str, values: dict[str, dict], merged: dict[str, list[str]]):
         if method in INPUT_MODE:
             return MODEL, {"weights": self._merged_weights(values, merged)}
-        return PEFT_LORA, {"deltas": {p: reference_delta(method, v) for p, v in values.items()}}
+        return PEFT_ADAPTER, {"deltas": {p: reference_delta(method, v) for p, v in values.items()}}
 
     @rule(data=st.data())
     def export(self, data):
@@ -713,7 +713,7 @@ class Lifecycle(RuleBasedStateMachine):
                 assert set(got) == set(want["values"])
                 for p, vals in want["values"].items():
                     assert got[p].keys() == vals.keys() and all(torch.equal(got[p][k], v) for k, v in vals.items())
-            elif want["kind"] == PEFT_LORA:
+            elif want["kind"] == PEFT_ADAPTER:
                 fresh = tnpeft.import_peft(tiny_gpt2(), d)
                 layers = {p: lay.tn_adapters["default"] for p, lay in tn_layers(fresh)}
                 assert set(layers) == set(want["deltas"])

@@ -23,7 +23,7 @@ import tnpeft
 from tnpeft import AdapterConfig, export_peft, inject, load_adapter, save_adapter
 from tnpeft.cli import main
 from tnpeft.errors import WriteError
-from tnpeft.fileio import LOCK_NAME, MODEL, PEFT_LORA, TNPEFT_ADAPTER, checkpoint_folder, checkpoint_kinds
+from tnpeft.fileio import LOCK_NAME, MODEL, PEFT_ADAPTER, TNPEFT_ADAPTER, checkpoint_folder, checkpoint_kinds
 from tnpeft.nn import tn_layers
 from tnpeft.storage.adapter_folder import FORMAT
 
@@ -118,7 +118,7 @@ def test_convert_into_a_folder_of_another_kind_needs_overwrite(tmp_path, capsys,
     err = capsys.readouterr().err
     assert "holds a tnpeft adapter" in err and "--overwrite" in err and err.count("\n") == 1
     assert main(argv + ["--overwrite"]) == 0
-    assert checkpoint_kinds(tmp_path / "out") == {PEFT_LORA: sorted(ADAPTER_FILES)}
+    assert checkpoint_kinds(tmp_path / "out") == {PEFT_ADAPTER: sorted(ADAPTER_FILES)}
     pm = PeftModel.from_pretrained(tiny_gpt2(), tmp_path / "out")
     torch.testing.assert_close(logits(pm), logits(m), atol=1e-5, rtol=0)
 
@@ -129,7 +129,7 @@ def test_a_merged_export_over_a_lora_export_leaves_no_lora_file(tmp_path):
 
     lo, of = lora_model(), oft_model()
     export_peft(lo, tmp_path / "srv")
-    with pytest.raises(WriteError, match="holds a peft LoRA checkpoint"):
+    with pytest.raises(WriteError, match="holds a peft adapter checkpoint"):
         export_peft(of, tmp_path / "srv")
     assert files(tmp_path / "srv") == ADAPTER_FILES          # the refused export changed nothing
     ex = export_peft(of, tmp_path / "srv", overwrite=True)
@@ -270,6 +270,6 @@ def test_kinds_are_told_apart_by_their_files(tmp_path):
     export_peft(lo, tmp_path / "p")
     export_peft(of, tmp_path / "m")
     assert checkpoint_kinds(tmp_path / "t") == {TNPEFT_ADAPTER: sorted(ADAPTER_FILES)}
-    assert checkpoint_kinds(tmp_path / "p") == {PEFT_LORA: sorted(ADAPTER_FILES)}
+    assert checkpoint_kinds(tmp_path / "p") == {PEFT_ADAPTER: sorted(ADAPTER_FILES)}
     assert checkpoint_kinds(tmp_path / "m") == {MODEL: ["model.safetensors", "config.json"]}
     assert checkpoint_kinds(tmp_path / "nothing") == {}

@@ -29,7 +29,7 @@ from torch import nn
 import tnpeft
 import tnpeft.fileio as fileio
 from tnpeft.errors import WriteError
-from tnpeft.fileio import PEFT_LORA, TNPEFT_ADAPTER, checkpoint_kinds
+from tnpeft.fileio import PEFT_ADAPTER, TNPEFT_ADAPTER, checkpoint_kinds
 from tnpeft.nn.saving import adapter_state
 from tnpeft.storage.adapter_folder import read_adapter, split_adapter_state
 
@@ -129,7 +129,7 @@ def folder_content(folder: str) -> tuple[str, str]:
         _, graphs, tensors = read_adapter(folder)               # checksum, graphs and keys checked
         split_adapter_state(graphs, tensors, folder)
         return kind, digest(tensors)
-    assert kind == PEFT_LORA, kinds
+    assert kind == PEFT_ADAPTER, kinds
     fresh = nn.Sequential(nn.Linear(12, 12), nn.Linear(12, 12))
     tnpeft.import_peft(fresh, folder)                           # ranks of config and weights agree
     return kind, digest(load_file(os.path.join(folder, "adapter_model.safetensors")))
@@ -139,9 +139,9 @@ STATS: dict[str, int] = {}
 
 
 @settings(max_examples=ROUNDS, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(before=st.sampled_from(["empty", TNPEFT_ADAPTER, PEFT_LORA]),
-       kinds=st.sampled_from([(TNPEFT_ADAPTER, TNPEFT_ADAPTER)] * 3 + [(PEFT_LORA, PEFT_LORA),
-                             (TNPEFT_ADAPTER, PEFT_LORA), (PEFT_LORA, TNPEFT_ADAPTER)]),
+@given(before=st.sampled_from(["empty", TNPEFT_ADAPTER, PEFT_ADAPTER]),
+       kinds=st.sampled_from([(TNPEFT_ADAPTER, TNPEFT_ADAPTER)] * 3 + [(PEFT_ADAPTER, PEFT_ADAPTER),
+                             (TNPEFT_ADAPTER, PEFT_ADAPTER), (PEFT_ADAPTER, TNPEFT_ADAPTER)]),
        overwrite=st.tuples(st.booleans(), st.booleans()),
        pause=st.sampled_from([0.0, 0.0005, 0.002]), seed=st.integers(0, 10**6))
 def test_two_racing_saves_leave_one_loadable_checkpoint_of_a_writer(writers, before, kinds, overwrite, pause, seed):

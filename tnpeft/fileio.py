@@ -171,7 +171,7 @@ LOCK_NAME = ".tnpeft-save.lock"
 LOCK_TIMEOUT = 600.0
 #: the format field of a tnpeft adapter config (``tnpeft.storage.adapter_folder.FORMAT``)
 TNPEFT_ADAPTER_FORMAT = "tnpeft.adapter"
-TNPEFT_ADAPTER, PEFT_LORA, MODEL, GRAPH = "tnpeft adapter", "peft LoRA checkpoint", "model", "graph"
+TNPEFT_ADAPTER, PEFT_ADAPTER, MODEL, GRAPH = "tnpeft adapter", "peft adapter checkpoint", "model", "graph"
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.safetensors.prev")
 _MODEL_WEIGHTS = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
 _TEMP = re.compile(r"\.(adapter_config\.json|adapter_model\.safetensors|model\.safetensors|config\.json|"
@@ -179,7 +179,7 @@ _TEMP = re.compile(r"\.(adapter_config\.json|adapter_model\.safetensors|model\.s
 
 
 def checkpoint_kinds(directory: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """The checkpoints a folder holds, ``{kind: [file names]}``: :data:`TNPEFT_ADAPTER`, :data:`PEFT_LORA`
+    """The checkpoints a folder holds, ``{kind: [file names]}``: :data:`TNPEFT_ADAPTER`, :data:`PEFT_ADAPTER`
     or another adapter format (by ``adapter_config.json``), :data:`MODEL` (weights, ``config.json``), :data:`GRAPH`."""
     d = Path(directory)
     try:
@@ -196,7 +196,7 @@ def checkpoint_kinds(directory: str | os.PathLike[str]) -> dict[str, list[str]]:
             except AdapterFileError:
                 cfg = None
             kind = ("adapter checkpoint of another format" if not isinstance(cfg, dict) else TNPEFT_ADAPTER
-                    if cfg.get("format") == TNPEFT_ADAPTER_FORMAT else PEFT_LORA if "peft_type" in cfg
+                    if cfg.get("format") == TNPEFT_ADAPTER_FORMAT else PEFT_ADAPTER if "peft_type" in cfg
                     else "adapter checkpoint of another format")
         out[kind] = adapter
     weights = [n for n in names if _MODEL_WEIGHTS.fullmatch(n)]
@@ -209,7 +209,7 @@ def checkpoint_kinds(directory: str | os.PathLike[str]) -> dict[str, list[str]]:
 
 
 def _fits(found: str, kind: str) -> bool:
-    return found == kind or (found == "adapter weights without a config" and kind in (TNPEFT_ADAPTER, PEFT_LORA))
+    return found == kind or (found == "adapter weights without a config" and kind in (TNPEFT_ADAPTER, PEFT_ADAPTER))
 
 
 @contextmanager

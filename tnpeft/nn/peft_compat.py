@@ -32,7 +32,7 @@ from tnpeft.errors import (
     TNPeftError,
 )
 from tnpeft.fileio import (
-    PEFT_LORA,
+    PEFT_ADAPTER,
     atomic_write_bytes,
     atomic_write_json,
     checkpoint_folder,
@@ -338,7 +338,7 @@ def export_peft(model: nn.Module, directory: str | os.PathLike[str], adapter_nam
     d = Path(directory)
     check_finite(tensors, adapter_name)
     blob = tensors_to_bytes(tensors, metadata={"format": "pt"})
-    with checkpoint_folder(d, PEFT_LORA, overwrite=overwrite):
+    with checkpoint_folder(d, PEFT_ADAPTER, overwrite=overwrite):
         (d / "adapter_config.json").unlink(missing_ok=True)     # never the old config beside the new weights
         atomic_write_bytes(d / "adapter_model.safetensors", blob)
         atomic_write_json(d / "adapter_config.json", cfg)

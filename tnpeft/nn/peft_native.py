@@ -19,7 +19,7 @@ from torch import nn
 from tnpeft.adapters import PEFT_FORMATS, PeftLayer, format_for_method, method_of
 from tnpeft.errors import AdapterFileError, AdapterStateError, ConfigError, NotMergeableError
 from tnpeft.fileio import (
-    PEFT_LORA,
+    PEFT_ADAPTER,
     atomic_write_bytes,
     atomic_write_json,
     checkpoint_folder,
@@ -120,7 +120,7 @@ def export_native(model: nn.Module, directory: str | os.PathLike[str], adapter_n
     check_finite(tensors, adapter_name)
     out = Path(directory)
     blob = tensors_to_bytes({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
-    with checkpoint_folder(out, PEFT_LORA, overwrite=overwrite):
+    with checkpoint_folder(out, PEFT_ADAPTER, overwrite=overwrite):
         (out / "adapter_config.json").unlink(missing_ok=True)     # never the old config beside the new weights
         atomic_write_bytes(out / "adapter_model.safetensors", blob)
         atomic_write_json(out / "adapter_config.json", cfg)

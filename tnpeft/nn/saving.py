@@ -103,7 +103,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike[str], adapter_na
     records their checksum) last; the previous weights are kept until the new config is in place, so
     an interrupted save leaves the previous adapter loadable (:func:`tnpeft.fileio.atomic_write_pair`).
     Saves to one folder wait for each other (a lock file in it), so the last one wins whole. A
-    folder that holds a checkpoint of another kind (a peft LoRA checkpoint, a model, a graph) is
+    folder that holds a checkpoint of another kind (a peft adapter checkpoint, a model, a graph) is
     refused with a :class:`~tnpeft.errors.WriteError` unless ``overwrite``, which removes its files
     first (:func:`tnpeft.fileio.checkpoint_folder`).
     """
