@@ -131,6 +131,13 @@ def test_hardware_eval_on_an_ideal_device(trained_minilm, tmp_path, capsys):
     assert all(x["metrics"]["accuracy"] == acc for x in r["sweep"] if x["shots"] is None)
     assert all(x["cost"]["shots"] == x["cost"]["circuits"] * (x["shots"] or 0) for x in r["sweep"])
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+    # what ran on the device is named from the adapter: frames and how they were estimated (a QPA adapter
+    # has no frames, and its report does not speak of them)
+    from tnpeft.cli.hardware_eval import _parts, format_report
+
+    assert r["quantum_parts"] == ["frame"] and r["frames"] == "hadamard"
+    assert "frames (hadamard) on the device" in format_report(r)
+    assert _parts({"quantum_parts": ["qpa"], "frames": None}) == "QPA generator circuits on the device"
     # the command line, with exact distributions: the device's accuracy is the exact one
     assert main(["hardware-eval", "--adapter-dir", str(trained_minilm), "--backend", "ideal", "--shots", "0",
                  "--test-size", "32", "--max-length", "24", "--json"]) == 0

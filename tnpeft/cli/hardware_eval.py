@@ -21,7 +21,7 @@ from typing import Any
 from tnpeft.errors import ConfigError
 from tnpeft.fileio import atomic_write_json
 from tnpeft.nn import load_adapter
-from tnpeft.quantum import Device
+from tnpeft.quantum import Device, quantum_parts
 from tnpeft.quantum.hardware import estimate_quantum_parts, frame_errors, summarize
 from tnpeft.storage.adapter_folder import SAVED_PREFIX, read_adapter
 from tnpeft.train.datasets import infer_task, load_classification, load_lm, load_model
@@ -87,8 +87,10 @@ def hardware_eval(adapter_dir: str | os.PathLike[str], *, model: str = "minilm",
     metric = _metric(task)
     t0 = time.perf_counter()
     exact = _evaluate(m, loaded.tokenizer, test, task, batch_size, max_length)
+    kinds = sorted({p.kind for p in quantum_parts(m)})
     result: dict[str, Any] = {"adapter_dir": str(adapter_dir), "model": loaded.name, "data": str(data), "task": task,
-                              "test_size": len(test), "metric": metric, "frames": frames,
+                              "test_size": len(test), "metric": metric, "quantum_parts": kinds,
+                              "frames": frames if "frame" in kinds else None,
                               "exact": {"metrics": exact, "wall_seconds": round(time.perf_counter() - t0, 2)}}
     if task == "classification":
         a = exact["accuracy"]
@@ -125,6 +127,13 @@ def _sweep(model: Any, tok: Any, test: Any, task: str, device: Device, backend: 
     return curves
 
 
+def _parts(result: dict[str, Any]) -> str:
+    """What ran on the device, as the plot's title says it: frames with their estimator, QNNs, QPA's generator."""
+    names = {"frame": f"frames ({result.get('frames')})", "qnn": "QNN circuits", "qpa": "QPA generator circuits"}
+    kinds = result.get("quantum_parts") or []
+    return ", ".join(names.get(k, k) for k in kinds) + " on the device" if kinds else "no quantum part"
+
+
 def plot_sweep(result: dict[str, Any], path: Path) -> None:
     """The metric against shots per curve (exact distributions drawn at the right edge), with the
     exact model's value and, for accuracy, its binomial band."""
@@ -150,7 +159,7 @@ def plot_sweep(result: dict[str, Any], path: Path) -> None:
     ax.set_xticks(finite + [edge], [f"{s:,}" for s in finite] + ["∞"])
     ax.set_xlabel("shots per circuit (∞: exact distribution)")
     ax.set_ylabel(metric)
-    ax.set_title(f"{result['model']} on {result['data']} ({result['test_size']} examples), frames: {result['frames']}",
+    ax.set_title(f"{result['model']} on {result['data']} ({result['test_size']} examples), {_parts(result)}",
                  fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -169,7 +178,7 @@ def format_report(result: dict[str, Any]) -> str:
     shots = "exact distributions" if dev["shots"] is None else f"{dev['shots']:,} shots"
     c = dev["cost"]
     lines.append(f"device:  {metric} {dev['metrics'][metric]:.4f} on {dev['device']} ({shots}, mitigation "
-                 f"{dev['mitigation']}, frames {result['frames']})")
+                 f"{dev['mitigation']}; {_parts(result)})")
     lines.append(f"cost:    {c['circuits']:,} circuits, {c['shots']:,} shots, {c['pubs']} PUBs, ≈ {c['qpu_seconds']:,.1f} s "
                  f"of QPU time (shots × (duration + repetition delay); queue and job overheads not included); "
                  f"{dev['wall_seconds']:.1f} s here")
