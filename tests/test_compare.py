@@ -318,8 +318,11 @@ def test_early_stopping_keeps_the_best_values_and_records_the_curve(grid_run):
     (cell,) = res["cells"]
     curve = cell["val_curve"]
     assert [c["step"] for c in curve] == list(range(2, 2 * len(curve) + 1, 2)) and curve
+    assert curve[-1]["step"] == cell["steps_run"]              # the end of the run is on the curve
     best = max(c["accuracy"] for c in curve)
-    assert cell["val"]["accuracy"] >= best - 1e-12            # the kept values are the best seen (or the end's)
+    assert cell["val"]["accuracy"] == best                     # the kept values are the best of the curve
+    assert cell["best_step"] == min(c["step"] for c in curve if c["accuracy"] == best) or \
+        curve[-1]["accuracy"] == best                          # ties: an earlier step, or the end (kept as is)
     if cell["stopped_early_at"] is not None:                   # two evaluations in a row without improvement
         accs = [c["accuracy"] for c in curve]
         assert max(accs[-2:]) <= max(accs[:-2]) and cell["steps_run"] == cell["stopped_early_at"] < 12

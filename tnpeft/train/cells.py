@@ -293,6 +293,8 @@ class _CellRun:
         assert self.best is not None
         ctx = self.ctx
         m = evaluate(self.model, self.tok, ctx.val, ctx.task, ctx.eval_batch_size, ctx.max_length, progress=False)
+        if not self.curve or self.curve[-1]["step"] != len(self.losses):
+            self.curve.append({"step": len(self.losses), **m})       # the end of the run belongs to the curve
         key = "accuracy" if ctx.task == "classification" else "perplexity"
         score = m[key] if ctx.task == "classification" else -m[key]
         if score >= self.best[1]:
