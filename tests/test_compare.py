@@ -353,3 +353,20 @@ def test_compare_runs_the_tensor_network_methods(tmp_path, monkeypatch):
     for label, c in done.items():
         assert c["val"] is not None and 0.0 <= c["val"]["accuracy"] <= 1.0, label
         assert c["adapter_parameters"] > 0 and c["steps"] == 2, label
+
+
+def test_a_long_pareto_title_is_wrapped_inside_the_figure(tmp_path, monkeypatch):
+    import tnpeft.train.pareto as pareto
+
+    seen = {}
+    monkeypatch.setattr(pareto, "save_png", lambda fig, path: seen.setdefault("fig", fig))
+    rows = [{"adapter": f"quantum_peft:rank={k},layers=1", "adapter_parameters": 5000 + 30 * k,
+             "test_accuracy_mean": 0.74 + k / 10_000, "test_accuracy_se": 0.01} for k in (8, 32, 64, 128)]
+    title = ("minilm on tweets: test accuracy vs adapter parameters\none seed: bars are the binomial standard error "
+             "over 2,000 test examples, learning rate chosen on validation, protocol tune-then-seeds")
+    pareto.plot_pareto(rows, tmp_path / "p.png", title=title)
+    fig = seen["fig"]
+    fig.canvas.draw()
+    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1     # every character on the page
+    assert fig.axes[0].get_title().count("\n") >= 2                            # the long line was wrapped

@@ -65,6 +65,13 @@ def _place_labels(ax: Axes, fig: Figure, xs: list[float], ys: list[float], es: l
         boxes.append(best)
 
 
+def _wrap(text: str, width: int) -> str:
+    """Each line of ``text`` wrapped at ``width`` characters (a title wider than the figure is cut off)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) if line else line for line in text.split("\n"))
+
+
 def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy", maximize: bool = True,
                 title: str = "", caption: str | None = None) -> None:
     """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``, or ± the binomial standard
@@ -109,7 +116,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
     ax.set_ylabel(f"test {metric}" + (" (higher is better)" if maximize else " (lower is better)"))
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right" if maximize else "upper right")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title, 100), fontsize=10)
     if caption:
         fig.text(0.01, 0.01, caption, fontsize=7.5, color="#444444", ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
