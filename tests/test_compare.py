@@ -370,3 +370,24 @@ def test_a_long_pareto_title_is_wrapped_inside_the_figure(tmp_path, monkeypatch)
     box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
     assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1     # every character on the page
     assert fig.axes[0].get_title().count("\n") >= 2                            # the long line was wrapped
+
+
+def test_a_causal_lm_with_one_seed_shows_no_made_up_spread(tmp_path, monkeypatch):
+    # a perplexity has no binomial error: one seed prints "(1 seed)", never "± 0.00", and says so
+    from test_train import _tiny_folder
+
+    from tnpeft.cli.tables import compare_table
+    from tnpeft.train.offline_assets import hamlet
+
+    monkeypatch.setattr(comparison, "plot_compare_curves", lambda *a, **k: None)
+    text = tmp_path / "text.txt"
+    text.write_text(hamlet()[:4000])
+    res = compare(["lora:r=2"], model=str(_tiny_folder(tmp_path / "model")), data=str(text), lrs=[1e-2],
+                  seeds=[0], steps=2, val_size=2, test_size=2, batch_size=4, max_length=16, out=tmp_path / "out",
+                  progress=False)
+    (row,) = res["summary"]
+    assert row["test_perplexity_mean"] > 1 and row["test_perplexity_std"] is None and row["test_loss_std"] is None
+    table = compare_table(res)
+    assert "(1 seed)" in table and "± 0.00" not in table and "binomial" not in table.split("note:")[0]
+    assert "blocks of 16 tokens" in table
+    assert any("no binomial error" in n for n in res["notes"])

@@ -93,12 +93,14 @@ def compare_table(result: dict[str, Any]) -> str:
     lines = columns(table, right=set(range(1, len(head))))
     cfg = result["config"]
     n_sel = sum(c["selected"] for c in result["cells"])
+    unit = "examples" if cls else f"blocks of {cfg.get('max_length', '?')} tokens"
     spread = (f"mean ± std over {len(result['seeds'])} seeds" if len(result["seeds"]) > 1 else
-              "one seed: ± SE is the test set's binomial standard error, not a spread over seeds")
+              "one seed: ± SE is the test set's binomial standard error, not a spread over seeds" if cls else
+              "one seed: each figure is one run's, with no spread")
     lines += ["",
               f"protocol {result['protocol']}: {result['protocol_cells']} training cells, learning rate chosen on "
-              f"{cfg['val_size']:,} validation examples ({'highest accuracy' if cls else 'lowest perplexity'}, mean "
-              f"over seeds), figures on {cfg['test_size']:,} test examples ({n_sel} cells tested); {spread}",
+              f"{cfg['val_size']:,} validation {unit} ({'highest accuracy' if cls else 'lowest perplexity'}, mean "
+              f"over seeds), figures on {cfg['test_size']:,} test {unit} ({n_sel} cells tested); {spread}",
               "params: the adapter's trainable parameters; head: the new task head's; lr*: the selected rate is at "
               "the edge of its grid; step s: median seconds per optimizer step; peak MB: " + result["memory"]]
     lines += [f"note: {n}" for n in result.get("notes", [])]

@@ -245,8 +245,10 @@ def _results(runner: _Cells, model: str, data: str, t_all: float, notes: list[st
                          f"{[float(f'{v:g}') for v in runner.grid[r['adapter']]]} — the best rate may lie beyond it; "
                          "widen the grid (--lr-grid)")
     if len(seeds) == 1:
-        notes.append("one seed: there is no spread over seeds; the ± of the accuracy is the test set's binomial "
-                     f"standard error (n = {len(ctx.test):,}), which says nothing of seed-to-seed variation")
+        notes.append("one seed: there is no spread over seeds; " + (
+            f"the ± of the accuracy is the test set's binomial standard error (n = {len(ctx.test):,}), which says "
+            "nothing of seed-to-seed variation" if runner.maximize else
+            "a perplexity has no binomial error, so each figure is one run's, without an error bar"))
     result["notes"] = notes
     result.update(protocol=runner.protocol, protocol_cells=runner.n_cells, config=ctx.fingerprint,
                   lr_grid=runner.grid, seeds=seeds,
@@ -259,7 +261,8 @@ def _results(runner: _Cells, model: str, data: str, t_all: float, notes: list[st
     result["pareto_plot"] = str(out / "pareto.png")
     result["curves_plot"] = str(out / "curves.png")
     spread = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else \
-        f"one seed: bars are the binomial standard error over {len(ctx.test):,} test examples"
+        (f"one seed: bars are the binomial standard error over {len(ctx.test):,} test examples" if runner.maximize
+         else "one seed: no error bars")
     plot_pareto(result["summary"], out / "pareto.png", key, runner.maximize, title=f"{Path(model).name} on "
                 f"{Path(str(data)).name}: test {key} vs adapter parameters\n({spread}, "
                 f"learning rate chosen on validation, protocol {runner.protocol})")
@@ -292,8 +295,9 @@ def summarize(specs: list[AdapterSpec], cells: dict[tuple[str, float, int], dict
         if maximize:
             p = row["test_accuracy_mean"]
             row["test_accuracy_se"] = None if p is None or not n_test else math.sqrt(p * (1 - p) / n_test)
-            if row["seeds"] == 1:
-                row["test_accuracy_std"] = row["test_macro_f1_std"] = None   # one seed has no spread over seeds
+        if row["seeds"] == 1:
+            for m in metrics:
+                row[f"test_{m}_std"] = None             # one seed has no spread over seeds (not "± 0")
         steps = [r["step_seconds_median"] for r in sel if r["step_seconds_median"] is not None]
         mem = [r["peak_memory_mb"] for r in sel if r["peak_memory_mb"] is not None]
         row["step_seconds"] = statistics.median(steps) if steps else None
