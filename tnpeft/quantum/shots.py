@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from qiskit.providers import BackendV2
 
 
-
 def unitary_node(graph: Graph, node: str | None) -> str:
     """``node`` checked to be a unitary node of ``graph``; without one, the graph's only unitary node
     that is not generated (a :class:`GraphError` names the candidates otherwise)."""
@@ -47,6 +46,7 @@ def unitary_node(graph: Graph, node: str | None) -> str:
         raise GraphError(f"node {node!r} is not a unitary node of the graph (unitary nodes: "
                          f"{[n for n, nd in graph.nodes.items() if isinstance(nd, Unitary)]})", node=node)
     return node
+
 
 def shot_noise_bound(p: Any, shots: int, *, delta: float = 1e-3, cells: int | None = None) -> np.ndarray:
     """The Bernstein bound ``t`` per cell such that, with probability ≥ ``1 − delta``, all ``cells``
