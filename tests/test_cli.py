@@ -19,6 +19,20 @@ def test_count_json(capsys):
     assert d["dense_parameters"] == 5000
 
 
+def test_a_compare_spec_runs_through_every_verb(capsys, tmp_path):
+    # `compare --adapters` writes NAME:key=value,...; the same text works where a verb takes an adapter
+    def count(*argv):
+        assert main(["count", *argv, "--in-features", "64", "--out-features", "32", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["parameters"]
+
+    assert count("lora:r=4,alpha=8") == count("lora", "r=4", "alpha=8") == 4 * (64 + 32)
+    assert count("qpa:r=2,hidden=[8,8]") == count("qpa", "r=2", "hidden=[8,8]")   # a list keeps its comma
+    assert count("lora:r=2", "alpha=4") == 2 * 96                                  # and mixes with words
+    assert main(["draw", "quantum_peft:rank=2", "--in-features", "8", "--out-features", "8",
+                 "-o", str(tmp_path / "d.svg")]) == 0
+    assert (tmp_path / "d.svg").read_text().lstrip().startswith("<")
+
+
 def test_count_errors_are_one_line(capsys):
     assert main(["count", "lora", "--in-features", "8", "--out-features", "8", "rank=3"]) == 2
     err = capsys.readouterr().err

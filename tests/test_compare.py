@@ -391,3 +391,14 @@ def test_a_causal_lm_with_one_seed_shows_no_made_up_spread(tmp_path, monkeypatch
     assert "(1 seed)" in table and "± 0.00" not in table and "binomial" not in table.split("note:")[0]
     assert "blocks of 16 tokens" in table
     assert any("no binomial error" in n for n in res["notes"])
+
+
+def test_the_pareto_x_axis_says_what_else_every_row_trains():
+    from tnpeft.train.pareto import _x_label
+
+    rows = [{"adapter": "lora", "adapter_parameters": 10, "head_parameters": 0},
+            {"adapter": "qpa", "adapter_parameters": 5, "head_parameters": 0}]
+    assert "head" not in _x_label(rows)                                  # a causal LM's lm_head study: no head
+    with_head = [dict(r, head_parameters=1155) for r in rows]
+    assert "task head, 1,155" in _x_label(with_head)
+    assert "not counted" in _x_label([rows[0], with_head[1]])

@@ -19,6 +19,7 @@ the layer sizes and name=value hyper-parameters) or a graph ``.json`` file; ``--
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.hparams = list(args.hparams) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _split_compare_spec(args)
     if any(isinstance(getattr(args, k, None), int) and getattr(args, k) <= 0 for k in ("in_features", "out_features")):
         print("tnpeft: error: --in-features and --out-features must be positive", file=sys.stderr)
         return 2
@@ -57,4 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
+
+
+def _split_compare_spec(args: argparse.Namespace) -> None:
+    """``lora:r=8,alpha=16`` (the form ``compare --adapters`` takes) as ``lora r=8 alpha=16``, so a spec
+    copied from a study runs through every verb; ``module.path:function`` builders stay as they are."""
+    adapter = getattr(args, "adapter", None)
+    if not (isinstance(adapter, str) and hasattr(args, "hparams")):
+        return
+    from tnpeft.adapters.methods import METHODS
+    from tnpeft.train.compare_setup import split_spec_items
+
+    name, sep, rest = adapter.partition(":")
+    if sep and name in METHODS and "=" in rest:
+        args.adapter = name
+        args.hparams = split_spec_items(rest) + list(args.hparams)
 

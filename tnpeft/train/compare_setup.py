@@ -41,7 +41,7 @@ class AdapterSpec:
         return self.name == PEFT_LORA
 
 
-def _split_items(text: str) -> list[str]:
+def split_spec_items(text: str) -> list[str]:
     """``a=1,b=[2,3]`` → ``["a=1", "b=[2,3]"]`` (commas inside brackets or quotes stay)."""
     items, depth, cur, quote = [], 0, "", False
     for ch in text:
@@ -72,7 +72,7 @@ def parse_adapter_spec(text: Any) -> AdapterSpec:
     else:
         name, rest = parts[0], ":".join(parts[1:])
     hparams: dict[str, Any] = {}
-    for item in _split_items(rest):
+    for item in split_spec_items(rest):
         k, eq, v = item.partition("=")
         if not eq or not _IDENT.fullmatch(k.strip()):
             raise ConfigError(f"adapter spec {text!r}: hyper-parameter {item!r} must be written key=value "

@@ -72,6 +72,16 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.fill(line, width) if line else line for line in text.split("\n"))
 
 
+def _x_label(rows: list[dict[str, Any]]) -> str:
+    """The x axis counts adapter parameters only; say what else every row trains, if anything."""
+    heads = {int(r.get("head_parameters") or 0) for r in rows}
+    if heads == {0}:
+        return "trainable adapter parameters (log scale)"
+    if len(heads) == 1:
+        return f"trainable adapter parameters (log scale; every row also trains the task head, {heads.pop():,})"
+    return "trainable adapter parameters (log scale; the rows' task heads are not counted)"
+
+
 def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy", maximize: bool = True,
                 title: str = "", caption: str | None = None) -> None:
     """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``, or ± the binomial standard
@@ -112,7 +122,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
     ymin, ymax = min(y - e for y, e in zip(ys, es)), max(y + e for y, e in zip(ys, es))
     pad = max(ymax - ymin, 1e-3) * 0.25
     ax.set_ylim(ymin - pad, ymax + pad)
-    ax.set_xlabel("trainable adapter parameters (log scale; the task head is the same for every row)")
+    ax.set_xlabel(_x_label(rows))
     ax.set_ylabel(f"test {metric}" + (" (higher is better)" if maximize else " (lower is better)"))
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right" if maximize else "upper right")
