@@ -391,6 +391,18 @@ def test_a_causal_lm_with_one_seed_shows_no_made_up_spread(tmp_path, monkeypatch
     assert "(1 seed)" in table and "± 0.00" not in table and "binomial" not in table.split("note:")[0]
     assert "blocks of 16 tokens" in table
     assert any("no binomial error" in n for n in res["notes"])
+    # the model without an adapter: its figures beside the rows, equal to evaluating it directly
+    from tnpeft.train.datasets import load_model
+    from tnpeft.train.evaluation import evaluate
+
+    base = res["base_model"]
+    loaded = load_model(str(tmp_path / "model"), "causal_lm")
+    ctx_test = comparison.load_splits(str(text), "causal_lm", str(tmp_path / "model"), 2000, 2, 2, 16, "text",
+                                      "label")[2]
+    direct = evaluate(loaded.model.eval(), loaded.tokenizer, ctx_test, "causal_lm", 128, 16, progress=False)
+    assert base["test"]["perplexity"] == pytest.approx(direct["perplexity"], rel=1e-5)
+    assert f"test {direct['perplexity']:.2f}" in table and "without an adapter" in table
+    assert (tmp_path / "out" / "base.json").exists()
 
 
 def test_the_pareto_x_axis_says_what_else_every_row_trains():

@@ -103,6 +103,10 @@ def compare_table(result: dict[str, Any]) -> str:
               f"over seeds), figures on {cfg['test_size']:,} test {unit} ({n_sel} cells tested); {spread}",
               "params: the adapter's trainable parameters; head: the new task head's; lr*: the selected rate is at "
               "the edge of its grid; step s: median seconds per optimizer step; peak MB: " + result["memory"]]
+    base = result.get("base_model")
+    if base:
+        lines.append(f"the model without an adapter: validation perplexity {base['val']['perplexity']:.2f}, test "
+                     f"{base['test']['perplexity']:.2f} (loss {base['test']['loss']:.4f})")
     lines += [f"note: {n}" for n in result.get("notes", [])]
     lines.append(f"wrote {result['out']}/results.json, pareto.png, curves.png, cells/ "
                  f"(total {result['wall_seconds']:.0f} s)")

@@ -322,3 +322,16 @@ def evaluate_test(ctx: Context, spec: AdapterSpec, seed: int, d: Path) -> dict[s
     m = evaluate(model, tok, ctx.test, ctx.task, ctx.eval_batch_size, ctx.max_length, progress=False)
     del model
     return {**m, "eval_seconds": time.perf_counter() - t0}
+
+
+def evaluate_base(ctx: Context) -> dict[str, Any]:
+    """The frozen model without an adapter on the validation and test splits: the reference a causal
+    LM's perplexities are read against (a classifier's new head is untrained, so it has none)."""
+    loaded = load_model(ctx.model, ctx.task, num_labels=ctx.num_labels, seed=0)
+    model = loaded.model.to(ctx.device).eval()
+    t0 = time.perf_counter()
+    got = {split: evaluate(model, loaded.tokenizer, data, ctx.task, ctx.eval_batch_size, ctx.max_length,
+                           progress=False) for split, data in (("val", ctx.val), ("test", ctx.test))}
+    del model
+    return {**got, "eval_seconds": time.perf_counter() - t0}
+

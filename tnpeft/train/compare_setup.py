@@ -235,9 +235,10 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_done(path: Path, want: str, metrics: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """A finished cell's record (``cell.json``, or ``test.json`` with its ``test`` metrics), or
-    ``None``; every field the comparison reads is checked (a :class:`ConfigError` names the field)."""
+def read_done(path: Path, want: str, metrics: tuple[str, ...] = (), base: bool = False) -> dict[str, Any] | None:
+    """A finished cell's record (``cell.json``, or ``test.json`` with its ``test`` metrics, or with
+    ``base`` the model's own ``val`` and ``test`` figures), or ``None``; every field the comparison
+    reads is checked (a :class:`ConfigError` names the field)."""
     if not path.exists():
         return None
     rec = read_json(path, "comparison cell", error=lambda m: ConfigError(m, field="out"))
@@ -251,7 +252,8 @@ def read_done(path: Path, want: str, metrics: tuple[str, ...] = ()) -> dict[str,
     def scores(v: Any, more: tuple[str, ...] = ()) -> bool:
         return isinstance(v, dict) and all(num(v.get(m)) for m in (*metrics, *more))
     fields: dict[str, tuple[Callable[[Any], bool], str]] = {"test": (lambda v: scores(v, ("eval_seconds",)), f"an object of numbers {[*metrics, 'eval_seconds']}")} \
-        if path.name == "test.json" else {
+        if path.name == "test.json" else {split: (scores, f"an object of numbers {list(metrics)}") for split in ("val", "test")} \
+        if base else {
         "val": (lambda v: v is None or scores(v), f"null or an object of numbers {list(metrics)}"),
         "adapter_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),
         "head_parameters": (lambda v: num(v) and v >= 0 and int(v) == v, "a non-negative integer"),

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from tnpeft.errors import ConfigError
 from tnpeft.fileio import atomic_write_json, ensure_dir
-from tnpeft.train.cells import evaluate_test, train_cell, warm_up
+from tnpeft.train.cells import evaluate_base, evaluate_test, train_cell, warm_up
 from tnpeft.train.compare_setup import (
     AdapterSpec,
     Context,
@@ -179,6 +179,18 @@ class _Cells:
                                       self.done) from None
         self.bar.close()
 
+    def base_model(self) -> dict[str, Any] | None:
+        """A causal LM's validation and test figures without an adapter (``base.json``, kept like a
+        cell's records); ``None`` for a classifier, whose new head is untrained."""
+        if self.maximize:
+            return None
+        h, path = config_hash({**self.ctx.fingerprint, "adapter": None}), self.out / "base.json"
+        got = read_done(path, h, self.metrics, base=True)
+        if got is None:
+            got = {"config_hash": h, **evaluate_base(self.ctx)}
+            atomic_write_json(path, got)
+        return {k: got[k] for k in ("val", "test")}
+
     def _cell(self, spec: AdapterSpec, lr: float, seed: int) -> None:
         d = cell_dir(self.out, spec, lr, seed)
         fp = self.ctx.fingerprint
@@ -239,6 +251,7 @@ def _results(runner: _Cells, model: str, data: str, t_all: float, notes: list[st
     """The summary, the notes, the machine, the plots and ``results.json``."""
     ctx, out, key, seeds = runner.ctx, runner.out, runner.key, runner.seeds
     result = summarize(runner.specs, runner.cells, runner.selection, seeds, key, runner.maximize, len(ctx.test))
+    result["base_model"] = runner.base_model()
     for r in result["summary"]:
         if r["lr_at_edge"]:
             notes.append(f"{r['adapter']}: the selected rate {r['lr']:g} is the {r['lr_at_edge']} of its grid "
@@ -263,7 +276,9 @@ def _results(runner: _Cells, model: str, data: str, t_all: float, notes: list[st
     spread = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else \
         (f"one seed: bars are the binomial standard error over {len(ctx.test):,} test examples" if runner.maximize
          else "one seed: no error bars")
-    plot_pareto(result["summary"], out / "pareto.png", key, runner.maximize, title=f"{Path(model).name} on "
+    base = result["base_model"]
+    plot_pareto(result["summary"], out / "pareto.png", key, runner.maximize,
+                reference=None if base is None else ("the model without an adapter", base["test"][key]), title=f"{Path(model).name} on "
                 f"{Path(str(data)).name}: test {key} vs adapter parameters\n({spread}, "
                 f"learning rate chosen on validation, protocol {runner.protocol})")
     plot_compare_curves(result["summary"], runner.cells, out / "curves.png")

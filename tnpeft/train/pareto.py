@@ -4,6 +4,7 @@ and the printed table."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,10 +84,11 @@ def _x_label(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy", maximize: bool = True,
-                title: str = "", caption: str | None = None) -> None:
+                title: str = "", caption: str | None = None, reference: tuple[str, float] | None = None) -> None:
     """Test ``metric`` (``test_<metric>_mean`` ± ``test_<metric>_std``, or ± the binomial standard
     error ``test_<metric>_se`` where one seed gives no spread) against ``adapter_parameters``
-    for every row, log x; the Pareto front drawn as a step line, its points filled."""
+    for every row, log x; the Pareto front drawn as a step line, its points filled. ``reference``
+    (label, value) is drawn as a dotted horizontal line (e.g. the model without an adapter)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -120,6 +122,10 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
     lo, hi = min(xs), max(xs)
     ax.set_xlim(lo / 2.2, hi * 3.5)
     ymin, ymax = min(y - e for y, e in zip(ys, es)), max(y + e for y, e in zip(ys, es))
+    if reference is not None and math.isfinite(reference[1]):
+        ax.axhline(reference[1], color="#777777", ls=":", lw=1.2, zorder=1,
+                   label=f"{reference[0]}: {reference[1]:.4g}")
+        ymin, ymax = min(ymin, reference[1]), max(ymax, reference[1])
     pad = max(ymax - ymin, 1e-3) * 0.25
     ax.set_ylim(ymin - pad, ymax + pad)
     ax.set_xlabel(_x_label(rows))
