@@ -414,3 +414,20 @@ def test_the_pareto_x_axis_says_what_else_every_row_trains():
     with_head = [dict(r, head_parameters=1155) for r in rows]
     assert "task head, 1,155" in _x_label(with_head)
     assert "not counted" in _x_label([rows[0], with_head[1]])
+
+
+@pytest.mark.parametrize("ref, drawn", [(44.5, True), (100.0, False)])
+def test_the_model_without_an_adapter_is_a_line_unless_it_would_flatten_the_rows(tmp_path, monkeypatch, ref, drawn):
+    import tnpeft.train.pareto as pareto
+
+    seen = {}
+    monkeypatch.setattr(pareto, "save_png", lambda fig, path: seen.setdefault("fig", fig))
+    rows = [{"adapter": a, "adapter_parameters": n, "head_parameters": 0, "test_perplexity_mean": v,
+             "test_perplexity_std": None} for a, n, v in (("lora", 460_800, 42.3), ("qwthn", 125_340, 43.3))]
+    pareto.plot_pareto(rows, tmp_path / "p.png", "perplexity", False, reference=("without an adapter", ref))
+    ax = seen["fig"].axes[0]
+    lo, hi = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(f"without an adapter: {ref:g}" in t for t in labels)                 # named either way
+    assert bool(lo <= ref <= hi) is drawn                                            # on the axis only when near
+    assert hi - lo < 5                                                               # the rows stay apart

@@ -123,9 +123,14 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
     ax.set_xlim(lo / 2.2, hi * 3.5)
     ymin, ymax = min(y - e for y, e in zip(ys, es)), max(y + e for y, e in zip(ys, es))
     if reference is not None and math.isfinite(reference[1]):
-        ax.axhline(reference[1], color="#777777", ls=":", lw=1.2, zorder=1,
-                   label=f"{reference[0]}: {reference[1]:.4g}")
-        ymin, ymax = min(ymin, reference[1]), max(ymax, reference[1])
+        # drawn where it does not squash the rows' differences flat; else named in the legend only
+        ref, span = reference[1], max(ymax - ymin, 1e-3)
+        if ymin - 2 * span <= ref <= ymax + 2 * span:
+            ax.axhline(ref, color="#777777", ls=":", lw=1.2, zorder=1, label=f"{reference[0]}: {ref:.4g}")
+            ymin, ymax = min(ymin, ref), max(ymax, ref)
+        else:
+            ax.plot([], [], ls=":", color="#777777",
+                    label=f"{reference[0]}: {ref:.4g} ({'above' if ref > ymax else 'below'} the axis)")
     pad = max(ymax - ymin, 1e-3) * 0.25
     ax.set_ylim(ymin - pad, ymax + pad)
     ax.set_xlabel(_x_label(rows))
