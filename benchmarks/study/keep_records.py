@@ -1,5 +1,5 @@
-"""Copy a compare run's records — every ``cell.json`` and ``test.json`` and the run's
-``results.json`` — into a folder of the repository, without the adapters' weights, so that a long
+"""Copy a compare run's records — every ``cell.json`` and ``test.json``, the run's
+``results.json`` and a causal LM's ``base.json`` — into a folder of the repository, without the adapters' weights, so that a long
 study is kept as it progresses and continues from them (``tnpeft compare`` rereads the cells it
 finds in its ``--out`` folder; copy the records back there to resume on another machine).
 
@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-KEEP = ("cell.json", "test.json", "results.json")
+KEEP = ("cell.json", "test.json", "results.json", "base.json")
 
 
 def keep(run: Path, dest: Path) -> list[Path]:
