@@ -1,0 +1,54 @@
+"""The study's helper scripts (benchmarks/study): keeping a run's records and the loss table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "study" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cell(run: Path, losses: list[float], curve: list[dict], val: dict, stopped: int | None = None) -> Path:
+    d = run / "cells" / "lora_r=2-abc123" / "lr=0.002" / "seed=0"
+    d.mkdir(parents=True)
+    rec = {"adapter": "lora:r=2", "lr": 0.002, "train_loss": losses, "val_curve": curve, "val": val,
+           "stopped_early_at": stopped, "config": {"task": "causal_lm"}}
+    (d / "cell.json").write_text(json.dumps(rec))
+    return d
+
+
+def test_keep_records_copies_the_json_records_and_never_the_weights(tmp_path):
+    keep = _script("keep_records").keep
+    run = tmp_path / "run"
+    d = _cell(run, [1.0], [], {"perplexity": 3.0})
+    (d / "test.json").write_text("{}")
+    (d / "adapter").mkdir()
+    (d / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    for name in ("results.json", "base.json"):
+        (run / name).write_text("{}")
+    (run / "pareto.png").write_bytes(b"png")
+    kept = keep(run, tmp_path / "kept")
+    got = sorted(str(p.relative_to(tmp_path / "kept")) for p in kept)
+    assert got == sorted(["base.json", "results.json", str(d.relative_to(run) / "cell.json"),
+                          str(d.relative_to(run) / "test.json")])
+
+
+def test_the_loss_table_averages_each_stretch_between_validations(tmp_path):
+    rows = _script("loss_table").rows
+    losses = [float(i) for i in range(10)]
+    curve = [{"step": 4, "perplexity": 9.0}, {"step": 8, "perplexity": 8.0}]
+    _cell(tmp_path, losses, curve, {"perplexity": 7.5})
+    ((adapter, lr, stretch),) = rows(tmp_path)
+    assert (adapter, lr) == ("lora:r=2", 0.002)
+    # steps 1–4, 5–8, then the end of the run (9–10) with the final validation
+    assert stretch == [(4, statistics.fmean(losses[:4]), 9.0), (8, statistics.fmean(losses[4:8]), 8.0),
+                       (10, statistics.fmean(losses[8:]), 7.5)]
