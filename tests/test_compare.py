@@ -330,6 +330,16 @@ def test_early_stopping_keeps_the_best_values_and_records_the_curve(grid_run):
         compare(["lora"], steps=1, patience=2, out=root / "bad")
 
 
+def test_without_early_stopping_the_curve_ends_with_the_final_values(grid_run):
+    root, _, _, _, _ = grid_run
+    res = compare(["lora:r=2,alpha=4"], model=str(root / "model"), data=str(root / "data.csv"), lrs=[3e-2],
+                  seeds=[0], steps=5, val_size=40, test_size=40, batch_size=16, max_length=16, out=root / "noes",
+                  progress=False, eval_every=2)
+    (cell,) = res["cells"]
+    assert [c["step"] for c in cell["val_curve"]] == [2, 4, 5] and cell["steps_run"] == 5
+    assert cell["val_curve"][-1]["accuracy"] == cell["val"]["accuracy"]      # the kept values are the last
+
+
 NEW_METHODS = ["loha:r=2", "lokr:r=2", "vera:r=4", "ia3", "oft:block_size=4,param=cayley_neumann", "boft",
                "hra:r=2", "fourierft:n_frequency=8", "quanta:n_axes=2", "ttlora:r=2", "tensor_ring:r=2",
                "loretta_rep:r=2,tt_rank=2", "loretta_adp:bottleneck=4,tt_rank=2", "metatt:r=2", "lortta:r=2,heads=2"]

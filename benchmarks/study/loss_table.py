@@ -2,7 +2,10 @@
 mean training loss over each stretch between two validations (``--eval-every``) and the
 validation figure at its end, one row per cell — for comparing adapters "over the same steps".
 
-    python benchmarks/study/loss_table.py RUN_FOLDER [--markdown]
+    python benchmarks/study/loss_table.py RUN_FOLDER [--markdown] [--plot PNG]
+
+``--plot`` draws every cell on shared axes: the training loss (trailing mean over 5 % of the run)
+and the validation figure against the step.
 """
 
 from __future__ import annotations
@@ -33,11 +36,51 @@ def rows(run: Path) -> list[tuple[str, float, list[tuple[int, float, float | Non
     return out
 
 
+def plot(run: Path, path: Path) -> None:
+    """Training loss and validation figure of every cell of ``run`` on shared axes, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tnpeft.train.plots import moving_average, save_png
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    key = "validation figure"
+    for i, f in enumerate(sorted(run.glob("cells/*/*/seed=*/cell.json"))):
+        rec = json.loads(f.read_text())
+        losses, color = rec["train_loss"], plt.get_cmap("tab10")(i % 10)
+        label = f"{rec['adapter']} ({rec['adapter_parameters']:,} params, lr {rec['lr']:g})"
+        k = max(1, len(losses) // 20)
+        left.plot(range(1, len(losses) + 1), moving_average(losses, k), color=color, lw=1.2, label=label)
+        key = "accuracy" if rec["config"]["task"] == "classification" else "perplexity"
+        pts = {p["step"]: p[key] for p in rec.get("val_curve") or []}
+        if rec.get("val") and len(losses) not in pts and not rec.get("stopped_early_at"):
+            pts[len(losses)] = rec["val"][key]
+        steps = sorted(pts)
+        right.plot(steps, [pts[s] for s in steps], "o-", color=color, ms=4, lw=1.2, label=label)
+    left.set(xlabel="step", ylabel="training loss (trailing mean over 5 % of the run)")
+    right.set(xlabel="step", ylabel=f"validation {key}")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle(f"{run.name}: every cell over the same steps", fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
 def main(argv: list[str]) -> int:
     if not argv or not Path(argv[0]).is_dir():
         print(__doc__)
         return 2
     md = "--markdown" in argv
+    if "--plot" in argv:
+        i = argv.index("--plot")
+        if i + 1 >= len(argv):
+            print("--plot needs a file name (a .png)")
+            return 2
+        plot(Path(argv[0]), Path(argv[i + 1]))
+        print(f"wrote {argv[i + 1]}")
     for adapter, lr, stretch in rows(Path(argv[0])):
         cells = [f"{loss:.3f}" + ("" if v is None else f" / {v:.4g}") for _, loss, v in stretch]
         steps = ", ".join(str(e) for e, _, _ in stretch)

@@ -211,6 +211,8 @@ def train_cell(ctx: Context, spec: AdapterSpec, lr: float, seed: int, d: Path, d
         record["val"] = evaluate(model, tok, ctx.val, ctx.task, ctx.eval_batch_size, ctx.max_length,
                                  progress=False)
         record["val_eval_seconds"] = time.perf_counter() - t0
+        if ctx.eval_every and (not run.curve or run.curve[-1]["step"] != len(run.losses)):
+            run.curve.append({"step": len(run.losses), **record["val"]})    # the curve ends where the run did
         save_trained(model, spec, d)
     del model, run
     _trim()
