@@ -7,6 +7,8 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,3 +54,44 @@ def test_the_loss_table_averages_each_stretch_between_validations(tmp_path):
     # steps 1–4, 5–8, then the end of the run (9–10) with the final validation
     assert stretch == [(4, statistics.fmean(losses[:4]), 9.0), (8, statistics.fmean(losses[4:8]), 8.0),
                        (10, statistics.fmean(losses[8:]), 7.5)]
+
+
+def test_the_plot_range_leaves_out_a_cell_that_blew_up_and_only_that():
+    axis_range = _script("loss_table").axis_range
+    steady = [4.0 + 0.01 * i for i in range(100)]
+    assert axis_range(steady) is None                                  # nothing to leave out
+    assert axis_range(steady + [7.0]) is None                          # a warm-up start is kept (< 2 × median)
+    lo, hi = axis_range(steady + [68.0, 5e21, float("nan")])
+    assert lo < min(steady) and max(steady) < hi < 68.0
+
+
+def test_the_plot_draws_every_cell_and_flags_the_one_off_the_axis(tmp_path):
+    pytest.importorskip("matplotlib")
+    loss_table = _script("loss_table")
+    for name, spike in (("a", 0.0), ("b", 1e4)):
+        d = tmp_path / "cells" / f"lora_r=2-{name}" / "lr=0.002" / "seed=0"
+        d.mkdir(parents=True)
+        losses = [4.0 - 0.01 * i for i in range(40)]
+        losses[10] += spike
+        rec = {"adapter": f"lora:{name}", "adapter_parameters": 10, "lr": 0.002, "train_loss": losses,
+               "val_curve": [{"step": 20, "perplexity": 80.0 + spike}, {"step": 40, "perplexity": 75.0}],
+               "val": {"perplexity": 75.0}, "stopped_early_at": None, "config": {"task": "causal_lm"}}
+        (d / "cell.json").write_text(json.dumps(rec))
+    import matplotlib.pyplot as plt
+
+    shown = {}
+    orig = plt.Figure.savefig
+
+    def capture(fig, *a, **k):
+        shown["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        shown["ylim"] = [ax.get_ylim() for ax in fig.axes]
+        return orig(fig, *a, **k)
+
+    plt.Figure.savefig = capture
+    try:
+        loss_table.plot(tmp_path, tmp_path / "steps.png")
+    finally:
+        plt.Figure.savefig = orig
+    assert (tmp_path / "steps.png").stat().st_size > 0
+    assert [lbl.endswith("leaves the axis") for lbl in shown["labels"]] == [False, True]
+    assert all(top < 1e3 for _, top in shown["ylim"])

@@ -5,12 +5,15 @@ validation figure at its end, one row per cell — for comparing adapters "over 
     python benchmarks/study/loss_table.py RUN_FOLDER [--markdown] [--plot PNG]
 
 ``--plot`` draws every cell on shared axes: the training loss (trailing mean over 5 % of the run)
-and the validation figure against the step.
+and the validation figure against the step. A cell that blows up does not flatten the others: an
+axis leaves out the values above both twice the median and the median plus ten median absolute
+deviations of what it draws, and a cell with a value left out says so in its legend entry.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -36,6 +39,24 @@ def rows(run: Path) -> list[tuple[str, float, list[tuple[int, float, float | Non
     return out
 
 
+def axis_range(values: list[float]) -> tuple[float, float] | None:
+    """The range an axis drawing ``values`` should show so that a cell that blew up does not flatten
+    the rest, or ``None`` when nothing needs leaving out. A value is left out when it is not finite or
+    above both twice the median and the median plus ten median absolute deviations (robust with the
+    few points of a validation curve, where quartiles are not)."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if not finite:
+        return None
+    median = statistics.median(finite)
+    mad = statistics.median(abs(v - median) for v in finite)
+    cut = max(median + 10 * mad, 2 * median)
+    kept = [v for v in finite if v <= cut]
+    if len(kept) == len(values):
+        return None
+    pad = 0.05 * ((kept[-1] - kept[0]) or abs(kept[-1]) or 1.0)
+    return kept[0] - pad, kept[-1] + pad
+
+
 def plot(run: Path, path: Path) -> None:
     """Training loss and validation figure of every cell of ``run`` on shared axes, as a PNG."""
     import matplotlib
@@ -47,22 +68,33 @@ def plot(run: Path, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
     key = "validation figure"
-    for i, f in enumerate(sorted(run.glob("cells/*/*/seed=*/cell.json"))):
+    cells = []
+    for f in sorted(run.glob("cells/*/*/seed=*/cell.json")):
         rec = json.loads(f.read_text())
-        losses, color = rec["train_loss"], plt.get_cmap("tab10")(i % 10)
-        label = f"{rec['adapter']} ({rec['adapter_parameters']:,} params, lr {rec['lr']:g})"
-        k = max(1, len(losses) // 20)
-        left.plot(range(1, len(losses) + 1), moving_average(losses, k), color=color, lw=1.2, label=label)
+        losses = rec["train_loss"]
+        smooth = moving_average(losses, max(1, len(losses) // 20))
         key = "accuracy" if rec["config"]["task"] == "classification" else "perplexity"
         pts = {p["step"]: p[key] for p in rec.get("val_curve") or []}
         if rec.get("val") and len(losses) not in pts and not rec.get("stopped_early_at"):
             pts[len(losses)] = rec["val"][key]
+        cells.append((rec, smooth, pts))
+    ranges = [axis_range([v for _, smooth, _ in cells for v in smooth]),
+              axis_range([v for _, _, pts in cells for v in pts.values()])]
+    for i, (rec, smooth, pts) in enumerate(cells):
+        color = plt.get_cmap("tab10")(i % 10)
+        label = f"{rec['adapter']} ({rec['adapter_parameters']:,} params, lr {rec['lr']:g})"
+        drawn = [list(smooth), list(pts.values())]
+        if any(r is not None and not all(r[0] <= v <= r[1] for v in vals) for r, vals in zip(ranges, drawn)):
+            label += " — leaves the axis"
+        left.plot(range(1, len(smooth) + 1), smooth, color=color, lw=1.2, label=label)
         steps = sorted(pts)
         right.plot(steps, [pts[s] for s in steps], "o-", color=color, ms=4, lw=1.2, label=label)
     left.set(xlabel="step", ylabel="training loss (trailing mean over 5 % of the run)")
     right.set(xlabel="step", ylabel=f"validation {key}")
-    for ax in (left, right):
+    for ax, r in zip((left, right), ranges):
         ax.grid(True, alpha=0.3)
+        if r is not None:
+            ax.set_ylim(*r)
     left.legend(fontsize=8)
     fig.suptitle(f"{run.name}: every cell over the same steps", fontsize=10)
     fig.tight_layout()
