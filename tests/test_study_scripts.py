@@ -65,7 +65,7 @@ def test_the_plot_range_leaves_out_a_cell_that_blew_up_and_only_that():
     assert lo < min(steady) and max(steady) < hi < 68.0
 
 
-def test_the_plot_draws_every_cell_and_flags_the_one_off_the_axis(tmp_path):
+def test_the_plot_draws_every_cell_and_flags_the_one_off_the_axis(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     loss_table = _script("loss_table")
     for name, spike in (("a", 0.0), ("b", 1e4)):
@@ -87,11 +87,8 @@ def test_the_plot_draws_every_cell_and_flags_the_one_off_the_axis(tmp_path):
         shown["ylim"] = [ax.get_ylim() for ax in fig.axes]
         return orig(fig, *a, **k)
 
-    plt.Figure.savefig = capture
-    try:
-        loss_table.plot(tmp_path, tmp_path / "steps.png")
-    finally:
-        plt.Figure.savefig = orig
+    monkeypatch.setattr(plt.Figure, "savefig", capture)
+    loss_table.plot(tmp_path, tmp_path / "steps.png")
     assert (tmp_path / "steps.png").stat().st_size > 0
     assert [lbl.endswith("leaves the axis") for lbl in shown["labels"]] == [False, True]
     assert all(top < 1e3 for _, top in shown["ylim"])

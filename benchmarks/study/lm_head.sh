@@ -5,8 +5,8 @@
 # untouched) on Hamlet in blocks of 64 tokens, 60 validation and 60 test blocks from the end of the
 # text (825 blocks in all), 3 epochs of the other 705 in batches of 8 (267 steps), validation every 45
 # steps, early stopping (patience 3), each method's rate chosen on validation (seed 0) from a grid
-# (LoRA 6.7e-4 … 1.8e-2, QPA 2e-3 … 1.8e-2), then seeds 1 and 2 at that rate. LoRA at scale 2 (alpha = 2r), the scale of QPA's
-# reference preset.
+# (LoRA 6.7e-4 … 1.8e-2, QPA 2e-3 … 1.8e-2), then seeds 1 and 2 at that rate. LoRA at scale 2
+# (alpha = 2r), the scale of QPA's reference preset.
 # Resumable: run it again with the same OUT and it continues from the finished cells.
 #   bash benchmarks/study/lm_head.sh [OUT]          (OUT defaults to runs/lm_head)
 #   python benchmarks/study/keep_records.py OUT docs/study/lm_head
