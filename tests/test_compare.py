@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import statistics
 import struct
@@ -17,7 +18,7 @@ import torch
 import tnpeft.train.comparison as comparison
 from tnpeft.errors import ConfigError
 from tnpeft.train.compare_setup import parse_adapter_spec
-from tnpeft.train.comparison import compare, parse_lr_grid, select_lr
+from tnpeft.train.comparison import compare, default_lrs, parse_lr_grid, select_lr
 from tnpeft.train.pareto import pareto_front
 
 ADAPTERS = ["lora:r=2,alpha=4", "peft_lora:r=2,alpha=4"]
@@ -441,3 +442,61 @@ def test_the_model_without_an_adapter_is_a_line_unless_it_would_flatten_the_rows
     assert any(f"without an adapter: {ref:g}" in t for t in labels)                 # named either way
     assert bool(lo <= ref <= hi) is drawn                                            # on the axis only when near
     assert hi - lo < 5                                                               # the rows stay apart
+
+
+PEFT_PAIRS = [("loha:r=2,alpha=4", "peft_loha:r=2,alpha=4", 2 * (2 * 2 * (16 + 16))),
+              ("lokr:r=2", "peft_lokr:r=2", 2 * (4 * 4 + 4 * 4)),
+              ("vera:r=4", "peft_vera:r=4", 2 * (16 + 4))]
+
+
+def test_peft_reference_rows_train_beside_their_tnpeft_twins(tmp_path, monkeypatch):
+    # each of peft's LoHa, LoKr and VeRA as a row beside tnpeft's method: the same count (closed
+    # form, query and value of a 16-wide layer), trained, reloaded from its file for the test split
+    import tnpeft.train.cells as cells
+
+    monkeypatch.setattr(comparison, "plot_pareto", lambda *a, **k: None)
+    monkeypatch.setattr(comparison, "plot_compare_curves", lambda *a, **k: None)
+    monkeypatch.setattr(cells, "_trim", lambda: None)
+    _tiny_bert(tmp_path / "model")
+    _csv(tmp_path / "data.csv", n=120)
+    specs = [s for a, b, _ in PEFT_PAIRS for s in (a, b)]
+    res = compare(specs, model=str(tmp_path / "model"), data=str(tmp_path / "data.csv"), lrs=[1e-2], seeds=[0],
+                  steps=2, val_size=16, test_size=16, batch_size=8, max_length=8, target_modules=["query", "value"],
+                  out=tmp_path / "out", progress=False)
+    done = {c["adapter"]: c for c in res["cells"]}
+    for ours, theirs, count in PEFT_PAIRS:
+        assert done[ours]["adapter_parameters"] == done[theirs]["adapter_parameters"] == count, (ours, theirs)
+        assert done[theirs]["name"] == theirs.split(":")[0] and done[theirs]["test"]["accuracy"] >= 0
+        assert done[theirs]["val"] is not None and math.isfinite(done[theirs]["test"]["macro_f1"])
+    assert {r["adapter"] for r in res["summary"]} == set(specs)
+
+
+def test_peft_reference_rows_take_peft_hyper_parameters(tmp_path):
+    from tnpeft.train.cells import peft_config
+
+    vera = parse_adapter_spec("peft_vera:r=4,d_initial=0.5")
+    assert vera.hparams == {"r": 4, "d_initial": 0.5} and vera.is_peft and vera.method_name == "vera"
+    assert default_lrs(vera) == [3.3e-3, 1e-2, 3e-2]
+    cfg = peft_config(vera, ["query"], ["classifier"])
+    assert (cfg.r, cfg.d_initial, set(cfg.target_modules), list(cfg.modules_to_save)) == (4, 0.5, {"query"}, ["classifier"])
+    lokr = peft_config(parse_adapter_spec("peft_lokr:decompose_both=true,decompose_factor=4"), ["value"], [])
+    assert (lokr.r, lokr.alpha, lokr.decompose_both, lokr.decompose_factor) == (8, 8.0, True, 4)
+    assert parse_adapter_spec("peft_loha").hparams == {"r": 8, "alpha": 8.0}
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("peft_loha:rank=2", ["peft_loha", "rank", "alpha"]),
+    ("peft_vera:d_initial=nan", ["peft_vera's d_initial", "finite"]),
+    ("peft_lokr:decompose_factor=0", ["peft_lokr's decompose_factor", "-1 or a positive integer"]),
+    ("peft_lokr:decompose_both=1", ["decompose_both", "true or false"]),
+    ("peft_vera:r=0", ["peft_vera's r", "positive integer"]),
+])
+def test_a_bad_peft_reference_row_is_one_line_before_any_work(spec, words, tmp_path, capsys, monkeypatch):
+    from tnpeft.cli import main
+
+    monkeypatch.setattr(comparison, "load_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
+    assert main(["compare", "--adapters", spec, "--out", str(tmp_path / "o"), "--steps", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tnpeft: error:") and "\n" not in err
+    for w in words:
+        assert w in err, (w, err)

@@ -152,7 +152,8 @@ def _add_compare(sub: Any) -> None:
                                        "rate chosen on validation, figures on a separate test split (resumable)")
     k.add_argument("--adapters", nargs="+", required=True, metavar="SPEC",
                    help="NAME[:key=value,...]: a method (lora:r=8), module.path:function[:...], a graph .json, or "
-                        "peft_lora[:r=8,alpha=16] (peft's own LoRA); the spec text labels the row")
+                        "peft's own tuner as a reference row: peft_lora[:r=8,alpha=16], peft_loha, peft_lokr, "
+                        "peft_vera; the spec text labels the row")
     k.add_argument("--lrs", nargs="+", type=float, metavar="LR", help="one learning-rate grid for every adapter "
                    "(default: per method, its demo rate ÷3, ×1, ×3)")
     k.add_argument("--lr-grid", nargs="+", metavar="ADAPTER=LR,LR", help="a grid for one adapter (its spec text "

@@ -3,8 +3,9 @@ rate and seed, trained with the recipe of :func:`tnpeft.train.fit`, measured, sa
 evaluated on the test split.
 
 Adapter specs are ``NAME[:key=value,...]``: a registered method (``lora:r=8``), a builder of your
-own (``mypkg.topos:ttlora:r=4``), a graph ``.json`` file, or ``peft_lora[:r=8,alpha=16]`` — peft's own
-``LoraConfig`` + ``get_peft_model`` on the same target modules, as a reference row.
+own (``mypkg.topos:ttlora:r=4``), a graph ``.json`` file, or one of peft's own tuners on the same
+target modules as a reference row: ``peft_lora[:r=8,alpha=16]``, ``peft_loha``, ``peft_lokr``,
+``peft_vera`` (peft's config + ``get_peft_model``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tnpeft.errors import AdapterFileError
+from tnpeft.errors import AdapterFileError, ConfigError
 from tnpeft.fileio import atomic_write_bytes, read_safetensors, tensors_to_bytes
 from tnpeft.nn import AdapterConfig, inject, load_adapter, save_adapter
 from tnpeft.nn.model import find_targets
@@ -121,6 +122,26 @@ class PeakCUDA:
         return None if self.start is None or self.peak is None else self.peak - self.start
 
 
+def peft_config(spec: AdapterSpec, target_modules: list[str], modules_to_save: list[str]) -> Any:
+    """peft's config of a reference row (``peft_lora``, ``peft_loha``, ``peft_lokr``, ``peft_vera``)
+    on ``target_modules``, the head in ``modules_to_save``; the tuners' dropouts at peft's default
+    (off), ``peft_lora``'s as its spec says."""
+    from peft import LoHaConfig, LoKrConfig, LoraConfig, VeraConfig
+
+    hp = spec.hparams
+    common: dict[str, Any] = {"target_modules": target_modules, "modules_to_save": modules_to_save or None}
+    if spec.name == "peft_lora":
+        return LoraConfig(r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"], **common)
+    if spec.name == "peft_loha":
+        return LoHaConfig(r=hp["r"], alpha=hp["alpha"], **common)
+    if spec.name == "peft_lokr":
+        return LoKrConfig(r=hp["r"], alpha=hp["alpha"], decompose_both=hp["decompose_both"],
+                          decompose_factor=hp["decompose_factor"], **common)
+    if spec.name == "peft_vera":
+        return VeraConfig(r=hp["r"], d_initial=hp["d_initial"], **common)
+    raise ConfigError(f"adapter spec {spec.label!r}: no peft reference named {spec.name!r}", field="adapters")
+
+
 def build_model(ctx: Context, spec: AdapterSpec, seed: int) -> tuple[nn.Module, Any, list[str]]:
     """``(model, tokenizer, modules_to_save)``: the frozen model with ``spec``'s adapter, fresh for ``seed``."""
     loaded = load_model(ctx.model, ctx.task, num_labels=ctx.num_labels, seed=seed)
@@ -128,13 +149,11 @@ def build_model(ctx: Context, spec: AdapterSpec, seed: int) -> tuple[nn.Module, 
     excl = ctx.exclude_modules if ctx.exclude_modules is not None else loaded.exclude_modules
     torch.manual_seed(seed)         # the adapter's initial values: a function of the seed
     if spec.is_peft:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         names = find_targets(loaded.model, AdapterConfig("lora", targets, exclude_modules=excl))
-        hp = spec.hparams
-        lora = LoraConfig(r=hp["r"], lora_alpha=hp["alpha"], lora_dropout=hp["dropout"], target_modules=names,
-                          modules_to_save=loaded.modules_to_save or None)
-        return get_peft_model(loaded.model, lora).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
+        config = peft_config(spec, names, loaded.modules_to_save)
+        return get_peft_model(loaded.model, config).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
     cfg = AdapterConfig(spec.method, targets, exclude_modules=excl, modules_to_save=loaded.modules_to_save,
                         **spec.hparams)
     return inject(loaded.model, cfg).to(ctx.device), loaded.tokenizer, loaded.modules_to_save

@@ -22,6 +22,33 @@ from tnpeft.train.train_config import MAX_LR
 
 PEFT_LORA = "peft_lora"
 PEFT_LORA_HPARAMS = {"r": 8, "alpha": 16, "dropout": 0.0}
+# peft's own tuners as reference rows: the spec name, its hyper-parameters with their defaults (the
+# defaults of tnpeft's method of the same name where both have one; peft's VeRA starts λ_d at 0.1)
+PEFT_REFERENCES: dict[str, dict[str, Any]] = {
+    PEFT_LORA: PEFT_LORA_HPARAMS,
+    "peft_loha": {"r": 8, "alpha": 8.0},
+    "peft_lokr": {"r": 8, "alpha": 8.0, "decompose_both": False, "decompose_factor": -1},
+    "peft_vera": {"r": 256, "d_initial": 0.1},
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# what each reference hyper-parameter must be: (test, what the error says is expected)
+_PEFT_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "r": (lambda v: _is_int(v) and 1 <= v <= 1 << 20, "a positive integer"),
+    "alpha": (lambda v: _is_real(v) and v > 0, "a positive finite number"),
+    "dropout": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "decompose_both": (lambda v: isinstance(v, bool), "true or false"),
+    "decompose_factor": (lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 or a positive integer"),
+    "d_initial": (lambda v: _is_real(v), "a finite number"),
+}
 _BUILDER = re.compile(r"[A-Za-z_][\w.]*")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 
@@ -29,7 +56,8 @@ _IDENT = re.compile(r"[A-Za-z_]\w*")
 @dataclass
 class AdapterSpec:
     """A row of a comparison: ``label`` (the spec text), ``name`` (a method, ``module:function``, a
-    graph file or ``peft_lora``), its ``hparams`` and what :func:`inject` takes (``method``)."""
+    graph file or one of peft's own tuners, :data:`PEFT_REFERENCES`), its ``hparams`` and what
+    :func:`inject` takes (``method``; for peft's tuners, the spec name)."""
 
     label: str
     name: str
@@ -38,7 +66,12 @@ class AdapterSpec:
 
     @property
     def is_peft(self) -> bool:
-        return self.name == PEFT_LORA
+        return self.name in PEFT_REFERENCES
+
+    @property
+    def method_name(self) -> str:
+        """The method the row runs: ``peft_loha`` → ``loha``; a tnpeft row's own name."""
+        return self.name.removeprefix("peft_") if self.is_peft else self.name
 
 
 def split_spec_items(text: str) -> list[str]:
@@ -66,7 +99,7 @@ def parse_adapter_spec(text: Any) -> AdapterSpec:
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"adapter spec {text!r}: expected NAME[:key=value,...], e.g. lora:r=8", field="adapters")
     parts = text.split(":")
-    if (len(parts) >= 2 and parts[0] not in METHODS and parts[0] != PEFT_LORA and _BUILDER.fullmatch(parts[0])
+    if (len(parts) >= 2 and parts[0] not in METHODS and parts[0] not in PEFT_REFERENCES and _BUILDER.fullmatch(parts[0])
             and _IDENT.fullmatch(parts[1])):
         name, rest = f"{parts[0]}:{parts[1]}", ":".join(parts[2:])
     else:
@@ -81,23 +114,18 @@ def parse_adapter_spec(text: Any) -> AdapterSpec:
             hparams[k.strip()] = json.loads(v)
         except json.JSONDecodeError:
             hparams[k.strip()] = v
-    if name == PEFT_LORA:
-        bad = sorted(set(hparams) - set(PEFT_LORA_HPARAMS))
+    if name in PEFT_REFERENCES:
+        defaults = PEFT_REFERENCES[name]
+        bad = sorted(set(hparams) - set(defaults))
         if bad:
-            raise ConfigError(f"adapter spec {text!r}: peft_lora takes {sorted(PEFT_LORA_HPARAMS)}, not {bad}",
-                              field="adapters")
-        hp = {**PEFT_LORA_HPARAMS, **hparams}
-        ok: Callable[[Any], bool]
-        for key, ok, want in (("r", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20,
-                               "a positive integer"),
-                              ("alpha", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                               and math.isfinite(v) and v > 0, "a positive finite number"),
-                              ("dropout", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                               and 0 <= v < 1, "a number in [0, 1)")):
+            raise ConfigError(f"adapter spec {text!r}: {name} takes {sorted(defaults)}, not {bad}", field="adapters")
+        hp = {**defaults, **hparams}
+        for key in defaults:
+            ok, want = _PEFT_CHECKS[key]
             if not ok(hp[key]):
-                raise ConfigError(f"adapter spec {text!r}: peft_lora's {key} is {hp[key]!r}; expected {want}",
+                raise ConfigError(f"adapter spec {text!r}: {name}'s {key} is {hp[key]!r}; expected {want}",
                                   field="adapters")
-        return AdapterSpec(text, name, hp, PEFT_LORA)
+        return AdapterSpec(text, name, hp, name)
     try:
         method = train_method(name, hparams)
         check_hparams(method, hparams)
@@ -109,11 +137,11 @@ def parse_adapter_spec(text: Any) -> AdapterSpec:
 
 def lr_centre(spec: AdapterSpec, centres: dict[str, float] | None = None) -> float:
     """The centre of a spec's default grid: ``centres[name]`` if given, else the registered
-    method's ``learning_rate`` (peft's LoRA: LoRA's), else :data:`DEFAULT_LEARNING_RATE`."""
+    method's ``learning_rate`` (peft's tuners: tnpeft's method of that name), else
+    :data:`DEFAULT_LEARNING_RATE`."""
     if centres and spec.name in centres:
         return float(centres[spec.name])
-    name = "lora" if spec.is_peft else spec.name
-    method = METHODS.get(name)
+    method = METHODS.get(spec.method_name)
     return method.learning_rate if method is not None else DEFAULT_LEARNING_RATE
 
 
