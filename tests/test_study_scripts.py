@@ -92,3 +92,28 @@ def test_the_plot_draws_every_cell_and_flags_the_one_off_the_axis(tmp_path, monk
     assert (tmp_path / "steps.png").stat().st_size > 0
     assert [lbl.endswith("leaves the axis") for lbl in shown["labels"]] == [False, True]
     assert all(top < 1e3 for _, top in shown["ylim"])
+
+
+class _Reached(Exception):
+    pass
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks" / "study").glob("*.sh")))
+def test_every_study_script_passes_compares_checks(script, tmp_path, monkeypatch):
+    # each script's `tnpeft compare` line, parsed and checked by the CLI up to loading the data
+    # (adapter specs, grids, budget), so that a committed script cannot rot into a usage error
+    import shlex
+
+    import tnpeft.train.comparison as comparison
+    from tnpeft.cli import main
+
+    text = (ROOT / "benchmarks" / "study" / script).read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if "tnpeft compare" in ln)
+    argv = shlex.split(line.split("tnpeft", 1)[1].replace('"$OUT"', str(tmp_path / "out")))
+
+    def reached(*a, **k):
+        raise _Reached
+
+    monkeypatch.setattr(comparison, "load_splits", reached)
+    with pytest.raises(_Reached):
+        main(argv)
