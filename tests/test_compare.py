@@ -500,3 +500,27 @@ def test_a_bad_peft_reference_row_is_one_line_before_any_work(spec, words, tmp_p
     assert err.startswith("tnpeft: error:") and "\n" not in err
     for w in words:
         assert w in err, (w, err)
+
+
+def test_a_peft_row_peft_refuses_is_a_one_line_error(tmp_path, capsys):
+    # peft's LoHa refuses GPT-2's Conv1D layers: said with the spec and the modules, no traceback
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from tnpeft.cli import main
+    from tnpeft.train.offline_assets import hamlet, minilm_path
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=tok.vocab_size, n_positions=64)
+                    ).save_pretrained(tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    (tmp_path / "text.txt").write_text(hamlet()[:6000])
+    argv = ["compare", "--model", str(tmp_path / "gpt2"), "--data", str(tmp_path / "text.txt"), "--adapters",
+            "peft_loha:r=2", "--lrs", "1e-3", "--seeds", "0", "--steps", "2", "--max-length", "32", "--batch-size",
+            "4", "--val-size", "4", "--test-size", "4", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    err = lines[0][lines[0].index("tnpeft: error:"):]
+    assert err.startswith("tnpeft: error: adapter spec 'peft_loha:r=2': peft refused it") and "c_attn" in err
+    assert "Conv1D" in err and not list((tmp_path / "o").glob("cells/*/*/*/cell.json"))

@@ -153,7 +153,12 @@ def build_model(ctx: Context, spec: AdapterSpec, seed: int) -> tuple[nn.Module, 
 
         names = find_targets(loaded.model, AdapterConfig("lora", targets, exclude_modules=excl))
         config = peft_config(spec, names, loaded.modules_to_save)
-        return get_peft_model(loaded.model, config).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
+        try:
+            wrapped = get_peft_model(loaded.model, config)
+        except (TypeError, ValueError) as e:     # e.g. LoHa and LoKr refuse GPT-2's Conv1D
+            raise ConfigError(f"adapter spec {spec.label!r}: peft refused it on {ctx.model}'s "
+                              f"{', '.join(names[:3])}{', …' if len(names) > 3 else ''}: {e}", field="adapters") from None
+        return wrapped.to(ctx.device), loaded.tokenizer, loaded.modules_to_save
     cfg = AdapterConfig(spec.method, targets, exclude_modules=excl, modules_to_save=loaded.modules_to_save,
                         **spec.hparams)
     return inject(loaded.model, cfg).to(ctx.device), loaded.tokenizer, loaded.modules_to_save
