@@ -524,3 +524,39 @@ def test_a_peft_row_peft_refuses_is_a_one_line_error(tmp_path, capsys):
     err = lines[0][lines[0].index("tnpeft: error:"):]
     assert err.startswith("tnpeft: error: adapter spec 'peft_loha:r=2': peft refused it") and "c_attn" in err
     assert "Conv1D" in err and not list((tmp_path / "o").glob("cells/*/*/*/cell.json"))
+
+
+def test_a_selected_cell_kept_without_weights_is_trained_again_for_its_test(tmp_path, monkeypatch):
+    # the study keeps records, not weights: resuming from them, a selected cell whose test figure
+    # is missing is retrained (same seed, same data order) and its validation matches the record
+    import tnpeft.train.cells as cells
+
+    monkeypatch.setattr(comparison, "plot_pareto", lambda *a, **k: None)
+    monkeypatch.setattr(comparison, "plot_compare_curves", lambda *a, **k: None)
+    monkeypatch.setattr(cells, "_trim", lambda: None)
+    _tiny_bert(tmp_path / "model")
+    _csv(tmp_path / "data.csv", n=120)
+    kw = dict(model=str(tmp_path / "model"), data=str(tmp_path / "data.csv"), lrs=[1e-2], seeds=[0], steps=3,
+              val_size=16, test_size=16, batch_size=8, max_length=8, target_modules=["query", "value"],
+              out=tmp_path / "out", progress=False)
+    specs = ["lora:r=2", "peft_lora:r=2"]
+    first = compare(specs, **kw)
+    import shutil
+
+    for f in (tmp_path / "out").glob("cells/*/*/seed=0"):
+        (f / "test.json").unlink()
+        shutil.rmtree(f / "adapter", ignore_errors=True)
+        (f / "peft_trainable.safetensors").unlink(missing_ok=True)
+    trains = Counter(comparison.train_cell)
+    monkeypatch.setattr(comparison, "train_cell", trains)
+    again = compare(specs, **kw)
+    assert len(trains.calls) == 2
+    for a, b in zip(first["cells"], again["cells"]):
+        drop = {"eval_seconds"}
+        assert a["adapter"] == b["adapter"], a["adapter"]
+        assert {k: v for k, v in a["test"].items() if k not in drop} == {k: v for k, v in b["test"].items()
+                                                                          if k not in drop}
+    for f in (tmp_path / "out").glob("cells/*/*/seed=0/test.json"):
+        got = json.loads(f.read_text())
+        assert got["retrained_val"]["val"] == got["retrained_val"]["recorded_val"]
+    assert not any("retrained" in n for n in again["notes"])
