@@ -256,6 +256,10 @@ class _Cells:
         figures are returned beside the recorded ones (``retrained_val`` in ``test.json``)."""
         self.bar.set_postfix_str(f"{spec.label} lr={lr:g} seed={seed} (retrained: no saved adapter)")
         again = train_cell(self.ctx, spec, lr, seed, d, desc=f"{spec.label} lr={lr:g} s{seed} again")
+        if again["val"] is None:
+            raise ConfigError(f"{d}: its adapter was not kept and training it again diverged at step "
+                              f"{again['diverged_at_step']} (the record has validation {rec['val']}); "
+                              "delete its cell.json to redo the cell", field="out")
         if again["val"] != rec["val"]:
             self.retrained.append(f"{spec.label} lr={lr:g} seed={seed}: retrained (its adapter was not kept); "
                                   f"validation {again['val']} against the recorded {rec['val']}")
