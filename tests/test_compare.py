@@ -346,9 +346,9 @@ NEW_METHODS = ["loha:r=2", "lokr:r=2", "vera:r=4", "ia3", "oft:block_size=4,para
                "loretta_rep:r=2,tt_rank=2", "loretta_adp:bottleneck=4,tt_rank=2", "metatt:r=2", "lortta:r=2,heads=2"]
 
 
-def test_compare_runs_the_tensor_network_methods(tmp_path, monkeypatch):
-    # peft's tuners, the literature and the model-wide methods, one tiny cell each (the figures are
-    # tested above: skipped here, and so is the memory trimming between cells, for time)
+def _quick_cells(tmp_path: Path, monkeypatch) -> None:
+    """A tiny BERT and 120 rows in ``tmp_path``; the figures and the memory trimming between cells
+    skipped (tested elsewhere), for time."""
     import tnpeft.train.cells as cells
 
     monkeypatch.setattr(comparison, "plot_pareto", lambda *a, **k: None)
@@ -356,6 +356,12 @@ def test_compare_runs_the_tensor_network_methods(tmp_path, monkeypatch):
     monkeypatch.setattr(cells, "_trim", lambda: None)
     _tiny_bert(tmp_path / "model")
     _csv(tmp_path / "data.csv", n=120)
+
+
+def test_compare_runs_the_tensor_network_methods(tmp_path, monkeypatch):
+    # peft's tuners, the literature and the model-wide methods, one tiny cell each (the figures are
+    # tested above: skipped here, and so is the memory trimming between cells, for time)
+    _quick_cells(tmp_path, monkeypatch)
     res = compare(NEW_METHODS, model=str(tmp_path / "model"), data=str(tmp_path / "data.csv"), lrs=[1e-2], seeds=[0],
                   steps=2, val_size=16, test_size=16, batch_size=8, max_length=8, target_modules=["query", "value"],
                   out=tmp_path / "out", progress=False)
@@ -452,13 +458,7 @@ PEFT_PAIRS = [("loha:r=2,alpha=4", "peft_loha:r=2,alpha=4", 2 * (2 * 2 * (16 + 1
 def test_peft_reference_rows_train_beside_their_tnpeft_twins(tmp_path, monkeypatch):
     # each of peft's LoHa, LoKr and VeRA as a row beside tnpeft's method: the same count (closed
     # form, query and value of a 16-wide layer), trained, reloaded from its file for the test split
-    import tnpeft.train.cells as cells
-
-    monkeypatch.setattr(comparison, "plot_pareto", lambda *a, **k: None)
-    monkeypatch.setattr(comparison, "plot_compare_curves", lambda *a, **k: None)
-    monkeypatch.setattr(cells, "_trim", lambda: None)
-    _tiny_bert(tmp_path / "model")
-    _csv(tmp_path / "data.csv", n=120)
+    _quick_cells(tmp_path, monkeypatch)
     specs = [s for a, b, _ in PEFT_PAIRS for s in (a, b)]
     res = compare(specs, model=str(tmp_path / "model"), data=str(tmp_path / "data.csv"), lrs=[1e-2], seeds=[0],
                   steps=2, val_size=16, test_size=16, batch_size=8, max_length=8, target_modules=["query", "value"],
@@ -529,13 +529,7 @@ def test_a_peft_row_peft_refuses_is_a_one_line_error(tmp_path, capsys):
 def test_a_selected_cell_kept_without_weights_is_trained_again_for_its_test(tmp_path, monkeypatch):
     # the study keeps records, not weights: resuming from them, a selected cell whose test figure
     # is missing is retrained (same seed, same data order) and its validation matches the record
-    import tnpeft.train.cells as cells
-
-    monkeypatch.setattr(comparison, "plot_pareto", lambda *a, **k: None)
-    monkeypatch.setattr(comparison, "plot_compare_curves", lambda *a, **k: None)
-    monkeypatch.setattr(cells, "_trim", lambda: None)
-    _tiny_bert(tmp_path / "model")
-    _csv(tmp_path / "data.csv", n=120)
+    _quick_cells(tmp_path, monkeypatch)
     kw = dict(model=str(tmp_path / "model"), data=str(tmp_path / "data.csv"), lrs=[1e-2], seeds=[0], steps=3,
               val_size=16, test_size=16, batch_size=8, max_length=8, target_modules=["query", "value"],
               out=tmp_path / "out", progress=False)
