@@ -117,3 +117,104 @@ def test_every_study_script_passes_compares_checks(script, tmp_path, monkeypatch
     monkeypatch.setattr(comparison, "load_splits", reached)
     with pytest.raises(_Reached):
         main(argv)
+
+
+_BUDGET = {"model": "minilm", "data": "tweets", "task": "classification", "train_size": 80, "val_size": 20,
+           "test_size": 40, "epochs": 3, "eval_every": 5}
+
+
+def _tested(run: Path, label: str, lr: float, seed: int, acc: float, params: int = 100, **budget) -> Path:
+    """A finished, tested cell's records as compare writes them."""
+    import hashlib
+
+    name, _, rest = label.partition(":")
+    d = run / "cells" / f"{label.replace(':', '_')}-{hashlib.sha256(label.encode()).hexdigest()[:6]}" \
+        / f"lr={lr:g}" / f"seed={seed}"
+    d.mkdir(parents=True)
+    h = hashlib.sha256(f"{label}{lr}{seed}{sorted(budget.items())}".encode()).hexdigest()[:16]
+    rec = {"adapter": label, "name": name, "hparams": {k: json.loads(v) for k, v in (i.split("=") for i in rest.split(","))}, "lr": lr,
+           "seed": seed, "adapter_parameters": params, "head_parameters": 3, "train_loss": [1.0, 0.9, 0.8],
+           "val": {"accuracy": acc + 0.01, "macro_f1": acc}, "val_curve": [{"step": 2, "accuracy": acc}],
+           "best_step": 3, "step_seconds_median": 0.5 + seed, "peak_memory_mb": 100.0 + seed,
+           "config_hash": h, "config": {**_BUDGET, **budget, "lr": lr, "seed": seed}}
+    (d / "cell.json").write_text(json.dumps(rec))
+    (d / "test.json").write_text(json.dumps({"config_hash": h, "test": {"accuracy": acc, "macro_f1": acc - 0.02,
+                                                                         "eval_seconds": 1.0}}))
+    return d
+
+
+def test_the_converged_table_pools_a_rows_seeds_across_parts_and_counts_a_copied_cell_once(tmp_path):
+    conv = _script("converged")
+    a, b = tmp_path / "part1", tmp_path / "part7"
+    _tested(a, "lora:r=8,alpha=16", 0.002, 0, 0.70, params=800)
+    _tested(a, "quantum_peft:rank=64,layers=1", 0.02, 0, 0.60, params=70)
+    for seed, acc in ((0, 0.70), (1, 0.74), (2, 0.75)):            # seed 0 copied into part 7 from part 1
+        _tested(b, "lora:r=8,alpha=16", 0.002, seed, acc, params=800)
+    # a cell whose rate was not selected has no test.json and is not a row's
+    (b / "cells" / "x" / "lr=0.1" / "seed=0").mkdir(parents=True)
+    (b / "cells" / "x" / "lr=0.1" / "seed=0" / "cell.json").write_text("{}")
+    table, cells, budget = conv.rows([a, b])
+    assert len(cells) == 4 and budget["epochs"] == 3
+    lora, qp = table                                                  # most parameters first
+    assert (lora["adapter"], lora["seeds"], qp["seeds"]) == ("lora:r=8,alpha=16", 3, 1)
+    assert lora["test_accuracy_mean"] == pytest.approx(statistics.fmean([0.70, 0.74, 0.75]))
+    assert lora["test_accuracy_std"] == pytest.approx(statistics.stdev([0.70, 0.74, 0.75]))
+    assert lora["step_seconds"] == pytest.approx(1.5) and lora["peak_memory_mb"] == 102.0
+    # one seed: no spread over seeds, the binomial standard error of 40 test examples instead
+    assert qp["test_accuracy_std"] is None
+    assert qp["test_accuracy_se"] == pytest.approx((0.6 * 0.4 / 40) ** 0.5)
+    assert qp["params_vs_lora_r8"] == pytest.approx(70 / 800)
+    md = conv.markdown(table)
+    assert "0.7300 ± 0.0265" in md and "0.6000 (± 0.0775 SE)" in md
+
+
+def test_the_converged_table_refuses_another_budget_or_two_rates_for_one_row(tmp_path):
+    conv = _script("converged")
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    _tested(a, "lora:r=1", 0.002, 0, 0.7)
+    bad = _tested(b, "lora:r=2", 0.002, 0, 0.7, epochs=1)
+    with pytest.raises(SystemExit, match=r"epochs=1 against 3") as e:
+        conv.rows([a, b])
+    assert str(bad / "cell.json") in str(e.value)
+    _tested(c, "lora:r=1", 0.006, 1, 0.7)
+    with pytest.raises(SystemExit, match=r"lora:r=1: test figures at several rates \[0.002, 0.006\]"):
+        conv.rows([a, c])
+    with pytest.raises(SystemExit, match="no tested cells"):
+        conv.rows([tmp_path / "a" / "cells"])
+
+
+def test_short_names_for_the_crowded_plot():
+    short = _script("converged").short
+    assert short("peft_lokr:r=8,alpha=8") == "peft LoKr r=8"
+    assert short("quantum_peft:rank=64,layers=2") == "QP K=64 L=2"
+    assert short("lora:r=1,alpha=2") == "LoRA r=1"
+    assert short("mymod:build") == "mymod:build"                        # a module:function row as given
+
+
+def test_the_converged_plots_are_drawn_from_the_records(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    conv = _script("converged")
+    for seed in (0, 1):
+        _tested(tmp_path, "lora:r=8,alpha=16", 0.002, seed, 0.7 + seed / 100, params=800)
+    _tested(tmp_path, "vera:r=4", 0.01, 0, 0.65, params=20)
+    drawn = []
+    orig = plt.Figure.savefig
+
+    def capture(fig, *a, **k):
+        drawn.append(fig)
+        return orig(fig, *a, **k)
+
+    monkeypatch.setattr(plt.Figure, "savefig", capture)
+    conv.main([str(tmp_path), "--pareto", str(tmp_path / "p.png"), "--curves", str(tmp_path / "c.png")])
+    assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "c.png").stat().st_size > 0
+    pareto, curves = drawn
+    assert {t.get_text() for t in pareto.axes[0].texts} >= {"LoRA r=8", "VeRA r=4"}
+    loss_axes = [ax for ax in curves.axes if ax.get_ylabel() != "validation accuracy (dashed)" and ax.get_title()]
+    twins = [ax for ax in curves.axes if ax not in loss_axes]
+    # LoRA's panel draws both seeds, VeRA's one; every validation axis has the same range
+    assert [len(ax.lines) for ax in loss_axes] == [2, 1]
+    assert len({ax.get_ylim() for ax in twins}) == 1
+    # each seed's validation points: its curve and its best value at best_step (step 3)
+    assert [list(line.get_xdata()) for line in twins[0].lines] == [[2, 3], [2, 3]]
