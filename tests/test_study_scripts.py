@@ -44,6 +44,21 @@ def test_keep_records_copies_the_json_records_and_never_the_weights(tmp_path):
                           str(d.relative_to(run) / "test.json")])
 
 
+def test_keep_records_leaves_out_the_copies_of_another_parts_records(tmp_path):
+    keep = _script("keep_records").keep
+    run, other = tmp_path / "run", tmp_path / "other"
+    d = _cell(run, [1.0], [], {"perplexity": 3.0})                   # copied in from the other part
+    rel = d.relative_to(run) / "cell.json"
+    (other / rel).parent.mkdir(parents=True)
+    (other / rel).write_bytes((d / "cell.json").read_bytes())
+    (d / "test.json").write_text('{"new": 1}')                       # this part's own: kept
+    (other / rel.parent / "test.json").write_text('{"old": 1}')       # same name, other content
+    kept = keep(run, tmp_path / "kept", (other,))
+    assert [p.relative_to(tmp_path / "kept") for p in kept] == [rel.parent / "test.json"]
+    with pytest.raises(SystemExit, match="not a folder"):
+        keep(run, tmp_path / "kept", (tmp_path / "nowhere",))
+
+
 def test_the_loss_table_averages_each_stretch_between_validations(tmp_path):
     rows = _script("loss_table").rows
     losses = [float(i) for i in range(10)]

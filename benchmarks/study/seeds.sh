@@ -5,7 +5,8 @@
 # of its part in docs/study (copied into OUT first; nothing is trained again for it), and this part's
 # own records in docs/study/seeds are copied back too, so the script resumes from the repository.
 #   bash benchmarks/study/seeds.sh [OUT]          (OUT defaults to runs/seeds; resumable)
-#   python benchmarks/study/keep_records.py OUT docs/study/seeds
+#   python benchmarks/study/keep_records.py OUT docs/study/seeds \
+#       --except docs/study/rank_sweep docs/study/small_rows docs/study/zoo_rows   (only this part's cells)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:-runs/seeds}"
