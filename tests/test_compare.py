@@ -189,6 +189,31 @@ def test_pareto_front():
     assert pareto_front([(10, 3.0), (100, 2.0), (50, 4.0)], maximize=False) == [0, 1]
 
 
+def test_pareto_labels_stay_off_the_front_line(tmp_path, monkeypatch):
+    """Dominated points just under the front's step line: their labels' nearest place (up and right)
+    would sit on the line, so each must be written elsewhere."""
+    import tnpeft.train.pareto as pareto
+
+    figs = []
+    monkeypatch.setattr(pareto, "save_png", lambda fig, path: figs.append(fig))
+    rows = [{"adapter": a, "adapter_parameters": n, "test_accuracy_mean": y, "test_accuracy_std": None,
+             "test_accuracy_se": 0.0002} for a, n, y in
+            [("A", 1_000, 0.70), ("B", 100_000, 0.80), ("under-1", 3_000, 0.696), ("under-2", 20_000, 0.696),
+             ("beside", 95_000, 0.75)]]
+    pareto.plot_pareto(rows, tmp_path / "p.png")
+    fig, = figs
+    ax = fig.axes[0]
+    r = fig.canvas.get_renderer()
+    pix = ax.transData.transform
+    (x0, y0), (x1, _), (_, y1) = pix((1_000, 0.70)), pix((100_000, 0.70)), pix((100_000, 0.80))
+    line_boxes = [(x0, y0 - 0.5, x1, y0 + 0.5), (x1 - 0.5, y0, x1 + 0.5, y1)]   # along, then up
+    texts = {t.get_text(): t.get_window_extent(r) for t in ax.texts}
+    assert set(texts) == {"A", "B", "under-1", "under-2", "beside"}
+    for name, bb in texts.items():
+        for bx0, by0, bx1, by1 in line_boxes:
+            assert not (bb.x0 < bx1 and bx0 < bb.x1 and bb.y0 < by1 and by0 < bb.y1), (name, bb)
+
+
 def test_tune_then_seeds_runs_the_grid_on_the_first_seed_only(grid_run, monkeypatch):
     root, _, _, _, _ = grid_run
     trains = Counter(comparison.train_cell)

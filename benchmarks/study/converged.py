@@ -187,7 +187,7 @@ def plot_curves(table: list[dict[str, Any]], cells: dict[tuple[str, float, int],
         ax.axis("off")
     fig.suptitle("training loss (solid, left axis) and validation accuracy (dashed, right axis) at each row's "
                  "selected rate;\nevery panel on the same scales", fontsize=10, x=0.4, y=0.99)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.9 / (2.7 * nrows + 0.9)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (2.7 * nrows + 0.9)))
     save_png(fig, path)
 
 

@@ -5,6 +5,7 @@ and the printed table."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +33,10 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool = True) -> li
 
 
 def _place_labels(ax: Axes, fig: Figure, xs: list[float], ys: list[float], es: list[float], labels: list[str],
-                  colors: list[str]) -> None:
-    """Write each label next to its point where it overlaps no point, error bar or label written
-    before (greedy)."""
+                  colors: list[str],
+                  segments: Sequence[tuple[tuple[float, float], tuple[float, float]]] = ()) -> None:
+    """Write each label next to its point where it overlaps no point, error bar, line segment (data
+    coordinates, e.g. the Pareto front's steps) or label written before (greedy)."""
     fig.canvas.draw()
     r = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # matplotlib: on the Agg canvas only
     taken = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
@@ -42,6 +44,9 @@ def _place_labels(ax: Axes, fig: Figure, xs: list[float], ys: list[float], es: l
     for x, y, e in zip(xs, ys, es):
         (x0, y0), (x1, y1) = ax.transData.transform((x, y - e)), ax.transData.transform((x, y + e))
         boxes.append((x0 - 4, y0, x1 + 4, y1))
+    for a, b in segments:
+        (x0, y0), (x1, y1) = ax.transData.transform(a), ax.transData.transform(b)
+        boxes.append((min(x0, x1) - 1, min(y0, y1) - 1, max(x0, x1) + 1, max(y0, y1) + 1))
     axbox = ax.get_window_extent(r)
     order = sorted(range(len(xs)), key=lambda i: (xs[i], ys[i]))
     for i in order:
@@ -113,6 +118,9 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
         ax.errorbar(xs[i], ys[i], yerr=es[i], fmt="o" if i in front else "o", ms=7, capsize=3, color=colors[i],
                     mfc=colors[i] if i in front else "white", mew=1.6, zorder=3)
     f = sorted(front, key=lambda i: xs[i])
+    # the step line's pieces: along from each front point to the next one's x, then up or down to it
+    steps = [seg for a, b in zip(f, f[1:]) for seg in (((xs[a], ys[a]), (xs[b], ys[a])),
+                                                       ((xs[b], ys[a]), (xs[b], ys[b])))]
     if len(f) > 1:
         ax.step([xs[i] for i in f], [ys[i] for i in f], where="post", color="#333333", lw=1, ls="--", zorder=2,
                 label="Pareto front (filled points)")
@@ -141,7 +149,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy"
     if caption:
         fig.text(0.01, 0.01, caption, fontsize=7.5, color="#444444", ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
-    _place_labels(ax, fig, xs, ys, es, [r["adapter"] for r in rows], colors)
+    _place_labels(ax, fig, xs, ys, es, [r["adapter"] for r in rows], colors, steps)
     save_png(fig, path)
 
 
