@@ -214,6 +214,18 @@ def test_pareto_labels_stay_off_the_front_line(tmp_path, monkeypatch):
             assert not (bb.x0 < bx1 and bx0 < bb.x1 and bb.y0 < by1 and by0 < bb.y1), (name, bb)
 
 
+def test_an_error_mid_run_is_printed_on_its_own_line_under_the_bar(grid_run, capsys):
+    from tnpeft.cli import main
+
+    root, _, _, _, _ = grid_run
+    args = [a for a in _args(root, root / "bad-target", **{"--target-modules": "nonexistent"}) if a != "--json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "compare:" in err                   # the bar was drawn, then ended its line
+    last = err.rstrip("\n").split("\n")[-1]
+    assert last.startswith("tnpeft: error: target_modules 'nonexistent' matched no module"), last
+
+
 def test_tune_then_seeds_runs_the_grid_on_the_first_seed_only(grid_run, monkeypatch):
     root, _, _, _, _ = grid_run
     trains = Counter(comparison.train_cell)

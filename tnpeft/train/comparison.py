@@ -174,11 +174,11 @@ class _Cells:
                 # comparison finishes its rows one by one, each row's records complete
                 self._test(spec)
         except KeyboardInterrupt:
-            self.bar.close()
             raise TrainingInterrupted(f"interrupted after {self.done} of {self.n_cells} cells; finished cells are "
                                       f"saved in {self.out} — run the same command again to resume",
                                       self.done) from None
-        self.bar.close()
+        finally:    # whatever stops the run, the bar ends its line before an error is printed under it
+            self.bar.close()
 
     def base_model(self) -> dict[str, Any] | None:
         """A causal LM's validation and test figures without an adapter (``base.json``, kept like a
