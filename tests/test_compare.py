@@ -226,6 +226,22 @@ def test_an_error_mid_run_is_printed_on_its_own_line_under_the_bar(grid_run, cap
     assert last.startswith("tnpeft: error: target_modules 'nonexistent' matched no module"), last
 
 
+def test_the_docs_default_grid_table_is_the_code_s():
+    """docs/compare.md's table of default grids: every method it names gets exactly that grid."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "compare.md").read_text()
+    table = text.split("| method | default grid |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    seen = set()
+    for line in table.splitlines():
+        names, grid = (c.strip() for c in line.strip("|").split("|"))
+        rates = [float(x) for x in grid.split(",")]
+        for name in names.replace("and any other (", "").replace(")", "").replace("yours", "").split(","):
+            name = name.strip()
+            if name:
+                seen.add(name)
+                assert default_lrs(parse_adapter_spec(name)) == pytest.approx(rates), (name, line)
+    assert {"lora", "quantum_peft", "vera", "adalora", "mpo"} <= seen
+
+
 def test_tune_then_seeds_runs_the_grid_on_the_first_seed_only(grid_run, monkeypatch):
     root, _, _, _, _ = grid_run
     trains = Counter(comparison.train_cell)

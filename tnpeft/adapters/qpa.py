@@ -19,9 +19,9 @@ MAX_DEFAULT_CHUNK = 1 << 24
     "Generates a LoRA's weights from a small QNN, so inference needs no quantum computer; its generated update "
     "tolerates device noise (tweets on fake_torino with read-out + ZNE: 0.666 vs 0.670 exact). Its own setting, a "
     "causal LM's lm_head, suits it: on SmolLM2 with 45 % of LoRA r=4's parameters it reached test perplexity 67.4 "
-    "against LoRA's 68.3 (3 seeds, each at its best rate, 6e-3); on a classifier's every layer, trained 3 epochs, it came "
-    "within half a point of LoRA r=1 (tweets: 0.771 with 35,808 parameters vs 0.775 with 41,472; it needs the budget: "
-    "0.716 at 150 steps). Keep the tnpeft preset: the reference preset did worse in both."))
+    "against LoRA's 68.3 (3 seeds, each at its best rate, 6e-3); on a classifier's every layer, trained 3 epochs, it was "
+    "level with LoRA r=1 (tweets, 3 seeds: 0.771 ± 0.007 with 35,808 parameters vs 0.775 ± 0.003 with 41,472; it needs "
+    "the budget: 0.716 at 150 steps). Keep the tnpeft preset: the reference preset did worse in both."))
 def qpa(in_features: int, out_features: int, r: int = 4, chunk_size: int | None = None, qnn_layers: int = 8,
         preset: str = "tnpeft", hidden: tuple[int, ...] | list[int] = QPA_HIDDEN, scale: float | None = None,
         dropout: float = 0.0) -> Graph:
