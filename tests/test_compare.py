@@ -242,6 +242,22 @@ def test_the_docs_default_grid_table_is_the_code_s():
     assert {"lora", "quantum_peft", "vera", "adalora", "mpo"} <= seen
 
 
+def test_the_lora_r8_ratio_column_only_with_a_lora_r8_row(grid_run):
+    import copy
+
+    from tnpeft.cli.tables import compare_table
+
+    _, _, res, _, _ = grid_run
+    assert all(r["params_vs_lora_r8"] is None for r in res["summary"])     # no LoRA r=8 among ADAPTERS
+    assert "×LoRA8" not in compare_table(res)
+    with_ref = copy.deepcopy(res)
+    with_ref["summary"][0]["params_vs_lora_r8"] = 0.25
+    header, *_ = compare_table(with_ref).split("\n")
+    assert header.split() == ["adapter", "params", "head", "×LoRA8", "lr", "test", "acc", "%", "macro-F1", "%",
+                              "step", "s", "peak", "MB"]
+    assert "0.25" in compare_table(with_ref).split("\n")[1]
+
+
 def test_tune_then_seeds_runs_the_grid_on_the_first_seed_only(grid_run, monkeypatch):
     root, _, _, _, _ = grid_run
     trains = Counter(comparison.train_cell)

@@ -79,13 +79,15 @@ def compare_table(result: dict[str, Any]) -> str:
     rows, cls = result["summary"], result["maximize"]
     m1, m2 = ("accuracy", "macro_f1") if cls else ("perplexity", "loss")
     scale = 100.0 if cls else 1.0
-    head = ("adapter", "params", "head", "×LoRA8", "lr", "test acc %" if cls else "test ppl",
-            "macro-F1 %" if cls else "test loss", "step s", "peak MB")
+    # ×LoRA8 only where the comparison has a LoRA r=8 row to measure against
+    ratios = any(r["params_vs_lora_r8"] is not None for r in rows)
+    head = ("adapter", "params", "head", *(("×LoRA8",) if ratios else ()), "lr",
+            "test acc %" if cls else "test ppl", "macro-F1 %" if cls else "test loss", "step s", "peak MB")
     table = [head]
     for r in rows:
-        ratio = "" if r["params_vs_lora_r8"] is None else f"{r['params_vs_lora_r8']:.3g}"
+        ratio = () if not ratios else ("" if r["params_vs_lora_r8"] is None else f"{r['params_vs_lora_r8']:.3g}",)
         lr = "diverged" if r["lr"] is None else f"{r['lr']:g}" + ("*" if r.get("lr_at_edge") else "")
-        table.append((r["adapter"], f"{r['adapter_parameters']:,}", f"{r['head_parameters']:,}", ratio, lr,
+        table.append((r["adapter"], f"{r['adapter_parameters']:,}", f"{r['head_parameters']:,}", *ratio, lr,
                       _pm(r[f"test_{m1}_mean"], r[f"test_{m1}_std"], scale, r.get(f"test_{m1}_se")),
                       _pm(r[f"test_{m2}_mean"], r[f"test_{m2}_std"], scale),
                       "n/a" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}",
