@@ -214,6 +214,21 @@ def test_pareto_labels_stay_off_the_front_line(tmp_path, monkeypatch):
             assert not (bb.x0 < bx1 and bx0 < bb.x1 and bb.y0 < by1 and by0 < bb.y1), (name, bb)
 
 
+def test_a_label_with_nowhere_free_goes_where_it_covers_least():
+    from tnpeft.train.pareto import _choose
+
+    bar = (10.0, 0.0, 12.0, 100.0)                  # a tall error bar
+    line = (0.0, 50.0, 100.0, 50.0)                 # a zero-height line still counts
+    first = ((5.0, 40.0, 30.0, 60.0), True)         # across the bar and the line
+    small = ((11.5, 70.0, 40.0, 80.0), True)        # half a pixel of the bar's width
+    outside = ((50.0, 90.0, 80.0, 99.0), False)     # free, but out of the axes
+    assert _choose([first, small, outside], [bar, line]) == 1
+    free = ((20.0, 60.0, 40.0, 70.0), True)
+    assert _choose([first, small, free], [bar, line]) == 2          # the first free place wins outright
+    assert _choose([first, ((5.0, 45.0, 30.0, 55.0), True)], [line]) == 0   # equal cover: the earlier one
+    assert _choose([outside, ((0.0, 0.0, 1.0, 1.0), False)], [(0.0, 0.0, 1.0, 1.0)]) == 0  # none inside: least cover
+
+
 def test_an_error_mid_run_is_printed_on_its_own_line_under_the_bar(grid_run, capsys):
     from tnpeft.cli import main
 

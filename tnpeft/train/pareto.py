@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 # label offsets tried in turn (points), nearest first: the first that overlaps no label, point or bar wins
+#: a label's or a mark's box on the canvas, pixels: x0, y0, x1, y1
+_Box = tuple[float, float, float, float]
+
 _OFFSETS = [(7, 6), (7, -12), (-7, 6), (-7, -12), (7, 16), (7, -22), (-7, 16), (-7, -22), (0, 26), (0, -32),
             (14, 30), (14, -36), (-14, 30), (-14, -36)]
 
@@ -50,25 +53,50 @@ def _place_labels(ax: Axes, fig: Figure, xs: list[float], ys: list[float], es: l
     axbox = ax.get_window_extent(r)
     order = sorted(range(len(xs)), key=lambda i: (xs[i], ys[i]))
     for i in order:
-        best = None
+        tried: list[tuple[_Box, bool]] = []
         for dx, dy in _OFFSETS:
-            t = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=8,
-                            color=colors[i], ha="left" if dx >= 0 else "right",
-                            arrowprops=dict(arrowstyle="-", color="#999999", lw=0.5) if abs(dy) > 16 else None)
+            t = _annotate(ax, labels[i], xs[i], ys[i], dx, dy, colors[i])
             bb = t.get_window_extent(r)
-            box = (bb.x0, bb.y0, bb.x1, bb.y1)
-            inside = bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and bb.y1 <= axbox.y1
-            clash = any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes)
-            if inside and not clash:
-                best = box
-                break
             t.remove()
-        if best is None:   # nowhere free: the first place, drawn anyway
-            t = ax.annotate(labels[i], (xs[i], ys[i]), xytext=_OFFSETS[0], textcoords="offset points", fontsize=8,
-                            color=colors[i])
-            bb = t.get_window_extent(r)
-            best = (bb.x0, bb.y0, bb.x1, bb.y1)
-        boxes.append(best)
+            inside = bb.x0 >= axbox.x0 and bb.x1 <= axbox.x1 and bb.y0 >= axbox.y0 and bb.y1 <= axbox.y1
+            tried.append(((bb.x0, bb.y0, bb.x1, bb.y1), inside))
+            if inside and not any(_overlaps(tried[-1][0], b) for b in boxes):
+                break
+        k = _choose(tried, boxes)
+        _annotate(ax, labels[i], xs[i], ys[i], *_OFFSETS[k], colors[i])
+        boxes.append(tried[k][0])
+
+
+def _annotate(ax: Axes, label: str, x: float, y: float, dx: float, dy: float, color: str) -> Any:
+    return ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, color=color,
+                       ha="left" if dx >= 0 else "right",
+                       arrowprops=dict(arrowstyle="-", color="#999999", lw=0.5) if abs(dy) > 16 else None)
+
+
+def _overlaps(a: _Box, b: _Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _choose(tried: list[tuple[_Box, bool]], boxes: list[_Box]) -> int:
+    """Which of the label places ``tried`` (its box, whether it lies inside the axes) to use: the first
+    inside one that overlaps nothing in ``boxes``; else the inside one (or, with none inside, any one)
+    that covers the least of them, each box counted at least a pixel wide and high (an error bar of
+    zero height still counts)."""
+    for k, (box, inside) in enumerate(tried):
+        if inside and not any(_overlaps(box, b) for b in boxes):
+            return k
+
+    def covered(box: _Box) -> float:
+        area = 0.0
+        for b in boxes:
+            bx0, by0 = min(b[0], b[2] - 1), min(b[1], b[3] - 1)
+            w = min(box[2], b[2]) - max(box[0], bx0)
+            h = min(box[3], b[3]) - max(box[1], by0)
+            area += max(0.0, w) * max(0.0, h)
+        return area
+
+    pool = [k for k, (_, inside) in enumerate(tried) if inside] or list(range(len(tried)))
+    return min(pool, key=lambda k: (covered(tried[k][0]), k))
 
 
 def _wrap(text: str, width: int) -> str:
