@@ -16,8 +16,8 @@ from tnpeft.params.qnn import FUSIONS, READOUTS, default_qubits
     "MPO with a QNN on each token. On a causal LM's attention (SmolLM2) it matched LoRA r=2 at equal parameters "
     "(test perplexity 43.30 vs 43.14) and plain mpo (43.53), and trailed same-rank LoRA (42.30); on tweets at 3 epochs "
     "(3 seeds) it was level with mpo and 0.6 points below LoRA r=8 (0.774 vs 0.770 and 0.780; 0.736 at 150 steps), with "
-    "a higher training loss than LoRA's. Its QNN adds 20-35 % step time and is a circuit per token on a device — try "
-    "mpo or a small-r LoRA first."))
+    "a higher training loss than LoRA's. Its QNN adds 20-35 % step time on a CPU, makes a step about 8x peft LoRA's on a GPU "
+    "(an H200: thousands of small kernels) and is a circuit per token on a device — try mpo or a small-r LoRA first."))
 def qwthn(in_features: int, out_features: int, r: int = 8, cores: int = 2, bond: int | None = None,
           alpha: float = 16.0, fusion: str = "product", qnn_layers: int = 2, qubits: int | None = None,
           readout: str = "probs", entangler: str = "cz", in_factors: Any = None, out_factors: Any = None,
