@@ -27,6 +27,11 @@ HP = {"lora": {"r": 4, "init_b": "normal"}, "quantum_peft": {"rank": 4}, "qwthn"
 LR = {"lora": 0.05, "quantum_peft": 2.0, "qwthn": 0.5, "vera": 0.5, "metatt": 0.5}   # plain SGD: the steps move every tensor
 
 
+def log(rank: int, what: str) -> None:
+    """One line per phase on stderr (the test shows its tail when a run fails: where it stood)."""
+    print(f"[rank {rank}] {what}", file=sys.stderr, flush=True)
+
+
 def train(out: str, mode: str, adapter: str, rank: int, world: int) -> None:
     gen = torch.Generator().manual_seed(0)
     model = tnpeft.inject(tiny_gpt2(), tnpeft.AdapterConfig(adapter, ["c_attn", "c_fc"], **HP[adapter]),
@@ -47,13 +52,16 @@ def train(out: str, mode: str, adapter: str, rank: int, world: int) -> None:
     opt = torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=LR[adapter])
     data = torch.randint(0, 97, (6, 8, 16), generator=torch.Generator().manual_seed(1))  # 6 global batches of 8
     wrapped.train()
+    log(rank, f"{adapter}: {mode} model ready, training")
     for batch in data:
         local = batch.chunk(world)[rank]
         loss = wrapped(local, labels=local).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    log(rank, f"{adapter}: trained, saving")
     tnpeft.save_adapter(wrapped, os.path.join(out, adapter))         # every rank calls; rank 0 writes
+    log(rank, f"{adapter}: saved")
 
 
 def main() -> None:
@@ -64,13 +72,18 @@ def main() -> None:
     if distributed:
         dist.init_process_group("gloo", timeout=timedelta(seconds=180))
         rank, world = dist.get_rank(), dist.get_world_size()
+        log(rank, f"process group up ({world} ranks)")
     else:
         rank, world = 0, 1
     for adapter in adapters:
         train(out, mode, adapter, rank, world)
     if distributed:
         dist.barrier()
+        log(rank, "past the last barrier")
         dist.destroy_process_group()
+        log(rank, "process group destroyed")
+    faulthandler.cancel_dump_traceback_later()
+    log(rank, "done, exiting")
 
 
 if __name__ == "__main__":
