@@ -15,10 +15,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# label offsets tried in turn (points), nearest first: the first that overlaps no label, point or bar wins
 #: a label's or a mark's box on the canvas, pixels: x0, y0, x1, y1
 _Box = tuple[float, float, float, float]
 
+# label offsets tried in turn (points), nearest first: the first that overlaps no label, point or bar wins
 _OFFSETS = [(7, 6), (7, -12), (-7, 6), (-7, -12), (7, 16), (7, -22), (-7, 16), (-7, -22), (0, 26), (0, -32),
             (14, 30), (14, -36), (-14, 30), (-14, -36)]
 
