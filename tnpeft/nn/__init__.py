@@ -4,6 +4,7 @@ from importlib.util import find_spec
 
 from tnpeft.nn.combine import CombinationReport, add_weighted_adapter
 from tnpeft.nn.config import AdapterConfig
+from tnpeft.nn.kernel_notice import quiet_kernel_notice
 from tnpeft.nn.layer import TNLinear
 from tnpeft.nn.mixed_batch import mixed_adapters
 from tnpeft.nn.model import (
@@ -24,6 +25,7 @@ from tnpeft.nn.model_merge import delete_adapter, merge, merge_and_unload, unloa
 from tnpeft.nn.peft_compat import PeftExport, export_peft, import_peft
 from tnpeft.nn.saving import load_adapter, save_adapter
 
+quiet_kernel_notice()   # before peft imports bitsandbytes
 if find_spec("peft") is not None:   # peft installed: tnpeft is one of its methods (peft type TNPEFT)
     from tnpeft.nn.peft_method import TNPeftConfig, TNPeftModel
 else:  # pragma: no cover
