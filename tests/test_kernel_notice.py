@@ -9,7 +9,14 @@ import sys
 import textwrap
 from importlib.util import find_spec
 
-from tnpeft.nn.kernel_notice import KERNEL_LOGGER, KERNEL_NOTICE, DropKernelNotice, quiet_kernel_notice
+from tnpeft.nn.kernel_notice import (
+    KERNEL_LOGGER,
+    KERNEL_NOTICE,
+    TRUST_LOGGER,
+    TRUST_NOTICE,
+    DropKernelNotice,
+    quiet_kernel_notice,
+)
 
 
 def _record(msg: str, *args: object) -> logging.LogRecord:
@@ -21,13 +28,15 @@ def test_the_notice_is_dropped_and_other_records_pass() -> None:
     assert not f.filter(_record(KERNEL_NOTICE + " from kernels-community: %s. Please ...", "no network"))
     assert f.filter(_record("Failed to load the CUDA library"))
     assert f.filter(_record("%s", "a notice that merely mentions " + KERNEL_NOTICE))
+    assert not f.filter(_record(TRUST_NOTICE + " because Hugging Face Hub is in offline mode."))
+    assert f.filter(_record("Skipping publisher trust check for 'someone/another-kernel' because ..."))
 
 
 def test_the_filter_is_put_on_once() -> None:
     quiet_kernel_notice()
     quiet_kernel_notice()
-    logger = logging.getLogger(KERNEL_LOGGER)
-    assert sum(isinstance(f, DropKernelNotice) for f in logger.filters) == 1
+    for name in (KERNEL_LOGGER, TRUST_LOGGER):
+        assert sum(isinstance(f, DropKernelNotice) for f in logging.getLogger(name).filters) == 1
 
 
 def test_the_filter_is_in_place_before_bitsandbytes_is_imported() -> None:

@@ -232,12 +232,16 @@ def _manual_qwthn(mod, x):
 
 @pytest.mark.parametrize("fusion", ["product", "linear"])
 def test_qwthn_forward_equals_an_independent_evaluation(fusion):
+    torch.manual_seed(0)
     g = qwthn(24, 18, r=8, cores=2, bond=3, fusion=fusion, qnn_layers=2)
     gm = GraphModule(g)
     x = torch.randn(6, 24)
     assert torch.equal(gm(x), torch.zeros(6, 18))                  # last up core zero: base model
     _randomize(gm, std=0.5)
-    torch.testing.assert_close(gm(x).double(), _manual_qwthn(gm, x), atol=1e-5, rtol=1e-5)
+    want = _manual_qwthn(gm, x)
+    # float32 against float64: outputs reach ~50 at std 0.5, so the tolerance scales with the largest
+    # (over 600 draws the error stayed below 2.2e-6 of it; a fixed 1e-5 failed one draw in a few hundred)
+    torch.testing.assert_close(gm(x).double(), want, atol=1e-5 * want.abs().max().item(), rtol=1e-5)
 
 
 def test_qwthn_v2_starts_as_the_plain_mpo():
