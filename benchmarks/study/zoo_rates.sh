@@ -2,8 +2,9 @@
 # Part 10 of the classification study (docs/compare.md#the-rank-sweep): rate grids for tnpeft's LoHa
 # r=4, LoKr r=8 and VeRA r=256, which parts 6 and 7 ran at their methods' registered rates only
 # (LoHa, LoKr 2e-3; VeRA 1e-2). One rate a factor of about 3 below and one above each (and a second
-# above for LoKr, which chose the top of the first grid), at the rank sweep's budget (3 epochs of 8,000 tweets, validation every 125 steps, early stopping, patience 3),
-# seed 0, the rate chosen on validation. The registered rate's seed-0 cell is read from part 6's
+# above for LoKr, which chose the top of the first grid), at the rank sweep's budget (3 epochs of
+# 8,000 tweets, validation every 125 steps, early stopping, patience 3), seed 0, the rate chosen on
+# validation. The registered rate's seed-0 cell is read from part 6's
 # records (copied into OUT first; nothing is trained again for it), and this part's own records in
 # docs/study/zoo_rates are copied back too, so the script resumes from the repository.
 #   bash benchmarks/study/zoo_rates.sh [OUT]          (OUT defaults to runs/zoo_rates; resumable)
