@@ -168,8 +168,8 @@ def test_the_converged_table_pools_a_rows_seeds_across_parts_and_counts_a_copied
     # a cell whose rate was not selected has no test.json and is not a row's
     (b / "cells" / "x" / "lr=0.1" / "seed=0").mkdir(parents=True)
     (b / "cells" / "x" / "lr=0.1" / "seed=0" / "cell.json").write_text("{}")
-    table, cells, budget = conv.rows([a, b])
-    assert len(cells) == 4 and budget["epochs"] == 3
+    table, cells, budget, moved = conv.rows([a, b])
+    assert len(cells) == 4 and moved == [] and budget["epochs"] == 3
     lora, qp = table                                                  # most parameters first
     assert (lora["adapter"], lora["seeds"], qp["seeds"]) == ("lora:r=8,alpha=16", 3, 1)
     assert lora["test_accuracy_mean"] == pytest.approx(statistics.fmean([0.70, 0.74, 0.75]))
@@ -183,19 +183,58 @@ def test_the_converged_table_pools_a_rows_seeds_across_parts_and_counts_a_copied
     assert "0.7300 ± 0.0265" in md and "0.6000 (± 0.0775 SE)" in md
 
 
-def test_the_converged_table_refuses_another_budget_or_two_rates_for_one_row(tmp_path):
+def test_the_converged_table_refuses_another_budget(tmp_path):
     conv = _script("converged")
-    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    a, b = tmp_path / "a", tmp_path / "b"
     _tested(a, "lora:r=1", 0.002, 0, 0.7)
     bad = _tested(b, "lora:r=2", 0.002, 0, 0.7, epochs=1)
     with pytest.raises(SystemExit, match=r"epochs=1 against 3") as e:
         conv.rows([a, b])
     assert str(bad / "cell.json") in str(e.value)
-    _tested(c, "lora:r=1", 0.006, 1, 0.7)
-    with pytest.raises(SystemExit, match=r"lora:r=1: test figures at several rates \[0.002, 0.006\]"):
-        conv.rows([a, c])
     with pytest.raises(SystemExit, match="no tested cells"):
         conv.rows([tmp_path / "a" / "cells"])
+
+
+def _selection(run: Path, rates: dict[str, float]) -> None:
+    """A finished run's results.json, as far as the converged table reads it."""
+    (run / "results.json").write_text(json.dumps({"selection": {
+        label: {"lr": lr, "edge": None} for label, lr in rates.items()}}))
+
+
+def test_a_later_part_that_chose_another_rate_moves_the_row(tmp_path):
+    conv = _script("converged")
+    reg, grid, more = tmp_path / "registered", tmp_path / "grid", tmp_path / "more_seeds"
+    for seed, acc in ((0, 0.70), (1, 0.71), (2, 0.72)):
+        _tested(reg, "lora:r=1", 0.002, seed, acc)
+    _tested(grid, "lora:r=1", 0.006, 0, 0.80)
+    for seed, acc in ((1, 0.81), (2, 0.79)):
+        _tested(more, "lora:r=1", 0.006, seed, acc)
+    table, cells, _, moved = conv.rows([reg, grid, more])
+    (row,) = table
+    assert (row["lr"], row["seeds"]) == (0.006, 3)
+    assert row["test_accuracy_mean"] == pytest.approx(0.80)
+    assert sorted(cells) == [("lora:r=1", 0.006, s) for s in (0, 1, 2)]
+    assert moved == [f"lora:r=1: lr 0.006 ({grid}, {more}) replaces lr 0.002 ({reg})"]
+    # the order of the folders decides: the registered part given last keeps its rate
+    table, _, _, moved = conv.rows([grid, more, reg])
+    assert (table[0]["lr"], table[0]["seeds"], table[0]["test_accuracy_mean"]) == (0.002, 3, pytest.approx(0.71))
+    assert moved[0].startswith("lora:r=1: lr 0.002")
+
+
+def test_a_test_figure_at_a_rate_its_run_no_longer_selects_is_left_out(tmp_path):
+    conv = _script("converged")
+    run = tmp_path / "run"
+    _tested(run, "vera:r=4", 0.03, 0, 0.77)         # chosen by a narrower grid, tested, then the grid grew
+    _tested(run, "vera:r=4", 0.09, 0, 0.79)
+    with pytest.raises(SystemExit, match=r"run: vera:r=4 has test figures at several rates \[0.03, 0.09\] and no results.json"):
+        conv.rows([run])
+    _selection(run, {"vera:r=4": 0.09})
+    table, cells, _, moved = conv.rows([run])
+    assert (table[0]["lr"], table[0]["test_accuracy_mean"], moved) == (0.09, pytest.approx(0.79), [])
+    assert list(cells) == [("vera:r=4", 0.09, 0)]
+    (run / "results.json").write_text('{"selection": [1, 2]}')
+    with pytest.raises(SystemExit, match=r"results.json: not a compare run's results"):
+        conv.rows([run])
 
 
 def test_short_names_for_the_crowded_plot():

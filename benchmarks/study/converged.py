@@ -9,6 +9,11 @@ against adapter parameters) and each row's curves.
 Every folder must hold records of one training budget (model, data, splits, epochs, validation
 schedule): parts run under another budget are refused, naming the file and the fields that differ.
 The same cell copied into two parts (part 7 starts from the others' seed-0 records) counts once.
+
+A row is one rate. A folder's ``results.json`` names the rate its grid selected for each adapter; a
+test figure at another rate there is an earlier, narrower grid's choice and is left out. Where
+folders selected different rates for one adapter — a later part widened its grid — the last folder
+(in the order given) that holds a tested cell of it wins, and the rows that moved are said on stderr.
 """
 
 from __future__ import annotations
@@ -24,21 +29,42 @@ from tnpeft.train.comparison import summarize
 _PER_CELL = ("lr", "seed")
 
 
+def _selected(folder: Path) -> dict[str, float]:
+    """The rate ``folder``'s own run selected for each adapter (its ``results.json``; none recorded
+    where the run has not finished)."""
+    f = folder / "results.json"
+    if not f.is_file():
+        return {}
+    try:
+        sel = json.loads(f.read_text())["selection"]
+        return {label: float(s["lr"]) for label, s in sel.items() if s.get("lr") is not None}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SystemExit(f"{f}: not a compare run's results (its 'selection' maps each adapter to "
+                         f"{{'lr': rate, ...}}): {e}") from None
+
+
 def collect(folders: list[Path]) -> tuple[list[AdapterSpec], dict[tuple[str, float, int], dict[str, Any]],
-                                          dict[str, dict[str, Any]], list[int], dict[str, Any]]:
+                                          dict[str, dict[str, Any]], list[int], dict[str, Any], list[str]]:
     """The tested cells of ``folders``: (specs, cells keyed by (adapter, lr, seed), the selection
-    — each adapter's tested rate —, the seeds, the shared budget)."""
+    — each adapter's tested rate —, the seeds, the shared budget, a line for each row whose rate a
+    later folder moved)."""
     cells: dict[tuple[str, float, int], dict[str, Any]] = {}
     origin: dict[tuple[str, float, int], Path] = {}
+    found: dict[str, dict[float, list[Path]]] = {}      # adapter → rate → folders holding its tested cells
+    last: dict[str, tuple[float, Path]] = {}             # adapter → the latest folder's rate
     budget: dict[str, Any] | None = None
     budget_file: Path | None = None
     for folder in folders:
         if not folder.is_dir():
             raise SystemExit(f"{folder} is not a folder of compare records")
+        chosen = _selected(folder)
+        here_rates: dict[str, set[float]] = {}
         for f in sorted(folder.glob("cells/*/*/seed=*/cell.json")):
             if not (f.parent / "test.json").is_file():
                 continue                      # a cell whose rate was not selected: no test figure
             rec = json.loads(f.read_text())
+            if rec["adapter"] in chosen and float(rec["lr"]) != chosen[rec["adapter"]]:
+                continue                      # tested under an earlier grid; this folder's run chose another rate
             test = json.loads((f.parent / "test.json").read_text())
             if test.get("config_hash") != rec["config_hash"]:
                 raise SystemExit(f"{f.parent / 'test.json'}: its config_hash is not its cell.json's")
@@ -50,6 +76,9 @@ def collect(folders: list[Path]) -> tuple[list[AdapterSpec], dict[tuple[str, flo
                 raise SystemExit(f"{f}: a different budget from {budget_file} in {', '.join(diff)} "
                                  f"({', '.join(f'{k}={here.get(k)!r} against {budget.get(k)!r}' for k in diff)})")
             key = (rec["adapter"], float(rec["lr"]), int(rec["seed"]))
+            here_rates.setdefault(key[0], set()).add(key[1])
+            if folder not in found.setdefault(key[0], {}).setdefault(key[1], []):
+                found[key[0]][key[1]].append(folder)
             if key in cells:
                 if cells[key]["config_hash"] != rec["config_hash"]:
                     raise SystemExit(f"{f} and {origin[key]}: the same cell {key} with different records")
@@ -57,28 +86,35 @@ def collect(folders: list[Path]) -> tuple[list[AdapterSpec], dict[tuple[str, flo
             rec["test"] = test["test"]
             rec["dir"] = str(f.parent)
             cells[key], origin[key] = rec, f
+        for label, lrs in here_rates.items():
+            if len(lrs) > 1:
+                raise SystemExit(f"{folder}: {label} has test figures at several rates {sorted(lrs)} and no "
+                                 "results.json saying which its run selected; a row is one selected rate")
+            last[label] = (lrs.pop(), folder)
     if budget is None:
         raise SystemExit(f"no tested cells under {', '.join(map(str, folders))}")
-    rates: dict[str, set[float]] = {}
-    for label, lr, _ in cells:
-        rates.setdefault(label, set()).add(lr)
-    for label, lrs in rates.items():
-        if len(lrs) > 1:
-            raise SystemExit(f"{label}: test figures at several rates {sorted(lrs)}; a row is one selected rate")
-    first = {label: next(r for (lab, _, _), r in cells.items() if lab == label) for label in rates}
+    moved = []
+    for label, (lr, folder) in sorted(last.items()):
+        older = {r: fs for r, fs in found[label].items() if r != lr}
+        if older:
+            moved.append(f"{label}: lr {lr:g} ({', '.join(map(str, found[label][lr]))}) replaces " + "; ".join(
+                f"lr {r:g} ({', '.join(map(str, fs))})" for r, fs in sorted(older.items())))
+    cells = {k: v for k, v in cells.items() if k[1] == last[k[0]][0]}
+    first = {label: next(r for (lab, _, _), r in cells.items() if lab == label) for label in last}
     specs = sorted((AdapterSpec(label, r["name"], r["hparams"]) for label, r in first.items()),
                    key=lambda s: (-first[s.label]["adapter_parameters"], s.label))
-    selection = {label: {"lr": lrs.pop(), "edge": None} for label, lrs in rates.items()}
+    selection = {label: {"lr": lr, "edge": None} for label, (lr, _) in last.items()}
     seeds = sorted({s for _, _, s in cells})
-    return specs, cells, selection, seeds, budget
+    return specs, cells, selection, seeds, budget, moved
 
 
 def rows(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[tuple[str, float, int], dict[str, Any]],
-                                       dict[str, Any]]:
-    """``summarize``'s rows for the tested cells of ``folders``, the cells, and the shared budget."""
-    specs, cells, selection, seeds, budget = collect(folders)
+                                       dict[str, Any], list[str]]:
+    """``summarize``'s rows for the tested cells of ``folders``, the cells, the shared budget, and a
+    line for each row a later folder moved to another rate."""
+    specs, cells, selection, seeds, budget, moved = collect(folders)
     summary = summarize(specs, cells, selection, seeds, "accuracy", True, budget["test_size"])
-    return summary["summary"], cells, budget
+    return summary["summary"], cells, budget, moved
 
 
 _NAMES = {"lora": "LoRA", "quantum_peft": "QP", "mpo": "MPO", "loha": "LoHa", "lokr": "LoKr", "vera": "VeRA",
@@ -205,7 +241,9 @@ def main(argv: list[str]) -> None:
             args.append(Path(a))
     if not args:
         raise SystemExit(__doc__)
-    table, cells, budget = rows(args)
+    table, cells, budget, moved = rows(args)
+    for line in moved:
+        print(line, file=sys.stderr)
     if md:
         print(markdown(table))
     else:
