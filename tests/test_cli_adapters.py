@@ -158,3 +158,20 @@ def test_small_csv_holds_out_a_fraction_and_warmup_is_clipped(tmp_path, capsys):
     assert code == 0
     assert "a warm-up of 20 steps is more than 0.1 of the run (2 steps); warming up over 1 step(s)" in out
     assert "loss (mean of last 20)" in err
+
+
+def test_the_docs_advice_table_is_the_registered_advice():
+    """docs/compare.md's advice table quotes every built-in method's advice as registered."""
+    import re
+    from pathlib import Path
+
+    from tnpeft.adapters.methods import METHODS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "compare.md").read_text(encoding="utf-8")
+    section = text.split("## Practical advice per method", 1)[1].split("\n## ", 1)[0]
+    table = dict(re.findall(r"^\| (\w+) \| (.+) \|$", section, re.M))
+    advised = {name: m.advice for name, m in METHODS.items()
+               if m.advice and m.builder.__module__.startswith("tnpeft.")}     # the built-in methods
+    assert len(advised) >= 10 and set(advised) <= set(table)
+    for name, advice in advised.items():
+        assert table[name] == advice, name
