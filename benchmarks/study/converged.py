@@ -94,7 +94,7 @@ def collect(folders: list[Path]) -> tuple[list[AdapterSpec], dict[tuple[str, flo
     if budget is None:
         raise SystemExit(f"no tested cells under {', '.join(map(str, folders))}")
     moved = []
-    for label, (lr, folder) in sorted(last.items()):
+    for label, (lr, _) in sorted(last.items()):
         older = {r: fs for r, fs in found[label].items() if r != lr}
         if older:
             moved.append(f"{label}: lr {lr:g} ({', '.join(map(str, found[label][lr]))}) replaces " + "; ".join(
