@@ -226,7 +226,7 @@ def test_a_test_figure_at_a_rate_its_run_no_longer_selects_is_left_out(tmp_path)
     run = tmp_path / "run"
     _tested(run, "vera:r=4", 0.03, 0, 0.77)         # chosen by a narrower grid, tested, then the grid grew
     _tested(run, "vera:r=4", 0.09, 0, 0.79)
-    with pytest.raises(SystemExit, match=r"run: vera:r=4 has test figures at several rates \[0.03, 0.09\] and no results.json"):
+    with pytest.raises(SystemExit, match=r"run: vera:r=4 has test figures at several rates \[0.03, 0.09\] and no results.json selection for it"):
         conv.rows([run])
     _selection(run, {"vera:r=4": 0.09})
     table, cells, _, moved = conv.rows([run])

@@ -89,7 +89,7 @@ def collect(folders: list[Path]) -> tuple[list[AdapterSpec], dict[tuple[str, flo
         for label, lrs in here_rates.items():
             if len(lrs) > 1:
                 raise SystemExit(f"{folder}: {label} has test figures at several rates {sorted(lrs)} and no "
-                                 "results.json saying which its run selected; a row is one selected rate")
+                                 "results.json selection for it; a row is one selected rate")
             last[label] = (lrs.pop(), folder)
     if budget is None:
         raise SystemExit(f"no tested cells under {', '.join(map(str, folders))}")
